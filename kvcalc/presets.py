@@ -1,0 +1,170 @@
+"""Find and load model presets: bundled ones, user folders, and files given by path.
+
+A bare name only ever resolves inside the preset folders; anything that looks like a
+path (a separator, or a .yaml/.yml/.json suffix) is read as that path. Each file is
+parsed and validated at most once per process, and only when it is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from kvcalc.errors import PresetError, UnknownModelError
+from kvcalc.spec import ModelSpec
+
+PRESET_DIR_ENV = "KVCALC_PRESET_DIR"
+_SUFFIXES = (".yaml", ".yml")
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def bundled_dir() -> Path:
+    """The presets shipped with kvcalc: inside the wheel, or at the top of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "model_presets", here.parent / "model_presets"):
+        if candidate.is_dir():
+            return candidate
+    raise PresetError(f"bundled presets not found beside {here}")
+
+
+def preset_dirs(user_dirs: list[Path] | tuple[Path, ...] = ()) -> tuple[Path, ...]:
+    """User folders first (so they can override a bundled name), then the bundled folder."""
+    dirs = [Path(d) for d in user_dirs]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise PresetError(f"preset folder {folder} does not exist or is not a folder")
+    return (*dirs, bundled_dir())
+
+
+def user_dirs_from_env() -> list[Path]:
+    value = os.environ.get(PRESET_DIR_ENV, "")
+    return [Path(part) for part in value.split(os.pathsep) if part]
+
+
+@lru_cache(maxsize=None)
+def _index(folder: Path) -> dict[str, Path]:
+    """Lowercase preset name -> file, from file names alone (nothing is parsed here)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix in _SUFFIXES and path.is_file():
+            found.setdefault(path.stem.lower(), path)
+    return found
+
+
+def available(dirs: tuple[Path, ...]) -> dict[str, Path]:
+    """Every preset name reachable from ``dirs``; the first folder that has a name wins."""
+    names: dict[str, Path] = {}
+    for folder in dirs:
+        for name, path in _index(folder).items():
+            names.setdefault(name, path)
+    return dict(sorted(names.items()))
+
+
+def looks_like_path(ref: str) -> bool:
+    return (
+        os.sep in ref
+        or (os.altsep is not None and os.altsep in ref)
+        or ref.lower().endswith((*_SUFFIXES, ".json"))
+    )
+
+
+def resolve(ref: str, dirs: tuple[Path, ...]) -> ModelSpec:
+    """A preset name (case-insensitive) or a path to a preset YAML or a config.json."""
+    if looks_like_path(ref):
+        return load_path(Path(ref))
+    path = available(dirs).get(ref.lower())
+    if path is None:
+        raise UnknownModelError(_unknown_message([ref], dirs))
+    return load_file(path)
+
+
+def resolve_many(refs: list[str], dirs: tuple[Path, ...]) -> list[ModelSpec]:
+    """Like ``resolve`` for each; every unknown name is reported in one error."""
+    names = available(dirs)
+    unknown = [r for r in refs if not looks_like_path(r) and r.lower() not in names]
+    if unknown:
+        raise UnknownModelError(_unknown_message(unknown, dirs))
+    return [resolve(ref, dirs) for ref in refs]
+
+
+def _unknown_message(refs: list[str], dirs: tuple[Path, ...]) -> str:
+    from difflib import get_close_matches  # only on the error path
+
+    names = list(available(dirs))
+    parts = []
+    for ref in refs:
+        close = get_close_matches(ref.lower(), names, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        parts.append(f"'{ref}'{hint}")
+    what = "unknown model" if len(refs) == 1 else "unknown models"
+    return f"{what} {', '.join(parts)}; 'kvcalc presets' lists them all"
+
+
+def load_path(path: Path) -> ModelSpec:
+    """A file or folder given by the user: a preset YAML, a config.json, or a folder holding one."""
+    if path.is_dir() or path.suffix.lower() == ".json":
+        from kvcalc.hf_config import load_config_path
+
+        return load_config_path(path)
+    if not path.is_file():
+        raise PresetError(f"{path}: no such file")
+    return load_file(path)
+
+
+@lru_cache(maxsize=None)
+def load_file(path: Path) -> ModelSpec:
+    """Parse and validate one preset YAML; errors name the file and the dotted field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # safe loader only
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise PresetError(f"{path}:{line}: {problem}") from None
+    return spec_from_data(data, origin=str(path))
+
+
+def spec_from_data(data: object, origin: str) -> ModelSpec:
+    if not isinstance(data, dict):
+        raise PresetError(f"{origin}: a preset is a mapping of fields, got {type(data).__name__}")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PresetError(f"{origin}: {describe_validation_error(exc, data)}") from None
+
+
+def describe_validation_error(exc: ValidationError, data: object) -> str:
+    """'attention.kv_heads: kv_heads=3 must divide heads=64; ...' on one line."""
+    problems = []
+    for err in exc.errors():
+        field = _dotted(err["loc"], data)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(f"{field}: {message}" if field else message)
+    return "; ".join(problems)
+
+
+def _dotted(loc: tuple, data: object) -> str:
+    """Pydantic's location as a path through the user's data, dropping union tags."""
+    parts: list[str] = []
+    node = data
+    for key in loc:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        elif isinstance(node, dict) and key in (node.get("kind"), node.get("type")):
+            continue  # the tag pydantic adds for a discriminated union
+        else:
+            node = None
+        parts.append(f"[{key}]" if isinstance(key, int) else str(key))
+    return ".".join(parts).replace(".[", "[")

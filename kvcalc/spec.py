@@ -1,0 +1,207 @@
+"""A model's attention and layer pattern, as validated data.
+
+MHA, MQA and GQA are one shape (``DenseAttention``): K and V per KV head, with MHA
+meaning kv_heads == heads and MQA meaning kv_heads == 1. MLA caches a compressed
+latent instead and gets its own variant (``MLAAttention``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kvcalc.dtypes import DTYPE_BITS, KVDtype
+
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DenseAttention(_Frozen):
+    """MHA, MQA or GQA: every layer caches K and V for ``kv_heads`` heads."""
+
+    kind: Literal["mha", "mqa", "gqa"]
+    heads: Positive
+    kv_heads: Positive | None = None  # MHA defaults to heads, MQA to 1
+    head_dim: Positive
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kv_heads(cls, data):
+        if isinstance(data, dict) and data.get("kv_heads") is None:
+            if data.get("kind") == "mha":
+                data = {**data, "kv_heads": data.get("heads")}
+            elif data.get("kind") == "mqa":
+                data = {**data, "kv_heads": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _check_heads(self):
+        if self.kv_heads is None:
+            raise ValueError("gqa needs kv_heads")
+        if self.kind == "mha" and self.kv_heads != self.heads:
+            raise ValueError(
+                f"mha means kv_heads == heads, got kv_heads={self.kv_heads}, heads={self.heads}"
+            )
+        if self.kind == "mqa" and self.kv_heads != 1:
+            raise ValueError(f"mqa means kv_heads == 1, got kv_heads={self.kv_heads}")
+        if self.heads % self.kv_heads:
+            raise ValueError(
+                f"kv_heads={self.kv_heads} must divide heads={self.heads}"
+            )
+        return self
+
+    def kv_elements_per_token(self, mla_layout: str = "latent") -> int:
+        """K and V elements one token adds to one layer's cache."""
+        return 2 * self.kv_heads * self.head_dim
+
+
+class MLAAttention(_Frozen):
+    """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2)."""
+
+    kind: Literal["mla"]
+    heads: Positive
+    kv_lora_rank: Positive
+    qk_rope_head_dim: Positive
+    qk_nope_head_dim: Positive
+    v_head_dim: Positive
+    q_lora_rank: Positive | None = None  # None: queries are not compressed
+
+    def kv_elements_per_token(self, mla_layout: str = "latent") -> int:
+        if mla_layout == "expanded":
+            # per-head K (nope + rope) and per-head V, as a naive implementation caches
+            return self.heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+        # one latent c_kv plus the shared rope key
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+Attention = Annotated[Union[DenseAttention, MLAAttention], Field(discriminator="kind")]
+
+
+class FullLayer(_Frozen):
+    """Attends to every earlier token: holds the whole context."""
+
+    type: Literal["full"]
+    attention: Attention | None = None  # None: the model's attention
+
+
+class SlidingLayer(_Frozen):
+    """Attends to the last ``window`` tokens: holds min(context, window)."""
+
+    type: Literal["sliding"]
+    window: Positive
+    attention: Attention | None = None
+
+
+class ChunkedLayer(_Frozen):
+    """Attends within aligned chunks of ``chunk`` tokens: holds min(context, chunk)."""
+
+    type: Literal["chunked"]
+    chunk: Positive
+    attention: Attention | None = None
+
+
+class NoKVLayer(_Frozen):
+    """Linear attention or Mamba: no KV cache, a constant state per sequence."""
+
+    type: Literal["none"]
+    state_elements: NonNegative = 0
+    state_dtype: KVDtype | None = None  # None: the model's dtype
+    description: str | None = None
+
+
+LayerKind = Annotated[
+    Union[FullLayer, SlidingLayer, ChunkedLayer, NoKVLayer], Field(discriminator="type")
+]
+
+_REPEAT = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*(?:\*\s*(\d+))?\s*$")
+
+
+def expand_pattern(pattern: list[str], count: int) -> list[str]:
+    """["local*5", "global"] tiled over ``count`` layers, the last tile cut short."""
+    unit: list[str] = []
+    for item in pattern:
+        match = _REPEAT.match(item)
+        if not match:
+            raise ValueError(f"pattern item {item!r} is not NAME or NAME*N")
+        name, times = match.group(1), int(match.group(2) or 1)
+        if times < 1:
+            raise ValueError(f"pattern item {item!r} repeats fewer than once")
+        unit.extend([name] * times)
+    if len(unit) > count:
+        raise ValueError(f"pattern has {len(unit)} layers, more than count={count}")
+    return [unit[i % len(unit)] for i in range(count)]
+
+
+class Layers(_Frozen):
+    """How many layers, which kinds exist, and the order they come in."""
+
+    count: Positive
+    kinds: dict[str, LayerKind] = Field(default_factory=lambda: {"full": FullLayer(type="full")})
+    pattern: list[str] = Field(default_factory=lambda: ["full"], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_pattern(self):
+        order = expand_pattern(self.pattern, self.count)
+        unknown = sorted(set(order) - set(self.kinds))
+        if unknown:
+            raise ValueError(f"pattern names {', '.join(unknown)}, not in kinds ({', '.join(self.kinds)})")
+        unused = [name for name in self.kinds if name not in order]
+        if unused:
+            raise ValueError(f"kinds {', '.join(unused)} never appear in the pattern")
+        return self
+
+    def order(self) -> list[str]:
+        """The kind name of each layer, layer 0 first."""
+        return expand_pattern(self.pattern, self.count)
+
+
+class ModelSpec(_Frozen):
+    """One model, as a preset file or an imported config describes it."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    source: Annotated[list[str], Field(min_length=1)]
+    parameters: str
+    max_context: Positive
+    dtype: KVDtype
+    architecture: Literal["decoder", "encoder"] = "decoder"
+    hidden_size: Positive | None = None
+    attention: Attention
+    layers: Layers
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("source", "notes", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.architecture == "encoder"
+
+    def attention_of(self, kind_name: str) -> DenseAttention | MLAAttention:
+        """The attention a layer kind uses: its own override or the model's."""
+        kind = self.layers.kinds[kind_name]
+        own = getattr(kind, "attention", None)
+        return own if own is not None else self.attention
+
+
+__all__ = [
+    "Attention",
+    "ChunkedLayer",
+    "DTYPE_BITS",
+    "DenseAttention",
+    "FullLayer",
+    "LayerKind",
+    "Layers",
+    "MLAAttention",
+    "ModelSpec",
+    "NoKVLayer",
+    "SlidingLayer",
+    "expand_pattern",
+]

@@ -1,0 +1,69 @@
+"""Token counts from text ("128k" -> 131072) and byte counts to text ("1.25 GiB")."""
+
+import re
+
+_SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+
+
+def parse_tokens(text: str) -> int:
+    """'8192', '8k' (8192), '128K' (131072), '1M' (1048576), '1.5k' (1536). Positive only."""
+    match = _TOKENS.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a token count (try 8192, 8k, 128K or 1M)")
+    number, suffix = match.groups()
+    scale = _SUFFIX[suffix.lower()]
+    whole, _, frac = number.partition(".")
+    # exact: scale the decimal digits as integers, never as floats
+    numerator = int(whole + frac) * scale
+    denominator = 10 ** len(frac)
+    if numerator % denominator:
+        raise ValueError(f"{text!r} is not a whole number of tokens")
+    value = numerator // denominator
+    if value <= 0:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+_IEC = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+
+
+def format_bytes(n: int) -> str:
+    """Bytes in powers of 1024 with IEC names: 1342177280 -> '1.25 GiB'."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = float(n), 0
+    while value >= 1024 and unit < len(_IEC) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.2f} {_IEC[unit]}"
+
+
+def format_tokens(n: int) -> str:
+    """131072 -> '128K', 1048576 -> '1M', 5000 -> '5000'."""
+    for suffix, scale in (("M", 1024**2), ("K", 1024)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    return str(n)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|[KMGT]|B)?\s*$", re.IGNORECASE)
+_SIZE_SCALE = {
+    "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """'80GiB' -> 85899345920, '80GB' -> 80000000000 (IEC for 'i', SI otherwise; bare G is GiB)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a memory size (try 24GiB or 80GB)")
+    number, unit = match.groups()
+    scale = _SIZE_SCALE[(unit or "b").lower()]
+    whole, _, frac = number.partition(".")
+    value = int(whole + frac) * scale // 10 ** len(frac)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be more than 0 bytes")
+    return value
