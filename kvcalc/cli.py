@@ -141,6 +141,8 @@ def estimate_cmd(
     if not result.encoder:
         out.print(estimate_table(result, attention_label(spec.attention)))
     out.print(estimate_summary(result), markup=False)
+    for note in spec.notes:
+        out.print(f"note: {note}", markup=False, style="dim")
 
 
 @presets_app.callback(invoke_without_command=True)

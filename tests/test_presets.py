@@ -1,0 +1,179 @@
+"""Every bundled preset loads, and its KV sizes match numbers derived by hand.
+
+Expected values are written as arithmetic from /work/shared/reference/model_facts.yaml
+(layers, KV heads, head_dim, MLA latent widths, windows), never computed by kvcalc.
+Bytes per element: 2 for bf16/fp16 presets, 4 for fp32 presets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import kvcalc
+from kvcalc.presets import load_file
+
+PRESET_DIR = Path(__file__).parent.parent / "model_presets"
+PRESET_FILES = sorted(PRESET_DIR.glob("*.yaml"))
+PRESET_NAMES = [path.stem for path in PRESET_FILES]
+
+
+def spec_of(name: str):
+    return load_file(PRESET_DIR / f"{name}.yaml")
+
+
+# One more token at batch 1, summed over every KV layer (sliding/chunked ones included,
+# no-KV layers cost 0). Dense: 2 (K and V) x layers x kv_heads x head_dim x bytes.
+# MLA: layers x (kv_lora_rank + qk_rope_head_dim) x bytes.
+EXPECTED_BYTES_PER_TOKEN = {
+    # Llama
+    "llama-2-7b": 2 * 32 * 32 * 128 * 2,  # MHA, 32 KV heads, fp16
+    "llama-2-70b": 2 * 80 * 8 * 128 * 2,  # GQA 8 KV heads, fp16
+    "llama-3-8b": 2 * 32 * 8 * 128 * 2,  # bf16
+    "llama-3-70b": 2 * 80 * 8 * 128 * 2,  # layers x kv_heads x head_dim, bf16
+    "llama-3.1-405b": 2 * 126 * 8 * 128 * 2,  # 8 KV heads, not the mp16 16
+    "llama-4-scout": 2 * 48 * 8 * 128 * 2,  # 36 chunked + 12 global layers
+    # Mistral
+    "mistral-7b-v0.1": 2 * 32 * 8 * 128 * 2,  # all sliding, still cost per token
+    "mixtral-8x7b": 2 * 32 * 8 * 128 * 2,
+    # Qwen
+    "qwen2-7b": 2 * 28 * 4 * 128 * 2,
+    "qwen2-72b": 2 * 80 * 8 * 128 * 2,
+    "qwen2.5-7b": 2 * 28 * 4 * 128 * 2,
+    "qwen3-8b": 2 * 36 * 8 * 128 * 2,
+    "qwen3-next-80b-a3b": 2 * 12 * 2 * 256 * 2,  # only the 12 full-attention layers
+    # Phi
+    "phi-3-mini-4k": 2 * 32 * 32 * 96 * 2,  # head_dim 96
+    "phi-3-medium-4k": 2 * 40 * 10 * 128 * 2,
+    # Gemma
+    "gemma-2b": 2 * 18 * 1 * 256 * 2,  # MQA
+    "gemma-7b": 2 * 28 * 16 * 256 * 2,  # head_dim 256, not 3072/16
+    "gemma-2-9b": 2 * 42 * 8 * 256 * 2,  # head_dim 256, not 3584/16
+    "gemma-2-27b": 2 * 46 * 16 * 128 * 4,  # head_dim 128, not 144; fp32 per base config
+    "gemma-3-27b": 2 * 62 * 16 * 128 * 2,
+    # GPT-2, fp32
+    "gpt2": 2 * 12 * 12 * 64 * 4,
+    "gpt2-medium": 2 * 24 * 16 * 64 * 4,
+    "gpt2-large": 2 * 36 * 20 * 64 * 4,
+    "gpt2-xl": 2 * 48 * 25 * 64 * 4,
+    # BERT: encoder-only, no KV cache
+    "bert-base": 0,
+    "bert-large": 0,
+    # Falcon
+    "falcon-7b": 2 * 32 * 1 * 64 * 2,  # one KV head despite num_kv_heads 71 in config
+    "falcon-40b": 2 * 60 * 8 * 64 * 2,
+    # PaLM, MQA, head size 256
+    "palm-8b": 2 * 32 * 1 * 256 * 2,
+    "palm-62b": 2 * 64 * 1 * 256 * 2,
+    "palm-540b": 2 * 118 * 1 * 256 * 2,
+    # MLA: latent 512 + rope key 64 per layer
+    "deepseek-v2": 60 * (512 + 64) * 2,
+    "deepseek-v2-lite": 27 * (512 + 64) * 2,
+    "deepseek-v3": 61 * (512 + 64) * 2,
+    "kimi-k2": 61 * (512 + 64) * 2,
+    # Hybrids
+    "jamba-v0.1": 2 * 4 * 8 * 128 * 2,  # 4 attention layers of 32
+}
+
+
+def test_presets_found():
+    assert PRESET_FILES, f"no presets in {PRESET_DIR}"
+
+
+@pytest.mark.parametrize("path", PRESET_FILES, ids=PRESET_NAMES)
+def test_preset_loads(path: Path):
+    spec = load_file(path)
+    assert spec.name == path.stem
+    assert spec.name == spec.name.lower()
+    assert path.stem == path.stem.lower()
+    assert spec.source
+    assert all(s.strip() for s in spec.source)
+
+
+def test_table_covers_every_preset():
+    assert set(EXPECTED_BYTES_PER_TOKEN) == set(PRESET_NAMES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_BYTES_PER_TOKEN))
+def test_bytes_per_token(name: str):
+    result = kvcalc.estimate(spec_of(name), context=1)
+    assert result.bytes_per_token == EXPECTED_BYTES_PER_TOKEN[name]
+
+
+# Whole caches at a context long enough to fill every window or chunk (batch 1).
+EXPECTED_TOTALS = [
+    # 52 local layers x 1024 tokens + 10 global layers x 131072 tokens
+    ("gemma-3-27b", 131072, (52 * 1024 + 10 * 131072) * 2 * 16 * 128 * 2),
+    # every layer capped at the 4096 window
+    ("mistral-7b-v0.1", 32768, 32 * 4096 * 2 * 8 * 128 * 2),
+    # 36 chunked layers x 8192 tokens + 12 global layers x 131072 tokens
+    ("llama-4-scout", 131072, (36 * 8192 + 12 * 131072) * 2 * 8 * 128 * 2),
+    # 4 attention layers x 256K tokens: AI21's "4GB" at 256K
+    ("jamba-v0.1", 262144, 4 * 262144 * 2 * 8 * 128 * 2),
+    ("jamba-v0.1", 262144, 4 * 2**30),
+    # 12 full-attention layers only
+    ("qwen3-next-80b-a3b", 262144, 12 * 262144 * 2 * 2 * 256 * 2),
+    # 21 local (4096) + 21 global layers at 8192
+    ("gemma-2-9b", 8192, (21 * 4096 + 21 * 8192) * 2 * 8 * 256 * 2),
+    # 23 local (4096) + 23 global layers at 8192, fp32
+    ("gemma-2-27b", 8192, (23 * 4096 + 23 * 8192) * 2 * 16 * 128 * 4),
+    # every layer capped at 2047
+    ("phi-3-mini-4k", 4096, 32 * 2047 * 2 * 32 * 96 * 2),
+    ("phi-3-medium-4k", 4096, 40 * 2047 * 2 * 10 * 128 * 2),
+    # trap: sliding_window 131072 present but use_sliding_window false, no window at all
+    ("qwen2-7b", 131072, 28 * 131072 * 2 * 4 * 128 * 2),
+    ("qwen2-72b", 131072, 80 * 131072 * 2 * 8 * 128 * 2),
+    # trap: 8 KV heads, not the mp16 checkpoint's 16
+    ("llama-3.1-405b", 131072, 126 * 131072 * 2 * 8 * 128 * 2),
+    # trap: one KV head, not 71
+    ("falcon-7b", 2048, 32 * 2048 * 2 * 1 * 64 * 2),
+    # MLA latent, not 128 KV heads
+    ("deepseek-v2", 131072, 60 * 131072 * (512 + 64) * 2),
+    # encoders keep nothing
+    ("bert-base", 512, 0),
+    ("bert-large", 512, 0),
+]
+
+
+@pytest.mark.parametrize(
+    "name, context, expected",
+    EXPECTED_TOTALS,
+    ids=[f"{name}@{context}" for name, context, _ in EXPECTED_TOTALS],
+)
+def test_total_bytes(name: str, context: int, expected: int):
+    result = kvcalc.estimate(spec_of(name), context=context)
+    assert result.total_bytes == expected
+
+
+def test_falcon_7b_is_one_kv_head():
+    assert kvcalc.estimate(spec_of("falcon-7b"), context=1).bytes_per_token == 2 * 32 * 1 * 64 * 2
+
+
+def test_qwen2_7b_holds_whole_context():
+    result = kvcalc.estimate(spec_of("qwen2-7b"), context=131072)
+    assert all(group.tokens == 131072 for group in result.groups)
+
+
+def test_jamba_state_bytes():
+    # 28 Mamba layers x (8192*16 SSM + 8192*4 conv) elements, bf16, batch 1
+    result = kvcalc.estimate(spec_of("jamba-v0.1"), context=8192)
+    assert result.state_bytes == 28 * (8192 * 16 + 8192 * 4) * 2
+    assert result.state_bytes == 28 * 163840 * 2
+
+
+def test_qwen3_next_state_bytes():
+    # 36 linear layers x (32*128*128 recurrent + (2*16*128 + 32*128) * 4 conv) elements, bf16
+    result = kvcalc.estimate(spec_of("qwen3-next-80b-a3b"), context=8192)
+    assert result.state_bytes == 36 * (32 * 128 * 128 + (2 * 16 * 128 + 32 * 128) * 4) * 2
+
+
+def test_state_is_per_sequence():
+    result = kvcalc.estimate(spec_of("jamba-v0.1"), context=8192, batch=3)
+    assert result.state_bytes == 3 * 28 * 163840 * 2
+
+
+def test_deepseek_v2_expanded_layout():
+    # HF eager caches decompressed K (128 x (128 + 64)) and V (128 x 128) per layer
+    result = kvcalc.estimate(spec_of("deepseek-v2"), context=1, mla_layout="expanded")
+    assert result.bytes_per_token == 60 * 128 * (128 + 64 + 128) * 2
