@@ -8,7 +8,7 @@ Torch is never imported here at module level: only ``verify`` reaches it, lazily
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -55,7 +55,7 @@ def _tokens(value: str) -> int:
 
 # Options shared by several commands, declared once.
 ContextOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--context", "-c", parser=_tokens, metavar="TOKENS",
         help="Tokens per sequence: 8192, 8k, 128K, 1M. Default: the model's max context.",
@@ -63,7 +63,7 @@ ContextOpt = Annotated[
 ]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences held at once.")]
 KVDtypeOpt = Annotated[
-    Optional[KVDtype],
+    KVDtype | None,
     typer.Option("--kv-dtype", help="KV element type. Default: the model's dtype."),
 ]
 MLALayoutOpt = Annotated[
@@ -75,7 +75,7 @@ MLALayoutOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
 PresetDirOpt = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Option(
         "--preset-dir", envvar="KVCALC_PRESET_DIR", metavar="DIR",
         help="Extra folder of preset YAML files (repeatable; env KVCALC_PRESET_DIR, ':'-separated).",
@@ -86,7 +86,7 @@ ModelArg = Annotated[
 ]
 
 
-def _dirs(preset_dir: Optional[list[Path]]):
+def _dirs(preset_dir: list[Path] | None):
     from kvcalc.presets import preset_dirs
 
     return preset_dirs(tuple(preset_dir or ()))

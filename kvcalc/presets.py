@@ -8,7 +8,7 @@ parsed and validated at most once per process, and only when it is needed.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -45,7 +45,7 @@ def user_dirs_from_env() -> list[Path]:
     return [Path(part) for part in value.split(os.pathsep) if part]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _index(folder: Path) -> dict[str, Path]:
     """Lowercase preset name -> file, from file names alone (nothing is parsed here)."""
     found: dict[str, Path] = {}
@@ -115,7 +115,7 @@ def load_path(path: Path) -> ModelSpec:
     return load_file(path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_file(path: Path) -> ModelSpec:
     """Parse and validate one preset YAML; errors name the file and the dotted field."""
     try:

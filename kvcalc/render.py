@@ -94,22 +94,30 @@ def estimate_summary(result: Estimate) -> str:
 
 
 def presets_table(rows: list[tuple[ModelSpec, int]]) -> Table:
-    table = Table(title="kvcalc presets", title_justify="left")
-    table.add_column("name")
-    table.add_column("attention")
-    table.add_column("layers", justify="right")
-    table.add_column("KV B/token", justify="right")
-    table.add_column("max context", justify="right")
-    table.add_column("source", overflow="fold")
+    table = Table(title="kvcalc presets", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    cells = []
     for spec, per_token in rows:
         kind = "encoder" if spec.is_encoder else spec.attention.kind
         patterned = len(spec.layers.kinds) > 1 or next(iter(spec.layers.kinds.values())).type != "full"
-        table.add_row(
-            Text(spec.name),
-            kind + (" + pattern" if patterned else ""),
-            str(spec.layers.count),
-            f"{per_token:,}",
-            format_tokens(spec.max_context),
-            Text(spec.source[0]),
+        cells.append(
+            [spec.name, kind + ("+pattern" if patterned else ""), str(spec.layers.count),
+             f"{per_token:,}", format_tokens(spec.max_context), short_source(spec.source[0])]
         )
+    headers = ("name", "attention", "layers", "KV B/token", "max context", "source (all: presets show)")
+    for i, header in enumerate(headers[:-1]):
+        width = max([len(header), *(len(row[i]) for row in cells)])
+        table.add_column(header, no_wrap=True, min_width=width, justify="left" if i < 2 else "right")
+    table.add_column(headers[-1])
+    for row in cells:
+        source = row[-1] if len(row[-1]) <= 44 else row[-1][:43] + "…"
+        table.add_row(*(Text(cell) for cell in row[:-1]), Text(source))
     return table
+
+
+def short_source(source: str) -> str:
+    """'https://huggingface.co/org/model/blob/main/config.json' -> 'hf:org/model config.json'."""
+    hub = "https://huggingface.co/"
+    if source.startswith(hub):
+        repo, _, rest = source[len(hub):].partition("/blob/")
+        return f"hf:{repo} {rest.rpartition('/')[2]}".strip()
+    return source

@@ -8,7 +8,7 @@ latent instead and gets its own variant (``MLAAttention``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -80,7 +80,7 @@ class MLAAttention(_Frozen):
         return self.kv_lora_rank + self.qk_rope_head_dim
 
 
-Attention = Annotated[Union[DenseAttention, MLAAttention], Field(discriminator="kind")]
+Attention = Annotated[DenseAttention | MLAAttention, Field(discriminator="kind")]
 
 
 class FullLayer(_Frozen):
@@ -116,7 +116,7 @@ class NoKVLayer(_Frozen):
 
 
 LayerKind = Annotated[
-    Union[FullLayer, SlidingLayer, ChunkedLayer, NoKVLayer], Field(discriminator="type")
+    FullLayer | SlidingLayer | ChunkedLayer | NoKVLayer, Field(discriminator="type")
 ]
 
 _REPEAT = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*(?:\*\s*(\d+))?\s*$")

@@ -1,0 +1,70 @@
+"""Cold-start time of kvcalc commands as a ratio to the floor program (floor_app.py).
+
+Each run is a fresh interpreter, so import costs count as a user feels them. Runs are
+interleaved (floor, kvcalc, floor, kvcalc, ...) so machine noise hits both alike.
+Prints the median of each and the ratio of medians; targets: estimate <= 1.3,
+compare --all <= 1.5.
+
+    python benchmarks/startup.py [--runs 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FLOOR = [sys.executable, str(HERE / "floor_app.py"), "estimate", "--context", "8192"]
+CASES = {
+    "estimate llama-3-70b --context 8k": (["estimate", "llama-3-70b", "--context", "8k"], 1.3),
+    "compare --all --context 4k,32k,128k,1M": (["compare", "--all", "--context", "4k,32k,128k,1M"], 1.5),
+}
+
+
+def kvcalc_cmd(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "kvcalc", *args]
+
+
+def time_once(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--only", help="run only the case whose name starts with this")
+    opts = parser.parse_args()
+
+    cases = {k: v for k, v in CASES.items() if not opts.only or k.startswith(opts.only)}
+    floor: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for cmd in [FLOOR, *(kvcalc_cmd(a) for a, _ in cases.values())]:
+        time_once(cmd)  # warm the file cache once; cold start means a fresh interpreter
+    for _ in range(opts.runs):
+        for name, (args, _) in cases.items():
+            floor.append(time_once(FLOOR))
+            times[name].append(time_once(kvcalc_cmd(args)))
+
+    floor_median = statistics.median(floor)
+    print(f"python {sys.version.split()[0]}, {opts.runs} runs each, interleaved")
+    print(f"{'floor (typer+rich+pydantic+yaml, one row)':45s} median {floor_median * 1000:7.1f} ms")
+    failed = False
+    for name, (_, target) in cases.items():
+        median = statistics.median(times[name])
+        ratio = median / floor_median
+        verdict = "ok" if ratio <= target else "OVER TARGET"
+        failed |= ratio > target
+        print(f"kvcalc {name:38s} median {median * 1000:7.1f} ms  ratio {ratio:.2f} "
+              f"(target <= {target}) {verdict}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
