@@ -12,9 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from kvcalc import __version__
+from kvcalc.compare import SortKey
 from kvcalc.dtypes import KVDtype
 from kvcalc.errors import KvcalcError
 from kvcalc.estimate import MLALayout, estimate
@@ -74,6 +76,10 @@ MLALayoutOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+NoWindowsOpt = Annotated[
+    bool,
+    typer.Option("--no-windows", help="What if sliding and chunked layers held the whole context (a naive cache)."),
+]
 PresetDirOpt = Annotated[
     list[Path] | None,
     typer.Option(
@@ -125,6 +131,14 @@ def estimate_cmd(
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = "latent",
+    as_variant: Annotated[
+        str | None,
+        typer.Option(
+            "--as", metavar="VARIANT",
+            help="What if: estimate the model as mha, gqa-N, mqa, mla-latent or mla-expanded.",
+        ),
+    ] = None,
+    no_windows: NoWindowsOpt = False,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
 ) -> None:
@@ -133,6 +147,10 @@ def estimate_cmd(
     from kvcalc.render import attention_label, estimate_summary, estimate_table
 
     spec = resolve(model, _dirs(preset_dir))
+    if as_variant is not None:
+        spec, mla_layout = _as_variant(spec, as_variant)
+    if no_windows:
+        spec = _no_windows(spec)
     result = estimate(spec, context=context, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
     _warn(result.warnings)
     if json_out:
@@ -143,6 +161,199 @@ def estimate_cmd(
     out.print(estimate_summary(result), markup=False)
     for note in spec.notes:
         out.print(f"note: {note}", markup=False, style="dim")
+
+
+def _as_variant(spec, name: str):
+    from kvcalc.variants import build_variant
+
+    try:
+        variant = build_variant(spec, name.lower())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--as") from None
+    what = "hypothetical " if variant.hypothetical else ""
+    note = f"what-if: {spec.name} as {variant.name} ({what}variant; the model's own design is " \
+           f"{_actual(spec)})"
+    notes = [note, *spec.notes]
+    return variant.spec.model_copy(update={"notes": notes}), variant.mla_layout
+
+
+def _no_windows(spec):
+    from kvcalc.variants import without_windows
+
+    note = "what-if: windows ignored (--no-windows): every attention layer holds the whole context"
+    return without_windows(spec).model_copy(update={"notes": [note, *spec.notes]})
+
+
+def _actual(spec) -> str:
+    from kvcalc.variants import actual_name
+
+    return actual_name(spec)
+
+
+def _context_list(text: str | None) -> list[int] | None:
+    """'4k,32k,128k,1M' -> [4096, 32768, 131072, 1048576]."""
+    if text is None:
+        return None
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise typer.BadParameter("the list of contexts is empty (try 4k,32k,128k)", param_hint="--context")
+    return [_tokens(p) for p in parts]
+
+
+ContextListOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--context", "-c", metavar="LIST",
+        help="Comma-separated contexts: 4k,32k,128k,1M. Default: each model's max context.",
+    ),
+]
+
+
+@app.command("compare")
+def compare_cmd(
+    models: Annotated[list[str] | None, typer.Argument(help="Preset names, YAML or config.json paths.")] = None,
+    all_presets: Annotated[bool, typer.Option("--all", help="Compare every preset.")] = False,
+    context: ContextListOpt = None,
+    batch: BatchOpt = 1,
+    kv_dtype: KVDtypeOpt = None,
+    mla_layout: MLALayoutOpt = "latent",
+    sort: Annotated[
+        SortKey | None, typer.Option("--sort", help="Sort rows by this column (numbers: largest first).")
+    ] = None,
+    no_windows: NoWindowsOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="A JSON list of estimate objects.")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV: a header, one row per model and context.")] = False,
+    preset_dir: PresetDirOpt = None,
+) -> None:
+    """Compare models side by side at one or more contexts, with a bar per row."""
+    from kvcalc.compare import compare_rows, to_csv
+    from kvcalc.presets import available, resolve_many
+    from kvcalc.render import compare_table
+
+    if json_out and csv_out:
+        raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
+    contexts = _context_list(context)
+    dirs = _dirs(preset_dir)
+    refs = list(models or [])
+    if all_presets:
+        refs += [name for name in available(dirs) if name not in {r.lower() for r in refs}]
+    if not refs:
+        raise typer.BadParameter("name at least one MODEL, or --all", param_hint="MODEL")
+    specs = resolve_many(refs, dirs)
+    if no_windows:
+        specs = [_no_windows(spec) for spec in specs]
+    rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
+    if json_out:
+        _print_json([row.result.to_dict() for row in rows])
+    elif csv_out:
+        typer.echo(to_csv(rows), nl=False)
+    else:
+        dtype = kv_dtype or "each model's dtype"
+        out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}"))
+
+
+@app.command("variants")
+def variants_cmd(
+    model: ModelArg,
+    context: ContextOpt = None,
+    batch: BatchOpt = 1,
+    kv_dtype: KVDtypeOpt = None,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            "--groups", metavar="LIST", help="GQA KV-head counts to show, e.g. 2,4,8 (default: all divisors)."
+        ),
+    ] = None,
+    mla_rank: Annotated[
+        int | None, typer.Option("--mla-rank", min=1, help="kv_lora_rank of the MLA rows (default 4 x head_dim).")
+    ] = None,
+    rope_dim: Annotated[
+        int | None, typer.Option("--rope-dim", min=1, help="Rope part of the MLA rows (default head_dim / 2).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="A JSON list, one object per variant.")] = False,
+    preset_dir: PresetDirOpt = None,
+) -> None:
+    """MODEL under each attention design: MHA, GQA-n, MQA, MLA latent and expanded."""
+    from kvcalc.presets import resolve
+    from kvcalc.render import variants_table
+    from kvcalc.variants import check_groups, compare_variants
+
+    spec = resolve(model, _dirs(preset_dir))
+    group_list = None
+    if groups is not None:
+        try:
+            group_list = [int(g) for g in groups.split(",") if g.strip()]
+            if not group_list:
+                raise ValueError("the list of group counts is empty (try 2,4,8)")
+            check_groups(spec, group_list)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--groups") from None
+    if spec.is_encoder:
+        out.print(f"{spec.name} is an encoder: it keeps no KV cache, so every variant is 0 B.")
+        return
+    rows = compare_variants(spec, context, batch, kv_dtype, group_list, mla_rank, rope_dim)
+    if json_out:
+        _print_json([row.to_dict() for row in rows])
+        return
+    r = rows[0].result
+    title = f"{spec.name} · {r.context:,} tokens · batch {r.batch} · {r.kv_dtype} · attention variants"
+    out.print(variants_table(rows, spec, title))
+
+
+@app.command("plot")
+def plot_cmd(
+    models: Annotated[list[str], typer.Argument(help="Preset names, YAML or config.json paths.")],
+    context_range: Annotated[
+        str, typer.Option("--context-range", "-r", metavar="LOW..HIGH", help="Contexts to span, e.g. 1k..1M.")
+    ] = "1k..1M",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write an image (.png or .svg; needs kvcalc[plot]).")
+    ] = None,
+    gpu_lines: Annotated[
+        str | None,
+        typer.Option("--gpu-lines", metavar="LIST", help="Horizontal lines at memory sizes, e.g. 24GiB,80GiB."),
+    ] = None,
+    batch: BatchOpt = 1,
+    kv_dtype: KVDtypeOpt = None,
+    mla_layout: MLALayoutOpt = "latent",
+    preset_dir: PresetDirOpt = None,
+) -> None:
+    """KV memory against context length, one line per model (log axes)."""
+    from kvcalc.plot import check_output, curves, parse_range, save_image, terminal_chart
+    from kvcalc.presets import resolve_many
+    from kvcalc.units import parse_bytes
+
+    try:
+        low, high = parse_range(context_range)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--context-range") from None
+    try:
+        sizes = [parse_bytes(part) for part in (gpu_lines or "").split(",") if part.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpu-lines") from None
+    if out_file is not None:
+        try:
+            check_output(out_file)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--out") from None
+    specs = resolve_many(models, _dirs(preset_dir))
+    series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
+    dtype = kv_dtype or "model dtype"
+    title = f"KV cache vs context · batch {batch} · {dtype}"
+    if out_file is None:
+        out.print(Text(title))
+        out.print(terminal_chart(series, sizes))
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        out.print(terminal_chart(series, sizes))
+        raise KvcalcError(
+            f"matplotlib is not installed, so {out_file} was not written (the chart above is the "
+            "terminal version); for the image: pip install 'kvcalc[plot]'"
+        ) from None
+    save_image(series, out_file, sizes, title)
+    out.print(f"wrote {out_file}")
 
 
 @presets_app.callback(invoke_without_command=True)
@@ -202,6 +413,26 @@ def presets_show(
     layout = ", ".join(f"{i}:{kind}" for i, kind in enumerate(order)) if len(spec.layers.kinds) > 1 else None
     if layout:
         typer.echo(f"# layer order: {layout}")
+
+
+@app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="A Hugging Face config.json, or a folder holding one.")],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.yaml if it exists.")] = False,
+) -> None:
+    """Convert a config.json into a preset YAML to review, correct and keep."""
+    from kvcalc.hf_config import load_config_path, preset_yaml, write_new_file
+
+    text = preset_yaml(load_config_path(path))
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    write_new_file(output, text, force=force)
+    out.print(f"wrote {output}; review its notes, then: kvcalc estimate {output}", markup=False)
 
 
 def main() -> None:

@@ -13,6 +13,22 @@ from kvcalc.spec import ModelSpec
 from kvcalc.units import format_bytes, format_tokens
 
 
+def grid(title: str, headers: list[str], rows: list[list], right: set[str] = frozenset(),
+         caption: str | None = None) -> Table:
+    """A plain table whose columns are as wide as their widest cell (no squeezed numbers)."""
+    table = Table(
+        title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        caption=Text(caption) if caption else None, caption_justify="left",
+    )
+    for i, header in enumerate(headers):
+        width = max([len(header), *(len(str(row[i])) for row in rows)])
+        table.add_column(header, justify="right" if header in right else "left", min_width=width,
+                         no_wrap=True)
+    for row in rows:
+        table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
+    return table
+
+
 def exact(n: int) -> str:
     return f"{n:,} B"
 
@@ -121,3 +137,57 @@ def short_source(source: str) -> str:
         repo, _, rest = source[len(hub):].partition("/blob/")
         return f"hf:{repo} {rest.rpartition('/')[2]}".strip()
     return source
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def bar(value: int, largest: int, width: int = 16) -> str:
+    """A horizontal bar of ``width`` cells for value/largest, in eighths of a cell."""
+    if largest <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(value * width * 8 / largest))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[part] if part else "")
+
+
+def compare_table(rows, title: str) -> Table:
+    """One row per model and context, a bar scaled to the largest total."""
+    largest = max((r.result.total_bytes for r in rows), default=0)
+    cells = []
+    for row in rows:
+        r = row.result
+        attention = "encoder" if r.encoder else row.spec.attention.kind
+        if any(g.kind in ("sliding", "chunked", "none") for g in r.groups):
+            attention += "+pattern"
+        cells.append([
+            r.model, attention, row.kv_label(), row.spec.layers.count, f"{r.bytes_per_token:,}",
+            format_tokens(r.context) + (" *" if row.beyond_max else ""), format_bytes(r.total_bytes),
+            f"{r.total_bytes:,}", Text(bar(r.total_bytes, largest), style="cyan"),
+        ])
+    caption = "* beyond the model's max context: computed, not capped" if any(
+        row.beyond_max for row in rows) else None
+    headers = ["model", "attention", "KV per layer", "layers", "B/token", "context", "KV cache", "bytes", ""]
+    return grid(title, headers, cells, right={"layers", "B/token", "context", "KV cache", "bytes"},
+                caption=caption)
+
+
+def variants_table(rows, spec: ModelSpec, title: str) -> Table:
+    largest = max(r.result.total_bytes for r in rows)
+    cells = []
+    for row in rows:
+        name = row.variant + (" (actual)" if row.is_actual else "") + (" †" if row.hypothetical else "")
+        cells.append([
+            Text(name, style="bold" if row.is_actual else ""), row.attention,
+            f"{row.result.bytes_per_token:,}", format_bytes(row.result.total_bytes),
+            f"{row.result.total_bytes:,}", f"{row.ratio_vs_mha:.3g}x", f"{row.ratio_vs_actual:.3g}x",
+            Text(bar(row.result.total_bytes, largest), style="cyan"),
+        ])
+    caption = None
+    if any(r.hypothetical for r in rows):
+        rule = ("dense rows use heads of v_head_dim" if spec.attention.kind == "mla"
+                else "MLA rows: kv_lora_rank 4 x head_dim, rope head_dim / 2 unless --mla-rank/--rope-dim")
+        caption = f"† hypothetical, sized by a rule ({rule})"
+    headers = ["variant", "cache per layer", "B/token", "KV cache", "bytes", "vs MHA", "vs actual", ""]
+    return grid(title, headers, cells, right={"B/token", "KV cache", "bytes", "vs MHA", "vs actual"},
+                caption=caption)

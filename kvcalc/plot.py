@@ -1,0 +1,199 @@
+"""KV memory against context length: the curves, an image (matplotlib) or a terminal chart.
+
+The curves are computed exactly at log-spaced contexts plus every window and chunk
+size in range, so sliding-window plateaus start exactly where they should. matplotlib is
+optional (``kvcalc[plot]``) and imported only when an image is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+
+from kvcalc.errors import KvcalcError
+from kvcalc.estimate import estimate
+from kvcalc.spec import ModelSpec
+from kvcalc.units import format_bytes, format_tokens, parse_tokens
+
+IMAGE_SUFFIXES = (".png", ".svg")
+PLOT_HINT = "pip install 'kvcalc[plot]'"
+
+
+@dataclass(frozen=True)
+class Series:
+    model: str
+    contexts: tuple[int, ...]
+    totals: tuple[int, ...]  # bytes at each context
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """'1k..1M' -> (1024, 1048576)."""
+    lo, sep, hi = text.partition("..")
+    if not sep:
+        raise ValueError(f"{text!r} is not a range: write LOW..HIGH, e.g. 1k..1M")
+    low, high = parse_tokens(lo), parse_tokens(hi)
+    if low >= high:
+        raise ValueError(f"range {text!r} must go from a smaller to a larger context")
+    return low, high
+
+
+def sample_contexts(spec: ModelSpec, low: int, high: int, per_octave: int = 4) -> list[int]:
+    """Log-spaced contexts plus the model's windows and chunks (and one token past them)."""
+    steps = math.ceil(math.log2(high / low) * per_octave)
+    points = {round(low * (high / low) ** (i / steps)) for i in range(steps + 1)}
+    for kind in spec.layers.kinds.values():
+        size = getattr(kind, "window", None) or getattr(kind, "chunk", None)
+        if size:
+            points.update(c for c in (size, size + 1) if low <= c <= high)
+    return sorted(points | {low, high})
+
+
+def curves(specs: list[ModelSpec], low: int, high: int, batch: int = 1,
+           kv_dtype: str | None = None, mla_layout: str = "latent") -> list[Series]:
+    series = []
+    for spec in specs:
+        contexts = sample_contexts(spec, low, high)
+        totals = [estimate(spec, context=c, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout).total_bytes
+                  for c in contexts]
+        series.append(Series(spec.name, tuple(contexts), tuple(totals)))
+    return series
+
+
+def check_output(path: Path) -> None:
+    """Refuse before any work: a wrong suffix, a missing or unwritable folder."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: --out must end in .png or .svg")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise KvcalcError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise KvcalcError(f"{path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise KvcalcError(f"{path}: is a folder")
+
+
+def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: str) -> None:
+    """Draw with matplotlib into a temporary file beside ``path``, then move it into place."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise KvcalcError(f"writing {path} needs matplotlib: {PLOT_HINT}") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    for s in series:
+        drawn = [(c, t) for c, t in zip(s.contexts, s.totals) if t > 0]
+        if drawn:
+            ax.plot(*zip(*drawn), label=s.model, linewidth=2)
+    for size in gpu_lines:
+        ax.axhline(size, color="0.4", linestyle="--", linewidth=1)
+        label = f"{format_bytes(size).replace('.00', '')} GPU"
+        ax.annotate(label, xy=(0.005, size), xycoords=("axes fraction", "data"),
+                    xytext=(2, 3), textcoords="offset points", fontsize=9, color="0.3")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_tokens(int(v)) if v >= 1 else ""))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(int(v)).replace(".00", "")))
+    _thin_ticks(ax)
+    ax.set_xlabel("context length (tokens per sequence, log scale)")
+    ax.set_ylabel("KV cache (bytes, log scale)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.legend(loc="outside right upper", frameon=False)
+    handle, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=path.suffix)
+    os.close(handle)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _thin_ticks(ax) -> None:
+    """At most ~10 labelled y ticks: every 2^k bytes gets crowded over many decades."""
+    low, high = ax.get_ylim()
+    octaves = max(1, math.log2(max(high, 2)) - math.log2(max(low, 1)))
+    step = max(1, math.ceil(octaves / 10))
+    from matplotlib.ticker import LogLocator
+
+    ax.yaxis.set_major_locator(LogLocator(base=2 ** step, numticks=40))
+
+
+_MARKERS = "●■▲◆✚✖★◉"
+_COLOURS = ["cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_cyan"]
+
+
+def terminal_chart(series: list[Series], gpu_lines: list[int], width: int = 64, height: int = 18) -> Text:
+    """The same curves on a character grid, log x and log y, one marker per model."""
+    points = [(c, t) for s in series for c, t in zip(s.contexts, s.totals) if t > 0]
+    values = [t for _, t in points] + list(gpu_lines)
+    if not points:
+        return Text("nothing to draw: every model keeps 0 bytes of KV cache")
+    x_lo, x_hi = min(c for c, _ in points), max(c for c, _ in points)
+    y_lo, y_hi = min(values), max(values)
+    if y_hi == y_lo:
+        y_hi = y_lo * 2
+
+    def col(x: int) -> int:
+        return round((math.log(x) - math.log(x_lo)) / (math.log(x_hi) - math.log(x_lo) or 1) * (width - 1))
+
+    def row(y: int) -> int:
+        return height - 1 - round((math.log(y) - math.log(y_lo)) / (math.log(y_hi) - math.log(y_lo)) * (height - 1))
+
+    cells: list[list[tuple[str, str]]] = [[(" ", "")] * width for _ in range(height)]
+    for size in gpu_lines:
+        r = row(size)
+        cells[r] = [("┄", "dim")] * width
+    for i, s in enumerate(series):
+        marker, colour = _MARKERS[i % len(_MARKERS)], _COLOURS[i % len(_COLOURS)]
+        for c in range(width):  # one mark per column: the curve's value there (log interpolation)
+            x = x_lo * (x_hi / x_lo) ** (c / (width - 1))
+            y = _interpolate(s, x)
+            if y:
+                cells[row(round(y))][c] = (marker, colour)
+
+    labels = {0: format_bytes(y_hi), height - 1: format_bytes(y_lo), (height - 1) // 2:
+              format_bytes(round(math.exp((math.log(y_lo) + math.log(y_hi)) / 2)))}
+    for size in gpu_lines:
+        labels[row(size)] = f"{format_bytes(size)} GPU"
+    pad = max(len(v) for v in labels.values())
+    text = Text()
+    for r in range(height):
+        text.append(f"{labels.get(r, ''):>{pad}} │", style="dim")
+        for char, style in cells[r]:
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(" " * pad + " └" + "─" * width + "\n", style="dim")
+    mid = round(math.exp((math.log(x_lo) + math.log(x_hi)) / 2))
+    left, centre, right = format_tokens(x_lo), format_tokens(mid), format_tokens(x_hi)
+    gap = width - len(left) - len(centre) - len(right)
+    axis = left + " " * (gap // 2) + centre + " " * (gap - gap // 2) + right
+    text.append(" " * (pad + 2) + axis + "\n", style="dim")
+    text.append(" " * (pad + 2) + "context length (tokens, log scale); KV cache bytes on a log scale\n",
+                style="dim")
+    for i, s in enumerate(series):
+        text.append(f"  {_MARKERS[i % len(_MARKERS)]} ", style=_COLOURS[i % len(_COLOURS)])
+        note = "" if any(s.totals) else " (no KV cache)"
+        text.append(f"{s.model}{note}\n")
+    return text
+
+
+def _interpolate(s: Series, x: float) -> float | None:
+    """The curve between two computed points, linear in log-log space; None outside it."""
+    pairs = list(zip(s.contexts, s.totals))
+    for (x0, y0), (x1, y1) in zip(pairs, pairs[1:]):
+        if x0 <= x <= x1 and y0 > 0 and y1 > 0:
+            if x1 == x0:
+                return y0
+            f = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
+    return None
