@@ -4,29 +4,63 @@ from __future__ import annotations
 
 import json
 
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from kvcalc.estimate import Estimate
 from kvcalc.spec import ModelSpec
 from kvcalc.units import format_bytes, format_tokens
 
+RULE = None  # a row that draws a dividing line
 
-def grid(title: str, headers: list[str], rows: list[list], right: set[str] = frozenset(),
-         caption: str | None = None) -> Table:
-    """A plain table whose columns are as wide as their widest cell (no squeezed numbers)."""
-    table = Table(
-        title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-        caption=Text(caption) if caption else None, caption_justify="left",
-    )
-    for i, header in enumerate(headers):
-        width = max([len(header), *(len(str(row[i])) for row in rows)])
-        table.add_column(header, justify="right" if header in right else "left", min_width=width,
-                         no_wrap=True)
-    for row in rows:
-        table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
-    return table
+
+class Grid:
+    """A fixed-width table drawn line by line: fast for hundreds of rows, never squeezes a
+    number. When the terminal is too narrow, ``optional`` columns are dropped (in order)."""
+
+    def __init__(self, title: str, headers: list[str], rows: list, right=frozenset(),
+                 caption: str | None = None, optional: tuple[str, ...] = ()):
+        self.title, self.headers, self.rows = title, headers, rows
+        self.right, self.caption, self.optional = set(right), caption, optional
+
+    def widths(self) -> list[int]:
+        cells = [row for row in self.rows if row is not RULE]
+        return [max([len(h), *(len(str(row[i])) for row in cells)]) for i, h in enumerate(self.headers)]
+
+    def __rich_console__(self, console, options):
+        widths = self.widths()
+        shown = list(range(len(self.headers)))
+        for header in self.optional:
+            if sum(widths[i] for i in shown) + 3 * len(shown) <= options.max_width:
+                break
+            shown.remove(self.headers.index(header))
+        total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
+        yield Text(self.title)
+        yield self._line([Text(h, style="bold") for h in self.headers], widths, shown)
+        rule = Text(" " + "─" * (total - 2), style="dim", no_wrap=True, overflow="crop")
+        yield rule
+        for row in self.rows:
+            if row is RULE:
+                yield rule
+            else:
+                yield self._line(row, widths, shown)
+        if self.caption:
+            yield Text(self.caption, style="dim")
+
+    def _line(self, row, widths, shown) -> Text:
+        line = Text(" ", no_wrap=True, overflow="crop")
+        for n, i in enumerate(shown):
+            cell = row[i] if isinstance(row[i], Text) else Text(str(row[i]))
+            pad = " " * (widths[i] - len(cell))
+            if n:
+                line.append("   ")
+            if self.headers[i] in self.right:
+                line.append(pad)
+                line.append_text(cell)
+            else:
+                line.append_text(cell)
+                if n < len(shown) - 1:
+                    line.append(pad)
+        return line
 
 
 def exact(n: int) -> str:
@@ -60,39 +94,23 @@ def attention_label(spec_attention) -> str:
     return f"{a.kind} {a.heads} heads / {a.kv_heads} KV x {a.head_dim}"
 
 
-def estimate_table(result: Estimate, attention: str = "") -> Table:
+def estimate_table(result: Estimate, attention: str = "") -> Grid:
     layout = f" · MLA {result.mla_layout}" if result.mla_layout else ""
-    title = (
-        f"{result.model} · {result.context:,} tokens · batch {result.batch} · "
-        f"{result.kv_dtype}{layout}"
-    )
-    table = Table(
-        title=Text(title), title_justify="left", caption=Text(attention), caption_justify="left",
-        box=box.SIMPLE_HEAD, pad_edge=False,
-    )
-    table.add_column("layers")
-    table.add_column("kind")
-    table.add_column("count", justify="right")
-    table.add_column("tokens", justify="right")
-    table.add_column("B/token", justify="right")
-    table.add_column("KV cache", justify="right")
-    table.add_column("bytes", justify="right")
+    title = f"{result.model} · {result.context:,} tokens · batch {result.batch} · {result.kv_dtype}{layout}"
+    rows: list = []
     for g in result.groups:
         if g.kind == "none":
             cache, n = "state " + format_bytes(g.state_bytes), g.state_bytes
         else:
             cache, n = format_bytes(g.bytes), g.bytes
-        table.add_row(
-            Text(g.name), _kind_label(g), str(g.layers), f"{g.tokens:,}",
-            f"{g.bytes_per_token:,}", cache, f"{n:,}",
-        )
-    table.add_section()
-    table.add_row(
-        Text("total", style="bold"), "", str(sum(g.layers for g in result.groups)), "",
-        f"{result.bytes_per_token:,}", Text(format_bytes(result.total_bytes), style="bold"),
-        f"{result.total_bytes:,}",
-    )
-    return table
+        rows.append([g.name, _kind_label(g), g.layers, f"{g.tokens:,}", f"{g.bytes_per_token:,}", cache, f"{n:,}"])
+    rows.append(RULE)
+    rows.append([
+        Text("total", style="bold"), "", sum(g.layers for g in result.groups), "", f"{result.bytes_per_token:,}",
+        Text(format_bytes(result.total_bytes), style="bold"), f"{result.total_bytes:,}",
+    ])
+    headers = ["layers", "kind", "count", "tokens", "B/token", "KV cache", "bytes"]
+    return Grid(title, headers, rows, right=set(headers[2:]), caption=attention, optional=("bytes", "kind"))
 
 
 def estimate_summary(result: Estimate) -> str:
@@ -109,25 +127,19 @@ def estimate_summary(result: Estimate) -> str:
     return "\n".join(lines)
 
 
-def presets_table(rows: list[tuple[ModelSpec, int]]) -> Table:
-    table = Table(title="kvcalc presets", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def presets_table(rows: list[tuple[ModelSpec, int]]) -> Grid:
     cells = []
     for spec, per_token in rows:
         kind = "encoder" if spec.is_encoder else spec.attention.kind
         patterned = len(spec.layers.kinds) > 1 or next(iter(spec.layers.kinds.values())).type != "full"
-        cells.append(
-            [spec.name, kind + ("+pattern" if patterned else ""), str(spec.layers.count),
-             f"{per_token:,}", format_tokens(spec.max_context), short_source(spec.source[0])]
-        )
-    headers = ("name", "attention", "layers", "KV B/token", "max context", "source (all: presets show)")
-    for i, header in enumerate(headers[:-1]):
-        width = max([len(header), *(len(row[i]) for row in cells)])
-        table.add_column(header, no_wrap=True, min_width=width, justify="left" if i < 2 else "right")
-    table.add_column(headers[-1])
-    for row in cells:
-        source = row[-1] if len(row[-1]) <= 44 else row[-1][:43] + "…"
-        table.add_row(*(Text(cell) for cell in row[:-1]), Text(source))
-    return table
+        source = short_source(spec.source[0])
+        cells.append([
+            spec.name, kind + ("+pattern" if patterned else ""), spec.layers.count, f"{per_token:,}",
+            format_tokens(spec.max_context), source if len(source) <= 40 else source[:39] + "…",
+        ])
+    headers = ["name", "attention", "layers", "KV B/token", "max context", "source (all: presets show)"]
+    return Grid("kvcalc presets", headers, cells, right={"layers", "KV B/token", "max context"},
+                optional=("source (all: presets show)",))
 
 
 def short_source(source: str) -> str:
@@ -151,7 +163,7 @@ def bar(value: int, largest: int, width: int = 16) -> str:
     return "█" * full + (_EIGHTHS[part] if part else "")
 
 
-def compare_table(rows, title: str) -> Table:
+def compare_table(rows, title: str) -> Grid:
     """One row per model and context, a bar scaled to the largest total."""
     largest = max((r.result.total_bytes for r in rows), default=0)
     cells = []
@@ -168,11 +180,11 @@ def compare_table(rows, title: str) -> Table:
     caption = "* beyond the model's max context: computed, not capped" if any(
         row.beyond_max for row in rows) else None
     headers = ["model", "attention", "KV per layer", "layers", "B/token", "context", "KV cache", "bytes", ""]
-    return grid(title, headers, cells, right={"layers", "B/token", "context", "KV cache", "bytes"},
-                caption=caption)
+    return Grid(title, headers, cells, right={"layers", "B/token", "context", "KV cache", "bytes"},
+                caption=caption, optional=("", "attention", "layers", "bytes"))
 
 
-def variants_table(rows, spec: ModelSpec, title: str) -> Table:
+def variants_table(rows, spec: ModelSpec, title: str) -> Grid:
     largest = max(r.result.total_bytes for r in rows)
     cells = []
     for row in rows:
@@ -189,5 +201,5 @@ def variants_table(rows, spec: ModelSpec, title: str) -> Table:
                 else "MLA rows: kv_lora_rank 4 x head_dim, rope head_dim / 2 unless --mla-rank/--rope-dim")
         caption = f"† hypothetical, sized by a rule ({rule})"
     headers = ["variant", "cache per layer", "B/token", "KV cache", "bytes", "vs MHA", "vs actual", ""]
-    return grid(title, headers, cells, right={"B/token", "KV cache", "bytes", "vs MHA", "vs actual"},
-                caption=caption)
+    return Grid(title, headers, cells, right={"B/token", "KV cache", "bytes", "vs MHA", "vs actual"},
+                caption=caption, optional=("", "bytes", "cache per layer"))

@@ -98,7 +98,29 @@ def test_variants_table(runner, kvcalc_app):
     result = runner.invoke(kvcalc_app, ["variants", "llama-3-70b", "-c", "8k"])
     assert result.exit_code == 0
     assert "gqa-8 (actual)" in result.stdout and "hypothetical" in result.stdout
-    assert "8x" in result.stdout and "█" in result.stdout
+    assert " 8x" in result.stdout  # MHA is 8 times the actual GQA-8
+
+
+def test_bars_scale_with_bytes_and_narrow_terminals_drop_them():
+    from rich.console import Console
+
+    from kvcalc.presets import preset_dirs, resolve
+    from kvcalc.render import bar, variants_table
+    from kvcalc.variants import compare_variants
+
+    assert bar(8, 8, width=16) == "█" * 16
+    assert bar(1, 8, width=16) == "██"
+    assert bar(1, 64, width=16) == "▎"  # a quarter cell, in eighths
+    assert bar(0, 8) == ""
+    spec = resolve("llama-3-70b", preset_dirs())
+    table = variants_table(compare_variants(spec, context=8192), spec, "t")
+    wide, narrow = Console(width=200, record=True), Console(width=70, record=True)
+    wide.print(table)
+    narrow.print(table)
+    assert "█" * 16 in wide.export_text()  # mla-expanded, the largest, fills the bar
+    text = narrow.export_text()
+    assert "█" not in text and "2,621,440" in text  # the bar goes first, the numbers stay
+    assert max(len(line) for line in text.splitlines()[:12]) <= 70
 
 
 @pytest.mark.parametrize("groups", ["3", "5,8", "0", ",", "x"])
