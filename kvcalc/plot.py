@@ -111,6 +111,9 @@ def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: st
     os.close(handle)
     try:
         fig.savefig(tmp, dpi=120)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a chart is an ordinary file
         os.replace(tmp, path)
     finally:
         plt.close(fig)

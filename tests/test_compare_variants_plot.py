@@ -282,6 +282,8 @@ def test_plot_out_parent_is_a_file(runner, kvcalc_app, tmp_path):
 
 
 def test_plot_writes_png_and_svg(runner, kvcalc_app, tmp_path):
+    import os
+
     pytest.importorskip("matplotlib")
     for name in ("chart.png", "chart.svg"):
         target = tmp_path / name
@@ -291,6 +293,9 @@ def test_plot_writes_png_and_svg(runner, kvcalc_app, tmp_path):
         data = target.read_bytes()
         assert data.startswith(b"\x89PNG") if name.endswith(".png") else b"<svg" in data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "chart.svg"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "chart.png").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_plot_without_matplotlib_draws_in_terminal_and_says_how(runner, kvcalc_app, tmp_path, monkeypatch):
