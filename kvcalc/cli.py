@@ -419,7 +419,7 @@ def presets_show(
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="A Hugging Face config.json, or a folder holding one.")],
     output: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.yaml if it exists.")] = False,

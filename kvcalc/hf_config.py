@@ -1,0 +1,685 @@
+"""Read a Hugging Face config.json into a ModelSpec, offline: no hub, no torch, no terminal.
+
+The fields decide, not the model_type: each concern (sizes, head_dim, KV heads, MLA, layer
+pattern, dtype, context) has one small reader that looks for the field names real configs
+use (``ALIASES``). A model_type only matters where transformers itself gives it a meaning
+the fields do not carry: Falcon's KV-head rule, Gemma-2's alternation, the class defaults
+of a few config classes (``CLASS_DEFAULTS``), and which families are encoders.
+
+Nothing is guessed silently: whatever kvcalc infers or ignores is written into the spec's
+``notes`` ("inferred: ...", "ignored: ..."), which the table and the JSON both show. What
+cannot be read is a PresetError naming the file, exactly what is missing, and how to write
+a preset instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+from pydantic import ValidationError
+
+from kvcalc.errors import KvcalcError, PresetError
+from kvcalc.spec import ModelSpec
+
+HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
+
+# One concept -> the field names configs use for it, preferred first.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
+    "max_position_embeddings": (
+        "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx",
+    ),
+    "sliding_window_pattern": ("sliding_window_pattern", "_sliding_window_pattern"),
+}
+
+# transformers' class defaults that matter when a config.json leaves the field out.
+# Each use is noted ("inferred: X = v (transformers' default for ...)").
+CLASS_DEFAULTS: dict[str, dict[str, int]] = {
+    "falcon": {"max_position_embeddings": 2048},
+    "RefinedWeb": {"max_position_embeddings": 2048},
+    "RefinedWebModel": {"max_position_embeddings": 2048},
+    "gemma": {"head_dim": 256},
+    "gemma2": {"head_dim": 256, "sliding_window": 4096},
+    "gemma3_text": {
+        "head_dim": 256, "max_position_embeddings": 131072, "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+    },
+    "qwen2": {"max_window_layers": 28},
+    "qwen2_moe": {"max_window_layers": 28},
+    "qwen3": {"head_dim": 128, "max_window_layers": 28},
+    "qwen3_next": {"full_attention_interval": 4},
+    "llama4_text": {"head_dim": 128, "attention_chunk_size": 8192, "no_rope_layer_interval": 4},
+    "jamba": {
+        "attn_layer_period": 8, "attn_layer_offset": 4,
+        "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2,
+    },
+}
+
+# A multimodal config names its language model's type only through the wrapper's type.
+TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
+
+FALCON_TYPES = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
+ENCODER_TYPES = frozenset({
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "distilbert", "albert", "electra",
+    "camembert", "deberta", "deberta-v2", "mpnet", "modernbert", "ernie", "nomic_bert",
+})
+ENCODER_DECODER_TYPES = frozenset({
+    "t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "whisper",
+    "blenderbot", "m2m_100", "switch_transformers",
+})
+# Model types whose config.json kvcalc's tests check against real configs.
+CHECKED_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
+    "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
+    "deepseek_v2", "deepseek_v3", "kimi_k2", "llama4", "llama4_text", "jamba",
+}) | FALCON_TYPES | ENCODER_TYPES
+
+TORCH_DTYPES = {
+    "float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+}
+# A config without torch_dtype/dtype predates them (GPT-2, BERT): such checkpoints are fp32,
+# and transformers loads them in fp32 unless told otherwise.
+DEFAULT_DTYPE = "fp32"
+
+# layer_types values, as transformers writes them (and the legacy names it still reads).
+LAYER_TYPES = {
+    "full_attention": "full", "attention": "full", "full": "full",
+    "sliding_attention": "sliding",
+    "chunked_attention": "chunked",
+    "linear_attention": "state", "mamba": "state", "linear": "state",
+}
+
+MLA_FIELDS = ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+DELTANET_FIELDS = (
+    "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+    "linear_num_key_heads", "linear_conv_kernel_dim",
+)
+MAMBA_FIELDS = ("mamba_expand", "mamba_d_state", "mamba_d_conv")
+
+
+# --------------------------------------------------------------------------- reading a file
+
+
+def load_config_path(path: Path) -> ModelSpec:
+    """A config.json, or a folder holding one, as a ModelSpec."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise PresetError(f"{path}: no config.json in this folder")
+    if not file.is_file():
+        raise PresetError(f"{file}: no such file or folder")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{file}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PresetError(
+            f"{file}: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); {HINT}"
+        ) from None
+    return spec_from_config(data, origin=str(file))
+
+
+def spec_from_config(data: object, origin: str) -> ModelSpec:
+    """A parsed config.json as a ModelSpec. ``origin`` is its path, used in errors and names."""
+    if not isinstance(data, dict):
+        _fail(origin, f"a config.json holds one JSON object, got a {_json_type(data)}")
+    reader = _reader(data, origin)
+    if reader.is_encoder_decoder():
+        reader.fail(
+            f"model_type {reader.model_type!r} is an encoder-decoder model; kvcalc reads "
+            "decoder-only and encoder-only configs"
+        )
+    count, heads = reader.required_ints("num_hidden_layers", "num_attention_heads")
+    attention = _mla(reader, heads) or _dense(reader, heads)
+    encoder = reader.model_type in ENCODER_TYPES
+    if encoder:
+        reader.notes.append(
+            f"encoder-only (model_type {reader.model_type}): it keeps no KV cache between steps"
+        )
+        layers = {"count": count}
+    else:
+        layers = _layers(reader, count)
+    spec = {
+        "name": _name(data, origin),
+        "source": _sources(data, origin),
+        "parameters": _parameters(reader),
+        "max_context": _max_context(reader),
+        "dtype": _dtype(reader),
+        "architecture": "encoder" if encoder else "decoder",
+        "hidden_size": reader.integer("hidden_size"),
+        "attention": attention,
+        "layers": layers,
+        "notes": reader.notes,
+    }
+    try:
+        return ModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        from kvcalc.presets import describe_validation_error
+
+        reader.fail(describe_validation_error(exc, spec))
+
+
+# --------------------------------------------------------------------------- field access
+
+
+@dataclass
+class _Reader:
+    """The language model's fields, with aliases, class defaults and notes of what was inferred."""
+
+    data: dict  # the language model's own fields (text_config for multimodal configs)
+    outer: dict  # the whole config (dtype and _name_or_path may live only here)
+    origin: str
+    model_type: str
+    notes: list[str] = field(default_factory=list)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def once(self, key: str, compute):
+        """``compute(self)`` the first time, the same answer (and notes) after that."""
+        if key not in self._memo:
+            self._memo[key] = compute(self)
+        return self._memo[key]
+
+    def fail(self, problem: str) -> NoReturn:
+        _fail(self.origin, problem)
+
+    def find(self, concept: str) -> tuple[str, object] | None:
+        """(field name, value) of the first alias present with a non-null value."""
+        for key in ALIASES.get(concept, (concept,)):
+            if self.data.get(key) is not None:
+                return key, self.data[key]
+        return None
+
+    def has(self, concept: str) -> bool:
+        return self.find(concept) is not None
+
+    def integer(self, concept: str, *, default: bool = True) -> int | None:
+        """A positive integer field, else transformers' class default (noted), else None."""
+        found = self.find(concept)
+        if found is not None:
+            key, value = found
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.fail(f"{key} must be a positive whole number, got {json.dumps(value)}")
+            return value
+        fallback = CLASS_DEFAULTS.get(self.model_type, {}).get(concept) if default else None
+        if fallback is not None:
+            self.notes.append(
+                f"inferred: {concept} = {fallback} (transformers' default for "
+                f"{self.model_type}; not in config.json)"
+            )
+        return fallback
+
+    def required_ints(self, *concepts: str) -> list[int]:
+        """Each concept's integer; every missing one is named in a single error."""
+        values = [self.integer(c) for c in concepts]
+        missing = [self.describe(c) for c, v in zip(concepts, values) if v is None]
+        if missing:
+            self.fail(f"{self.what()} is missing {', '.join(missing)}")
+        return values  # type: ignore[return-value]
+
+    def describe(self, concept: str) -> str:
+        names = ALIASES.get(concept, (concept,))
+        return names[0] + (f" (or {', '.join(names[1:])})" if len(names) > 1 else "")
+
+    def what(self) -> str:
+        return f"model_type {self.model_type!r}" if self.model_type else "this config (no model_type)"
+
+    def flag(self, key: str, default: bool | None = None) -> bool | None:
+        value = self.data.get(key, self.outer.get(key, default))
+        return value if value is None else bool(value)
+
+    def is_encoder_decoder(self) -> bool:
+        return bool(self.outer.get("is_encoder_decoder")) or self.model_type in ENCODER_DECODER_TYPES
+
+
+def _reader(data: dict, origin: str) -> _Reader:
+    """Pick the language model's fields: the top level, or ``text_config`` when it holds them."""
+    outer_type = data.get("model_type")
+    outer_type = outer_type if isinstance(outer_type, str) else ""
+    text = data.get("text_config")
+    has_own_layers = any(data.get(k) is not None for k in ALIASES["num_hidden_layers"])
+    if isinstance(text, dict) and not has_own_layers:
+        inner_type = text.get("model_type")
+        model_type = inner_type if isinstance(inner_type, str) else TEXT_MODEL_TYPES.get(outer_type, outer_type)
+        reader = _Reader(text, data, origin, model_type)
+        reader.notes.append(f"read text_config: the language model inside this {outer_type or 'config'}")
+    else:
+        reader = _Reader(data, data, origin, outer_type)
+    if not reader.model_type:
+        reader.notes.append("inferred: no model_type in config.json; read by field names alone")
+    elif reader.model_type not in CHECKED_TYPES:
+        reader.notes.append(
+            f"inferred: model_type {reader.model_type!r} is not one kvcalc is tested on; "
+            "read by field names alone (check the numbers)"
+        )
+    return reader
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _dense(r: _Reader, heads: int) -> dict:
+    head_dim = _head_dim(r, heads)
+    kv_heads = _kv_heads(r, heads)
+    kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
+    return {"kind": kind, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}
+
+
+def _head_dim(r: _Reader, heads: int) -> int:
+    """An explicit head_dim wins: Gemma, Qwen3 and others differ from hidden_size / heads."""
+    explicit = r.integer("head_dim")
+    if explicit is not None:
+        return explicit
+    hidden = r.integer("hidden_size")
+    if hidden is None:
+        r.fail(f"{r.what()} is missing head_dim (or {r.describe('hidden_size')} to derive it)")
+    if hidden % heads:
+        r.fail(
+            f"no head_dim, and hidden_size {hidden} is not a multiple of "
+            f"num_attention_heads {heads}, so head_dim cannot be derived"
+        )
+    r.notes.append(
+        f"inferred: head_dim = hidden_size / num_attention_heads = {hidden} / {heads} = {hidden // heads}"
+    )
+    return hidden // heads
+
+
+def _kv_heads(r: _Reader, heads: int) -> int:
+    found = r.find("num_key_value_heads")
+    stated = r.integer("num_key_value_heads") if found else None
+    if r.model_type in FALCON_TYPES:
+        return _falcon_kv_heads(r, heads, found, stated)
+    if stated is not None:
+        return stated
+    if r.flag("multi_query"):
+        r.notes.append("inferred: MQA, 1 KV head (multi_query is true)")
+        return 1
+    r.notes.append(f"inferred: MHA, {heads} KV heads (no num_key_value_heads in config.json)")
+    return heads
+
+
+def _falcon_kv_heads(r: _Reader, heads: int, found, stated: int | None) -> int:
+    """transformers' FalconAttention: num_kv_heads only counts with the new decoder
+    architecture or without multi_query; otherwise there is one KV head."""
+    new_arch = r.flag("new_decoder_architecture", r.model_type == "RefinedWeb")
+    if r.data.get("new_decoder_architecture") is None and r.model_type == "RefinedWeb":
+        r.notes.append("inferred: new decoder architecture (old Falcon-40B format, model_type RefinedWeb)")
+    multi_query = r.flag("multi_query")
+    if multi_query is None:
+        multi_query = True
+        if not new_arch:
+            r.notes.append("inferred: multi_query true (FalconConfig's default; not in config.json)")
+    if new_arch or not multi_query:
+        if stated is not None:
+            return stated
+        r.notes.append(f"inferred: MHA, {heads} KV heads (no num_kv_heads in config.json)")
+        return heads
+    if found is not None and stated != 1:
+        r.notes.append(
+            f"ignored: {found[0]} {stated}: with multi_query true and new_decoder_architecture "
+            "false, Falcon uses one KV head"
+        )
+    return 1
+
+
+def _mla(r: _Reader, heads: int) -> dict | None:
+    """DeepSeek-V2/V3 and Kimi-K2: a latent of kv_lora_rank + qk_rope_head_dim per token."""
+    if r.data.get("kv_lora_rank") is None:
+        return None
+    missing = [name for name in MLA_FIELDS if r.data.get(name) is None]
+    if missing:
+        r.fail(f"kv_lora_rank says MLA, but {', '.join(missing)} is missing")
+    dims = {name: r.integer(name, default=False) for name in MLA_FIELDS}
+    q_lora = r.integer("q_lora_rank", default=False)
+    kv_field = r.find("num_key_value_heads")
+    if kv_field is not None:
+        r.notes.append(
+            f"ignored: {kv_field[0]} {kv_field[1]}: MLA caches one latent of kv_lora_rank + "
+            f"qk_rope_head_dim = {dims['kv_lora_rank'] + dims['qk_rope_head_dim']} elements "
+            "per token and layer"
+        )
+    mtp = r.data.get("num_nextn_predict_layers")
+    if isinstance(mtp, int) and mtp > 0:
+        r.notes.append(
+            f"ignored: num_nextn_predict_layers {mtp}: the multi-token-prediction layer is not "
+            "counted (it adds a layer only when used for speculative decoding)"
+        )
+    return {"kind": "mla", "heads": heads, **dims, "q_lora_rank": q_lora}
+
+
+# --------------------------------------------------------------------------- layer pattern
+
+
+def _layers(r: _Reader, count: int) -> dict:
+    """Each layer's kind in order, folded into the shortest pattern that tiles to it."""
+    order = _layer_order(r, count)
+    kinds: dict[str, dict] = {}
+    names: list[str] = []
+    for token in order:
+        name, kind = _kind(r, token)
+        kinds.setdefault(name, kind)
+        names.append(name)
+    return {"count": count, "kinds": kinds, "pattern": compact_pattern(names)}
+
+
+def _layer_order(r: _Reader, count: int) -> list[str]:
+    """'full' | 'sliding' | 'chunked' | 'state' for each layer, layer 0 first."""
+    layer_types = r.data.get("layer_types")
+    if layer_types is not None:
+        return _from_layer_types(r, layer_types, count)
+    if r.has("attn_layer_period") or r.model_type == "jamba":
+        period, offset = r.integer("attn_layer_period"), r.integer("attn_layer_offset")
+        if period is None or offset is None:
+            r.fail("a Jamba-style config needs attn_layer_period and attn_layer_offset")
+        return ["full" if i % period == offset else "state" for i in range(count)]
+    if r.has("full_attention_interval") or r.model_type == "qwen3_next":
+        interval = r.integer("full_attention_interval")
+        return ["full" if (i + 1) % interval == 0 else "state" for i in range(count)]
+    if r.model_type.startswith("llama4") or r.has("no_rope_layers") or r.has("attention_chunk_size"):
+        return _llama4_order(r, count)
+    if r.has("sliding_window_pattern") or r.model_type == "gemma3_text":
+        every = r.integer("sliding_window_pattern")
+        return ["full" if (i + 1) % every == 0 else "sliding" for i in range(count)]
+    if r.model_type == "gemma2":
+        r.notes.append("inferred: Gemma-2 alternation, layer 0 sliding, layer 1 full, and so on")
+        return ["sliding" if i % 2 == 0 else "full" for i in range(count)]
+    if r.once("window", _window) is None:
+        return ["full"] * count
+    if r.data.get("use_sliding_window") is not None:
+        return _qwen_window_order(r, count)
+    return ["sliding"] * count  # Mistral, Mixtral, Phi-3: the window applies to every layer
+
+
+# Which layers a Qwen-family config with use_sliding_window true slides, as transformers'
+# config classes build layer_types: (rule text, predicate on layer i and max_window_layers).
+QWEN_WINDOW_RULES = {
+    "qwen2": ("layers i >= max_window_layers", lambda i, m: i >= m),
+    "qwen3": ("layers i >= max_window_layers", lambda i, m: i >= m),
+    "qwen2_moe": ("even layers i < max_window_layers", lambda i, m: i % 2 == 0 and i < m),
+    "qwen3_moe": ("every layer", lambda i, m: True),
+}
+
+
+def _qwen_window_order(r: _Reader, count: int) -> list[str]:
+    rule, slides = QWEN_WINDOW_RULES.get(r.model_type, QWEN_WINDOW_RULES["qwen2"])
+    limit = r.integer("max_window_layers") if "max_window_layers" in rule else 0
+    if limit is None:  # neither the field nor a class default: the window applies everywhere
+        (rule, slides), limit = QWEN_WINDOW_RULES["qwen3_moe"], 0
+    r.notes.append(
+        f"inferred: use_sliding_window is true, so the window applies to {rule}"
+        + (f" ({limit})" if "max_window_layers" in rule else "")
+        + f", as transformers builds {r.model_type or 'qwen2'} layers"
+    )
+    return ["sliding" if slides(i, limit) else "full" for i in range(count)]
+
+
+def _from_layer_types(r: _Reader, layer_types: object, count: int) -> list[str]:
+    if not isinstance(layer_types, list) or len(layer_types) < count:
+        r.fail(f"layer_types must list one type per layer ({count}), got {json.dumps(layer_types)[:80]}")
+    order = []
+    for i, name in enumerate(layer_types[:count]):
+        token = LAYER_TYPES.get(name) if isinstance(name, str) else None
+        if token is None:
+            r.fail(
+                f"layer_types[{i}] is {json.dumps(name)}, not a layer type kvcalc knows "
+                f"({', '.join(sorted(LAYER_TYPES))})"
+            )
+        order.append(token)
+    return order
+
+
+def _llama4_order(r: _Reader, count: int) -> list[str]:
+    """Llama-4 iRoPE: no_rope_layers[i] == 1 is a RoPE layer with chunked attention, 0 a NoPE
+    global layer; without the list, every no_rope_layer_interval-th layer is global."""
+    flags = r.data.get("no_rope_layers")
+    if flags:  # transformers treats an empty list like a missing one
+        if not isinstance(flags, list) or len(flags) < count or any(f not in (0, 1) for f in flags[:count]):
+            r.fail(f"no_rope_layers must list 0 or 1 for each of the {count} layers")
+        return ["chunked" if f else "full" for f in flags[:count]]
+    interval = r.integer("no_rope_layer_interval")
+    if interval is None:
+        r.fail("a Llama-4-style config needs no_rope_layers or no_rope_layer_interval")
+    return ["full" if (i + 1) % interval == 0 else "chunked" for i in range(count)]
+
+
+def _window(r: _Reader) -> int | None:
+    """The sliding window in tokens, or None when there is none or it is switched off."""
+    value = r.data.get("sliding_window")
+    if r.data.get("use_sliding_window") is False:
+        if value:
+            r.notes.append(f"ignored: sliding_window {value} because use_sliding_window is false")
+        return None
+    if value is None and "sliding_window" in r.data:
+        return None  # an explicit null: no window
+    return r.integer("sliding_window") if value != 0 else None
+
+
+def _kind(r: _Reader, token: str) -> tuple[str, dict]:
+    """A layer token as (kind name, kind definition), downgrading windowless layers to full."""
+    if token == "sliding":
+        window = r.once("window", _window)
+        if window is not None:
+            return "sliding", {"type": "sliding", "window": window}
+        _note_once(r, "inferred: sliding layers hold the whole context (no sliding_window applies)")
+        return "full", {"type": "full"}
+    if token == "chunked":
+        chunk = r.once("chunk", _chunk)
+        if chunk is not None:
+            return "chunked", {"type": "chunked", "chunk": chunk}
+        _note_once(r, "inferred: chunked layers hold the whole context (attention_chunk_size is null)")
+        return "full", {"type": "full"}
+    if token == "state":
+        return r.once("state", _state)
+    return "full", {"type": "full"}
+
+
+def _chunk(r: _Reader) -> int | None:
+    if "attention_chunk_size" in r.data and r.data["attention_chunk_size"] is None:
+        return None  # an explicit null: no chunking
+    return r.integer("attention_chunk_size")
+
+
+def _note_once(r: _Reader, note: str) -> None:
+    if note not in r.notes:
+        r.notes.append(note)
+
+
+def _state(r: _Reader) -> tuple[str, dict]:
+    if any(r.data.get(k) is not None for k in DELTANET_FIELDS):
+        missing = [k for k in DELTANET_FIELDS if r.data.get(k) is None]
+        if missing:
+            r.fail(f"linear-attention layers need {', '.join(missing)}")
+        nk, dk, nv, dv, kernel = (
+            r.integer(k, default=False) for k in (
+                "linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads",
+                "linear_value_head_dim", "linear_conv_kernel_dim",
+            )
+        )
+        recurrent, conv_dim = nv * dk * dv, 2 * nk * dk + nv * dv
+        return "linear", {
+            "type": "none",
+            "state_elements": recurrent + conv_dim * kernel,
+            "description": (
+                f"Gated DeltaNet layer: recurrent state {nv} value heads x {dk} x {dv} = {recurrent} "
+                f"plus conv state (conv dim 2*{nk}*{dk} + {nv}*{dv} = {conv_dim}) x kernel {kernel} "
+                f"= {conv_dim * kernel}"
+            ),
+        }
+    if any(r.data.get(k) is not None for k in MAMBA_FIELDS) or r.model_type == "jamba":
+        hidden = r.integer("hidden_size")
+        expand, d_state, d_conv = (r.integer(k) for k in MAMBA_FIELDS)
+        missing = [k for k, v in zip(("hidden_size", *MAMBA_FIELDS), (hidden, expand, d_state, d_conv)) if v is None]
+        if missing:
+            r.fail(f"Mamba layers need {', '.join(missing)}")
+        inner = expand * hidden
+        return "mamba", {
+            "type": "none",
+            "state_elements": inner * d_state + inner * d_conv,
+            "description": (
+                f"Mamba layer: SSM state d_inner x d_state = {inner} x {d_state} = {inner * d_state} "
+                f"plus conv state d_inner x d_conv = {inner} x {d_conv} = {inner * d_conv}"
+            ),
+        }
+    r.fail(
+        "some layers have no KV cache (linear attention or Mamba), but the config has neither "
+        f"Gated DeltaNet fields ({', '.join(DELTANET_FIELDS)}) nor Mamba fields ({', '.join(MAMBA_FIELDS)})"
+    )
+
+
+def compact_pattern(order: list[str]) -> list[str]:
+    """The shortest repeating unit of ``order``, run-length encoded: ["sliding*5", "full"].
+
+    The unit tiles over the layers with the last tile cut short, as ``expand_pattern`` reads
+    it; when nothing shorter repeats, the unit is every layer.
+    """
+    n = len(order)
+    period = next(p for p in range(1, n + 1) if all(order[i] == order[i % p] for i in range(n)))
+    pattern: list[str] = []
+    for name in order[:period]:
+        if pattern and pattern[-1].split("*")[0] == name:
+            base, _, times = pattern[-1].partition("*")
+            pattern[-1] = f"{base}*{int(times or 1) + 1}"
+        else:
+            pattern.append(name)
+    return pattern
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def _dtype(r: _Reader) -> str:
+    for source in (r.data, r.outer):
+        for key in ("torch_dtype", "dtype"):
+            value = source.get(key)
+            if value is None:
+                continue
+            name = str(value).removeprefix("torch.")
+            if name in TORCH_DTYPES:
+                return TORCH_DTYPES[name]
+            r.notes.append(
+                f"inferred: dtype {DEFAULT_DTYPE} ({key} {json.dumps(value)} is not a KV cache type "
+                "kvcalc knows; use --kv-dtype)"
+            )
+            return DEFAULT_DTYPE
+    r.notes.append(
+        f"inferred: dtype {DEFAULT_DTYPE} (no torch_dtype or dtype in config.json; such "
+        "checkpoints load as float32)"
+    )
+    return DEFAULT_DTYPE
+
+
+def _max_context(r: _Reader) -> int:
+    value = r.integer("max_position_embeddings")
+    if value is None:
+        r.fail(f"{r.what()} is missing {r.describe('max_position_embeddings')}")
+    return value
+
+
+def _parameters(r: _Reader) -> str:
+    stated = r.outer.get("num_parameters")
+    if isinstance(stated, int) and not isinstance(stated, bool) and stated > 0:
+        return f"{stated:,} (num_parameters in config.json)"
+    return "unknown (imported from config.json)"
+
+
+def _name(data: dict, origin: str) -> str:
+    """From _name_or_path's last component, else the folder (a hub cache's repo name)."""
+    raw = data.get("_name_or_path")
+    if isinstance(raw, str) and raw.strip(" /\\"):
+        candidate = raw.strip().rstrip("/\\").replace("\\", "/").split("/")[-1]
+    else:
+        path = Path(origin)
+        folder = path.parent if path.suffix.lower() == ".json" else path
+        candidate = folder.resolve().name if folder.name in ("", ".") else folder.name
+        repo = folder.parent.parent.name
+        if folder.parent.name == "snapshots" and repo.startswith("models--"):
+            candidate = repo.rsplit("--", 1)[-1]
+    name = re.sub(r"[^a-z0-9._-]+", "-", candidate.lower()).strip("-._")
+    return name or "imported-model"
+
+
+def _sources(data: dict, origin: str) -> list[str]:
+    sources = [origin]
+    raw = data.get("_name_or_path")
+    if isinstance(raw, str) and raw.strip() and raw != origin:
+        sources.append(raw)
+    return sources
+
+
+def _fail(origin: str, problem: str) -> NoReturn:
+    raise PresetError(f"{origin}: {problem}; {HINT}")
+
+
+def _json_type(value: object) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+# --------------------------------------------------------------------------- writing a preset
+
+
+def preset_yaml(spec: ModelSpec) -> str:
+    """The spec as a preset YAML that ``presets.load_file`` reads back to the same spec."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    header = (
+        "# Imported by 'kvcalc import' from a Hugging Face config.json.\n"
+        "# Review it, above all the notes that say what was inferred, then keep it as a preset.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True)
+
+
+def write_new_file(path: Path, text: str, force: bool = False) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a
+    rename), refusing to replace an existing file unless ``force``."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise KvcalcError(f"{folder} does not exist or is not a folder; nothing written")
+    if path.is_dir():
+        raise KvcalcError(f"{path} is a folder; give a file name such as {path / 'model.yaml'}")
+    if path.exists() and not force:
+        raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a preset is not
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise KvcalcError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+__all__ = [
+    "ALIASES",
+    "CLASS_DEFAULTS",
+    "compact_pattern",
+    "load_config_path",
+    "preset_yaml",
+    "spec_from_config",
+    "write_new_file",
+]
