@@ -103,6 +103,14 @@ def _warn(messages) -> None:
         err.print(f"warning: {message}", markup=False, soft_wrap=True)
 
 
+def _print_inferences(specs) -> None:
+    """What kvcalc inferred or ignored when reading a config.json, one line per model."""
+    for spec in specs:
+        for note in spec.notes:
+            if note.startswith(("inferred:", "ignored:")):
+                out.print(f"note ({spec.name}): {note}", markup=False, style="dim")
+
+
 def _print_json(data) -> None:
     from kvcalc.render import to_json
 
@@ -250,6 +258,7 @@ def compare_cmd(
     else:
         dtype = kv_dtype or "each model's dtype"
         out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}"))
+        _print_inferences(specs)
 
 
 @app.command("variants")
@@ -298,6 +307,7 @@ def variants_cmd(
     r = rows[0].result
     title = f"{spec.name} · {r.context:,} tokens · batch {r.batch} · {r.kv_dtype} · attention variants"
     out.print(variants_table(rows, spec, title))
+    _print_inferences([spec])
 
 
 @app.command("plot")
@@ -343,6 +353,7 @@ def plot_cmd(
     if out_file is None:
         out.print(Text(title))
         out.print(terminal_chart(series, sizes))
+        _print_inferences(specs)
         return
     try:
         import matplotlib  # noqa: F401

@@ -99,6 +99,8 @@ def _unknown_message(refs: list[str], dirs: tuple[Path, ...]) -> str:
     for ref in refs:
         close = get_close_matches(ref.lower(), names, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        if Path(ref).exists():
+            hint += f" (a file or folder '{ref}' is here: pass it as ./{ref})"
         parts.append(f"'{ref}'{hint}")
     what = "unknown model" if len(refs) == 1 else "unknown models"
     return f"{what} {', '.join(parts)}; 'kvcalc presets' lists them all"

@@ -248,3 +248,11 @@ def test_public_api():
     assert isinstance(result, kvcalc.Estimate)
     assert result.total_bytes == LLAMA3_70B_PER_TOKEN * 8192
     assert "llama-3-70b" in kvcalc.list_presets()
+
+
+def test_unknown_name_that_is_a_local_folder_hints_at_dot_slash(runner, kvcalc_app, tmp_path, monkeypatch):
+    (tmp_path / "mymodel").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(kvcalc_app, ["estimate", "mymodel"])
+    assert result.exit_code == 1
+    assert "pass it as ./mymodel" in result.stderr

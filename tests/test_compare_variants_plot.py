@@ -308,3 +308,10 @@ def test_plot_without_matplotlib_draws_in_terminal_and_says_how(runner, kvcalc_a
     assert "kvcalc[plot]" in result.stderr
     assert "llama-3-70b" in result.stdout  # the terminal chart
     assert not target.exists()
+
+
+def test_compare_prints_what_a_config_import_inferred(runner, kvcalc_app):
+    config = Path(__file__).parent / "fixtures" / "configs" / "falcon-7b"
+    result = runner.invoke(kvcalc_app, ["compare", str(config), "falcon-7b", "-c", "2k"])
+    assert result.exit_code == 0, result.output
+    assert "note (falcon-7b): ignored: num_kv_heads 71" in result.stdout
