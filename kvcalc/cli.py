@@ -436,13 +436,14 @@ def import_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.yaml if it exists.")] = False,
 ) -> None:
     """Convert a config.json into a preset YAML to review, correct and keep."""
-    from kvcalc.hf_config import load_config_path, preset_yaml, write_new_file
+    from kvcalc.files import write_text
+    from kvcalc.hf_config import load_config_path, preset_yaml
 
     text = preset_yaml(load_config_path(path))
     if output is None:
         typer.echo(text, nl=False)
         return
-    write_new_file(output, text, force=force)
+    write_text(output, text, force=force)
     out.print(f"wrote {output}; review its notes, then: kvcalc estimate {output}", markup=False)
 
 

@@ -14,11 +14,8 @@ a preset instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -26,7 +23,7 @@ from typing import NoReturn
 import yaml
 from pydantic import ValidationError
 
-from kvcalc.errors import KvcalcError, PresetError
+from kvcalc.errors import PresetError
 from kvcalc.spec import ModelSpec
 
 HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
@@ -641,39 +638,6 @@ def preset_yaml(spec: ModelSpec) -> str:
     return header + yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True)
 
 
-def write_new_file(path: Path, text: str, force: bool = False) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a
-    rename), refusing to replace an existing file unless ``force``."""
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise KvcalcError(f"{folder} does not exist or is not a folder; nothing written")
-    if path.is_dir():
-        raise KvcalcError(f"{path} is a folder; give a file name such as {path / 'model.yaml'}")
-    if path.exists() and not force:
-        raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a preset is not
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise KvcalcError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 __all__ = [
     "ALIASES",
     "CLASS_DEFAULTS",
@@ -681,5 +645,4 @@ __all__ = [
     "load_config_path",
     "preset_yaml",
     "spec_from_config",
-    "write_new_file",
 ]

@@ -8,8 +8,6 @@ optional (``kvcalc[plot]``) and imported only when an image is asked for.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from rich.text import Text
 
 from kvcalc.errors import KvcalcError
 from kvcalc.estimate import estimate
+from kvcalc.files import check_target, write_atomically
 from kvcalc.spec import ModelSpec
 from kvcalc.units import format_bytes, format_tokens, parse_tokens
 
@@ -65,16 +64,11 @@ def curves(specs: list[ModelSpec], low: int, high: int, batch: int = 1,
 
 
 def check_output(path: Path) -> None:
-    """Refuse before any work: a wrong suffix, a missing or unwritable folder."""
+    """Refuse before any work: a wrong suffix (ValueError: a usage error), a missing or
+    unwritable folder (KvcalcError)."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: --out must end in .png or .svg")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise KvcalcError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise KvcalcError(f"{path}: folder {folder} is not writable")
-    if path.is_dir():
-        raise KvcalcError(f"{path}: is a folder")
+    check_target(path)
 
 
 def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: str) -> None:
@@ -107,18 +101,10 @@ def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: st
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     fig.legend(loc="outside right upper", frameon=False)
-    handle, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=path.suffix)
-    os.close(handle)
     try:
-        fig.savefig(tmp, dpi=120)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a chart is an ordinary file
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _thin_ticks(ax) -> None:

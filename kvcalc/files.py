@@ -1,0 +1,62 @@
+"""Writing files the user asked for: checked before any work, never left half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from kvcalc.errors import KvcalcError
+
+
+def check_target(path: Path, force: bool = True) -> None:
+    """Refuse early: a missing or unwritable folder, a folder in the file's place, or an
+    existing file without ``force``."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise KvcalcError(f"{path}: folder {folder} does not exist; nothing written")
+    if not os.access(folder, os.W_OK):
+        raise KvcalcError(f"{path}: folder {folder} is not writable; nothing written")
+    if path.is_dir():
+        raise KvcalcError(f"{path} is a folder; give a file name such as {path / 'out'}")
+    if path.exists() and not force:
+        raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)")
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place."""
+    tmp = None
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the user's file is not
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise KvcalcError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def write_text(path: Path, text: str, force: bool = False) -> None:
+    path = Path(path)
+    check_target(path, force=force)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    write_atomically(path, write)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
