@@ -8,7 +8,7 @@ Torch is never imported here at module level: only ``verify`` reaches it, lazily
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -445,6 +445,108 @@ def import_cmd(
         return
     write_text(output, text, force=force)
     out.print(f"wrote {output}; review its notes, then: kvcalc estimate {output}", markup=False)
+
+
+@app.command("verify")
+def verify_cmd(
+    model: Annotated[
+        str | None,
+        typer.Argument(metavar="MODEL", help="Preset name, preset YAML path, or config.json path/folder."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context", "-c", parser=_tokens, metavar="TOKENS",
+            help="Tokens per sequence: 64, 8k. Default: 256, or the model's max context if shorter.",
+        ),
+    ] = None,
+    batch: BatchOpt = 1,
+    layers: Annotated[
+        int | None,
+        typer.Option("--layers", "-l", min=1, help="Build the model's first N layers. Default: one of each kind."),
+    ] = None,
+    cache: Annotated[
+        Literal["static", "dynamic", "paged"],
+        typer.Option(
+            "--cache",
+            help="static: preallocated for the context; dynamic: grows by concatenation; paged: 16-token blocks.",
+        ),
+    ] = "static",
+    kv_dtype: KVDtypeOpt = None,
+    mla_layout: MLALayoutOpt = "latent",
+    all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+) -> None:
+    """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
+
+    Exit 0 when the measured cache equals the analytic bytes, 1 when it does not.
+    """
+    try:
+        import torch  # noqa: F401  (the kvcalc[torch] extra)
+    except ImportError:
+        raise KvcalcError("kvcalc verify needs PyTorch: pip install 'kvcalc[torch]'") from None
+    from kvcalc.presets import resolve
+    from kvcalc.verify.report import verdict, verify_lines, verify_table
+    from kvcalc.verify.runner import verify
+
+    options = dict(device=device, context=context, batch=batch, cache=cache, kv_dtype=kv_dtype,
+                   mla_layout=mla_layout)
+    if all_presets:
+        if model is not None:
+            raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
+        _verify_all(_dirs(preset_dir), layers, json_out, options)
+        return
+    if model is None:
+        raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
+    result = verify(resolve(model, _dirs(preset_dir)), layers=layers, **options)
+    if json_out:
+        _print_json(result.to_dict())
+    else:
+        if not result.encoder:
+            out.print(verify_table(result))
+        for line in verify_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(verdict(result), style="bold green" if result.match else "bold red"))
+    if not result.match:
+        raise typer.Exit(1)
+
+
+def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None:
+    """Every preset in turn under a progress bar; a preset that cannot run is a failed row."""
+    import time
+
+    from rich.progress import Progress
+
+    from kvcalc.presets import available, load_file
+    from kvcalc.verify.device import resolve_device
+    from kvcalc.verify.report import summary_table
+    from kvcalc.verify.runner import verify
+
+    resolve_device(options["device"])  # a missing device fails once, not once per preset
+    names = available(dirs)
+    rows = []
+    started = time.perf_counter()
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("verify", total=len(names))
+        for name, path in names.items():
+            progress.update(task, description=f"verify {name}")
+            try:
+                spec = load_file(path)
+                count = None if layers is None else min(layers, spec.layers.count)
+                rows.append((name, verify(spec, layers=count, **options), None))
+            except KvcalcError as exc:
+                rows.append((name, None, str(exc)))
+            progress.advance(task)
+    seconds = time.perf_counter() - started
+    if json_out:
+        _print_json([r.to_dict() if r else {"model": name, "error": error, "match": False}
+                     for name, r, error in rows])
+    else:
+        out.print(summary_table(rows, seconds))
+    if not all(r is not None and r.match for _, r, _ in rows):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,0 +1,9 @@
+"""`kvcalc verify`: build real attention layers, fill their caches, measure what was written.
+
+The only part of kvcalc that imports torch, and only in ``layers``, ``caches``, ``measure``,
+``device`` and ``runner``. ``plan`` (what to instantiate, the analytic numbers, the memory
+a run needs) and ``report`` (result objects, tables, JSON) stay torch-free, so the CLI can
+describe a run and render results without importing torch.
+"""
+
+TORCH_MISSING = "kvcalc verify needs PyTorch: pip install 'kvcalc[torch]'"

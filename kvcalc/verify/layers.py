@@ -1,0 +1,222 @@
+"""Attention layers at a model's real dimensions, with RoPE, causal masks and a KV cache.
+
+``DenseLayer`` covers MHA, MQA and GQA through ``kv_heads``; ``MLALayer`` follows
+DeepSeek-V2/V3 (optional low-rank queries, a down-projection to ``kv_lora_rank``, a decoupled
+rope key shared by all heads, up-projections) and caches either the latent (c_kv and the rope
+key; attention absorbs the up-projections into the query and the output) or expanded
+per-head K and V. Weights are never the point: they are created empty in the compute dtype
+and filled cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kvcalc.spec import DenseAttention, MLAAttention
+from kvcalc.verify.caches import LayerCache
+from kvcalc.verify.plan import SCORE_BLOCK_BYTES
+
+ROPE_BASE = 10000.0
+_TABLE = 65521  # a prime: tiled over a weight, the table never lines up with a row
+_NORM_EPS = 1e-6
+
+
+def make_weight(shape: tuple[int, ...], dtype, device, generator: torch.Generator) -> nn.Parameter:
+    """An (in, out) weight without nn.Linear's costly init: a small random table, tiled.
+
+    Uniform in +-sqrt(3/in) keeps activations near unit scale, so nothing overflows or NaNs.
+    """
+    weight = torch.empty(shape, dtype=dtype, device=device)
+    n = weight.numel()
+    bound = math.sqrt(3.0 / shape[0])
+    table = torch.empty(min(n, _TABLE), dtype=torch.float64).uniform_(-bound, bound, generator=generator)
+    table = table.to(device=device, dtype=dtype)
+    flat, size = weight.view(-1), table.numel()
+    whole = n // size
+    flat[: whole * size].view(whole, size).copy_(table.expand(whole, size))
+    flat[whole * size:].copy_(table[: n - whole * size])
+    return nn.Parameter(weight, requires_grad=False)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + _NORM_EPS)
+    return x if weight is None else x * weight
+
+
+def rope_angles(pos: torch.Tensor, dim: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (T, dim // 2), for positions ``pos`` (T,).
+
+    Angles are computed in float64 on the CPU (MPS has no float64), then moved."""
+    inv = ROPE_BASE ** (-torch.arange(0, dim // 2 * 2, 2, dtype=torch.float64) / dim)
+    angles = pos.cpu().to(torch.float64)[:, None] * inv[None, :]  # (T, dim // 2)
+    return angles.cos().to(pos.device, dtype), angles.sin().to(pos.device, dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, T, heads, d) pairwise (first half with second half), as Llama/NeoX do."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half: 2 * half], x[..., 2 * half:]  # rest: an odd last dim
+    c, s = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, d/2)
+    return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c, rest), dim=-1)
+
+
+def allowed(qpos: torch.Tensor, kpos: torch.Tensor, window: int | None = None,
+            chunk: int | None = None) -> torch.Tensor:
+    """Which keys each query may see: (T, S) bools. Causal; within ``window`` tokens
+    (the query itself included); or within the same aligned ``chunk``."""
+    q, k = qpos[:, None], kpos[None, :]
+    ok = k <= q
+    if window is not None:
+        ok = ok & (q - k < window)
+    if chunk is not None:
+        ok = ok & (q // chunk == k // chunk)
+    return ok
+
+
+def attend(qs: list[torch.Tensor], ks: list[torch.Tensor], v: torch.Tensor, mask: torch.Tensor,
+           scale: float) -> torch.Tensor:
+    """softmax(sum_i q_i k_i^T * scale, masked) @ v.
+
+    qs: each (B, T, Hq, d_i); ks: each (B, S, Hk, d_i); v (B, S, Hk, dv); mask (T, S).
+    Returns (B, T, Hq, dv). Query heads that share a KV head are grouped, so K and V are used
+    as stored, never repeated per query head; queries go in blocks so scores stay bounded.
+    """
+    B, T, Hq, _ = qs[0].shape
+    S, Hk, dv = v.shape[1], v.shape[2], v.shape[3]
+    g = Hq // Hk
+    qs = [q.reshape(B, T, Hk, g, q.shape[-1]).permute(0, 2, 3, 1, 4) for q in qs]  # (B, Hk, g, T, d)
+    ks = [k.permute(0, 2, 3, 1) for k in ks]  # (B, Hk, d, S)
+    vt = v.transpose(1, 2)  # (B, Hk, S, dv)
+    half = v.dtype in (torch.float16, torch.bfloat16)
+    out = v.new_empty(B, Hk, g, T, dv)
+    rows = max(1, SCORE_BLOCK_BYTES // max(1, B * Hq * S * 4))
+    for t0 in range(0, T, rows):
+        t1 = min(T, t0 + rows)
+        tb = t1 - t0
+        scores = sum(q[:, :, :, t0:t1].reshape(B, Hk, g * tb, -1) @ k for q, k in zip(qs, ks))
+        scores = scores.view(B, Hk, g, tb, S) * scale  # (B, Hk, g, tb, S)
+        scores = scores.masked_fill(~mask[t0:t1], float("-inf"))
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(v.dtype)
+        out[:, :, :, t0:t1] = (probs.view(B, Hk, g * tb, S) @ vt).view(B, Hk, g, tb, dv)
+    return out.permute(0, 3, 1, 2, 4).reshape(B, T, Hq, dv)
+
+
+class _Attention(nn.Module):
+    def __init__(self, window: int | None, chunk: int | None):
+        super().__init__()
+        self.window, self.chunk = window, chunk
+
+    def mask(self, qpos: torch.Tensor, kpos: torch.Tensor) -> torch.Tensor:
+        return allowed(qpos, kpos, self.window, self.chunk)
+
+    def cache_feats(self) -> list[tuple[int, ...]]:
+        """The per-token shape of each part this layer caches."""
+        raise NotImplementedError
+
+
+class DenseLayer(_Attention):
+    """MHA (kv_heads == heads), MQA (kv_heads == 1) or GQA: caches K and V per KV head."""
+
+    def __init__(self, a: DenseAttention, hidden: int, dtype, device, generator,
+                 window: int | None = None, chunk: int | None = None):
+        super().__init__(window, chunk)
+        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
+        d = a.head_dim
+        self.wq = make_weight((hidden, a.heads * d), dtype, device, generator)
+        self.wk = make_weight((hidden, a.kv_heads * d), dtype, device, generator)
+        self.wv = make_weight((hidden, a.kv_heads * d), dtype, device, generator)
+        self.wo = make_weight((a.heads * d, hidden), dtype, device, generator)
+
+    def cache_feats(self):
+        return [(self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim)]  # K, V
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, Hk, d = self.heads, self.kv_heads, self.head_dim
+        cos, sin = rope_angles(pos, d, x.dtype)
+        q = apply_rope((x @ self.wq).view(B, T, H, d), cos, sin)  # (B, T, H, d)
+        k = apply_rope((x @ self.wk).view(B, T, Hk, d), cos, sin)  # (B, T, Hk, d)
+        v = (x @ self.wv).view(B, T, Hk, d)  # (B, T, Hk, d)
+        (keys, values), kpos = cache.update([k, v], pos)  # (B, S, Hk, d) each
+        out = attend([q], [keys], values, self.mask(pos, kpos), 1.0 / math.sqrt(d))  # (B, T, H, d)
+        return out.reshape(B, T, H * d) @ self.wo
+
+
+class MLALayer(_Attention):
+    """DeepSeek's multi-head latent attention, caching the latent or expanded K and V."""
+
+    def __init__(self, a: MLAAttention, hidden: int, dtype, device, generator, layout: str = "latent",
+                 window: int | None = None, chunk: int | None = None):
+        super().__init__(window, chunk)
+        if layout not in ("latent", "expanded"):
+            raise ValueError(f"unknown MLA layout {layout!r}")
+        self.a, self.layout = a, layout
+        H, nope, rope, dv = a.heads, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
+        if a.q_lora_rank:
+            self.wq_a = make_weight((hidden, a.q_lora_rank), dtype, device, generator)
+            self.q_norm = nn.Parameter(torch.ones(a.q_lora_rank, dtype=dtype, device=device), False)
+            self.wq_b = make_weight((a.q_lora_rank, H * (nope + rope)), dtype, device, generator)
+        else:
+            self.wq = make_weight((hidden, H * (nope + rope)), dtype, device, generator)
+        self.wkv_a = make_weight((hidden, a.kv_lora_rank + rope), dtype, device, generator)
+        self.kv_norm = nn.Parameter(torch.ones(a.kv_lora_rank, dtype=dtype, device=device), False)
+        self.wkv_b = make_weight((a.kv_lora_rank, H * (nope + dv)), dtype, device, generator)
+        self.wo = make_weight((H * dv, hidden), dtype, device, generator)
+
+    def cache_feats(self):
+        a = self.a
+        if self.layout == "latent":
+            return [(a.kv_lora_rank,), (a.qk_rope_head_dim,)]  # c_kv, k_rope
+        return [(a.heads, a.qk_nope_head_dim + a.qk_rope_head_dim), (a.heads, a.v_head_dim)]  # K, V
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        a = self.a
+        if a.q_lora_rank:
+            q = rms_norm(x @ self.wq_a, self.q_norm) @ self.wq_b
+        else:
+            q = x @ self.wq
+        return q.view(B, T, a.heads, a.qk_nope_head_dim + a.qk_rope_head_dim)  # (B, T, H, nope+rope)
+
+    def latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """c_kv (B, T, rank), normalised as DeepSeek caches it, and the unrotated rope key (B, T, rope)."""
+        c_kv, k_rope = (x @ self.wkv_a).split([self.a.kv_lora_rank, self.a.qk_rope_head_dim], dim=-1)
+        return rms_norm(c_kv, self.kv_norm), k_rope
+
+    def up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_UK (rank, H, nope) and W_UV (rank, H, dv): the latent's up-projections."""
+        a = self.a
+        w = self.wkv_b.view(a.kv_lora_rank, a.heads, a.qk_nope_head_dim + a.v_head_dim)
+        return w[..., : a.qk_nope_head_dim], w[..., a.qk_nope_head_dim:]
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        B, T, _ = x.shape
+        a = self.a
+        H, nope, rope = a.heads, a.qk_nope_head_dim, a.qk_rope_head_dim
+        scale = 1.0 / math.sqrt(nope + rope)
+        cos, sin = rope_angles(pos, rope, x.dtype)
+        q = self.queries(x)
+        q_nope, q_rope = q[..., :nope], apply_rope(q[..., nope:], cos, sin)  # (B, T, H, nope|rope)
+        c_kv, k_rope = self.latent(x)
+        k_rope = apply_rope(k_rope[:, :, None], cos, sin)  # (B, T, 1, rope): one key for all heads
+        w_uk, w_uv = self.up_weights()
+        if self.layout == "latent":
+            (c_all, r_all), kpos = cache.update([c_kv, k_rope[:, :, 0]], pos)  # (B, S, rank), (B, S, rope)
+            # absorb W_UK into the query: q_nope . (W_UK c) == (q_nope W_UK^T) . c, so the cached
+            # latent is attended to directly and never expanded per head
+            q_lat = torch.einsum("bthn,rhn->bthr", q_nope, w_uk)  # (B, T, H, rank)
+            c_heads = c_all[:, :, None]  # (B, S, 1, rank): one latent "KV head" for all H
+            o_lat = attend([q_lat, q_rope], [c_heads, r_all[:, :, None]], c_heads,
+                           self.mask(pos, kpos), scale)  # (B, T, H, rank)
+            out = torch.einsum("bthr,rhv->bthv", o_lat, w_uv)  # (B, T, H, dv); W_UV absorbed after
+        else:
+            k_nope = torch.einsum("btr,rhn->bthn", c_kv, w_uk)  # (B, T, H, nope)
+            v = torch.einsum("btr,rhv->bthv", c_kv, w_uv)  # (B, T, H, dv)
+            k = torch.cat((k_nope, k_rope.expand(B, T, H, rope)), dim=-1)  # (B, T, H, nope+rope)
+            (keys, values), kpos = cache.update([k, v], pos)
+            q_full = torch.cat((q_nope, q_rope), dim=-1)  # (B, T, H, nope+rope)
+            out = attend([q_full], [keys], values, self.mask(pos, kpos), scale)  # (B, T, H, dv)
+        return out.reshape(B, T, H * a.v_head_dim) @ self.wo
