@@ -103,3 +103,30 @@ def test_frozen():
     spec = spec_from_data(BASE, origin="t")
     with pytest.raises(ValidationError):
         spec.max_context = 5
+
+
+def test_local_and_global_layers_may_differ_in_heads_and_head_dim():
+    from kvcalc.estimate import estimate
+
+    data = with_(
+        layers={
+            "count": 6,
+            "kinds": {
+                "local": {"type": "sliding", "window": 512},
+                "global": {"type": "full",
+                           "attention": {"kind": "gqa", "heads": 8, "kv_heads": 1, "head_dim": 512}},
+            },
+            "pattern": ["local*2", "global"],
+        }
+    )
+    spec = spec_from_data(data, origin="toy.yaml")
+    result = estimate(spec, context=1024)
+    local, glob = result.groups
+    # local: the model's attention, 2 KV heads x 64, 4 layers, 512 tokens held, bf16
+    assert local.bytes == 4 * 512 * 2 * 2 * 64 * 2
+    # global: its own attention, 1 KV head x 512, 2 layers, all 1024 tokens
+    assert glob.bytes == 2 * 1024 * 2 * 1 * 512 * 2
+    assert result.bytes_per_token == 4 * 2 * 2 * 64 * 2 + 2 * 2 * 1 * 512 * 2
+    bad = with_(layers={"count": 2, "kinds": {"full": {"type": "full", "attention": {
+        "kind": "gqa", "heads": 8, "kv_heads": 3, "head_dim": 64}}}})
+    assert "layers.kinds.full.attention: kv_heads=3 must divide heads=8" in problem(bad)
