@@ -165,7 +165,7 @@ def estimate_cmd(
         _print_json({**result.to_dict(), "notes": list(spec.notes)})
         return
     if not result.encoder:
-        out.print(estimate_table(result, attention_label(spec.attention)))
+        out.print(estimate_table(result, attention_label(spec.attention, result.mla_layout)))
     out.print(estimate_summary(result), markup=False)
     for note in spec.notes:
         out.print(f"note: {note}", markup=False, style="dim")
@@ -205,7 +205,10 @@ def _context_list(text: str | None) -> list[int] | None:
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
         raise typer.BadParameter("the list of contexts is empty (try 4k,32k,128k)", param_hint="--context")
-    return [_tokens(p) for p in parts]
+    try:
+        return [parse_tokens(p) for p in parts]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--context") from None
 
 
 ContextListOpt = Annotated[
@@ -252,13 +255,19 @@ def compare_cmd(
         specs = [_no_windows(spec) for spec in specs]
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
     if json_out:
-        _print_json([row.result.to_dict() for row in rows])
+        _print_json([{**row.result.to_dict(), "notes": list(row.spec.notes)} for row in rows])
     elif csv_out:
         typer.echo(to_csv(rows), nl=False)
     else:
         dtype = kv_dtype or "each model's dtype"
         out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}"))
         _print_inferences(specs)
+
+
+def _group_count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{text.strip()!r} is not a KV-head count (try 2,4,8)")
+    return int(text)
 
 
 @app.command("variants")
@@ -291,16 +300,16 @@ def variants_cmd(
     group_list = None
     if groups is not None:
         try:
-            group_list = [int(g) for g in groups.split(",") if g.strip()]
+            group_list = [_group_count(g) for g in groups.split(",") if g.strip()]
             if not group_list:
                 raise ValueError("the list of group counts is empty (try 2,4,8)")
             check_groups(spec, group_list)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--groups") from None
-    if spec.is_encoder:
-        out.print(f"{spec.name} is an encoder: it keeps no KV cache, so every variant is 0 B.")
-        return
     rows = compare_variants(spec, context, batch, kv_dtype, group_list, mla_rank, rope_dim)
+    if spec.is_encoder and not json_out:
+        out.print(f"{spec.name} is an encoder: it keeps no KV cache, so every variant is 0 B.", markup=False)
+        return
     if json_out:
         _print_json([row.to_dict() for row in rows])
         return
@@ -354,17 +363,27 @@ def plot_cmd(
         out.print(Text(title))
         out.print(terminal_chart(series, sizes))
         _print_inferences(specs)
+        if not _has_matplotlib():
+            hint = "for an image: pip install 'kvcalc[plot]', then add --out chart.png"
+            out.print(hint, style="dim", markup=False)
         return
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not _has_matplotlib():
         out.print(terminal_chart(series, sizes))
         raise KvcalcError(
             f"matplotlib is not installed, so {out_file} was not written (the chart above is the "
             "terminal version); for the image: pip install 'kvcalc[plot]'"
         ) from None
     save_image(series, out_file, sizes, title)
-    out.print(f"wrote {out_file}")
+    out.print(f"wrote {out_file}", markup=False)
+
+
+def _has_matplotlib() -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("matplotlib") is not None
+    except ValueError:  # a module set to None in sys.modules, as tests do to hide it
+        return False
 
 
 @presets_app.callback(invoke_without_command=True)
@@ -405,6 +424,7 @@ def presets_list(
 
 @presets_app.command("show")
 def presets_show(
+    ctx: typer.Context,
     name: ModelArg,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
@@ -414,7 +434,8 @@ def presets_show(
 
     from kvcalc.presets import resolve
 
-    spec = resolve(name, _dirs(preset_dir))
+    # `kvcalc presets --preset-dir D show NAME` puts the folder on the group
+    spec = resolve(name, _dirs(preset_dir or ctx.parent.params.get("preset_dir")))
     data = spec.model_dump(mode="json", exclude_none=True)
     if json_out:
         _print_json(data)

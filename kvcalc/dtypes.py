@@ -1,6 +1,6 @@
 """KV-cache element types and their width in bits (int4 is half a byte: count bits)."""
 
-from typing import Literal, get_args
+from typing import Literal
 
 KVDtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
@@ -12,7 +12,5 @@ DTYPE_BITS: dict[str, int] = {
     "int8": 8,
     "int4": 4,
 }
-
-KV_DTYPES: tuple[str, ...] = get_args(KVDtype)
 
 

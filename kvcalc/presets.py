@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from kvcalc.errors import PresetError, UnknownModelError
 from kvcalc.spec import ModelSpec
 
-PRESET_DIR_ENV = "KVCALC_PRESET_DIR"
 _SUFFIXES = (".yaml", ".yml")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -38,11 +37,6 @@ def preset_dirs(user_dirs: list[Path] | tuple[Path, ...] = ()) -> tuple[Path, ..
         if not folder.is_dir():
             raise PresetError(f"preset folder {folder} does not exist or is not a folder")
     return (*dirs, bundled_dir())
-
-
-def user_dirs_from_env() -> list[Path]:
-    value = os.environ.get(PRESET_DIR_ENV, "")
-    return [Path(part) for part in value.split(os.pathsep) if part]
 
 
 @cache
@@ -79,7 +73,10 @@ def resolve(ref: str, dirs: tuple[Path, ...]) -> ModelSpec:
     path = available(dirs).get(ref.lower())
     if path is None:
         raise UnknownModelError(_unknown_message([ref], dirs))
-    return load_file(path)
+    spec = load_file(path)
+    if spec.name != ref.lower():
+        raise PresetError(f"{path}: name: '{spec.name}' does not match the file name '{path.stem}'")
+    return spec
 
 
 def resolve_many(refs: list[str], dirs: tuple[Path, ...]) -> list[ModelSpec]:

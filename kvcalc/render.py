@@ -47,7 +47,7 @@ class Grid:
             yield Text(self.caption, style="dim")
 
     def _line(self, row, widths, shown) -> Text:
-        line = Text(" ", no_wrap=True, overflow="crop")
+        line = Text(" ")  # wraps rather than hides a number when nothing optional is left
         for n, i in enumerate(shown):
             cell = row[i] if isinstance(row[i], Text) else Text(str(row[i]))
             pad = " " * (widths[i] - len(cell))
@@ -86,9 +86,13 @@ def _kind_label(group) -> str:
     return "full"
 
 
-def attention_label(spec_attention) -> str:
-    """'gqa 64/8 heads x 128' or 'mla latent 512+64, 128 heads'."""
+def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
+    """'gqa 64 heads / 8 KV x 128', 'mla 512+64 latent, 128 heads' or the expanded layout."""
     a = spec_attention
+    if a.kind == "mla" and mla_layout == "expanded":
+        per_head = a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim
+        parts = f"K {a.qk_nope_head_dim}+{a.qk_rope_head_dim}, V {a.v_head_dim}"
+        return f"mla expanded: {a.heads} heads x {per_head} ({parts})"
     if a.kind == "mla":
         return f"mla {a.kv_lora_rank}+{a.qk_rope_head_dim} latent, {a.heads} heads"
     return f"{a.kind} {a.heads} heads / {a.kv_heads} KV x {a.head_dim}"
@@ -154,7 +158,7 @@ def short_source(source: str) -> str:
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
-def bar(value: int, largest: int, width: int = 16) -> str:
+def bar(value: int, largest: int, width: int = 12) -> str:
     """A horizontal bar of ``width`` cells for value/largest, in eighths of a cell."""
     if largest <= 0 or value <= 0:
         return ""
@@ -181,7 +185,7 @@ def compare_table(rows, title: str) -> Grid:
         row.beyond_max for row in rows) else None
     headers = ["model", "attention", "KV per layer", "layers", "B/token", "context", "KV cache", "bytes", ""]
     return Grid(title, headers, cells, right={"layers", "B/token", "context", "KV cache", "bytes"},
-                caption=caption, optional=("", "attention", "layers", "bytes"))
+                caption=caption, optional=("bytes", "attention", "layers", "KV per layer", ""))
 
 
 def variants_table(rows, spec: ModelSpec, title: str) -> Grid:
@@ -202,4 +206,4 @@ def variants_table(rows, spec: ModelSpec, title: str) -> Grid:
         caption = f"† hypothetical, sized by a rule ({rule})"
     headers = ["variant", "cache per layer", "B/token", "KV cache", "bytes", "vs MHA", "vs actual", ""]
     return Grid(title, headers, cells, right={"B/token", "KV cache", "bytes", "vs MHA", "vs actual"},
-                caption=caption, optional=("", "bytes", "cache per layer"))
+                caption=caption, optional=("bytes", "cache per layer", ""))

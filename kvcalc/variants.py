@@ -134,7 +134,9 @@ def build_variant(
     if name.startswith("mla"):
         attention = _mla_dims(spec, mla_rank, rope_dim)
         layout = name.removeprefix("mla-")
-        hypothetical = not own_mla or mla_rank is not None or rope_dim is not None
+        # the expanded layout does not depend on the rank, only on the rope part
+        changed = rope_dim is not None or (layout == "latent" and mla_rank is not None)
+        hypothetical = not own_mla or changed
     else:
         kv_heads = {"mha": heads, "mqa": 1}.get(name) or int(match.group(2))
         check_groups(spec, [kv_heads])

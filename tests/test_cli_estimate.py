@@ -24,8 +24,9 @@ def test_estimate_table(runner, kvcalc_app):
     total = LLAMA3_70B_PER_TOKEN * 8192
     assert f"{total:,}" in result.stdout
     assert "2.50 GiB" in result.stdout
-    assert f"{LLAMA3_70B_PER_TOKEN:,}" in result.stdout
-    assert "full" in result.stdout and "80" in result.stdout
+    row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["full"])
+    # layers, kind, count, tokens held, B/token, KV cache, bytes
+    assert row == ["full", "full", "80", "8,192", "327,680", "2.50", "GiB", f"{total:,}"]
 
 
 def test_estimate_json_fields(runner, kvcalc_app):
@@ -256,3 +257,24 @@ def test_unknown_name_that_is_a_local_folder_hints_at_dot_slash(runner, kvcalc_a
     result = runner.invoke(kvcalc_app, ["estimate", "mymodel"])
     assert result.exit_code == 1
     assert "pass it as ./mymodel" in result.stderr
+
+
+def test_user_preset_must_be_named_like_its_file(runner, kvcalc_app, tmp_path):
+    folder = tmp_path / "mine"
+    path = user_preset(folder, "my-model")
+    path.rename(folder / "other-name.yaml")
+    result = runner.invoke(kvcalc_app, ["estimate", "other-name", "--preset-dir", str(folder)])
+    assert result.exit_code == 1
+    assert "does not match the file name" in result.stderr and "other-name.yaml" in result.stderr
+
+
+def test_presets_group_option_reaches_show(runner, kvcalc_app, tmp_path):
+    user_preset(tmp_path / "mine")
+    result = runner.invoke(kvcalc_app, ["presets", "--preset-dir", str(tmp_path / "mine"), "show", "my-model"])
+    assert result.exit_code == 0, result.output
+    assert "name: my-model" in result.stdout
+
+
+def test_expanded_mla_caption_says_expanded(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["estimate", "deepseek-v3", "-c", "4k", "--mla-layout", "expanded"])
+    assert "mla expanded: 128 heads x 320" in result.stdout

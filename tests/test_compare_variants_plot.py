@@ -114,13 +114,34 @@ def test_bars_scale_with_bytes_and_narrow_terminals_drop_them():
     assert bar(0, 8) == ""
     spec = resolve("llama-3-70b", preset_dirs())
     table = variants_table(compare_variants(spec, context=8192), spec, "t")
-    wide, narrow = Console(width=200, record=True), Console(width=70, record=True)
-    wide.print(table)
-    narrow.print(table)
-    assert "█" * 16 in wide.export_text()  # mla-expanded, the largest, fills the bar
-    text = narrow.export_text()
-    assert "█" not in text and "2,621,440" in text  # the bar goes first, the numbers stay
-    assert max(len(line) for line in text.splitlines()[:12]) <= 70
+
+    def text(width):
+        console = Console(width=width, record=True)
+        console.print(table)
+        return console.export_text()
+
+    assert "█" * 12 in text(200)  # mla-expanded, the largest, fills the bar
+    medium = text(100)
+    assert "█" in medium and "21,474,836,480" not in medium  # exact bytes go before the bar
+    narrow = text(70)
+    assert "█" not in narrow and "2,621,440" in narrow  # the numbers stay
+    assert max(len(line) for line in narrow.splitlines()[:12]) <= 70
+
+
+def test_compare_table_draws_bars_at_80_columns():
+    from rich.console import Console
+
+    from kvcalc.compare import compare_rows
+    from kvcalc.presets import preset_dirs, resolve_many
+    from kvcalc.render import compare_table
+
+    specs = resolve_many(["llama-3-70b", "deepseek-v3", "mistral-7b-v0.1"], preset_dirs())
+    console = Console(width=80, record=True)
+    console.print(compare_table(compare_rows(specs, [4096, 131072]), "t"))
+    lines = console.export_text().splitlines()
+    llama_128k = next(line for line in lines if "llama-3-70b" in line and "128K" in line)
+    assert llama_128k.rstrip().endswith("█" * 12)  # the largest total fills its bar
+    assert "40.00 GiB" in llama_128k
 
 
 @pytest.mark.parametrize("groups", ["3", "5,8", "0", ",", "x"])
@@ -149,7 +170,6 @@ def test_compare_json_is_estimate_objects(runner, kvcalc_app):
     single = j(runner, kvcalc_app, "estimate", "deepseek-v3", "-c", "32k", "--json")
     assert [(r["model"], r["context"]) for r in rows] == [
         ("llama-3-70b", 4096), ("llama-3-70b", 32768), ("deepseek-v3", 4096), ("deepseek-v3", 32768)]
-    single.pop("notes")
     assert rows[3] == single
 
 
@@ -315,3 +335,24 @@ def test_compare_prints_what_a_config_import_inferred(runner, kvcalc_app):
     result = runner.invoke(kvcalc_app, ["compare", str(config), "falcon-7b", "-c", "2k"])
     assert result.exit_code == 0, result.output
     assert "note (falcon-7b): ignored: num_kv_heads 71" in result.stdout
+
+
+def test_variants_json_for_an_encoder_is_still_json(runner, kvcalc_app):
+    rows = j(runner, kvcalc_app, "variants", "bert-base", "--json")
+    assert rows and all(r["total_bytes"] == 0 for r in rows)
+
+
+def test_bad_values_in_lists_name_their_option(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["compare", "gpt2", "-c", "4k,0"])
+    assert result.exit_code == 2 and "--context" in result.stderr
+    result = runner.invoke(kvcalc_app, ["variants", "gpt2", "--groups", "abc"])
+    assert result.exit_code == 2 and "'abc' is not a KV-head count" in result.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_get_an_image(runner, kvcalc_app, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = runner.invoke(kvcalc_app, ["plot", "gpt2"])
+    assert result.exit_code == 0
+    assert "pip install 'kvcalc[plot]'" in result.stdout

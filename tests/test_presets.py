@@ -177,3 +177,51 @@ def test_deepseek_v2_expanded_layout():
     # HF eager caches decompressed K (128 x (128 + 64)) and V (128 x 128) per layer
     result = kvcalc.estimate(spec_of("deepseek-v2"), context=1, mla_layout="expanded")
     assert result.bytes_per_token == 60 * 128 * (128 + 64 + 128) * 2
+
+
+# Where the layers that are not the model's main kind sit, written by hand from the facts
+# file's layer_pattern lines (totals alone would not notice a pattern in the wrong order).
+EXPECTED_LAYER_POSITIONS = {
+    # gemma-2: "layer i is sliding-window (4096) if i is even, global if odd"
+    "gemma-2-9b": ("global", list(range(1, 42, 2))),
+    "gemma-2-27b": ("global", list(range(1, 46, 2))),
+    # gemma-3: "layer i global iff (i+1) % 6 == 0 => 5,11,...,59"
+    "gemma-3-27b": ("global", [5, 11, 17, 23, 29, 35, 41, 47, 53, 59]),
+    # llama-4: "layers 3,7,11,...,47 (12 layers, every 4th) are NoPE full/global attention"
+    "llama-4-scout": ("global", list(range(3, 48, 4))),
+    # jamba: "attention at layers 4,12,20,28 (i % 8 == 4)"
+    "jamba-v0.1": ("attention", [4, 12, 20, 28]),
+    # qwen3-next: "full_attention_layer_indices: 3,7,11,...,47"
+    "qwen3-next-80b-a3b": ("full", list(range(3, 48, 4))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_LAYER_POSITIONS))
+def test_layer_pattern_positions(name):
+    kind, positions = EXPECTED_LAYER_POSITIONS[name]
+    order = load_file(PRESET_DIR / f"{name}.yaml").layers.order()
+    assert [i for i, k in enumerate(order) if k == kind] == positions
+
+
+# max_position_embeddings (or the stated context) from the facts file, by hand.
+EXPECTED_MAX_CONTEXT = {
+    "llama-2-7b": 4096, "llama-2-70b": 4096, "llama-3-8b": 8192, "llama-3-70b": 8192,
+    "llama-3.1-405b": 131072, "llama-4-scout": 262144, "mistral-7b-v0.1": 32768,
+    "mixtral-8x7b": 32768, "qwen2-7b": 131072, "qwen2-72b": 131072, "qwen2.5-7b": 131072,
+    "qwen3-8b": 40960, "qwen3-next-80b-a3b": 262144, "phi-3-mini-4k": 4096,
+    "phi-3-medium-4k": 4096, "gemma-2b": 8192, "gemma-7b": 8192, "gemma-2-9b": 8192,
+    "gemma-2-27b": 8192, "gemma-3-27b": 131072, "gpt2": 1024, "gpt2-medium": 1024,
+    "gpt2-large": 1024, "gpt2-xl": 1024, "bert-base": 512, "bert-large": 512,
+    "falcon-7b": 2048, "falcon-40b": 2048, "palm-8b": 2048, "palm-62b": 2048, "palm-540b": 2048,
+    "deepseek-v2": 163840, "deepseek-v2-lite": 163840, "deepseek-v3": 163840,
+    "kimi-k2": 131072, "jamba-v0.1": 262144,
+}
+
+
+def test_max_context_table_covers_every_preset():
+    assert set(EXPECTED_MAX_CONTEXT) == {p.stem for p in PRESET_DIR.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MAX_CONTEXT))
+def test_max_context(name):
+    assert load_file(PRESET_DIR / f"{name}.yaml").max_context == EXPECTED_MAX_CONTEXT[name]
