@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# The GPU figures of issue #4 in one prepared run (about 2-3 minutes on one H200).
+# The GPU figures of issue #4 in one prepared run (about 2-3 minutes on one H200; every run
+# is capped so the whole script ends inside the device tool's 10-minute command limit).
 #
-#   benchmarks/gpu_verify.sh            # JSON per run into $OUT, or ./gpu_out when OUT is unset
-#   PYTHON=/path/to/python benchmarks/gpu_verify.sh
+#   bash benchmarks/gpu_wheels.sh            # here, once: kvcalc's dependencies into .whl/
+#   then, with the device tool:  run(command="bash benchmarks/gpu_verify.sh", carry=[".whl"],
+#                                    timeout_s=600)
 #
-# It installs nothing. It needs a Python with torch (CUDA build) and kvcalc's four runtime
-# dependencies (typer, rich, pydantic, pyyaml); kvcalc itself runs from this checkout via
-# PYTHONPATH. A GPU machine without network but without those four can be given a wheelhouse
-# made beforehand for its Python (pip download --only-binary=:all: --python-version X.Y
-# typer rich pydantic pyyaml -d gpu_wheels) and install it with
-# pip install --no-index --find-links gpu_wheels typer rich pydantic pyyaml.
+# kvcalc runs from this checkout via PYTHONPATH. When .whl/ is present its wheels are
+# installed into /tmp/kvcalc-site first (the GPU image has no pydantic). Results go to $OUT
+# (./gpu_out when OUT is unset) as at most 5 files, under the device tool's 8-file limit:
+# device.txt, runs.jsonl (one verify --json object per line), errors.txt,
+# verification_table.md and pytest_cuda.txt.
 #
 # Runs: llama-3-8b at all 32 layers and 8k context with each cache kind; deepseek-v3 latent
 # and expanded; gemma-3-27b's first 6 layers (5 local, 1 global) past the 1024 window;
-# mistral-7b-v0.1 past its 4096 window with each cache kind. Each writes one JSON object;
-# the table at the end (also $OUT/verification_table.md) is drawn from those files.
+# mistral-7b-v0.1 past its 4096 window with each cache kind.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-./gpu_out}
 mkdir -p "$OUT_DIR"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export COLUMNS=160
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/kvcalc-site .whl/*.whl || { echo "gpu_verify: installing .whl/ failed" >&2; exit 2; }
+  export PYTHONPATH="/tmp/kvcalc-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+: >"$OUT_DIR/runs.jsonl"
+: >"$OUT_DIR/errors.txt"
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"; then
   echo "gpu_verify: $PY has no torch with CUDA here; nothing was run" >&2
@@ -32,7 +39,7 @@ missing=$("$PY" -c "
 import importlib.util as u
 print(' '.join(m for m in ('typer', 'rich', 'pydantic', 'yaml') if u.find_spec(m) is None))")
 if [ -n "$missing" ]; then
-  echo "gpu_verify: $PY lacks $missing (kvcalc's runtime dependencies); see the header for a wheelhouse" >&2
+  echo "gpu_verify: $PY lacks $missing (kvcalc's runtime dependencies); run benchmarks/gpu_wheels.sh and carry .whl" >&2
   exit 2
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))" \
@@ -40,13 +47,24 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT_DIR/device.txt" 2>/dev/null
 
 failed=0
-run() {  # run NAME ARGS...: one verify on cuda, its JSON in $OUT_DIR/NAME.json
+run() {  # run NAME ARGS...: one verify on cuda, its JSON appended to runs.jsonl
   local name=$1
   shift
-  local started=$SECONDS
-  timeout 240 "$PY" -m kvcalc verify "$@" --device cuda --json >"$OUT_DIR/$name.json" 2>"$OUT_DIR/$name.err"
+  if [ "$SECONDS" -gt 420 ]; then  # leave time for the table and the CUDA tests
+    echo "$name: skipped, the time budget is spent ($*)" | tee -a "$OUT_DIR/errors.txt"
+    failed=1
+    return
+  fi
+  local started=$SECONDS json
+  json=$(timeout 60 "$PY" -m kvcalc verify "$@" --device cuda --json 2>>"$OUT_DIR/errors.txt")
   local rc=$?
   echo "$name: exit $rc in $((SECONDS - started)) s ($*)"
+  if [ -n "$json" ]; then
+    "$PY" -c "import json, sys; d = json.loads(sys.stdin.read()); d['run'] = sys.argv[1]; print(json.dumps(d))" \
+      "$name" <<<"$json" >>"$OUT_DIR/runs.jsonl"
+  else
+    echo "$name: exit $rc, no JSON" >>"$OUT_DIR/errors.txt"
+  fi
   [ "$rc" -eq 0 ] || failed=1
 }
 
@@ -70,13 +88,8 @@ out = Path(sys.argv[1])
 print("| run | layers | context | cache | analytic B | measured B | allocator delta B | "
       "512-B rounding + bookkeeping B | whole blocks B | unexplained B | peak B | match | s |")
 print("|" + " --- |" * 13)
-for path in sorted(out.glob("*.json")):
-    try:
-        r = json.loads(path.read_text())
-    except ValueError:
-        err = (out / f"{path.stem}.err").read_text().strip().splitlines()
-        print(f"| {path.stem} | | | | | | | | | | | {err[-1] if err else 'no output'} | |")
-        continue
+for line in (out / "runs.jsonl").read_text().splitlines():
+    r = json.loads(line)
     a = r["allocator"] or {}
 
     def n(value):
@@ -85,13 +98,13 @@ for path in sorted(out.glob("*.json")):
     extra = a.get("rounding", 0) + r["scale_bytes"] + r["index_bytes"]
     expected = r["block_rounded_bytes"] or r["analytic_bytes"]
     analytic = n(r["analytic_bytes"]) + (f" ({expected:,} in blocks)" if r["block_rounded_bytes"] else "")
-    print(f"| {path.stem} | {r['layers']} | {r['context']:,} | {r['cache']} | {analytic} | "
+    print(f"| {r['run']} | {r['layers']} | {r['context']:,} | {r['cache']} | {analytic} | "
           f"{n(r['measured_bytes'])} | {n(r['allocator_bytes'])} | {extra:,} | {n(a.get('whole_blocks'))} | "
           f"{n(a.get('other'))} | {n(r['peak_bytes'])} | {'yes' if r['match'] else 'NO'} | {r['seconds']} |")
 EOF
 
 if "$PY" -c "import pytest" 2>/dev/null; then
-  timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_verify_cli.py -k cuda 2>&1 | tail -5 \
+  timeout 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_verify_cli.py -k cuda 2>&1 | tail -5 \
     | tee "$OUT_DIR/pytest_cuda.txt"
 fi
 exit $failed
