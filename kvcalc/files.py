@@ -25,16 +25,21 @@ def check_target(path: Path, force: bool = True) -> None:
         raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)")
 
 
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place."""
+def write_atomically(path: Path, write: Callable[[str], None], force: bool = True) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then move it into place. Without
+    ``force`` the move is a hard link, which fails if a file appeared there meanwhile."""
     tmp = None
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
         os.close(handle)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the user's file is not
-        os.replace(tmp, path)
-        tmp = None
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # never replaces: FileExistsError if the name is taken
+    except FileExistsError:
+        raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)") from None
     except OSError as exc:
         raise KvcalcError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
@@ -53,7 +58,7 @@ def write_text(path: Path, text: str, force: bool = False) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    write_atomically(path, write)
+    write_atomically(path, write, force=force)
 
 
 def _umask() -> int:
