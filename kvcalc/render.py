@@ -15,12 +15,13 @@ RULE = None  # a row that draws a dividing line
 
 class Grid:
     """A fixed-width table drawn line by line: fast for hundreds of rows, never squeezes a
-    number. When the terminal is too narrow, ``optional`` columns are dropped (in order)."""
+    number. When the terminal is too narrow, ``optional`` columns are dropped (in order);
+    a ``shrink`` column (text, never a number) is cut short with an ellipsis first."""
 
     def __init__(self, title: str, headers: list[str], rows: list, right=frozenset(),
-                 caption: str | None = None, optional: tuple[str, ...] = ()):
+                 caption: str | None = None, optional: tuple[str, ...] = (), shrink: str | None = None):
         self.title, self.headers, self.rows = title, headers, rows
-        self.right, self.caption, self.optional = set(right), caption, optional
+        self.right, self.caption, self.optional, self.shrink = set(right), caption, optional, shrink
 
     def widths(self) -> list[int]:
         cells = [row for row in self.rows if row is not RULE]
@@ -29,10 +30,18 @@ class Grid:
     def __rich_console__(self, console, options):
         widths = self.widths()
         shown = list(range(len(self.headers)))
+        shrink = self.headers.index(self.shrink) if self.shrink is not None else None
+
+        def needed() -> int:  # a shrink column counts at its 12-cell minimum
+            return sum(min(widths[i], 12) if i == shrink else widths[i] for i in shown) + 3 * len(shown)
+
         for header in self.optional:
-            if sum(widths[i] for i in shown) + 3 * len(shown) <= options.max_width:
+            if needed() <= options.max_width:
                 break
             shown.remove(self.headers.index(header))
+        if shrink in shown:
+            others = sum(widths[i] for i in shown if i != shrink) + 3 * len(shown)
+            widths[shrink] = max(min(widths[shrink], options.max_width - others), 12)
         total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
         yield Text(self.title)
         yield self._line([Text(h, style="bold") for h in self.headers], widths, shown)
@@ -50,6 +59,8 @@ class Grid:
         line = Text(" ")  # wraps rather than hides a number when nothing optional is left
         for n, i in enumerate(shown):
             cell = row[i] if isinstance(row[i], Text) else Text(str(row[i]))
+            if len(cell) > widths[i]:  # only a shrink column is ever narrower than its text
+                cell = Text(cell.plain[: widths[i] - 1] + "…")
             pad = " " * (widths[i] - len(cell))
             if n:
                 line.append("   ")
@@ -139,11 +150,11 @@ def presets_table(rows: list[tuple[ModelSpec, int]]) -> Grid:
         source = short_source(spec.source[0])
         cells.append([
             spec.name, kind + ("+pattern" if patterned else ""), spec.layers.count, f"{per_token:,}",
-            format_tokens(spec.max_context), source if len(source) <= 40 else source[:39] + "…",
+            format_tokens(spec.max_context), source,
         ])
     headers = ["name", "attention", "layers", "KV B/token", "max context", "source (all: presets show)"]
     return Grid("kvcalc presets", headers, cells, right={"layers", "KV B/token", "max context"},
-                optional=("source (all: presets show)",))
+                optional=("max context", headers[-1]), shrink=headers[-1])
 
 
 def short_source(source: str) -> str:
