@@ -278,3 +278,20 @@ def test_presets_group_option_reaches_show(runner, kvcalc_app, tmp_path):
 def test_expanded_mla_caption_says_expanded(runner, kvcalc_app):
     result = runner.invoke(kvcalc_app, ["estimate", "deepseek-v3", "-c", "4k", "--mla-layout", "expanded"])
     assert "mla expanded: 128 heads x 320" in result.stdout
+
+
+def test_presets_table_keeps_the_source_at_80_columns():
+    from rich.console import Console
+
+    import kvcalc
+    from kvcalc.estimate import estimate
+    from kvcalc.render import presets_table
+
+    specs = [kvcalc.load_preset(n) for n in ("llama-3-70b", "palm-540b")]
+    console = Console(width=80, record=True)
+    console.print(presets_table([(s, estimate(s, context=1).bytes_per_token) for s in specs]))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    llama = next(line for line in lines if line.startswith(" llama-3-70b"))
+    assert "327,680" in llama and "hf:meta-llama/" in llama
+    assert next(line for line in lines if line.startswith(" palm-540b")).rstrip().endswith("…")
