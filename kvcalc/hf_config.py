@@ -41,20 +41,24 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 # transformers' class defaults that matter when a config.json leaves the field out.
-# Each use is noted ("inferred: X = v (transformers' default for ...)").
+# Each use is noted ("inferred: X = v (transformers' default for ...)"). A sliding_window
+# default is listed only where transformers applies it: MixtralConfig and Phi3Config default
+# to no window, and the Qwen classes use theirs only with use_sliding_window true.
 CLASS_DEFAULTS: dict[str, dict[str, int]] = {
     "falcon": {"max_position_embeddings": 2048},
     "RefinedWeb": {"max_position_embeddings": 2048},
     "RefinedWebModel": {"max_position_embeddings": 2048},
+    "mistral": {"sliding_window": 4096},
     "gemma": {"head_dim": 256},
     "gemma2": {"head_dim": 256, "sliding_window": 4096},
     "gemma3_text": {
         "head_dim": 256, "max_position_embeddings": 131072, "sliding_window": 4096,
         "sliding_window_pattern": 6,
     },
-    "qwen2": {"max_window_layers": 28},
-    "qwen2_moe": {"max_window_layers": 28},
-    "qwen3": {"head_dim": 128, "max_window_layers": 28},
+    "qwen2": {"max_window_layers": 28, "sliding_window": 4096},
+    "qwen2_moe": {"max_window_layers": 28, "sliding_window": 4096},
+    "qwen3": {"head_dim": 128, "max_window_layers": 28, "sliding_window": 4096},
+    "qwen3_moe": {"sliding_window": 4096},
     "qwen3_next": {"full_attention_interval": 4},
     "llama4_text": {"head_dim": 128, "attention_chunk_size": 8192, "no_rope_layer_interval": 4},
     "jamba": {
@@ -103,6 +107,9 @@ DELTANET_FIELDS = (
     "linear_num_key_heads", "linear_conv_kernel_dim",
 )
 MAMBA_FIELDS = ("mamba_expand", "mamba_d_state", "mamba_d_conv")
+# Integer fields where 0 means something: Jamba's layer 0 is attention; no layer is below
+# max_window_layers 0. Every other integer field must be at least 1.
+ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})
 
 
 # --------------------------------------------------------------------------- reading a file
@@ -139,7 +146,8 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             f"model_type {reader.model_type!r} is an encoder-decoder model; kvcalc reads "
             "decoder-only and encoder-only configs"
         )
-    count, heads = reader.required_ints("num_hidden_layers", "num_attention_heads")
+    _require(reader)
+    count, heads = reader.integer("num_hidden_layers"), reader.integer("num_attention_heads")
     attention = _mla(reader, heads) or _dense(reader, heads)
     encoder = reader.model_type in ENCODER_TYPES
     if encoder:
@@ -203,14 +211,17 @@ class _Reader:
         return self.find(concept) is not None
 
     def integer(self, concept: str, *, default: bool = True) -> int | None:
-        """A positive integer field, else transformers' class default (noted), else None."""
+        """A positive integer field (0 too where ZERO_ALLOWED), else transformers' class
+        default (noted), else None."""
         found = self.find(concept)
         if found is not None:
             key, value = found
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                self.fail(f"{key} must be a positive whole number, got {json.dumps(value)}")
+            least = 0 if concept in ZERO_ALLOWED else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                what = "a whole number >= 0" if least == 0 else "a positive whole number"
+                self.fail(f"{key} must be {what}, got {json.dumps(value)}")
             return value
-        fallback = CLASS_DEFAULTS.get(self.model_type, {}).get(concept) if default else None
+        fallback = self.class_default(concept) if default else None
         if fallback is not None:
             self.notes.append(
                 f"inferred: {concept} = {fallback} (transformers' default for "
@@ -218,13 +229,12 @@ class _Reader:
             )
         return fallback
 
-    def required_ints(self, *concepts: str) -> list[int]:
-        """Each concept's integer; every missing one is named in a single error."""
-        values = [self.integer(c) for c in concepts]
-        missing = [self.describe(c) for c, v in zip(concepts, values) if v is None]
-        if missing:
-            self.fail(f"{self.what()} is missing {', '.join(missing)}")
-        return values  # type: ignore[return-value]
+    def class_default(self, concept: str) -> int | None:
+        return CLASS_DEFAULTS.get(self.model_type, {}).get(concept)
+
+    def available(self, concept: str) -> bool:
+        """In the config (under any alias) or given by a class default; nothing is noted."""
+        return self.has(concept) or self.class_default(concept) is not None
 
     def describe(self, concept: str) -> str:
         names = ALIASES.get(concept, (concept,))
@@ -239,6 +249,17 @@ class _Reader:
 
     def is_encoder_decoder(self) -> bool:
         return bool(self.outer.get("is_encoder_decoder")) or self.model_type in ENCODER_DECODER_TYPES
+
+
+def _require(r: _Reader) -> None:
+    """Every field a spec cannot do without, all missing ones named in a single error."""
+    missing = [r.describe(c) for c in ("num_hidden_layers", "num_attention_heads") if not r.available(c)]
+    if r.data.get("kv_lora_rank") is None and not (r.available("head_dim") or r.available("hidden_size")):
+        missing.append(f"head_dim (or {', '.join(ALIASES['hidden_size'])} to derive it)")
+    if not r.available("max_position_embeddings"):
+        missing.append(r.describe("max_position_embeddings"))
+    if missing:
+        r.fail(f"{r.what()} is missing {', '.join(missing)}")
 
 
 def _reader(data: dict, origin: str) -> _Reader:
@@ -279,9 +300,7 @@ def _head_dim(r: _Reader, heads: int) -> int:
     explicit = r.integer("head_dim")
     if explicit is not None:
         return explicit
-    hidden = r.integer("hidden_size")
-    if hidden is None:
-        r.fail(f"{r.what()} is missing head_dim (or {r.describe('hidden_size')} to derive it)")
+    hidden = r.integer("hidden_size")  # present: _require checked
     if hidden % heads:
         r.fail(
             f"no head_dim, and hidden_size {hidden} is not a multiple of "
@@ -380,6 +399,8 @@ def _layer_order(r: _Reader, count: int) -> list[str]:
         period, offset = r.integer("attn_layer_period"), r.integer("attn_layer_offset")
         if period is None or offset is None:
             r.fail("a Jamba-style config needs attn_layer_period and attn_layer_offset")
+        if offset >= period:  # JambaConfig refuses it too: no layer would be attention
+            r.fail(f"attn_layer_offset {offset} must be smaller than attn_layer_period {period}")
         return ["full" if i % period == offset else "state" for i in range(count)]
     if r.has("full_attention_interval") or r.model_type == "qwen3_next":
         interval = r.integer("full_attention_interval")
@@ -394,7 +415,7 @@ def _layer_order(r: _Reader, count: int) -> list[str]:
         return ["sliding" if i % 2 == 0 else "full" for i in range(count)]
     if r.once("window", _window) is None:
         return ["full"] * count
-    if r.data.get("use_sliding_window") is not None:
+    if r.model_type in QWEN_WINDOW_RULES or r.data.get("use_sliding_window") is not None:
         return _qwen_window_order(r, count)
     return ["sliding"] * count  # Mistral, Mixtral, Phi-3: the window applies to every layer
 
@@ -452,11 +473,17 @@ def _llama4_order(r: _Reader, count: int) -> list[str]:
 
 
 def _window(r: _Reader) -> int | None:
-    """The sliding window in tokens, or None when there is none or it is switched off."""
+    """The sliding window in tokens, or None when there is none or it is switched off.
+
+    A missing sliding_window takes the class default where transformers applies one (noted);
+    an explicit null means no window. The Qwen classes default use_sliding_window to false.
+    """
     value = r.data.get("sliding_window")
-    if r.data.get("use_sliding_window") is False:
+    switch = r.data.get("use_sliding_window")
+    if switch is False or (switch is None and r.model_type in QWEN_WINDOW_RULES):
         if value:
-            r.notes.append(f"ignored: sliding_window {value} because use_sliding_window is false")
+            why = "is false" if switch is False else f"is not set (false by default for {r.model_type})"
+            r.notes.append(f"ignored: sliding_window {value} because use_sliding_window {why}")
         return None
     if value is None and "sliding_window" in r.data:
         return None  # an explicit null: no window
@@ -578,10 +605,7 @@ def _dtype(r: _Reader) -> str:
 
 
 def _max_context(r: _Reader) -> int:
-    value = r.integer("max_position_embeddings")
-    if value is None:
-        r.fail(f"{r.what()} is missing {r.describe('max_position_embeddings')}")
-    return value
+    return r.integer("max_position_embeddings")  # present: _require checked
 
 
 def _parameters(r: _Reader) -> str:

@@ -227,6 +227,69 @@ def test_mistral_window_on_every_layer_and_null_means_none():
     assert config("mixtral-8x7b").layers.order() == ["full"] * 32  # sliding_window null
 
 
+INFERRED_WINDOW = "inferred: sliding_window = 4096 (transformers' default for {}; not in config.json)"
+
+
+def test_mistral_without_sliding_window_takes_the_class_default():
+    # MistralConfig's sliding_window defaults to 4096; transformers slides every layer.
+    spec = from_dict(_without("mistral-7b-v0.1", "sliding_window"))
+    assert estimate(spec, context=32768).total_bytes == 32 * 2 * 8 * 128 * 2 * 4096
+    assert INFERRED_WINDOW.format("mistral") in spec.notes
+    # "sliding_window": null, as Mistral-7B-v0.2+ write it, means no window
+    null = from_dict(raw("mistral-7b-v0.1") | {"sliding_window": None})
+    assert estimate(null, context=32768).total_bytes == 32 * 2 * 8 * 128 * 2 * 32768
+    assert not has_note(null, "sliding_window")
+
+
+def test_mixtral_and_phi3_default_to_no_window():
+    # MixtralConfig and Phi3Config default sliding_window to None.
+    mixtral = from_dict(_without("mixtral-8x7b", "sliding_window"))
+    assert estimate(mixtral, context=32768).total_bytes == 32 * 2 * 8 * 128 * 2 * 32768
+    phi3 = from_dict(_without("phi-3-mini-4k", "sliding_window"))
+    assert estimate(phi3, context=4096).total_bytes == 32 * 2 * 32 * 96 * 2 * 4096
+    assert not has_note(mixtral, "sliding_window") and not has_note(phi3, "sliding_window")
+
+
+def test_qwen_window_switched_on_without_size_takes_the_class_default():
+    on = {"use_sliding_window": True, "max_window_layers": 20}
+    # qwen2: layers 20..27 slide at 4096
+    qwen2 = from_dict(_without("qwen2-7b", "sliding_window") | on)
+    assert estimate(qwen2, context=8192).total_bytes == 2 * 4 * 128 * 2 * (20 * 8192 + 8 * 4096)
+    assert INFERRED_WINDOW.format("qwen2") in qwen2.notes
+    # qwen3 (36 layers, 8 KV heads x 128): layers 20..35 slide
+    qwen3 = from_dict(_without("qwen3-8b", "sliding_window") | on)
+    assert estimate(qwen3, context=8192).total_bytes == 2 * 8 * 128 * 2 * (20 * 8192 + 16 * 4096)
+    assert INFERRED_WINDOW.format("qwen3") in qwen3.notes
+    # qwen2_moe (24 layers, 16 KV heads x 128): even layers below 20 slide, 10 of them
+    moe2 = from_dict(_without("qwen1.5-moe-a2.7b", "sliding_window") | on)
+    assert estimate(moe2, context=8192).total_bytes == 2 * 16 * 128 * 2 * (10 * 4096 + 14 * 8192)
+    assert INFERRED_WINDOW.format("qwen2_moe") in moe2.notes
+    # qwen3_moe (48 layers, 4 KV heads x 128): every layer slides
+    moe3 = from_dict(_without("qwen3-30b-a3b", "sliding_window") | on)
+    assert estimate(moe3, context=8192).total_bytes == 48 * 2 * 4 * 128 * 2 * 4096
+    assert INFERRED_WINDOW.format("qwen3_moe") in moe3.notes
+
+
+def test_qwen_window_needs_use_sliding_window():
+    # Qwen2Config's use_sliding_window defaults to false: a window without it is unused.
+    spec = from_dict(_without("qwen2-7b", "use_sliding_window"))
+    assert estimate(spec, context=131072).total_bytes == 2 * 28 * 4 * 128 * 2 * 131072
+    assert has_note(spec, "ignored: sliding_window 131072 because use_sliding_window is not set")
+    neither = from_dict(_without("qwen2-7b", "use_sliding_window", "sliding_window"))
+    assert estimate(neither, context=8192).total_bytes == 2 * 28 * 4 * 128 * 2 * 8192
+    assert not has_note(neither, "sliding_window")
+
+
+def test_gemma_without_sliding_window_takes_the_class_default():
+    gemma2 = from_dict(_without("gemma-2-9b", "sliding_window"))
+    assert estimate(gemma2, context=8192).total_bytes == 2 * 8 * 256 * 2 * (21 * 8192 + 21 * 4096)
+    assert INFERRED_WINDOW.format("gemma2") in gemma2.notes
+    gemma3 = from_dict(_without("gemma-3-27b", "sliding_window"))  # the fixture says 1024
+    per_layer = 2 * 16 * 128 * 2
+    assert estimate(gemma3, context=131072).total_bytes == per_layer * (10 * 131072 + 52 * 4096)
+    assert INFERRED_WINDOW.format("gemma3_text") in gemma3.notes
+
+
 def test_phi3_window_on_every_layer():
     spec = config("phi-3-mini-4k")
     assert estimate(spec, context=4096).total_bytes == 32 * 2 * 32 * 96 * 2 * 2047
@@ -318,6 +381,54 @@ def test_jamba_attention_period_and_mamba_state():
     assert e.total_bytes == 4 * 2 * 8 * 128 * 2 * 262144 == 4 * 2**30  # AI21's "4GB"
     # state: d_inner = 2 x 4096; SSM 8192 x 16 + conv 8192 x 4, per Mamba layer, bf16
     assert e.state_bytes == 28 * (8192 * 16 + 8192 * 4) * 2
+
+
+def test_jamba_attention_offset_zero_is_layer_zero():
+    # JambaConfig accepts offset 0: layers 0, 8, 16, 24 are attention.
+    spec = from_dict(raw("jamba-v0.1") | {"attn_layer_offset": 0})
+    assert [i for i, k in enumerate(spec.layers.order()) if k != "mamba"] == [0, 8, 16, 24]
+    e = estimate(spec, context=262144)
+    assert e.total_bytes == 4 * 2 * 8 * 128 * 2 * 262144
+    assert e.state_bytes == 28 * (8192 * 16 + 8192 * 4) * 2
+
+
+@pytest.mark.parametrize("offset", [8, 9])
+def test_jamba_offset_not_below_period_is_an_error(offset):
+    # Otherwise no layer is attention and the cache reads 0 bytes; JambaConfig refuses it.
+    with pytest.raises(PresetError) as info:
+        from_dict(raw("jamba-v0.1") | {"attn_layer_offset": offset}, origin="odd/config.json")
+    text = str(info.value)
+    assert text.startswith("odd/config.json: ")
+    assert f"attn_layer_offset {offset} must be smaller than attn_layer_period 8" in text
+
+
+def test_transformers_also_refuses_jamba_offset_not_below_period():
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(Exception, match="must be smaller than attention layer period"):
+        transformers.AutoConfig.for_model(**(raw("jamba-v0.1") | {"attn_layer_offset": 8}))
+
+
+def test_max_window_layers_zero():
+    on = {"use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 0}
+    # qwen2: layers i >= 0 slide, so all 28 do
+    spec = from_dict(raw("qwen2-7b") | on)
+    assert estimate(spec, context=8192).total_bytes == 28 * 2 * 4 * 128 * 2 * 4096
+    # qwen2_moe: even layers i < 0 slide, so none do
+    moe = from_dict(raw("qwen1.5-moe-a2.7b") | on)
+    assert estimate(moe, context=8192).total_bytes == 24 * 2 * 16 * 128 * 2 * 8192
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("attn_layer_offset", -1, "attn_layer_offset must be a whole number >= 0, got -1"),
+        ("attn_layer_period", 0, "attn_layer_period must be a positive whole number, got 0"),
+        ("num_hidden_layers", 0, "num_hidden_layers must be a positive whole number, got 0"),
+    ],
+)
+def test_zero_only_where_it_means_something(field, value, message):
+    with pytest.raises(PresetError, match=message):
+        from_dict(raw("jamba-v0.1") | {field: value})
 
 
 def test_qwen3_next_full_attention_interval_and_deltanet_state():
@@ -426,7 +537,7 @@ def write(tmp_path: Path, text: str) -> Path:
                      "max_position_embeddings": 4096}), "missing num_hidden_layers"),
         (json.dumps({"model_type": "mystery", "hidden_size": 64}),
          "model_type 'mystery' is missing num_hidden_layers (or n_layer, n_layers, num_layers), "
-         "num_attention_heads"),
+         "num_attention_heads (or n_head, n_heads, num_heads), max_position_embeddings"),
         (json.dumps({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
                      "max_position_embeddings": 64}), "missing head_dim (or hidden_size"),
         (json.dumps({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -448,6 +559,31 @@ def test_bad_config_names_path_and_problem(tmp_path, text, message):
     text = str(info.value)
     assert text.startswith(str(path)) and message in text
     assert "write a preset YAML instead" in text
+
+
+def test_every_missing_field_in_one_line(tmp_path):
+    path = write(tmp_path, json.dumps({"model_type": "llama", "num_hidden_layers": 2}))
+    with pytest.raises(PresetError) as info:
+        load_config_path(path)
+    assert str(info.value) == (
+        f"{path}: model_type 'llama' is missing num_attention_heads (or n_head, n_heads, num_heads), "
+        "head_dim (or hidden_size, n_embd, d_model, dim to derive it), max_position_embeddings "
+        "(or n_positions, max_sequence_length, seq_length, n_ctx); write a preset YAML instead "
+        "(see 'kvcalc presets show llama-3-8b' for the format)"
+    )
+
+
+def test_missing_fields_skip_class_defaults_and_mla():
+    # Falcon's context has a class default; MLA needs no head_dim.
+    falcon = {"model_type": "falcon", "num_hidden_layers": 32}
+    with pytest.raises(PresetError) as info:
+        from_dict(falcon)
+    assert "missing num_attention_heads (or n_head, n_heads, num_heads), head_dim" in str(info.value)
+    assert "max_position_embeddings" not in str(info.value)
+    mla = {k: v for k, v in raw("deepseek-v3").items() if k not in ("hidden_size", "max_position_embeddings")}
+    with pytest.raises(PresetError) as info:
+        from_dict(mla)
+    assert "is missing max_position_embeddings" in str(info.value) and "head_dim" not in str(info.value)
 
 
 def test_missing_mla_field_is_named():
@@ -597,6 +733,23 @@ VARIANTS = {
         "use_sliding_window": True, "sliding_window": 4096},
     "gemma3-minimal": lambda: _without("gemma-3-27b", "sliding_window_pattern", "max_position_embeddings"),
     "llama4-interval": lambda: _without("llama-4-scout", "no_rope_layers"),
+    # no sliding_window: transformers' class default applies where it applies a window
+    "mistral-no-window": lambda: _without("mistral-7b-v0.1", "sliding_window"),
+    "mistral-window-null": lambda: raw("mistral-7b-v0.1") | {"sliding_window": None},
+    "mixtral-no-window": lambda: _without("mixtral-8x7b", "sliding_window"),
+    "phi3-no-window": lambda: _without("phi-3-mini-4k", "sliding_window"),
+    "gemma2-no-window": lambda: _without("gemma-2-9b", "sliding_window"),
+    "gemma3-no-window": lambda: _without("gemma-3-27b", "sliding_window"),
+    **{f"{name}+window-default-size": (lambda folder=folder: _without(folder, "sliding_window") | {
+        "use_sliding_window": True, "max_window_layers": 20})
+       for name, folder in (("qwen2", "qwen2-7b"), ("qwen3", "qwen3-8b"),
+                            ("qwen2_moe", "qwen1.5-moe-a2.7b"), ("qwen3_moe", "qwen3-30b-a3b"))},
+    "qwen2-window-flag-missing": lambda: _without("qwen2-7b", "use_sliding_window"),
+    "qwen2_moe-window-flag-missing": lambda: _without("qwen1.5-moe-a2.7b", "use_sliding_window"),
+    # 0 where it means something
+    "qwen2+window-max-0": lambda: raw("qwen2-7b") | _WINDOW_ON | {"max_window_layers": 0},
+    "qwen2_moe+window-max-0": lambda: raw("qwen1.5-moe-a2.7b") | _WINDOW_ON | {"max_window_layers": 0},
+    "jamba-offset-0": lambda: raw("jamba-v0.1") | {"attn_layer_offset": 0},
 }
 CACHE_CASES = {
     **{p.name: (lambda name=p.name: raw(name)) for p in CONFIGS.iterdir()
