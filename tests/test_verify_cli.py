@@ -57,6 +57,11 @@ def run_json(runner, app, *args):
     return result, json.loads(result.stdout)
 
 
+def flat(text):
+    """Output with Rich's line wrapping undone, for phrases that may wrap."""
+    return " ".join(text.split())
+
+
 def test_llama_3_8b(runner, kvcalc_app):
     result, data = run_json(runner, kvcalc_app, "llama-3-8b", "--context", "64")
     assert result.exit_code == 0
@@ -149,6 +154,120 @@ def test_a_wrong_cache_is_caught(runner, kvcalc_app, monkeypatch):
     assert data["measured_bytes"] - data["analytic_bytes"] == 2 * 8 * 128 * 2  # one token too many
     text = run(runner, kvcalc_app, "llama-3-8b", "-c", "32")
     assert text.exit_code == 1 and "MISMATCH" in text.stdout
+
+
+def test_a_wrong_dynamic_cache_is_caught(runner, kvcalc_app, monkeypatch):
+    from kvcalc.verify.caches import DynamicCache
+
+    right = DynamicCache.update
+
+    def one_token_too_many(self, parts, pos):
+        if self.length == 0:  # the prefill stores its first token twice
+            parts, pos = [torch.cat((p[:, :1], p), dim=1) for p in parts], torch.cat((pos[:1], pos))
+        return right(self, parts, pos)
+
+    monkeypatch.setattr(DynamicCache, "update", one_token_too_many)
+    result, data = run_json(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", "dynamic")
+    assert result.exit_code == 1 and data["match"] is False
+    assert data["measured_bytes"] - data["analytic_bytes"] == 2 * 8 * 128 * 2  # one token too many
+    text = run(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", "dynamic")
+    assert text.exit_code == 1 and "MISMATCH" in text.stdout
+
+
+def test_a_wrong_paged_cache_is_caught(runner, kvcalc_app, monkeypatch):
+    import kvcalc.verify.runner as runner_module
+    from kvcalc.verify.plan import PAGE_TOKENS
+
+    right = runner_module.PagedCache
+    monkeypatch.setattr(runner_module, "PagedCache",
+                        lambda *args, tokens, **kw: right(*args, tokens=tokens + PAGE_TOKENS, **kw))
+    result, data = run_json(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", "paged")
+    assert result.exit_code == 1 and data["match"] is False
+    assert data["measured_bytes"] - data["block_rounded_bytes"] == 16 * 2 * 8 * 128 * 2  # one block too many
+    text = run(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", "paged")
+    assert text.exit_code == 1 and "MISMATCH" in text.stdout
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic", "paged"])
+def test_a_skipped_decode_step_is_caught(runner, kvcalc_app, monkeypatch, cache):
+    import kvcalc.verify.runner as runner_module
+
+    right = runner_module.run_steps
+    monkeypatch.setattr(runner_module, "run_steps", lambda plan: right(plan)[:-1])
+    result, data = run_json(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", cache)
+    assert result.exit_code == 1 and data["match"] is False
+    assert data["token_problems"] == ["layer 0 (full) was written with 31 of 32 tokens"]
+    if cache != "dynamic":  # preallocated: the bytes alone would have passed
+        assert data["measured_bytes"] == (data["block_rounded_bytes"] or data["analytic_bytes"])
+    text = run(runner, kvcalc_app, "llama-3-8b", "-c", "32", "--cache", cache)
+    assert text.exit_code == 1 and "written with 31 of 32 tokens" in flat(text.stdout)
+
+
+def test_a_ring_holding_the_wrong_positions_is_caught(monkeypatch, tiny):
+    import kvcalc.verify.runner as runner_module
+
+    # the last step writes position 38 again instead of 39: 40 tokens written, but the
+    # 24-slot ring still holds position 15 where 39 belongs
+    right = runner_module.run_steps
+    monkeypatch.setattr(runner_module, "run_steps", lambda plan: right(plan)[:-1] + [(38, 39)])
+    result = verify(load_file(Path(tiny)), context=40, layers=1)
+    assert not result.match and result.measured_bytes == result.analytic_bytes
+    assert result.token_problems == ("layer 0 (local) does not hold exactly the last 24 positions (16-39)",)
+
+
+def test_config_json_notes_are_kept(runner, kvcalc_app):
+    falcon = str(Path(__file__).parent / "fixtures" / "configs" / "falcon-7b")
+    result, data = run_json(runner, kvcalc_app, falcon, "-c", "16")
+    assert result.exit_code == 0 and data["match"] is True
+    assert any("ignored: num_kv_heads 71" in note for note in data["notes"])
+    assert any(note.startswith("note: inferred: head_dim") for note in data["notes"])
+    assert "ignored: num_kv_heads 71" in flat(run(runner, kvcalc_app, falcon, "-c", "16").stdout)
+
+
+def test_only_no_kv_layers_built_is_nothing_to_verify(runner, kvcalc_app):
+    # jamba's layers 0-3 are Mamba; layer 4 is its first attention layer
+    result = run(runner, kvcalc_app, "jamba-v0.1", "--layers", "2")
+    assert result.exit_code == 0, result.output
+    text = flat(result.stdout)
+    assert "MATCH" not in text
+    assert "Nothing to verify: no KV layer among those built (layers 0, 1)" in text
+    assert "try --layers 5 to reach layer 4" in text and "leave out --layers" in text
+    _, data = run_json(runner, kvcalc_app, "jamba-v0.1", "--layers", "2")
+    assert data["no_kv_layer"] is True and data["first_kv_layer"] == 4 and data["match"] is True
+
+
+def test_all_shows_no_kv_layer_runs(runner, kvcalc_app, monkeypatch):
+    import kvcalc.presets
+
+    bundled = kvcalc.presets.available
+    monkeypatch.setattr(kvcalc.presets, "available",
+                        lambda dirs: {n: p for n, p in bundled(dirs).items() if n in ("gpt2", "jamba-v0.1")})
+    result = run(runner, kvcalc_app, "--all", "--layers", "1", "-c", "16")
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 passed (1 with no KV layer built: nothing to verify)" in result.stdout
+    jamba = next(line for line in result.stdout.splitlines() if "jamba-v0.1" in line)
+    assert "no KV layer" in jamba and "match" not in jamba
+
+
+def test_scales_are_outside_the_comparison(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-8b", "-c", "16", "--kv-dtype", "int8")
+    assert result.exit_code == 0, result.output
+    scales = 16 * 2 * 8 * 4  # one fp32 scale per token, K/V and KV head
+    assert (f"MATCH: measured {16 * 2 * 8 * 128:,} B equals the analytic bytes ({16 * 2 * 8 * 128:,} B). "
+            f"int8 scales ({scales:,} B) are reported apart, not part of this comparison.") in flat(result.stdout)
+
+
+@pytest.mark.parametrize("context", [40, 100], ids=["decode-trim-peaks", "prefill-peaks"])
+def test_memory_guard_bounds_a_windowed_dynamic_cache(tiny, context):
+    from kvcalc.verify.plan import make_plan, run_needs
+
+    # tiny's three 24-token sliding layers: at 100 tokens the prefill grows the third to 96
+    # tokens beside its trimmed copy and two full windows, 2.3x what the caches end with
+    spec = load_file(Path(tiny))
+    result = verify(spec, context=context, cache="dynamic", layers=3)
+    assert result.match
+    needs = run_needs(make_plan(spec, context=context, cache="dynamic", layers=3), 4)
+    assert result.cache_peak_bytes <= needs.cache
 
 
 def test_encoder_has_nothing_to_verify(runner, kvcalc_app):

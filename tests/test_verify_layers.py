@@ -22,7 +22,7 @@ from kvcalc.verify.caches import (  # noqa: E402
     StaticCache,
 )
 from kvcalc.verify.layers import DenseLayer, MLALayer, apply_rope, rope_angles  # noqa: E402
-from kvcalc.verify.measure import storage_bytes  # noqa: E402
+from kvcalc.verify.measure import cuda_block_bytes, storage_bytes  # noqa: E402
 
 F64 = torch.float64
 HIDDEN = 32
@@ -180,6 +180,30 @@ def test_rolling_window_equals_full_attention_with_window_mask(cache, prefill):
         assert all(c.slot_pos[p % window].item() == p for p in range(T - window, T))
 
 
+def run_steps(layer, cache, x, sizes):
+    """Feed x through the cache in steps of ``sizes`` tokens (a chunked prefill)."""
+    outs, start = [], 0
+    for size in sizes:
+        outs.append(layer(x[:, start:start + size], torch.arange(start, start + size), cache))
+        start += size
+    assert start == x.shape[1]
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("cache", CACHES)
+@pytest.mark.parametrize("kv_dtype, atol", [("fp64", 1e-12), ("fp32", 1e-6)],
+                         ids=["storage-is-compute-dtype", "fp32-storage"])
+@pytest.mark.parametrize("mask", [{"window": 5}, {"chunk": 4}], ids=["window", "chunk"])
+def test_multi_token_steps_into_a_ring_that_holds_tokens(cache, kv_dtype, atol, mask):
+    # steps of several tokens arrive while the ring already holds tokens: 3 then 4 wraps a
+    # 5-slot ring, 6 is longer than the ring, 9 wraps a paged ring of one 16-token block
+    sizes, T = (3, 4, 1, 6, 2, 9, 15), 40
+    layer = dense(**mask)
+    c = make_cache(cache, layer, mask.get("window") or mask.get("chunk"), kv_dtype=kv_dtype)
+    out = run_steps(layer, c, inputs(T), sizes)
+    torch.testing.assert_close(out, dense_reference(layer, inputs(T), **mask), rtol=0, atol=atol)
+
+
 @pytest.mark.parametrize("cache", CACHES)
 def test_chunked_layer_equals_chunk_mask(cache):
     chunk, T = 4, 14
@@ -214,6 +238,56 @@ def test_measured_bytes_by_hand():
     assert storage_bytes(cache.data_tensors()) == 2 * 2 * 8 * 12 * 3 * 4
     # a view of the same storage is not counted twice
     assert storage_bytes(cache.data_tensors() + [cache.data_tensors()[0][:, :3]]) == 2 * 2 * 8 * 12 * 3 * 4
+
+
+def fake_snapshot(first: torch.Tensor, second: torch.Tensor) -> list[dict]:
+    """Allocator segments as torch.cuda.memory_snapshot() lists them, around two tensors.
+
+    The first segment's blocks carry no address (older PyTorch): each starts where the one
+    before it ends. The second's do. A third, on another device, also starts at ``second``.
+    """
+    a, b = first.data_ptr(), second.data_ptr()
+    return [
+        {"device": 0, "address": a - 1024, "total_size": 1024 + 4096 + 2048, "blocks": [
+            {"size": 1024, "state": "inactive"},
+            {"size": 4096, "state": "active_allocated"},  # first's block, larger than its request
+            {"size": 2048, "state": "active_allocated"},
+        ]},
+        {"device": 0, "address": b, "total_size": 1536, "blocks": [
+            {"address": b, "size": 512, "state": "active_allocated"},  # second's block
+            {"address": b + 512, "size": 1024, "state": "inactive"},
+        ]},
+        {"device": 1, "address": b, "total_size": 8192, "blocks": [
+            {"address": b, "size": 8192, "state": "active_allocated"},
+        ]},
+    ]
+
+
+def test_cuda_block_bytes_reads_the_allocator_snapshot(monkeypatch):
+    first, second, missing = torch.empty(1000), torch.empty(100), torch.empty(10)
+    snapshot = fake_snapshot(first, second)
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: snapshot)
+    cuda0 = torch.device("cuda", 0)
+    assert cuda_block_bytes([first, second], cuda0) == 4096 + 512
+    assert cuda_block_bytes([first, first[10:]], cuda0) == 4096  # one storage, one block
+    assert cuda_block_bytes([first, missing], cuda0) is None  # a tensor whose block is not there
+    assert cuda_block_bytes([first, second], torch.device("cuda", 1)) is None  # only second's is
+
+
+def test_cuda_block_bytes_skips_blocks_not_in_use(monkeypatch):
+    first, second = torch.empty(1000), torch.empty(100)
+    snapshot = fake_snapshot(first, second)
+    snapshot[1]["blocks"][0]["state"] = "inactive"  # second's block was freed
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: snapshot)
+    assert cuda_block_bytes([first, second], torch.device("cuda", 0)) is None
+
+
+def test_cuda_block_bytes_without_a_snapshot(monkeypatch):
+    def unsupported():
+        raise RuntimeError("memory_snapshot is not supported with cudaMallocAsync")
+
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", unsupported)
+    assert cuda_block_bytes([torch.empty(10)], torch.device("cuda", 0)) is None
 
 
 def test_dynamic_peak_by_hand():

@@ -95,6 +95,21 @@ def test_needs_grow_with_the_request():
     assert huge.total > 16 * 2**40
 
 
+def test_dynamic_cache_bound_covers_growth_and_trimming():
+    per_token = 2 * 8 * 128 * 2  # K and V x 8 KV heads x 128, bf16
+    # a full layer: the old tensor and the grown one, under twice the final context
+    full = make_plan(spec("llama-3-8b"), context=8192, cache="dynamic")
+    assert run_needs(full, 4).cache == 2 * 8192 * per_token
+    # mistral trims to its 4096 window: up to the context at the prefill, plus 2 windows
+    windowed = make_plan(spec("mistral-7b-v0.1"), context=16384, batch=2, cache="dynamic")
+    assert windowed.expected_bytes == 4096 * per_token * 2
+    assert run_needs(windowed, 4).cache == (16384 + 2 * 4096) * per_token * 2
+    # below the window nothing is trimmed
+    assert run_needs(make_plan(spec("mistral-7b-v0.1"), context=100, cache="dynamic"), 4).cache == 200 * per_token
+    # a static cache is allocated once at its final size
+    assert run_needs(make_plan(spec("mistral-7b-v0.1"), context=16384), 4).cache == 4096 * per_token
+
+
 def test_weight_count_of_deepseek_v3_mla():
     a = spec("deepseek-v3").attention
     expected = (

@@ -122,7 +122,7 @@ class LayerCache:
 
     def __init__(self, codec: Codec, batch: int, feats: list[tuple[int, ...]], device):
         self.codec, self.batch, self.feats, self.device = codec, batch, feats, device
-        self.length = 0  # tokens written so far, per sequence
+        self.length = 0  # tokens written so far, per sequence: checked against the plan
 
     def update(self, parts: list[torch.Tensor], pos: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """parts: each (B, T, *feat); pos (T,). Returns parts (B, S, *feat) and their positions (S,)."""
@@ -132,18 +132,25 @@ class LayerCache:
             # nothing this step needs is overwritten: write, then read back from the cache
             self._write(parts, pos)
             self.length = end
-            return self._read(), self._positions()
+            return self._read(), self.positions()
         # a multi-token step that wraps the ring: its early queries still need tokens the write
-        # would overwrite, so attend over what was held plus the step, then write the step's tail
-        held, held_pos = self._read(), self._positions()
+        # would overwrite, so attend over what was held plus the step, then write the step's tail.
+        # The keys are built (torch.cat copies) before the write: what _read and positions
+        # return can be views of the ring (always for positions, and for the data when the
+        # storage dtype is the compute dtype), and the write overwrites those slots.
+        keys = [torch.cat((h, self.codec.roundtrip(p)), dim=1) for h, p in zip(self._read(), parts)]
+        positions = torch.cat((self.positions(), pos))
         keep = min(steps, self.capacity)
         self._write([p[:, -keep:] for p in parts], pos[-keep:])
         self.length = end
-        keys = [torch.cat((h, self.codec.roundtrip(p)), dim=1) for h, p in zip(held, parts)]
-        return keys, torch.cat((held_pos, pos))
+        return keys, positions
 
     def _held(self) -> int:
         return min(self.length, self.capacity)
+
+    def positions(self) -> torch.Tensor:
+        """The positions of the tokens the cache holds now (S,), in slot order."""
+        raise NotImplementedError
 
     def data_tensors(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -176,7 +183,7 @@ class StaticCache(LayerCache):
         held = slice(0, self._held())
         return [store.take((slice(None), held)) for store in self.stores]
 
-    def _positions(self):
+    def positions(self):
         return self.slot_pos[: self._held()]
 
     def data_tensors(self):
@@ -279,6 +286,9 @@ class DynamicCache(LayerCache):
         self.data, self.scale, self.pos = data, scale, positions_kept
         self.length += pos.numel()
         return keys, positions
+
+    def positions(self):
+        return self.pos
 
     def data_tensors(self):
         return list(self.data)

@@ -172,7 +172,7 @@ def _widest(attention: DenseAttention | MLAAttention, hidden: int) -> int:
 class Needs:
     """A stated upper bound on the bytes a run allocates on its device."""
 
-    cache: int  # what the caches must hold; twice that for a dynamic cache (old + new coexist)
+    cache: int  # what the caches hold at most at once: see cache_bound
     scales: int  # int8/int4 scales and position/block tables, bounded
     weights: int  # the instantiated layers' parameters in the compute dtype
     activations: int  # inputs, projections, one block of attention scores, decoded cache copies
@@ -182,11 +182,31 @@ class Needs:
         return self.cache + self.scales + self.weights + self.activations
 
 
+def cache_bound(plan: Plan) -> int:
+    """An upper bound on the cache bytes alive at once, for the memory guard.
+
+    Static and paged caches are allocated once at their final size. A dynamic layer grows by
+    torch.cat, so its old and grown tensors coexist: under 2x the tokens it ends with. A dynamic
+    layer that trims to a window W (W < context) holds more for a moment: at the prefill the
+    grown tensor (up to the context) and the trimmed copy (W), at decode the old tensor (W),
+    the grown one (W + 1) and the trimmed copy (W). Both stay within context + 2W tokens; 2x the
+    final W would be no bound at all once the context is a few windows long.
+    """
+    if plan.cache != "dynamic":
+        return plan.expected_bytes
+    total = 0
+    for g in plan.analytic.groups:
+        per_token = g.bytes_per_token * plan.batch  # all the group's layers, whole bytes
+        trims = g.tokens < plan.context
+        total += per_token * (plan.context + 2 * g.tokens if trims else 2 * g.tokens)
+    return total
+
+
 def run_needs(plan: Plan, compute_bytes: int) -> Needs:
     spec, batch = plan.spec, plan.batch
     hidden = hidden_size(spec)
     attn = [spec.attention_of(n) for n in plan.layer_names if plan.reduced.layers.kinds[n].type != "none"]
-    cache = plan.expected_bytes * (2 if plan.cache == "dynamic" else 1)
+    cache = cache_bound(plan)
     # fp32 scales: one per row (a head's vector, or a latent part) per token, at most one per
     # 2 elements; positions are 8 bytes per slot and block tables 4 per block
     per_token_elements = sum(a.kv_elements_per_token(plan.mla_layout) for a in attn)

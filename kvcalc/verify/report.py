@@ -71,6 +71,10 @@ class VerifyResult:
     decode_steps: int
     seconds: float
     encoder: bool = False
+    # caches not written with every token, or not holding the tokens the plan says: a static
+    # cache's bytes match whether or not its slots were written, so this is checked apart
+    token_problems: tuple[str, ...] = ()
+    first_kv_layer: int | None = None  # in the whole model; None when no layer keeps KV
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -78,9 +82,15 @@ class VerifyResult:
         return self.block_rounded_bytes if self.block_rounded_bytes is not None else self.analytic_bytes
 
     @property
+    def no_kv_layer(self) -> bool:
+        """A decoder run that built only no-KV layers (Mamba, linear attention): 0 B == 0 B
+        proves nothing, so it is reported as nothing to verify, not as a match."""
+        return not self.encoder and all(g.kind == "none" for g in self.groups)
+
+    @property
     def match(self) -> bool:
         ok = self.measured_bytes == self.expected_bytes and all(g.match for g in self.groups)
-        return ok and (self.allocator is None or self.allocator.match)
+        return ok and not self.token_problems and (self.allocator is None or self.allocator.match)
 
     def to_dict(self) -> dict:
         return {
@@ -109,6 +119,9 @@ class VerifyResult:
             "decode_steps": self.decode_steps,
             "groups": [{**asdict(g), "match": g.match} for g in self.groups],
             "encoder": self.encoder,
+            "no_kv_layer": self.no_kv_layer,
+            "first_kv_layer": self.first_kv_layer,
+            "token_problems": list(self.token_problems),
             "match": self.match,
             "seconds": round(self.seconds, 3),
             "notes": list(self.notes),
@@ -195,21 +208,48 @@ def verify_lines(r: VerifyResult) -> list[str]:
             f"{a.tensors} tensors{whole} + unexplained {a.other:,}"
         )
         lines.append(f"peak: max_memory_allocated() rose {sized(a.peak)} during the run (activations included)")
+    lines.extend(f"token check failed: {problem}" for problem in r.token_problems)
     lines.extend(r.notes)
     return lines
+
+
+def _nothing_built(r: VerifyResult) -> str:
+    which = _which(r.layer_indices)
+    if r.first_kv_layer is None:
+        hint = f"{r.model} has no layer with a KV cache"
+    else:
+        hint = (f"try --layers {r.first_kv_layer + 1} to reach layer {r.first_kv_layer}, its first "
+                "attention layer, or leave out --layers to build one layer of each kind")
+    return f"Nothing to verify: no KV layer among those built ({which}), so 0 B proves nothing; {hint}."
+
+
+def _scales_apart(r: VerifyResult) -> str:
+    """int8/int4 scales are real bytes the analytic number leaves out: say the verdict does too."""
+    if not r.scale_bytes:
+        return ""
+    return f" {r.kv_dtype} scales ({r.scale_bytes:,} B) are reported apart, not part of this comparison."
 
 
 def verdict(r: VerifyResult) -> str:
     if r.encoder:
         return f"{r.model} is an encoder: it keeps no KV cache between steps, so there is nothing to verify."
+    if r.no_kv_layer:
+        return _nothing_built(r)
     what = "block-rounded bytes" if r.block_rounded_bytes is not None else "analytic bytes"
+    apart = _scales_apart(r)
     if r.match:
         extra = "; the CUDA allocator agrees" if r.allocator is not None else ""
-        return f"MATCH: measured {r.measured_bytes:,} B equals the {what} ({r.expected_bytes:,} B){extra}."
-    if r.measured_bytes != r.expected_bytes or r.allocator is None:
+        return f"MATCH: measured {r.measured_bytes:,} B equals the {what} ({r.expected_bytes:,} B){extra}.{apart}"
+    if r.measured_bytes != r.expected_bytes:
         diff = r.measured_bytes - r.expected_bytes
-        return f"MISMATCH: measured {r.measured_bytes:,} B, {what} {r.expected_bytes:,} B ({diff:+,} B)."
-    return f"MISMATCH: the CUDA allocator grew by {r.allocator.other:+,} B that no cache tensor explains."
+        return f"MISMATCH: measured {r.measured_bytes:,} B, {what} {r.expected_bytes:,} B ({diff:+,} B).{apart}"
+    if r.token_problems:
+        more = f" (and {len(r.token_problems) - 1} more)" if len(r.token_problems) > 1 else ""
+        return f"MISMATCH: the bytes agree, but {r.token_problems[0]}{more}."
+    if r.allocator is not None and not r.allocator.match:
+        return f"MISMATCH: the CUDA allocator grew by {r.allocator.other:+,} B that no cache tensor explains."
+    wrong = ", ".join(g.name for g in r.groups if not g.match)
+    return f"MISMATCH: the total agrees, but not the bytes of layer group(s) {wrong}."
 
 
 def summary_table(rows: list[tuple[str, VerifyResult | None, str | None]], seconds: float) -> Grid:
@@ -223,12 +263,20 @@ def summary_table(rows: list[tuple[str, VerifyResult | None, str | None]], secon
             continue
         if r.encoder:
             result = Text("encoder", style="dim")
+        elif r.no_kv_layer:
+            result = Text("no KV layer", style="dim")
         else:
             result = Text("match", style="green") if r.match else Text("MISMATCH", style="bold red")
         cells.append([name, r.layers, f"{r.context:,}", r.cache, f"{r.expected_bytes:,}",
                       f"{r.measured_bytes:,}", result, f"{r.seconds:.2f} s"])
     encoders = sum(1 for _, r, _ in rows if r is not None and r.encoder)
-    skipped = f" ({encoders} encoders: nothing to verify)" if encoders else ""
+    no_kv = sum(1 for _, r, _ in rows if r is not None and r.no_kv_layer)
+    why = []
+    if encoders:
+        why.append(f"{encoders} encoders")
+    if no_kv:
+        why.append(f"{no_kv} with no KV layer built")
+    skipped = f" ({', '.join(why)}: nothing to verify)" if why else ""
     title = f"kvcalc verify --all: {passed} of {len(rows)} passed{skipped} in {seconds:.1f} s"
     caption = "expected: estimate() for exactly the instantiated layers"
     if any(r is not None and r.block_rounded_bytes is not None for _, r, _ in rows):

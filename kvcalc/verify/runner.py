@@ -76,6 +76,47 @@ def make_cache(plan: Plan, name: str, layer, codec: Codec, device, tracker: Peak
     return StaticCache(codec, plan.batch, feats, device, capacity=tokens)
 
 
+def run_steps(plan: Plan) -> list[tuple[int, int]]:
+    """(start, end) of each step: one prefill, then single-token decode steps to the context."""
+    return [(0, plan.prefill)] + [(t, t + 1) for t in range(plan.prefill, plan.context)]
+
+
+def first_kv_layer(spec: ModelSpec) -> int | None:
+    """Index of the model's first layer that keeps a KV cache; None if none does."""
+    kinds = spec.layers.kinds
+    return next((i for i, name in enumerate(spec.layers.order()) if not isinstance(kinds[name], NoKVLayer)),
+                None)
+
+
+def config_notes(spec: ModelSpec) -> list[str]:
+    """What kvcalc inferred or ignored reading a config.json: the numbers rest on it."""
+    return [f"note: {n}" for n in spec.notes if n.startswith(("inferred:", "ignored:"))]
+
+
+def token_problems(plan: Plan, caches) -> tuple[str, ...]:
+    """Caches not written with every token of the run, or not holding the tokens the plan says.
+
+    Bytes alone cannot show this: a static cache counts all its slots, written or not.
+    A layer must hold the last min(context, tokens) positions, where tokens is the
+    plan's (block-rounded for a paged cache, whose ring is whole blocks).
+    """
+    tokens = {g.name: g.tokens for g in (plan.paged or plan.analytic).groups}
+    problems = []
+    for index, (name, cache) in zip(plan.layer_indices, caches):  # caches: (kind name, cache) per layer
+        if cache is None:
+            continue
+        if cache.length != plan.context:
+            problems.append(f"layer {index} ({name}) was written with {cache.length:,} of {plan.context:,} tokens")
+            continue
+        want = min(plan.context, tokens[name])
+        held = cache.positions().cpu().sort().values
+        if not torch.equal(held, torch.arange(plan.context - want, plan.context)):
+            first, last = plan.context - want, plan.context - 1
+            problems.append(f"layer {index} ({name}) does not hold exactly the last {want:,} positions "
+                            f"({first:,}-{last:,})")
+    return tuple(problems)
+
+
 def verify(
     spec: ModelSpec,
     device: str = "cpu",
@@ -126,8 +167,7 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
         (name, make_cache(plan, name, layer, codec, device, tracker, generator) if layer else None)
         for name, layer in built
     ]
-    steps = [(0, plan.prefill)] + [(t, t + 1) for t in range(plan.prefill, plan.context)]
-    for start, end in steps:
+    for start, end in run_steps(plan):
         pos = torch.arange(start, end, device=device)
         x = inputs[:, start:end]  # (B, T, C)
         for (_, layer), (_, cache) in zip(built, caches):
@@ -162,6 +202,7 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
                      "(no fast half-precision matmul); the cache keeps the KV dtype")
     for w in plan.analytic.warnings:
         notes.append(f"note: {w}")
+    notes += config_notes(spec)
     return VerifyResult(
         model=spec.name,
         device=str(device),
@@ -183,6 +224,8 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
         full_model_bytes=plan.full_model.total_bytes,
         full_model_layers=plan.spec.layers.count,
         groups=groups,
+        token_problems=token_problems(plan, caches),
+        first_kv_layer=first_kv_layer(spec),
         prefill=plan.prefill,
         decode_steps=plan.decode_steps,
         seconds=time.perf_counter() - started,
@@ -227,5 +270,6 @@ def _encoder_result(plan: Plan, device: str) -> VerifyResult:
         scale_bytes=0, index_bytes=0, cache_peak_bytes=None, allocator=None,
         full_model_bytes=plan.full_model.total_bytes, full_model_layers=plan.spec.layers.count,
         groups=(), prefill=0, decode_steps=0, seconds=0.0, encoder=True,
-        notes=("encoder-only: it attends over its whole input at once and keeps no KV cache",),
+        notes=("encoder-only: it attends over its whole input at once and keeps no KV cache",
+               *config_notes(plan.spec)),
     )
