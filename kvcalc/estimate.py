@@ -62,10 +62,8 @@ class Estimate:
 
 def tokens_held(kind, context: int) -> int:
     """Tokens one layer of this kind keeps for a sequence of ``context`` tokens."""
-    if isinstance(kind, SlidingLayer):
-        return min(context, kind.window)
-    if isinstance(kind, ChunkedLayer):
-        return min(context, kind.chunk)
+    if isinstance(kind, SlidingLayer | ChunkedLayer):
+        return min(context, kind.span)
     if isinstance(kind, NoKVLayer):
         return 0
     return context
@@ -111,7 +109,7 @@ def estimate(
                     kind=kind.type,
                     attention=attention.kind,
                     layers=layers,
-                    window=getattr(kind, "window", None) or getattr(kind, "chunk", None),
+                    window=getattr(kind, "span", None),
                     tokens=held,
                     bytes_per_token=_bytes(per_token_bits),
                     bytes=_bytes(per_token_bits * held * batch),

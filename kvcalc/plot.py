@@ -46,7 +46,7 @@ def sample_contexts(spec: ModelSpec, low: int, high: int, per_octave: int = 4) -
     steps = math.ceil(math.log2(high / low) * per_octave)
     points = {round(low * (high / low) ** (i / steps)) for i in range(steps + 1)}
     for kind in spec.layers.kinds.values():
-        size = getattr(kind, "window", None) or getattr(kind, "chunk", None)
+        size = getattr(kind, "span", None)
         if size:
             points.update(c for c in (size, size + 1) if low <= c <= high)
     return sorted(points | {low, high})

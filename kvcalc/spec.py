@@ -97,6 +97,11 @@ class SlidingLayer(_Frozen):
     window: Positive
     attention: Attention | None = None
 
+    @property
+    def span(self) -> int:
+        """The most tokens a layer of this kind ever holds."""
+        return self.window
+
 
 class ChunkedLayer(_Frozen):
     """Attends within aligned chunks of ``chunk`` tokens: holds min(context, chunk)."""
@@ -104,6 +109,10 @@ class ChunkedLayer(_Frozen):
     type: Literal["chunked"]
     chunk: Positive
     attention: Attention | None = None
+
+    @property
+    def span(self) -> int:
+        return self.chunk
 
 
 class NoKVLayer(_Frozen):
