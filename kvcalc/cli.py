@@ -386,6 +386,187 @@ def _has_matplotlib() -> bool:
         return False
 
 
+def _size(option: str):
+    def parse(value: str) -> int:
+        from kvcalc.units import parse_bytes
+
+        try:
+            return parse_bytes(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
+
+    return parse
+
+
+def _fraction(value: str):
+    from fractions import Fraction
+
+    try:
+        fraction = Fraction(value.strip())
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"{value!r} is not a fraction (try 0.9)") from None
+    if not 0 < fraction <= 1:
+        raise typer.BadParameter(f"{value} is outside (0, 1]")
+    return fraction
+
+
+GPUCatalogOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--gpu-catalog", envvar="KVCALC_GPU_CATALOG", metavar="FILE",
+                 help="Extra GPU catalog YAML (repeatable; env KVCALC_GPU_CATALOG, ':'-separated)."),
+]
+WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+Engine = Literal["vllm", "sglang", "trtllm"]
+
+
+def _memory_of(gpu: str | None, gpu_memory: int | None, catalogs):
+    """(bytes, catalog key, display name) from --gpu or --gpu-memory (exactly one)."""
+    from kvcalc.capacity.gpus import find_gpu
+
+    if (gpu is None) == (gpu_memory is None):
+        raise typer.BadParameter("give one of --gpu NAME and --gpu-memory SIZE", param_hint="--gpu")
+    if gpu_memory is not None:
+        return gpu_memory, None, None
+    found = find_gpu(gpu, tuple(catalogs or ()))
+    return found.memory_bytes, found.key, found.name
+
+
+def _checkpoint_of(model: str):
+    """Bytes of the safetensors checkpoint beside a config.json given by path, if any."""
+    from kvcalc.capacity.checkpoint import checkpoint_bytes
+    from kvcalc.presets import looks_like_path
+
+    path = Path(model)
+    if not looks_like_path(model) and not path.is_dir():
+        return None
+    folder = path if path.is_dir() else path.parent
+    if path.suffix.lower() in (".yaml", ".yml") or not folder.is_dir():
+        return None
+    return checkpoint_bytes(folder)
+
+
+GPUOpt = Annotated[
+    str | None,
+    typer.Option("--gpu", "-g", help="GPU from the catalog: h100, H200, a100-40gb, mi300x ('kvcalc gpus')."),
+]
+GPUMemoryOpt = Annotated[
+    int | None,
+    typer.Option("--gpu-memory", parser=_size("--gpu-memory"), metavar="SIZE",
+                 help="Memory of one GPU not in the catalog: 24GiB, 80GB."),
+]
+GPUsOpt = Annotated[
+    int | None, typer.Option("--gpus", min=1, help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP).")
+]
+TPOpt = Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel size (divides the heads).")]
+PPOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline-parallel stages.")]
+WeightsDtypeOpt = Annotated[
+    WeightsDtype | None,
+    typer.Option("--weights-dtype",
+                 help="Weights as stored (int4 with its group scales). Default: the checkpoint's, or the model's."),
+]
+EngineOpt = Annotated[Engine, typer.Option("--engine", "-e", help="Whose rules: vllm, sglang or trtllm.")]
+GPUUtilOpt = Annotated[
+    str | None,
+    typer.Option("--gpu-util", metavar="FRACTION",
+                 help="Memory fraction the engine may use (default: vLLM 0.92, SGLang and TRT-LLM 0.9)."),
+]
+ReserveOpt = Annotated[
+    int | None,
+    typer.Option("--reserve", parser=_size("--reserve"), metavar="SIZE",
+                 help="Per GPU for activations, CUDA graphs, runtime (default: an estimate, shown)."),
+]
+BlockSizeOpt = Annotated[
+    int | None, typer.Option("--block-size", min=1, help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32).")
+]
+BatchedTokensOpt = Annotated[
+    int | None,
+    typer.Option("--max-batched-tokens", min=1, help="Tokens per prefill step (default: vLLM's for this GPU)."),
+]
+WeightsBytesOpt = Annotated[
+    int | None,
+    typer.Option("--weights-bytes", parser=_size("--weights-bytes"), metavar="SIZE",
+                 help="Bytes of the whole model's weights; overrides the count and any checkpoint."),
+]
+
+
+@app.command("fit")
+def fit_cmd(
+    model: ModelArg,
+    gpu: GPUOpt = None,
+    gpu_memory: GPUMemoryOpt = None,
+    gpus: GPUsOpt = None,
+    tp: TPOpt = None,
+    pp: PPOpt = 1,
+    context: ContextOpt = None,
+    weights_dtype: WeightsDtypeOpt = None,
+    kv_dtype: KVDtypeOpt = None,
+    engine: EngineOpt = "vllm",
+    gpu_util: GPUUtilOpt = None,
+    reserve: ReserveOpt = None,
+    block_size: BlockSizeOpt = None,
+    max_batched_tokens: BatchedTokensOpt = None,
+    weights_bytes: WeightsBytesOpt = None,
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
+) -> None:
+    """How many requests of a context fit on GPUs, counted the way a serving engine counts."""
+    from kvcalc.capacity.fit import FitUsageError, fit
+    from kvcalc.presets import resolve
+    from kvcalc.render_fit import fit_answers, fit_table
+
+    fraction = None if gpu_util is None else _fraction_opt(gpu_util)
+    memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
+    spec = resolve(model, _dirs(preset_dir))
+    notes = []
+    if tp is None:
+        tp = 1
+        if gpus is not None and gpus % pp == 0 and gpus > pp:
+            tp = gpus // pp
+            notes.append(f"--tp not given: all {gpus} GPUs form one tensor-parallel group (--tp 1 for replicas)")
+    checkpoint = None if weights_bytes is not None or weights_dtype is not None else _checkpoint_of(model)
+    try:
+        result = fit(
+            spec, memory, gpu=key, gpus=gpus, tp=tp, pp=pp, context=context, weights_dtype=weights_dtype,
+            kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve, block_size=block_size,
+            max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint,
+        )
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
+    if notes:
+        result = result.__class__(**{**result.__dict__, "notes": (*notes, *result.notes)})
+    _warn(result.warnings)
+    if json_out:
+        _print_json({**result.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)})
+        return
+    out.print(fit_table(result, name))
+    for line in fit_answers(result):
+        out.print(line, markup=False, soft_wrap=True)
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
+    _print_inferences([spec])
+
+
+def _fraction_opt(value: str):
+    try:
+        return _fraction(value)
+    except typer.BadParameter as exc:
+        raise typer.BadParameter(exc.message, param_hint="--gpu-util") from None
+
+
+@app.command("gpus")
+def gpus_cmd(json_out: JsonOpt = False, gpu_catalog: GPUCatalogOpt = None) -> None:
+    """List the GPU catalog: memory as the driver reports it, bandwidth, sources (--json)."""
+    from kvcalc.capacity.gpus import catalog
+    from kvcalc.render_fit import gpus_table
+
+    entries = list(catalog(tuple(gpu_catalog or ())).values())
+    if json_out:
+        _print_json([gpu.model_dump() for gpu in entries])
+        return
+    out.print(gpus_table(entries))
+
+
 @presets_app.callback(invoke_without_command=True)
 def presets_list(
     ctx: typer.Context,

@@ -170,6 +170,62 @@ class Layers(_Frozen):
         return expand_pattern(self.pattern, self.count)
 
 
+class DenseMLP(_Frozen):
+    """The dense feed-forward block: gated (gate, up, down) or plain (up, down)."""
+
+    kind: Literal["gated", "plain"]
+    intermediate_size: Positive
+    bias: bool = False
+
+
+class MoE(_Frozen):
+    """Mixture of experts: routed experts (each a gated MLP), shared experts, a router."""
+
+    experts: Positive
+    experts_per_token: Positive
+    intermediate_size: Positive  # per routed expert
+    shared_experts: NonNegative = 0
+    shared_intermediate_size: Positive | None = None  # None: intermediate_size
+    shared_expert_gate: bool = False  # a hidden x 1 gate on the shared experts' output
+    router_bias: bool = False  # a per-expert bias kept beside the router
+    first_dense_layers: NonNegative = 0  # layers 0..k-1 keep the dense MLP
+    layer_period: Positive = 1
+    layer_offset: NonNegative = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.experts_per_token > self.experts:
+            raise ValueError(f"experts_per_token={self.experts_per_token} is more than experts={self.experts}")
+        return self
+
+    def is_moe_layer(self, index: int) -> bool:
+        return (
+            index >= self.first_dense_layers
+            and index >= self.layer_offset
+            and (index - self.layer_offset) % self.layer_period == 0
+        )
+
+
+class Weights(_Frozen):
+    """What an exact parameter count needs beyond the attention shapes (see capacity/params.py)."""
+
+    vocab_size: Positive
+    tied_embeddings: bool
+    position_embeddings: NonNegative = 0  # learned absolute positions (GPT-2, BERT)
+    token_type_embeddings: NonNegative = 0  # BERT
+    embedding_norm: bool = False
+    norm: Literal["rms", "layer"] = "rms"  # layer norms carry a bias too
+    norms_per_layer: NonNegative = 2
+    final_norm: bool = True
+    qk_norm: bool = False  # per-head q and k norms of width head_dim
+    qkv_bias: bool = False
+    output_bias: bool = False
+    mlp: DenseMLP | None = None  # None only when every layer is MoE
+    moe: MoE | None = None
+    mixer_parameters: dict[str, NonNegative] = Field(default_factory=dict)  # per no-KV layer, by kind
+    extra_parameters: NonNegative = 0  # parts outside this schema, explained in the notes
+
+
 class ModelSpec(_Frozen):
     """One model, as a preset file or an imported config describes it."""
 
@@ -182,12 +238,32 @@ class ModelSpec(_Frozen):
     hidden_size: Positive | None = None
     attention: Attention
     layers: Layers
+    weights: Weights | None = None  # None: the parameter count is not derived (notes say why)
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("source", "notes", mode="before")
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        w = self.weights
+        if w is None:
+            return self
+        if self.hidden_size is None:
+            raise ValueError("weights need hidden_size")
+        order = self.layers.order()
+        no_kv = {name for name, kind in self.layers.kinds.items() if isinstance(kind, NoKVLayer)}
+        missing = sorted(no_kv - set(w.mixer_parameters))
+        if missing:
+            raise ValueError(f"weights.mixer_parameters needs the no-KV layer kinds {', '.join(missing)}")
+        unknown = sorted(set(w.mixer_parameters) - no_kv)
+        if unknown:
+            raise ValueError(f"weights.mixer_parameters names {', '.join(unknown)}, not a no-KV layer kind")
+        if w.mlp is None and (w.moe is None or not all(w.moe.is_moe_layer(i) for i in range(len(order)))):
+            raise ValueError("weights.mlp is needed: some layers are not MoE")
+        return self
 
     @property
     def is_encoder(self) -> bool:
@@ -205,12 +281,15 @@ __all__ = [
     "ChunkedLayer",
     "DTYPE_BITS",
     "DenseAttention",
+    "DenseMLP",
     "FullLayer",
     "LayerKind",
     "Layers",
     "MLAAttention",
+    "MoE",
     "ModelSpec",
     "NoKVLayer",
     "SlidingLayer",
+    "Weights",
     "expand_pattern",
 ]

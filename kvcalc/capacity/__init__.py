@@ -1,0 +1,1 @@
+"""Capacity planning: parameter counts, the GPU catalog, engine rules, and `fit`. No torch."""

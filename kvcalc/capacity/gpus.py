@@ -1,0 +1,96 @@
+"""The GPU catalog: memory as the driver reports it, peak bandwidth, and a source for each.
+
+The bundled catalog is ``gpus.yaml`` beside this file (shipped in the wheel); users add or
+override entries with their own YAML files of the same shape (``--gpu-catalog FILE`` or
+``KVCALC_GPU_CATALOG``). Names match case-insensitively, with '-', '_' and spaces alike.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from kvcalc.errors import KvcalcError, PresetError
+
+BUNDLED = Path(__file__).with_name("gpus.yaml")
+
+
+class GPU(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    vendor: Literal["nvidia", "amd", "intel", "other"] = "nvidia"
+    memory_bytes: Annotated[StrictInt, Field(gt=0)]
+    memory_source: str
+    bandwidth_bytes_per_s: Annotated[StrictInt, Field(gt=0)] | None = None
+    bandwidth_source: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    key: str = ""  # the catalog name, filled in on load
+
+
+class UnknownGPUError(KvcalcError):
+    pass
+
+
+def normalize(name: str) -> str:
+    """'H100_SXM', 'h100 sxm' and 'H100-SXM' all read 'h100-sxm'."""
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+@cache
+def _load(path: Path) -> dict[str, GPU]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise PresetError(f"{path}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
+        raise PresetError(f"{path}: a GPU catalog is a mapping with a 'gpus' mapping inside")
+    entries = {}
+    for key, fields in data["gpus"].items():
+        if not isinstance(fields, dict):
+            raise PresetError(f"{path}: gpus.{key}: expected a mapping of fields")
+        try:
+            entries[normalize(str(key))] = GPU.model_validate({**fields, "key": normalize(str(key))})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise PresetError(f"{path}: gpus.{key}.{where}: {first['msg']}") from None
+    return entries
+
+
+def catalog(extra_files: tuple[Path, ...] = ()) -> dict[str, GPU]:
+    """Canonical name -> GPU; user files override bundled entries of the same name."""
+    merged = dict(_load(BUNDLED))
+    for path in extra_files:
+        if not Path(path).is_file():
+            raise PresetError(f"GPU catalog {path}: no such file")
+        merged.update(_load(Path(path)))
+    return merged
+
+
+def find_gpu(name: str, extra_files: tuple[Path, ...] = ()) -> GPU:
+    """A GPU by canonical name or alias; unknown names suggest the closest ones."""
+    gpus = catalog(extra_files)
+    wanted = normalize(name)
+    names: dict[str, GPU] = {}
+    for key, gpu in gpus.items():
+        names[key] = gpu
+        for alias in gpu.aliases:
+            names.setdefault(normalize(alias), gpu)
+    if wanted in names:
+        return names[wanted]
+    from difflib import get_close_matches  # only on the error path
+
+    close = get_close_matches(wanted, list(names), n=4, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UnknownGPUError(
+        f"unknown GPU '{name}'{hint}; 'kvcalc gpus' lists them, or give --gpu-memory 24GiB"
+    )

@@ -1,0 +1,134 @@
+"""Exact parameter counts from a preset's architecture, and the bytes they take.
+
+The count follows the shapes of the model code: embeddings (and an untied head), per
+layer the attention projections (dense or MLA), the norms, the MLP or the experts, the
+constant-state mixers of no-KV layers, and the final norm. Nothing is estimated: a preset
+without a ``weights`` block has no count, and callers say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer, Weights
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters by part. ``linear`` is what weight quantization shrinks (the matrices
+    inside the layers); embeddings, the head, norms, biases and routers stay 16-bit."""
+
+    total: int
+    active: int  # per token: routed experts not chosen are left out
+    embedding: int  # input embeddings (token, position, token type) and their norm
+    head: int  # the untied output projection (0 when tied)
+    linear: int  # weight matrices inside the layers (attention, MLP, experts, mixers)
+    other: int  # norms, biases, routers, extra parameters
+    moe_layers: int
+    expert_parameters: int  # one routed expert's weights
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total, "active": self.active, "embedding": self.embedding, "head": self.head,
+            "linear": self.linear, "other": self.other,
+        }
+
+
+def _norm(weights: Weights, width: int) -> int:
+    return width * (2 if weights.norm == "layer" else 1)
+
+
+def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int, int]:
+    """(matrix weights, biases and norms) of one attention layer's projections."""
+    if isinstance(attention, MLAAttention):
+        a = attention
+        qk_head = a.qk_nope_head_dim + a.qk_rope_head_dim
+        if a.q_lora_rank:
+            q = hidden * a.q_lora_rank + a.q_lora_rank * a.heads * qk_head
+            q_norm = a.q_lora_rank
+        else:
+            q, q_norm = hidden * a.heads * qk_head, 0
+        kv = hidden * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * a.heads * (
+            a.qk_nope_head_dim + a.v_head_dim
+        )
+        o = a.heads * a.v_head_dim * hidden
+        return q + kv + o, q_norm + a.kv_lora_rank
+    assert isinstance(attention, DenseAttention)
+    q_width = attention.heads * attention.head_dim
+    kv_width = attention.kv_heads * attention.head_dim
+    matrices = hidden * q_width + 2 * hidden * kv_width + q_width * hidden
+    small = 0
+    if weights.qkv_bias:
+        small += q_width + 2 * kv_width
+    if weights.output_bias:
+        small += hidden
+    if weights.qk_norm:
+        small += 2 * attention.head_dim
+    return matrices, small
+
+
+def _mlp(kind: str, hidden: int, inner: int) -> int:
+    return (3 if kind == "gated" else 2) * hidden * inner
+
+
+def mlp_parameters(weights: Weights, hidden: int, index: int) -> tuple[int, int, int]:
+    """(matrix weights, biases and router, inactive expert weights) of layer ``index``'s MLP."""
+    moe = weights.moe
+    if moe is not None and moe.is_moe_layer(index):
+        expert = _mlp("gated", hidden, moe.intermediate_size)
+        shared = moe.shared_experts * _mlp("gated", hidden, moe.shared_intermediate_size or moe.intermediate_size)
+        router = hidden * moe.experts + (moe.experts if moe.router_bias else 0)
+        gate = hidden if moe.shared_expert_gate and moe.shared_experts else 0
+        inactive = (moe.experts - moe.experts_per_token) * expert
+        return moe.experts * expert + shared, router + gate, inactive
+    mlp = weights.mlp
+    matrices = _mlp(mlp.kind, hidden, mlp.intermediate_size)
+    bias = 0
+    if mlp.bias:
+        bias = (2 if mlp.kind == "gated" else 1) * mlp.intermediate_size + hidden
+    return matrices, bias, 0
+
+
+def parameter_count(spec: ModelSpec) -> ParamCount | None:
+    """The model's exact parameter count, or None when its preset has no weights block."""
+    w = spec.weights
+    if w is None:
+        return None
+    hidden = spec.hidden_size
+    embedding = (w.vocab_size + w.position_embeddings + w.token_type_embeddings) * hidden
+    if w.embedding_norm:
+        embedding += _norm(w, hidden)
+    head = 0 if w.tied_embeddings else w.vocab_size * hidden
+    linear = other = inactive = moe_layers = 0
+    per_kind: dict[str, tuple[int, int]] = {}
+    for index, name in enumerate(spec.layers.order()):
+        other += w.norms_per_layer * _norm(w, hidden)
+        if name not in per_kind:
+            kind = spec.layers.kinds[name]
+            if isinstance(kind, NoKVLayer):
+                per_kind[name] = (w.mixer_parameters[name], 0)
+            else:
+                per_kind[name] = attention_parameters(spec.attention_of(name), hidden, w)
+        mixer, small = per_kind[name]
+        linear += mixer
+        other += small
+        matrices, small, unused = mlp_parameters(w, hidden, index)
+        linear += matrices
+        other += small
+        inactive += unused
+        moe_layers += bool(unused) or (w.moe is not None and w.moe.is_moe_layer(index))
+    if w.final_norm:
+        other += _norm(w, hidden)
+    other += w.extra_parameters
+    total = embedding + head + linear + other
+    expert = _mlp("gated", hidden, w.moe.intermediate_size) if w.moe else 0
+    return ParamCount(
+        total=total,
+        active=total - inactive,
+        embedding=embedding,
+        head=head,
+        linear=linear,
+        other=other,
+        moe_layers=moe_layers,
+        expert_parameters=expert,
+    )

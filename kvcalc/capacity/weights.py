@@ -1,0 +1,33 @@
+"""Bytes of a model's weights: from its parameter count at a dtype, or from a checkpoint.
+
+Quantized formats shrink the matrices inside the layers only (``ParamCount.linear``);
+embeddings, the output head, norms, biases and routers stay 16-bit, as GPTQ, AWQ and fp8
+checkpoints keep them:
+
+- ``fp32`` 4 bytes, ``bf16``/``fp16`` 2 bytes per parameter;
+- ``fp8``/``int8``: 1 byte per matrix weight (per-tensor or per-channel scales, a few bytes
+  per matrix, are not counted);
+- ``int4``: half a byte per matrix weight plus one 16-bit scale per group of 128 weights
+  (GPTQ/AWQ with group size 128, symmetric: no zero points), rest 16-bit.
+"""
+
+from __future__ import annotations
+
+from kvcalc.capacity.params import ParamCount
+
+WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+INT4_GROUP = 128
+
+
+def weights_bytes(count: ParamCount, dtype: str) -> int:
+    """Exact bytes of ``count`` parameters stored as ``dtype`` (see the module docstring)."""
+    if dtype == "fp32":
+        return 4 * count.total
+    if dtype in ("bf16", "fp16"):
+        return 2 * count.total
+    rest = 2 * (count.total - count.linear)
+    if dtype in ("fp8", "int8"):
+        return count.linear + rest
+    if dtype == "int4":
+        return -(-count.linear // 2) + 2 * -(-count.linear // INT4_GROUP) + rest
+    raise ValueError(f"unknown weights dtype {dtype!r}")
