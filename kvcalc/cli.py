@@ -386,10 +386,12 @@ def _has_matplotlib() -> bool:
         return False
 
 
-def _size(option: str):
+def _size(option: str, zero: bool = False):
     def parse(value: str) -> int:
         from kvcalc.units import parse_bytes
 
+        if zero and value.strip() in ("0", "0B", "0b"):
+            return 0
         try:
             return parse_bytes(value)
         except ValueError as exc:
@@ -472,7 +474,7 @@ GPUUtilOpt = Annotated[
 ]
 ReserveOpt = Annotated[
     int | None,
-    typer.Option("--reserve", parser=_size("--reserve"), metavar="SIZE",
+    typer.Option("--reserve", parser=_size("--reserve", zero=True), metavar="SIZE",
                  help="Per GPU for activations, CUDA graphs, runtime (default: an estimate, shown)."),
 ]
 BlockSizeOpt = Annotated[

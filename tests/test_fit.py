@@ -1,0 +1,311 @@
+"""kvcalc fit: capacity as serving engines count it, every figure derived by hand.
+
+Architecture facts come from /work/shared/reference/model_facts.yaml; engine rules from
+/work/shared/reference/engines.md and docs/fit.md (vLLM: budget = ceil(util x memory) -
+weights - reserve; page = block x per-token bytes per layer; blocks = budget // (layers in a
+group x page); hybrid layers grouped by the smallest type's count, or the largest's when
+under 1.5x; sliding layers charged cdiv(min(W - 1 + 2 x max_batched_tokens, L), B) + 1 pages).
+The expected numbers below are arithmetic on those facts, never kvcalc's output.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+
+import kvcalc
+from kvcalc.capacity.fit import FitUsageError, fit
+
+GiB = 1024**3
+
+
+def cdiv(a, b):
+    return -(-a // b)
+
+
+def test_llama_3_70b_on_4_x_80gib_follows_vllm_exactly():
+    # the issue's pinned case: TP 4, bf16 weights and KV, util 0.9, 8k, no reserve
+    spec = kvcalc.load_preset("llama-3-70b")
+    r = fit(spec, 80 * GiB, gpus=4, tp=4, context=8192, gpu_util=Fraction(9, 10), reserve=0)
+    weights_per_gpu = 70_553_706_496 * 2 // 4
+    assert r.weights_bytes_per_gpu == weights_per_gpu == 35_276_853_248
+    per_token = 80 * 2 * (8 // 4) * 128 * 2  # layers x K,V x KV heads per GPU x head_dim x bf16
+    assert r.kv_bytes_per_token_per_gpu == per_token == 81_920
+    budget = 85_899_345_920 * 9 // 10 - weights_per_gpu
+    assert r.kv_budget_bytes_per_gpu == budget
+    blocks = budget // (16 * per_token)
+    assert r.kv_blocks_per_gpu == blocks == 32_068
+    assert r.kv_tokens == blocks * 16 == 513_088
+    assert r.max_concurrency == blocks // (8192 // 16) == 62
+    assert r.kv_heads_per_gpu == 2 and r.kv_replication == 1
+    assert r.fits and r.max_context == 8192
+    assert r.engine_log_max_concurrency == round(blocks / 512, 2)
+    assert r.engine_log_kv_tokens == int(Fraction(blocks, 512) * 8192)
+
+
+def test_llama_3_70b_at_tp_16_replicates_kv_heads():
+    spec = kvcalc.load_preset("llama-3-70b")
+    r = fit(spec, 80 * GiB, tp=16, context=8192, gpu_util=Fraction(9, 10), reserve=0)
+    assert r.kv_heads_per_gpu == 1  # max(1, 8 // 16)
+    assert r.kv_replication == 2  # 16 GPUs hold 16 heads of 8
+    assert r.kv_bytes_per_token_per_gpu == 80 * 2 * 1 * 128 * 2 == 40_960
+    weights = cdiv(70_553_706_496 * 2, 16)
+    budget = 85_899_345_920 * 9 // 10 - weights
+    assert r.kv_blocks_per_gpu == budget // (16 * 40_960)
+    assert any("stored 2 times" in n for n in r.notes)
+
+
+def test_trtllm_divides_kv_heads_with_ceil():
+    spec = kvcalc.load_preset("llama-3-70b")
+    r = fit(spec, 80 * GiB, tp=16, context=8192, engine="trtllm", reserve=0)
+    assert r.kv_heads_per_gpu == cdiv(8, 16) == 1
+    r = fit(spec, 80 * GiB, tp=4, context=8192, engine="trtllm", reserve=0)
+    weights = 70_553_706_496 * 2 // 4
+    budget = (85_899_345_920 - weights) * 9 // 10  # a fraction of what is free after loading
+    assert r.kv_budget_bytes_per_gpu == budget
+    assert r.block_size == 32
+    assert r.kv_blocks_per_gpu == budget // (32 * 81_920)
+
+
+def test_deepseek_v3_on_8_x_h200_keeps_the_whole_latent_on_every_gpu():
+    spec = kvcalc.load_preset("deepseek-v3")
+    h200 = 150_109_945_856  # the catalog's H200 (torch total_memory 143156 MiB)
+    weights = 700 * 10**9
+    r = fit(spec, h200, gpu="h200-sxm", gpus=8, tp=8, context=131072, weights_bytes=weights, reserve=0)
+    requested = cdiv(h200 * 92, 100)  # vLLM's default 0.92, rounded up as request_memory does
+    budget = requested - weights // 8
+    assert r.kv_budget_bytes_per_gpu == budget
+    per_token = 61 * (512 + 64) * 2  # the latent is not split by TP
+    assert r.kv_bytes_per_token_per_gpu == per_token == 70_272
+    assert r.kv_heads_per_gpu is None and r.kv_replication == 8
+    blocks = budget // (61 * 16 * 576 * 2)
+    assert r.kv_blocks_per_gpu == blocks
+    assert r.max_concurrency == blocks // (131072 // 16)
+    assert any("latent is not split" in n for n in r.notes)
+
+
+def test_gemma_3_27b_windows_in_vllm_hybrid_groups():
+    # 52 local (sliding 1024) + 10 global layers; 16 KV heads x 128, bf16
+    spec = kvcalc.load_preset("gemma-3-27b")
+    weights = 54 * 10**9
+    r = fit(spec, 80 * GiB, context=32768, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10),
+            max_batched_tokens=8192)
+    page = 16 * 2 * 16 * 128 * 2  # one layer's 16-token page
+    group = 10  # 52 is not under 1.5 x 10, so groups of the smaller count
+    budget = 85_899_345_920 * 9 // 10 - weights
+    blocks = budget // (group * page)
+    assert r.kv_blocks_per_gpu == blocks
+    sliding = cdiv(min(1024 - 1 + 2 * 8192, 32768), 16) + 1  # 1089 pages per local group
+    full = 32768 // 16
+    per_request = 6 * sliding + 1 * full  # 6 local groups (52 layers, 8 padding slots), 1 global
+    assert r.max_concurrency == blocks // per_request
+    assert r.engine_log_max_concurrency == round(blocks / per_request, 2)
+    assert any("padding layer" in n for n in r.notes)
+    # SGLang's token pool charges every layer the whole context
+    s = fit(spec, 80 * GiB, context=32768, weights_bytes=weights, reserve=0, engine="sglang")
+    cell = 62 * 2 * 16 * 128 * 2
+    assert s.kv_tokens == (85_899_345_920 * 9 // 10 - weights) // cell
+    assert s.max_concurrency == (85_899_345_920 * 9 // 10 - weights) // (32768 * cell)
+
+
+def test_jamba_mamba_hybrid_raises_the_block_size():
+    # 4 attention layers (8 KV x 128) and 28 Mamba layers of 163,840 state elements, bf16
+    spec = kvcalc.load_preset("jamba-v0.1")
+    weights = 100 * 10**9
+    r = fit(spec, 141 * 10**9, context=262144, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10))
+    per_token_layer = 2 * 8 * 128 * 2  # 4096 B
+    state = 163_840 * 2  # 327,680 B per Mamba layer
+    block = 16 * cdiv(state, 16 * per_token_layer)
+    assert r.block_size == block == 80
+    page = block * per_token_layer  # 327,680: one page holds one state
+    group = 4  # 28 Mamba layers are not under 1.5 x 4: groups of 4, 7 Mamba groups
+    budget = cdiv(141 * 10**9 * 9, 10) - weights
+    blocks = budget // (group * page)
+    assert r.kv_blocks_per_gpu == blocks
+    per_request = cdiv(262144, block) + 7  # attention pages + one state page per Mamba group
+    assert r.max_concurrency == blocks // per_request
+    assert r.kv_bytes_per_token_per_gpu == 4 * per_token_layer
+    assert r.state_bytes_per_request_per_gpu == 28 * state
+
+
+def test_pipeline_stages_take_the_largest_share():
+    spec = kvcalc.load_preset("deepseek-v3")
+    r = fit(spec, 150_109_945_856, tp=8, pp=2, context=131072, weights_bytes=700 * 10**9, reserve=0)
+    # 61 layers over 2 stages: 31 and 30 (vLLM gives the remainder to the stage before the last)
+    assert r.kv_bytes_per_token_per_gpu == 31 * 576 * 2
+    assert r.weights_bytes_per_gpu == 700 * 10**9 // 16
+
+
+def test_a_model_that_does_not_fit_is_an_answer_with_the_smallest_shape():
+    spec = kvcalc.load_preset("llama-3-70b")
+    r = fit(spec, 24 * GiB, context=8192, gpu_util=Fraction(9, 10), reserve=0)
+    assert not r.fits and r.max_concurrency == 0 and r.max_context == 0
+    # bf16 weights 141.1 GB; each GPU may use 0.9 x 24 GiB = 23,192,823,398 B
+    usable = 24 * GiB * 9 // 10  # what each GPU may use
+    shape = r.min_gpus_shape
+    weights = cdiv(141_107_412_992, shape["gpus"])
+    heads = max(1, 8 // shape["tp"])
+    layers = cdiv(80, shape["pp"])
+    assert usable - weights >= 16 * layers * 2 * heads * 128 * 2 * (8192 // 16)
+    # and no shape with fewer GPUs holds one request
+    for tp in (1, 2, 4, 8, 16, 32, 64):
+        for pp in range(1, 81):
+            if tp * pp < shape["gpus"]:
+                smaller = fit(spec, 24 * GiB, tp=tp, pp=pp, context=8192, gpu_util=Fraction(9, 10), reserve=0,
+                              search_min=False)
+                assert not smaller.fits, (tp, pp)
+
+
+def test_weights_dtypes_and_overrides():
+    from kvcalc.capacity.params import parameter_count
+    from kvcalc.capacity.weights import weights_bytes
+
+    count = parameter_count(kvcalc.load_preset("llama-3-8b"))
+    assert weights_bytes(count, "bf16") == 2 * 8_030_261_248
+    embeddings = 128256 * 4096  # input embedding; the untied head is the same size
+    rest = 2 * embeddings + 32 * 2 * 4096 + 4096  # embeddings, head, norms: kept 16-bit
+    linear = 8_030_261_248 - rest
+    assert weights_bytes(count, "fp8") == linear + 2 * rest
+    assert weights_bytes(count, "int4") == linear // 2 + 2 * cdiv(linear, 128) + 2 * rest
+    spec = kvcalc.load_preset("llama-3-8b")
+    assert fit(spec, 80 * GiB, weights_bytes=12345).weights_bytes == 12345
+
+
+def test_float32_checkpoints_are_served_in_bf16():
+    r = fit(kvcalc.load_preset("gpt2"), 24 * GiB, context=1024, reserve=0)
+    assert r.kv_dtype == "bf16" and r.weights_dtype == "bf16"
+    assert r.kv_bytes_per_token_per_gpu == 12 * 2 * 12 * 64 * 2
+    assert any("float32" in n for n in r.notes)
+
+
+def test_vllm_int8_kv_adds_per_token_head_scales():
+    spec = kvcalc.load_preset("llama-3-8b")
+    r = fit(spec, 80 * GiB, kv_dtype="int8", reserve=0, context=8192)
+    assert r.kv_bytes_per_token_per_gpu == 32 * (2 * 8 * 128 * 1 + 2 * 8 * 4)
+    r = fit(spec, 80 * GiB, kv_dtype="fp8", reserve=0, context=8192)
+    assert r.kv_bytes_per_token_per_gpu == 32 * 2 * 8 * 128
+
+
+def test_bad_shapes_are_usage_errors():
+    spec = kvcalc.load_preset("llama-3-70b")
+    with pytest.raises(FitUsageError, match="does not divide the 64 attention heads"):
+        fit(spec, 80 * GiB, tp=3)
+    with pytest.raises(FitUsageError, match="not a multiple"):
+        fit(spec, 80 * GiB, tp=4, gpus=6)
+    with pytest.raises(FitUsageError, match="outside"):
+        fit(spec, 80 * GiB, gpu_util=Fraction(3, 2))
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def run(runner, app, *args):
+    return runner.invoke(app, ["fit", *args])
+
+
+def test_cli_json_keys(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu-memory", "80GiB", "--gpus", "4", "--tp", "4",
+                 "-c", "8k", "--gpu-util", "0.9", "--reserve", "0", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    keys = ("model engine gpu gpu_memory_bytes gpus tp pp weights_dtype kv_dtype context block_size weights_bytes "
+            "weights_bytes_per_gpu reserve_bytes_per_gpu kv_budget_bytes_per_gpu kv_heads_per_gpu kv_replication "
+            "kv_bytes_per_token_per_gpu kv_blocks_per_gpu kv_tokens max_concurrency max_context fits min_gpus "
+            "warnings notes").split()
+    assert all(k in data for k in keys), [k for k in keys if k not in data]
+    assert (data["kv_blocks_per_gpu"], data["kv_tokens"], data["max_concurrency"]) == (32_068, 513_088, 62)
+    assert data["gpu_memory_bytes"] == 80 * GiB and data["gpu"] is None
+
+
+def test_cli_gpu_names_match_loosely(runner, kvcalc_app):
+    for name in ("h100", "H100-SXM", "h100_sxm", "NVIDIA H100 80GB HBM3"):
+        result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", name, "--json")
+        assert result.exit_code == 0, (name, result.output)
+        assert json.loads(result.stdout)["gpu"] == "h100-sxm"
+
+
+def test_cli_errors(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "h1000")
+    assert result.exit_code == 1 and "unknown GPU 'h1000'" in result.stderr and "h100" in result.stderr
+    assert "Traceback" not in result.output
+    for args in (["--gpu", "h100", "--tp", "3"], ["--gpu", "h100", "--gpu-util", "1.5"],
+                 ["--gpu", "h100", "--gpu-util", "0"], ["--gpu-memory", "lots"], ["--gpu", "h100", "--reserve", "x"],
+                 ["--gpu", "h100", "--gpu-memory", "80GiB"], []):
+        result = run(runner, kvcalc_app, "llama-3-70b", *args)
+        assert result.exit_code == 2, (args, result.output)
+
+
+def test_cli_not_fitting_exits_0(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "rtx-4090", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["fits"] is False and data["min_gpus"] > 1
+
+
+def test_cli_table_reads_like_an_answer(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for text in ("weights", "reserve", "KV budget", "Requests of 8K tokens", "Longest single request",
+                 "vLLM will log", "all 4 GPUs form one tensor-parallel group"):
+        assert text in out, text
+
+
+def test_gpus_command_lists_the_catalog(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["gpus", "--json"])
+    assert result.exit_code == 0
+    names = {g["key"] for g in json.loads(result.stdout)}
+    for needed in ("h100-sxm", "h100-pcie", "h100-nvl", "h200-sxm", "b200", "gb200", "a100-40gb", "a100-80gb",
+                   "l40s", "l4", "a10g", "rtx-4090", "rtx-5090", "rtx-3090", "mi300x", "mi325x"):
+        assert needed in names, needed
+    for gpu in json.loads(result.stdout):
+        assert gpu["memory_source"] and gpu["bandwidth_source"], gpu["key"]
+
+
+def test_user_gpu_catalog_adds_entries(runner, kvcalc_app, tmp_path):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("gpus:\n  lab-card:\n    name: Lab card\n    memory_bytes: 1000000000\n"
+                     "    memory_source: measured\n")
+    result = run(runner, kvcalc_app, "gpt2", "--gpu", "LAB_CARD", "--gpu-catalog", str(extra), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["gpu_memory_bytes"] == 10**9
+    extra.write_text("gpus:\n  bad:\n    name: x\n    memory_bytes: 1.5e9\n    memory_source: y\n")
+    from kvcalc.capacity import gpus
+
+    gpus._load.cache_clear()
+    result = run(runner, kvcalc_app, "gpt2", "--gpu", "bad", "--gpu-catalog", str(extra))
+    assert result.exit_code == 1 and "memory_bytes" in result.stderr
+
+
+def test_safetensors_headers_give_checkpoint_bytes(runner, kvcalc_app, tmp_path):
+    import shutil
+    import struct
+    from pathlib import Path
+
+    folder = tmp_path / "model"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "configs" / "llama-3-8b", folder)
+
+    def write(name, tensors):
+        header, offset = {}, 0
+        for tname, (dtype, shape, size) in tensors.items():
+            header[tname] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        header["__metadata__"] = {"format": "pt"}
+        raw = json.dumps(header).encode()
+        (folder / name).write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * offset)
+
+    write("model-00001-of-00002.safetensors", {"a": ("F8_E4M3", [4, 4], 16), "a_scale": ("F32", [1], 4)})
+    write("model-00002-of-00002.safetensors", {"b": ("BF16", [8], 16)})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {"total_size": 36},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "a_scale": "model-00001-of-00002.safetensors",
+                       "b": "model-00002-of-00002.safetensors"}}))
+    result = run(runner, kvcalc_app, str(folder), "--gpu", "h100", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["weights_bytes"] == 16 + 4 + 16
+    assert "safetensors headers (3 tensors in 2 file(s))" == data["weights_source"]
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    result = run(runner, kvcalc_app, str(folder), "--gpu", "h100")
+    assert result.exit_code == 1 and "names 1 file(s) not in" in result.stderr
