@@ -87,6 +87,11 @@ PresetDirOpt = Annotated[
         help="Extra folder of preset YAML files (repeatable; env KVCALC_PRESET_DIR, ':'-separated).",
     ),
 ]
+GPUCatalogOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--gpu-catalog", envvar="KVCALC_GPU_CATALOG", metavar="FILE",
+                 help="Extra GPU catalog YAML (repeatable; env KVCALC_GPU_CATALOG, ':'-separated)."),
+]
 ModelArg = Annotated[
     str, typer.Argument(help="Preset name, preset YAML path, or config.json path/folder.")
 ]
@@ -234,7 +239,13 @@ def compare_cmd(
     no_windows: NoWindowsOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="A JSON list of estimate objects.")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV: a header, one row per model and context.")] = False,
+    gpu: Annotated[
+        str | None,
+        typer.Option("--gpu", "-g", help="Add a column: requests of each context that fit on this GPU (fit's rules)."),
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="With --gpu: GPUs in one tensor-parallel group.")] = 1,
     preset_dir: PresetDirOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """Compare models side by side at one or more contexts, with a bar per row."""
     from kvcalc.compare import compare_rows, to_csv
@@ -254,13 +265,22 @@ def compare_cmd(
     if no_windows:
         specs = [_no_windows(spec) for spec in specs]
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
+    deployment = None
+    if gpu is not None:
+        from kvcalc.capacity.gpus import find_gpu
+        from kvcalc.compare import with_requests
+
+        found = find_gpu(gpu, tuple(gpu_catalog or ()))
+        rows = with_requests(rows, found.memory_bytes, found.key, gpus, kv_dtype)
+        deployment = f"{gpus} x {found.name}, vLLM rules, TP over the GPUs where the heads allow"
     if json_out:
-        _print_json([{**row.result.to_dict(), "notes": list(row.spec.notes)} for row in rows])
+        extra = (lambda row: {"requests_fit": row.requests}) if gpu else (lambda row: {})
+        _print_json([{**row.result.to_dict(), **extra(row), "notes": list(row.spec.notes)} for row in rows])
     elif csv_out:
-        typer.echo(to_csv(rows), nl=False)
+        typer.echo(to_csv(rows, requests=gpu is not None), nl=False)
     else:
         dtype = kv_dtype or "each model's dtype"
-        out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}"))
+        out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}", deployment))
         _print_inferences(specs)
 
 
@@ -412,11 +432,6 @@ def _fraction(value: str):
     return fraction
 
 
-GPUCatalogOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--gpu-catalog", envvar="KVCALC_GPU_CATALOG", metavar="FILE",
-                 help="Extra GPU catalog YAML (repeatable; env KVCALC_GPU_CATALOG, ':'-separated)."),
-]
 WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 Engine = Literal["vllm", "sglang", "trtllm"]
 

@@ -18,6 +18,7 @@ SortKey = Literal["name", "total", "bytes-per-token", "layers", "kv-size", "cont
 class CompareRow:
     spec: ModelSpec
     result: Estimate
+    requests: int | None = None  # requests of this context that fit on the --gpu deployment (None: unknown)
 
     @property
     def beyond_max(self) -> bool:
@@ -70,17 +71,45 @@ CSV_FIELDS = (
     "model", "attention", "layers", "kv_dtype", "context", "beyond_max_context", "batch",
     "bytes_per_token", "total_bytes", "state_bytes",
 )
+REQUESTS_FIELD = "requests_fit"
 
 
-def to_csv(rows: list[CompareRow]) -> str:
+def to_csv(rows: list[CompareRow], requests: bool = False) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow(CSV_FIELDS + ((REQUESTS_FIELD,) if requests else ()))
     for row in rows:
         r = row.result
-        writer.writerow(
-            [r.model, "encoder" if r.encoder else row.spec.attention.kind, row.spec.layers.count,
-             r.kv_dtype, r.context, str(row.beyond_max).lower(), r.batch, r.bytes_per_token,
-             r.total_bytes, r.state_bytes]
-        )
+        cells = [r.model, "encoder" if r.encoder else row.spec.attention.kind, row.spec.layers.count,
+                 r.kv_dtype, r.context, str(row.beyond_max).lower(), r.batch, r.bytes_per_token,
+                 r.total_bytes, r.state_bytes]
+        if requests:
+            cells.append("" if row.requests is None else row.requests)
+        writer.writerow(cells)
     return buffer.getvalue()
+
+
+def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: int, kv_dtype: str | None,
+                  engine: str = "vllm") -> list[CompareRow]:
+    """Each row with how many requests of its context fit on ``gpus`` GPUs (TP over as many of
+    them as divide the heads, replicas for the rest), by ``fit``'s rules and default reserve."""
+    from dataclasses import replace
+
+    from kvcalc.capacity.fit import fit
+    from kvcalc.errors import KvcalcError
+
+    done = []
+    for row in rows:
+        if row.result.encoder:
+            done.append(row)
+            continue
+        tp = gpus
+        while row.spec.attention.heads % tp:
+            tp -= 1
+        try:
+            r = fit(row.spec, memory, gpu=gpu, gpus=gpus - gpus % tp, tp=tp, context=row.result.context,
+                    kv_dtype=kv_dtype, engine=engine, search_min=False)
+            done.append(replace(row, requests=r.total_concurrency))
+        except KvcalcError:  # weights not derived: the cell stays unknown
+            done.append(row)
+    return done

@@ -178,8 +178,9 @@ def bar(value: int, largest: int, width: int = 12) -> str:
     return "█" * full + (_EIGHTHS[part] if part else "")
 
 
-def compare_table(rows, title: str) -> Grid:
-    """One row per model and context, a bar scaled to the largest total."""
+def compare_table(rows, title: str, requests: str | None = None) -> Grid:
+    """One row per model and context, a bar scaled to the largest total; with ``requests`` (the
+    deployment's label) a column of how many requests of that context fit there."""
     largest = max((r.result.total_bytes for r in rows), default=0)
     cells = []
     for row in rows:
@@ -192,11 +193,19 @@ def compare_table(rows, title: str) -> Grid:
             format_tokens(r.context) + (" *" if row.beyond_max else ""), format_bytes(r.total_bytes),
             f"{r.total_bytes:,}", Text(bar(r.total_bytes, largest), style="cyan"),
         ])
-    caption = "* beyond the model's max context: computed, not capped" if any(
-        row.beyond_max for row in rows) else None
+        if requests:
+            cells[-1].insert(-1, "-" if r.encoder else "?" if row.requests is None else f"{row.requests:,}")
+    captions = []
+    if any(row.beyond_max for row in rows):
+        captions.append("* beyond the model's max context: computed, not capped")
     headers = ["model", "attention", "KV per layer", "layers", "B/token", "context", "KV cache", "bytes", ""]
-    return Grid(title, headers, cells, right={"layers", "B/token", "context", "KV cache", "bytes"},
-                caption=caption, optional=("bytes", "attention", "layers", "KV per layer", ""))
+    right = {"layers", "B/token", "context", "KV cache", "bytes"}
+    if requests:
+        headers.insert(-1, "requests")
+        right.add("requests")
+        captions.append(f"requests: of that context, at once on {requests}; ? = weights unknown")
+    return Grid(title, headers, cells, right=right, caption="\n".join(captions) or None,
+                optional=("bytes", "attention", "layers", "KV per layer", ""))
 
 
 def variants_table(rows, spec: ModelSpec, title: str) -> Grid:

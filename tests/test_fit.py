@@ -309,3 +309,33 @@ def test_safetensors_headers_give_checkpoint_bytes(runner, kvcalc_app, tmp_path)
     (folder / "model-00002-of-00002.safetensors").unlink()
     result = run(runner, kvcalc_app, str(folder), "--gpu", "h100")
     assert result.exit_code == 1 and "names 1 file(s) not in" in result.stderr
+
+
+def test_released_fp8_checkpoints_count_fp8_weights():
+    from kvcalc.capacity.params import parameter_count
+
+    spec = kvcalc.load_preset("deepseek-v3")
+    count = parameter_count(spec)
+    r = fit(spec, 150_109_945_856, tp=8, context=131072, reserve=0)
+    # layer matrices in fp8 (1 byte), embeddings, head, norms and routers in bf16
+    assert r.weights_dtype == "fp8"
+    assert r.weights_bytes == count.linear + 2 * (count.total - count.linear)
+    assert r.weights_bytes_per_gpu == cdiv(r.weights_bytes, 8)
+
+
+def test_compare_adds_requests_that_fit(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["compare", "llama-3-70b", "bert-base", "-c", "8k", "--gpu", "h100",
+                                        "--gpus", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    spec = kvcalc.load_preset("llama-3-70b")
+    from kvcalc.capacity.gpus import find_gpu
+
+    expected = fit(spec, find_gpu("h100").memory_bytes, gpu="h100-sxm", gpus=4, tp=4, context=8192)
+    assert rows[0]["requests_fit"] == expected.max_concurrency > 0
+    assert rows[1]["requests_fit"] is None  # an encoder holds no requests' KV
+    result = runner.invoke(kvcalc_app, ["compare", "llama-3-70b", "-c", "8k", "--gpu", "h100", "--csv"])
+    header, row = result.stdout.splitlines()
+    assert header.endswith(",requests_fit") and row.endswith(",0")  # 141 GB of bf16 weights on one 80 GB GPU
+    result = runner.invoke(kvcalc_app, ["compare", "llama-3-70b", "-c", "8k", "--gpu", "h100", "--gpus", "4"])
+    assert "requests" in result.stdout and "4 x NVIDIA H100" in result.stdout

@@ -308,7 +308,8 @@ def _weights(spec: ModelSpec, count: ParamCount | None, weights_dtype: str | Non
     if weights_dtype is None and checkpoint is not None:
         size, tensors, files = checkpoint
         return size, "checkpoint", f"safetensors headers ({tensors:,} tensors in {files} file(s))"
-    dtype = weights_dtype or serving_dtype(spec.dtype)
+    released = spec.weights.dtype if spec.weights is not None else None
+    dtype = weights_dtype or released or serving_dtype(spec.dtype)
     if count is None:
         raise KvcalcError(
             f"{spec.name}: its parameter count is not derived (no weights block; see its notes), so "
