@@ -350,24 +350,27 @@ def plot_cmd(
     ] = None,
     gpu_lines: Annotated[
         str | None,
-        typer.Option("--gpu-lines", metavar="LIST", help="Horizontal lines at memory sizes, e.g. 24GiB,80GiB."),
+        typer.Option(
+            "--gpu-lines", metavar="LIST",
+            help="Horizontal lines: sizes (24GiB) or GPUs (h100, 8xh200); GPU names add each model's weights.",
+        ),
     ] = None,
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = "latent",
     preset_dir: PresetDirOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """KV memory against context length, one line per model (log axes)."""
-    from kvcalc.plot import check_output, curves, parse_range, save_image, terminal_chart
+    from kvcalc.plot import check_output, curves, parse_lines, parse_range, save_image, terminal_chart, with_weights
     from kvcalc.presets import resolve_many
-    from kvcalc.units import parse_bytes
 
     try:
         low, high = parse_range(context_range)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--context-range") from None
     try:
-        sizes = [parse_bytes(part) for part in (gpu_lines or "").split(",") if part.strip()]
+        sizes = parse_lines(gpu_lines, gpu_catalog or ())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpu-lines") from None
     if out_file is not None:
@@ -378,22 +381,25 @@ def plot_cmd(
     specs = resolve_many(models, _dirs(preset_dir))
     series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
     dtype = kv_dtype or "model dtype"
-    title = f"KV cache vs context · batch {batch} · {dtype}"
+    what = "KV cache"
+    if any(line.gpu for line in sizes):
+        series, what = with_weights(series, specs), "KV cache + weights"
+    title = f"{what} vs context · batch {batch} · {dtype}"
     if out_file is None:
         out.print(Text(title))
-        out.print(terminal_chart(series, sizes))
+        out.print(terminal_chart(series, sizes, what=what))
         _print_inferences(specs)
         if not _has_matplotlib():
             hint = "for an image: pip install 'kvcalc[plot]', then add --out chart.png"
             out.print(hint, style="dim", markup=False)
         return
     if not _has_matplotlib():
-        out.print(terminal_chart(series, sizes))
+        out.print(terminal_chart(series, sizes, what=what))
         raise KvcalcError(
             f"matplotlib is not installed, so {out_file} was not written (the chart above is the "
             "terminal version); for the image: pip install 'kvcalc[plot]'"
         ) from None
-    save_image(series, out_file, sizes, title)
+    save_image(series, out_file, sizes, title, ylabel=f"{what} (bytes, log scale)")
     out.print(f"wrote {out_file}", markup=False)
 
 

@@ -8,6 +8,7 @@ optional (``kvcalc[plot]``) and imported only when an image is asked for.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,66 @@ class Series:
     model: str
     contexts: tuple[int, ...]
     totals: tuple[int, ...]  # bytes at each context
+
+
+@dataclass(frozen=True)
+class Line:
+    """A horizontal line: a memory size, or the memory of COUNT GPUs from the catalog."""
+
+    label: str
+    bytes: int
+    gpu: bool  # a named GPU: the curves then count each model's weights too
+
+
+_GPU_LINE = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(.+?)\s*$", re.IGNORECASE)
+
+
+def parse_lines(text: str | None, catalogs=()) -> list[Line]:
+    """'24GiB,h100,8xh200' -> a 24 GiB line, one H100, eight H200s (memory as the driver reports it)."""
+    from kvcalc.capacity.gpus import UnknownGPUError, find_gpu
+    from kvcalc.units import parse_bytes
+
+    lines = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            size = parse_bytes(part)
+            lines.append(Line(f"{format_bytes(size)} GPU", size, False))
+            continue
+        except ValueError:
+            pass
+        match = _GPU_LINE.match(part)
+        count = int(match.group(1) or 1)
+        try:
+            gpu = find_gpu(match.group(2), tuple(catalogs))
+        except UnknownGPUError as exc:
+            raise ValueError(f"{part.strip()!r} is neither a size (24GiB) nor a GPU: {exc}") from None
+        if count < 1:
+            raise ValueError(f"{part.strip()!r}: a GPU count is at least 1")
+        label = (f"{count} x " if count > 1 else "") + gpu.key
+        lines.append(Line(label, count * gpu.memory_bytes, True))
+    return lines
+
+
+def with_weights(series: list[Series], specs: list[ModelSpec]) -> list[Series]:
+    """Each curve raised by its model's weights (the released dtype, or the model's), so a GPU
+    line marks where weights and KV together stop fitting."""
+    from kvcalc.capacity.fit import serving_dtype
+    from kvcalc.capacity.params import parameter_count
+    from kvcalc.capacity.weights import weights_bytes
+
+    raised = []
+    for s, spec in zip(series, specs):
+        count = parameter_count(spec)
+        if count is None:
+            raise KvcalcError(f"{spec.name}: its weights are not derived, so it cannot be drawn against GPU "
+                              "memory; give memory sizes (--gpu-lines 80GiB) instead of GPU names")
+        dtype = (spec.weights.dtype if spec.weights else None) or serving_dtype(spec.dtype)
+        extra = weights_bytes(count, dtype)
+        raised.append(Series(f"{s.model} (+{format_bytes(extra)} {dtype} weights)", s.contexts,
+                             tuple(t + extra for t in s.totals)))
+    return raised
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -71,7 +132,8 @@ def check_output(path: Path) -> None:
     check_target(path)
 
 
-def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: str) -> None:
+def save_image(series: list[Series], path: Path, gpu_lines: list[Line], title: str,
+               ylabel: str = "KV cache (bytes, log scale)") -> None:
     """Draw with matplotlib into a temporary file beside ``path``, then move it into place."""
     try:
         import matplotlib
@@ -86,10 +148,9 @@ def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: st
         drawn = [(c, t) for c, t in zip(s.contexts, s.totals) if t > 0]
         if drawn:
             ax.plot(*zip(*drawn), label=s.model, linewidth=2)
-    for size in gpu_lines:
-        ax.axhline(size, color="0.4", linestyle="--", linewidth=1)
-        label = f"{format_bytes(size).replace('.00', '')} GPU"
-        ax.annotate(label, xy=(0.005, size), xycoords=("axes fraction", "data"),
+    for line in gpu_lines:
+        ax.axhline(line.bytes, color="0.4", linestyle="--", linewidth=1)
+        ax.annotate(line.label.replace(".00", ""), xy=(0.005, line.bytes), xycoords=("axes fraction", "data"),
                     xytext=(2, 3), textcoords="offset points", fontsize=9, color="0.3")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
@@ -97,7 +158,7 @@ def save_image(series: list[Series], path: Path, gpu_lines: list[int], title: st
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(int(v)).replace(".00", "")))
     _thin_ticks(ax)
     ax.set_xlabel("context length (tokens per sequence, log scale)")
-    ax.set_ylabel("KV cache (bytes, log scale)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     fig.legend(loc="outside right upper", frameon=False)
@@ -121,10 +182,11 @@ _MARKERS = "●■▲◆✚✖★◉"
 _COLOURS = ["cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_cyan"]
 
 
-def terminal_chart(series: list[Series], gpu_lines: list[int], width: int = 64, height: int = 18) -> Text:
+def terminal_chart(series: list[Series], gpu_lines: list[Line], width: int = 64, height: int = 18,
+                   what: str = "KV cache") -> Text:
     """The same curves on a character grid, log x and log y, one marker per model."""
     points = [(c, t) for s in series for c, t in zip(s.contexts, s.totals) if t > 0]
-    values = [t for _, t in points] + list(gpu_lines)
+    values = [t for _, t in points] + [line.bytes for line in gpu_lines]
     if not points:
         return Text("nothing to draw: every model keeps 0 bytes of KV cache")
     x_lo, x_hi = min(c for c, _ in points), max(c for c, _ in points)
@@ -139,9 +201,8 @@ def terminal_chart(series: list[Series], gpu_lines: list[int], width: int = 64, 
         return height - 1 - round((math.log(y) - math.log(y_lo)) / (math.log(y_hi) - math.log(y_lo)) * (height - 1))
 
     cells: list[list[tuple[str, str]]] = [[(" ", "")] * width for _ in range(height)]
-    for size in gpu_lines:
-        r = row(size)
-        cells[r] = [("┄", "dim")] * width
+    for line in gpu_lines:
+        cells[row(line.bytes)] = [("┄", "dim")] * width
     for i, s in enumerate(series):
         marker, colour = _MARKERS[i % len(_MARKERS)], _COLOURS[i % len(_COLOURS)]
         for c in range(width):  # one mark per column: the curve's value there (log interpolation)
@@ -152,8 +213,8 @@ def terminal_chart(series: list[Series], gpu_lines: list[int], width: int = 64, 
 
     labels = {0: format_bytes(y_hi), height - 1: format_bytes(y_lo), (height - 1) // 2:
               format_bytes(round(math.exp((math.log(y_lo) + math.log(y_hi)) / 2)))}
-    for size in gpu_lines:
-        labels[row(size)] = f"{format_bytes(size)} GPU"
+    for line in gpu_lines:
+        labels[row(line.bytes)] = line.label
     pad = max(len(v) for v in labels.values())
     text = Text()
     for r in range(height):
@@ -167,7 +228,7 @@ def terminal_chart(series: list[Series], gpu_lines: list[int], width: int = 64, 
     gap = width - len(left) - len(centre) - len(right)
     axis = left + " " * (gap // 2) + centre + " " * (gap - gap // 2) + right
     text.append(" " * (pad + 2) + axis + "\n", style="dim")
-    text.append(" " * (pad + 2) + "context length (tokens, log scale); KV cache bytes on a log scale\n",
+    text.append(" " * (pad + 2) + f"context length (tokens, log scale); {what} bytes on a log scale\n",
                 style="dim")
     for i, s in enumerate(series):
         text.append(f"  {_MARKERS[i % len(_MARKERS)]} ", style=_COLOURS[i % len(_COLOURS)])

@@ -356,3 +356,18 @@ def test_plot_without_matplotlib_says_how_to_get_an_image(runner, kvcalc_app, mo
     result = runner.invoke(kvcalc_app, ["plot", "gpt2"])
     assert result.exit_code == 0
     assert "pip install 'kvcalc[plot]'" in result.stdout
+
+
+def test_plot_gpu_lines_take_gpu_names_and_count_weights(runner, kvcalc_app):
+    from kvcalc.capacity.gpus import find_gpu
+    from kvcalc.plot import parse_lines
+
+    lines = parse_lines("24GiB,h100,8xH200")
+    assert [(line.bytes, line.gpu) for line in lines] == [
+        (24 * 1024**3, False), (find_gpu("h100").memory_bytes, True), (8 * find_gpu("h200").memory_bytes, True)]
+    result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "-r", "1k..8k", "--gpu-lines", "l4"])
+    assert result.exit_code == 0, result.output
+    # 8,030,261,248 parameters x 2 bytes (bf16) = 14.96 GiB added to the KV curve
+    assert "KV cache + weights" in result.stdout and "+14.96 GiB bf16 weights" in result.stdout
+    result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "--gpu-lines", "h1000"])
+    assert result.exit_code == 2 and "neither a size" in result.output
