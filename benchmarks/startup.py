@@ -3,7 +3,7 @@
 Each run is a fresh interpreter, so import costs count as a user feels them. Runs are
 interleaved (floor, kvcalc, floor, kvcalc, ...) so machine noise hits both alike.
 Prints the median of each and the ratio of medians; targets: estimate <= 1.3,
-compare --all <= 1.5.
+compare --all <= 1.5, fit <= 1.3.
 
     python benchmarks/startup.py [--runs 21]
 """
@@ -22,6 +22,8 @@ FLOOR = [sys.executable, str(HERE / "floor_app.py"), "estimate", "--context", "8
 CASES = {
     "estimate llama-3-70b --context 8k": (["estimate", "llama-3-70b", "--context", "8k"], 1.3),
     "compare --all --context 4k,32k,128k,1M": (["compare", "--all", "--context", "4k,32k,128k,1M"], 1.5),
+    "fit llama-3-70b --gpu h100 --gpus 4 -c 8k": (["fit", "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k"],
+                                                  1.3),
 }
 
 

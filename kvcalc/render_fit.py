@@ -62,14 +62,22 @@ def fit_answers(r: FitResult) -> list[str]:
     if r.kv_budget_bytes_per_gpu <= 0:
         lines.append("Nothing fits: weights and reserve take all the memory the engine may use.")
     else:
-        lines.append(f"The pool holds {r.kv_tokens:,} tokens per GPU ({r.kv_blocks_per_gpu:,} pages of "
-                     f"{r.block_size}).")
+        if r.kv_groups:
+            parts = " + ".join(f"{g['groups']} {g['name']} x {g['pages_per_request'] // g['groups']:,}"
+                               for g in r.kv_groups)
+            lines.append(f"The shared pool has {r.kv_blocks_per_gpu:,} pages of {r.block_size} tokens per GPU; "
+                         f"layer kinds are grouped (vLLM), and a {r.context:,}-token request takes "
+                         f"{sum(g['pages_per_request'] for g in r.kv_groups):,} pages ({parts}).")
+        else:
+            lines.append(f"The pool holds {r.kv_tokens:,} tokens per GPU ({r.kv_blocks_per_gpu:,} pages of "
+                         f"{r.block_size}).")
         per = f"{r.max_concurrency:,}"
         if r.replicas > 1:
             per += f" per replica, {r.total_concurrency:,} on all {r.gpus} GPUs"
         lines.append(f"Requests of {format_tokens(r.context)} tokens ({r.context:,}) at once: {per}.")
         if r.max_context:
-            lines.append(f"Longest single request: {r.max_context:,} tokens.")
+            limit = " (the model's max context)" if r.max_context == r.model_max_context else ""
+            lines.append(f"Longest single request: {r.max_context:,} tokens{limit}.")
         else:
             lines.append("Not even a one-token request fits.")
     if r.engine_log_kv_tokens is not None and r.kv_budget_bytes_per_gpu > 0:

@@ -103,6 +103,10 @@ def test_gemma_3_27b_windows_in_vllm_hybrid_groups():
     assert r.max_concurrency == blocks // per_request
     assert r.engine_log_max_concurrency == round(blocks / per_request, 2)
     assert any("padding layer" in n for n in r.notes)
+    assert [(g["name"], g["groups"], g["pages_per_request"]) for g in r.kv_groups] == [
+        ("local", 6, 6 * sliding), ("global", 1, full)]
+    assert r.kv_bytes_per_request_per_gpu == per_request * group * page
+    assert r.max_context == 131072  # 6 x 1089 + 131072 / 16 pages still fit: the model's own limit
     # SGLang's token pool charges every layer the whole context
     s = fit(spec, 80 * GiB, context=32768, weights_bytes=weights, reserve=0, engine="sglang")
     cell = 62 * 2 * 16 * 128 * 2

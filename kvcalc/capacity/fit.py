@@ -51,6 +51,8 @@ class Capacity:
     max_concurrency: int
     concurrency_exact: Fraction  # blocks / blocks one request needs (what vLLM logs)
     max_context: int  # longest single request, capped at the context limit searched
+    request_bytes: int  # what one request of the context takes from the pool, pages and states
+    groups: tuple[dict, ...] = ()  # vLLM's KV-cache groups: type, layers, groups, pages per request
     notes: tuple[str, ...] = ()
 
 
@@ -85,9 +87,12 @@ class FitResult:
     state_bytes_per_request_per_gpu: int
     kv_blocks_per_gpu: int
     kv_tokens: int
+    kv_bytes_per_request_per_gpu: int
+    kv_groups: list
     max_concurrency: int
     total_concurrency: int
     max_context: int
+    model_max_context: int
     fits: bool
     min_gpus: int | None
     min_gpus_shape: dict | None
@@ -214,20 +219,14 @@ def vllm_capacity(types: list[LayerType], budget: int, block: int, context: int,
     blocks = max(budget, 0) // (group * page) if page else 0
 
     def needs(length: int) -> int:
-        total = 0
-        for t in types:
-            if t.kind == "none":
-                pages = 1
-            elif t.kind == "sliding":
-                pages = eng.pages_sliding(t.span, length, block, batched)
-            elif t.kind == "chunked":
-                pages = eng.pages_chunked(t.span, length, block, batched)
-            else:
-                pages = eng.pages_full(length, block)
-            total += groups[t.name] * pages
-        return total
+        return sum(groups[t.name] * (1 if t.kind == "none" else _pages(t, length, block, batched)) for t in types)
 
     per_request = needs(context)
+    described = tuple(
+        {"name": t.name, "kind": t.kind, "layers": t.layers, "groups": groups[t.name],
+         "pages_per_request": groups[t.name] * (1 if t.kind == "none" else _pages(t, context, block, batched))}
+        for t in types
+    )
     return Capacity(
         block_size=block,
         blocks=blocks,
@@ -237,8 +236,18 @@ def vllm_capacity(types: list[LayerType], budget: int, block: int, context: int,
         max_concurrency=blocks // per_request,
         concurrency_exact=Fraction(blocks, per_request),
         max_context=_largest_context(needs, blocks, cap),
+        request_bytes=per_request * group * page,
+        groups=described if len(types) > 1 else (),
         notes=tuple(notes),
     )
+
+
+def _pages(t: LayerType, length: int, block: int, batched: int) -> int:
+    if t.kind == "sliding":
+        return eng.pages_sliding(t.span, length, block, batched)
+    if t.kind == "chunked":
+        return eng.pages_chunked(t.span, length, block, batched)
+    return eng.pages_full(length, block)
 
 
 def pool_capacity(types: list[LayerType], budget: int, block: int, context: int, windows: bool,
@@ -268,6 +277,7 @@ def pool_capacity(types: list[LayerType], budget: int, block: int, context: int,
         max_concurrency=budget // per_request,
         concurrency_exact=Fraction(budget, per_request),
         max_context=_largest_context(needs, budget, cap),
+        request_bytes=per_request,
     )
 
 
@@ -423,7 +433,8 @@ def fit(
         kv_budget_bytes_per_gpu=budget, kv_heads_per_gpu=heads_per_gpu, kv_replication=replication,
         kv_bytes_per_token_per_gpu=worst.per_token_bytes,
         state_bytes_per_request_per_gpu=worst.state_bytes_per_request,
-        kv_blocks_per_gpu=worst.blocks, kv_tokens=worst.tokens, max_concurrency=worst.max_concurrency,
+        kv_blocks_per_gpu=worst.blocks, kv_tokens=worst.tokens, kv_bytes_per_request_per_gpu=worst.request_bytes,
+        kv_groups=list(worst.groups), max_concurrency=worst.max_concurrency, model_max_context=spec.max_context,
         total_concurrency=worst.max_concurrency * (gpus // (tp * pp)), max_context=worst.max_context,
         fits=fits, min_gpus=shape["gpus"] if shape else None, min_gpus_shape=shape,
         engine_log_kv_tokens=int(worst.concurrency_exact * context) if is_vllm else None,
