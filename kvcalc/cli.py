@@ -520,7 +520,16 @@ def fit_cmd(
     gpus: GPUsOpt = None,
     tp: TPOpt = None,
     pp: PPOpt = 1,
-    context: ContextOpt = None,
+    context: Annotated[
+        str | None,
+        typer.Option("--context", "-c", metavar="LIST",
+                     help="Tokens per request: 8k, or a list 8k,32k,128k (a row each). Default: the model's max."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-n", min=1,
+                     help="Backwards: requests held at once; fit says what they need and the --gpu-util for it."),
+    ] = None,
     weights_dtype: WeightsDtypeOpt = None,
     kv_dtype: KVDtypeOpt = None,
     engine: EngineOpt = "vllm",
@@ -533,13 +542,21 @@ def fit_cmd(
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
-    """How many requests of a context fit on GPUs, counted the way a serving engine counts."""
+    """How many requests of a context fit on GPUs, counted the way a serving engine counts.
+
+    With --concurrency N it also works backwards: the memory N requests need per GPU, the
+    smallest --gpu-util that holds them, and the fewest GPUs when one is not enough.
+    """
     from kvcalc.capacity.fit import FitUsageError, fit
     from kvcalc.presets import resolve
-    from kvcalc.render_fit import fit_answers, fit_table
+    from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
 
     fraction = None if gpu_util is None else _fraction_opt(gpu_util)
-    memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
+    contexts = _context_list(context) or [None]
+    if gpu is None and gpu_memory is None and concurrency is not None:
+        memory, key, name = None, None, None  # backwards without a GPU: what the requests need
+    else:
+        memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
     spec = resolve(model, _dirs(preset_dir))
     notes = []
     if tp is None:
@@ -548,24 +565,33 @@ def fit_cmd(
             tp = gpus // pp
             notes.append(f"--tp not given: all {gpus} GPUs form one tensor-parallel group (--tp 1 for replicas)")
     checkpoint = None if weights_bytes is not None or weights_dtype is not None else _checkpoint_of(model)
+    results = []
     try:
-        result = fit(
-            spec, memory, gpu=key, gpus=gpus, tp=tp, pp=pp, context=context, weights_dtype=weights_dtype,
-            kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve, block_size=block_size,
-            max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint,
-        )
+        for length in contexts:
+            results.append(fit(
+                spec, memory, gpu=key, gpus=gpus, tp=tp, pp=pp, context=length, weights_dtype=weights_dtype,
+                kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve, block_size=block_size,
+                max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint,
+                concurrency=concurrency,
+            ))
     except FitUsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
     if notes:
-        result = result.__class__(**{**result.__dict__, "notes": (*notes, *result.notes)})
-    _warn(result.warnings)
+        results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
+    _warn(dict.fromkeys(w for r in results for w in r.warnings))
     if json_out:
-        _print_json({**result.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)})
+        objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
+        _print_json(objects[0] if len(objects) == 1 else objects)
         return
-    out.print(fit_table(result, name))
-    for line in fit_answers(result):
+    if len(results) == 1:
+        out.print(fit_table(results[0], name))
+        lines = fit_answers(results[0])
+    else:
+        out.print(fit_rows_table(results, name))
+        lines = []
+    for line in lines:
         out.print(line, markup=False, soft_wrap=True)
-    for note in result.notes:
+    for note in dict.fromkeys(n for r in results for n in r.notes):
         out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
 

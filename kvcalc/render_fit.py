@@ -11,38 +11,56 @@ from kvcalc.units import format_bytes, format_tokens
 ENGINE_LABEL = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM"}
 
 
-def _gpu_label(r: FitResult, gpu_name: str | None) -> str:
-    what = gpu_name or "GPU"
-    return f"{r.gpus} x {what} ({format_bytes(r.gpu_memory_bytes)})"
+def _shape(tp: int, pp: int, replicas: int = 1) -> str:
+    text = f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "")
+    return text + (f" x {replicas} replicas" if replicas > 1 else "")
+
+
+def _title(r: FitResult, gpu_name: str | None) -> str:
+    if r.gpu_memory_bytes is None:
+        where = f"{r.gpus} GPU{'s' if r.gpus > 1 else ''} (no GPU given)"
+    else:
+        where = f"{r.gpus} x {gpu_name or 'GPU'} ({format_bytes(r.gpu_memory_bytes)})"
+    return f"{r.model} on {where} · {_shape(r.tp, r.pp, r.replicas)} · {ENGINE_LABEL[r.engine]} rules"
 
 
 def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
-    shape = f"TP {r.tp}" + (f" x PP {r.pp}" if r.pp > 1 else "")
-    shape += f" x {r.replicas} replicas" if r.replicas > 1 else ""
-    title = f"{r.model} on {_gpu_label(r, gpu_name)} · {shape} · {ENGINE_LABEL[r.engine]} rules"
     memory = r.gpu_memory_bytes
-    usable = r.weights_bytes_per_gpu + r.reserve_bytes_per_gpu + max(r.kv_budget_bytes_per_gpu, 0)
+    scale = memory or r.required_bytes_per_gpu
     rows = []
 
     def row(label, n, style="cyan", what=""):
-        rows.append([label, format_bytes(n) if n >= 0 else "-" + format_bytes(-n), f"{n:,}",
-                     Text(bar(max(n, 0), memory, 16), style=style), what])
+        rows.append([label, format_bytes(n), f"{n:,}", Text(bar(max(n, 0), scale, 16), style=style), what])
 
     weights_what = r.weights_source + (f" / {r.tp * r.pp} GPUs" if r.tp * r.pp > 1 else "")
     row("weights", r.weights_bytes_per_gpu, "magenta", weights_what)
     reserve_what = ("estimate: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in r.reserve_parts.items())
                     if r.reserve_estimated else "--reserve")
     row("reserve", r.reserve_bytes_per_gpu, "yellow", reserve_what)
-    if r.kv_budget_bytes_per_gpu > 0:
-        row("KV budget", r.kv_budget_bytes_per_gpu, "green", f"{r.kv_blocks_per_gpu:,} pages of {r.block_size} tokens")
-        row("not used", memory - usable, "dim", f"outside --gpu-util {r.gpu_util:g}")
+    if memory is None:
+        row("KV needed", r.required_kv_bytes_per_gpu, "green",
+            f"{r.concurrency:,} requests of {r.context:,} tokens, paged as {ENGINE_LABEL[r.engine]} pages them")
+        rows.append(RULE)
+        total = r.required_bytes_per_gpu
+        rows.append([Text("needed", style="bold"), format_bytes(total), f"{total:,}", "", "per GPU"])
     else:
-        row("KV budget", 0, "green", "nothing left for KV")
-        row("short by", -r.kv_budget_bytes_per_gpu, "red", f"over {r.gpu_util:g} of the GPU's memory")
-    rows.append(RULE)
-    rows.append([Text("GPU memory", style="bold"), format_bytes(memory), f"{memory:,}", "", "as the driver reports it"])
+        usable = r.weights_bytes_per_gpu + r.reserve_bytes_per_gpu + max(r.kv_budget_bytes_per_gpu, 0)
+        if r.kv_budget_bytes_per_gpu > 0:
+            row("KV budget", r.kv_budget_bytes_per_gpu, "green",
+                f"{r.kv_blocks_per_gpu:,} pages of {r.block_size} tokens")
+            row("not used", memory - usable, "dim", f"outside --gpu-util {r.gpu_util:g}")
+        else:
+            row("KV budget", 0, "green", "nothing left for KV")
+            row("short by", -r.kv_budget_bytes_per_gpu, "red", f"over {r.gpu_util:g} of the GPU's memory")
+        rows.append(RULE)
+        rows.append([Text("GPU memory", style="bold"), format_bytes(memory), f"{memory:,}", "",
+                     "as the driver reports it"])
     headers = ["per GPU", "size", "bytes", "", "from"]
-    return Grid(title, headers, rows, right={"size", "bytes"}, optional=("bytes", ""), shrink="from")
+    return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("bytes", ""), shrink="from")
+
+
+def _min_shape(s: dict) -> str:
+    return f"{s['gpus']} ({_shape(s['tp'], s['pp'], s.get('replicas', 1))})"
 
 
 def fit_answers(r: FitResult) -> list[str]:
@@ -59,18 +77,28 @@ def fit_answers(r: FitResult) -> list[str]:
     lines.append(f"KV per token per GPU: {r.kv_bytes_per_token_per_gpu:,} B in {r.kv_dtype} ({heads}{replication})")
     if r.state_bytes_per_request_per_gpu:
         lines.append(f"Constant state per request per GPU: {r.state_bytes_per_request_per_gpu:,} B (no-KV layers)")
+    if r.kv_groups:
+        parts = " + ".join(f"{g['groups']} {g['name']} x {g['pages_per_request'] // g['groups']:,}"
+                           for g in r.kv_groups)
+        lines.append(f"Layer kinds are grouped as vLLM groups them: a {r.context:,}-token request takes "
+                     f"{sum(g['pages_per_request'] for g in r.kv_groups):,} pages of {r.block_size} tokens ({parts}).")
+    if r.gpu_memory_bytes is not None:
+        lines.extend(_forward(r))
+    if r.concurrency is not None:
+        lines.extend(_backwards(r))
+    return lines
+
+
+def _forward(r: FitResult) -> list[str]:
+    lines = []
     if r.kv_budget_bytes_per_gpu <= 0:
         lines.append("Nothing fits: weights and reserve take all the memory the engine may use.")
     else:
-        if r.kv_groups:
-            parts = " + ".join(f"{g['groups']} {g['name']} x {g['pages_per_request'] // g['groups']:,}"
-                               for g in r.kv_groups)
-            lines.append(f"The shared pool has {r.kv_blocks_per_gpu:,} pages of {r.block_size} tokens per GPU; "
-                         f"layer kinds are grouped (vLLM), and a {r.context:,}-token request takes "
-                         f"{sum(g['pages_per_request'] for g in r.kv_groups):,} pages ({parts}).")
-        else:
+        if not r.kv_groups:
             lines.append(f"The pool holds {r.kv_tokens:,} tokens per GPU ({r.kv_blocks_per_gpu:,} pages of "
                          f"{r.block_size}).")
+        else:
+            lines.append(f"The shared pool has {r.kv_blocks_per_gpu:,} pages per GPU.")
         per = f"{r.max_concurrency:,}"
         if r.replicas > 1:
             per += f" per replica, {r.total_concurrency:,} on all {r.gpus} GPUs"
@@ -83,15 +111,64 @@ def fit_answers(r: FitResult) -> list[str]:
     if r.engine_log_kv_tokens is not None and r.kv_budget_bytes_per_gpu > 0:
         lines.append(f"vLLM will log: \"GPU KV cache size: {r.engine_log_kv_tokens:,} tokens\", \"Maximum "
                      f"concurrency for {r.context:,} tokens per request: {r.engine_log_max_concurrency:.2f}x\"")
-    if r.min_gpus_shape:
-        s = r.min_gpus_shape
-        shape = f"TP {s['tp']}" + (f" x PP {s['pp']}" if s["pp"] > 1 else "")
-        verdict = "fits" if r.fits else "does not fit"
-        lines.append(f"One {r.context:,}-token request {verdict} here; the fewest GPUs of this kind that hold "
-                     f"one: {s['gpus']} ({shape}).")
-    elif not r.fits:
-        lines.append(f"One {r.context:,}-token request does not fit on up to 512 GPUs of this kind.")
+        if r.engine_log_kv_tokens != r.kv_tokens:
+            lines.append(f"  (its token figure is concurrency x {r.context:,}, not the {r.kv_tokens:,} token slots "
+                         "the pool has: windows, groups or partial pages make them differ)")
+    if r.concurrency is None:
+        if r.min_gpus_shape:
+            verdict = "fits" if r.fits else "does not fit"
+            lines.append(f"One {r.context:,}-token request {verdict} here; the fewest GPUs of this kind that hold "
+                         f"one: {_min_shape(r.min_gpus_shape)}.")
+        elif not r.fits:
+            lines.append(f"One {r.context:,}-token request does not fit on up to 512 GPUs of this kind.")
     return lines
+
+
+def _backwards(r: FitResult) -> list[str]:
+    n = r.concurrency
+    lines = [f"{n:,} requests of {r.context:,} tokens need {format_bytes(r.required_kv_bytes_per_gpu)} "
+             f"({r.required_kv_bytes_per_gpu:,} B) of KV per GPU; with weights and reserve "
+             f"{format_bytes(r.required_bytes_per_gpu)} ({r.required_bytes_per_gpu:,} B) per GPU."]
+    if r.gpu_memory_bytes is None:
+        return lines
+    name = "--gpu-util" if r.engine == "vllm" else "the memory fraction"
+    if r.required_gpu_util is not None:
+        lines.append(f"Smallest {name} that holds them: {r.required_gpu_util:.2f}"
+                     + (f" (--gpu-util {r.gpu_util:g} holds them)" if r.fits else "") + ".")
+    else:
+        lines.append(f"No {name} holds them on {_shape(r.tp, r.pp)}.")
+    if r.min_gpus_shape:
+        lines.append(f"The fewest GPUs of this kind that hold {n:,} at --gpu-util {r.gpu_util:g}: "
+                     f"{_min_shape(r.min_gpus_shape)}.")
+    else:
+        lines.append(f"No shape of up to 512 GPUs per replica holds one {r.context:,}-token request.")
+    return lines
+
+
+def fit_rows_table(results: list[FitResult], gpu_name: str | None) -> Grid:
+    """One row per context: what a request takes, how many fit, and (backwards) what N need."""
+    r0 = results[0]
+    backwards = r0.concurrency is not None
+    known = r0.gpu_memory_bytes is not None
+    headers = ["context", "KV/request"]
+    if known:
+        headers += ["requests", "longest"]
+    if backwards:
+        headers += [f"KV for {r0.concurrency:,}", "needed/GPU"] + (["gpu-util", "fewest GPUs"] if known else [])
+    rows = []
+    for r in results:
+        cells = [format_tokens(r.context), format_bytes(r.kv_bytes_per_request_per_gpu)]
+        if known:
+            cells += [f"{r.max_concurrency:,}", f"{r.max_context:,}"]
+        if backwards:
+            cells += [format_bytes(r.required_kv_bytes_per_gpu), format_bytes(r.required_bytes_per_gpu)]
+            if known:
+                util = f"{r.required_gpu_util:.2f}" if r.required_gpu_util is not None else "> 1"
+                cells += [util, _min_shape(r.min_gpus_shape) if r.min_gpus_shape else "none"]
+        rows.append(cells)
+    weights = f"weights {format_bytes(r0.weights_bytes_per_gpu)} + reserve {format_bytes(r0.reserve_bytes_per_gpu)}"
+    return Grid(_title(r0, gpu_name), headers, rows, right=set(headers) - {"fewest GPUs"},
+                caption=f"per GPU: {weights}; KV/request as the engine pages it", optional=("longest",))
 
 
 def gpus_table(gpus) -> Grid:

@@ -343,3 +343,74 @@ def test_compare_adds_requests_that_fit(runner, kvcalc_app):
     assert header.endswith(",requests_fit") and row.endswith(",0")  # 141 GB of bf16 weights on one 80 GB GPU
     result = runner.invoke(kvcalc_app, ["compare", "llama-3-70b", "-c", "8k", "--gpu", "h100", "--gpus", "4"])
     assert "requests" in result.stdout and "4 x NVIDIA H100" in result.stdout
+
+
+# --- backwards: what N requests need ------------------------------------------------------------
+
+def test_backwards_llama_3_70b_twenty_requests():
+    spec = kvcalc.load_preset("llama-3-70b")
+    r = fit(spec, 80 * GiB, tp=4, context=8192, gpu_util=Fraction(9, 10), reserve=0, concurrency=20)
+    kv = 20 * (8192 // 16) * 80 * (16 * 2 * 2 * 128 * 2)  # requests x pages x layers x page bytes
+    assert r.required_kv_bytes_per_gpu == kv == 20 * 8192 * 81_920
+    assert r.required_bytes_per_gpu == 35_276_853_248 + kv
+    assert r.required_gpu_util == cdiv(100 * (35_276_853_248 + kv), 80 * GiB) / 100 == 0.57
+    assert r.fits  # 62 fit at 0.9
+    r = fit(spec, 80 * GiB, tp=4, context=8192, engine="trtllm", reserve=0, concurrency=20)
+    free = 80 * GiB - 35_276_853_248
+    kv = 20 * 80 * (8192 // 32) * (32 * 2 * 2 * 128 * 2)  # 32-token blocks
+    assert r.required_gpu_util == cdiv(100 * kv, free) / 100
+
+
+def test_backwards_without_a_gpu_answers_only_the_need():
+    spec = kvcalc.load_preset("gemma-3-27b")
+    r = fit(spec, None, context=32768, reserve=0, weights_bytes=10**9, concurrency=3, max_batched_tokens=8192)
+    page = 16 * 2 * 16 * 128 * 2
+    per_request = 6 * (cdiv(1023 + 2 * 8192, 16) + 1) + 32768 // 16  # as in the forward Gemma test
+    assert r.required_kv_bytes_per_gpu == 3 * per_request * 10 * page  # groups of 10 layers
+    assert r.gpu_memory_bytes is None and r.max_concurrency is None and r.fits is None
+    assert r.required_gpu_util is None and r.min_gpus is None
+
+
+def test_backwards_fewest_gpus_uses_replicas_and_pipeline_stages():
+    # llama-3-8b on L4s, 100 requests of 8k, util 0.9, no reserve. Per (tp, pp): weights
+    # 16,060,522,496 / (tp x pp) per GPU, vLLM's stage split, pages of 16 x 2 x kv heads x 128 x 2.
+    from kvcalc.capacity.gpus import find_gpu
+
+    memory = find_gpu("l4").memory_bytes
+    spec = kvcalc.load_preset("llama-3-8b")
+
+    def held(tp, pp):
+        sizes = [32 // pp] * pp
+        for i in range(2, 32 % pp + 2):
+            sizes[-i] += 1
+        budget = cdiv(memory * 9, 10) - cdiv(16_060_522_496, tp * pp)
+        page = 16 * 2 * max(1, 8 // tp) * 128 * 2
+        return max(budget, 0) // (max(sizes) * page) // (8192 // 16)
+
+    best = min((tp * pp * cdiv(100, held(tp, pp)), cdiv(100, held(tp, pp)), pp, tp)
+               for tp in (1, 2, 4, 8, 16, 32) for pp in range(1, 17) if held(tp, pp) > 0)
+    r = fit(spec, memory, context=8192, gpu_util=Fraction(9, 10), reserve=0, concurrency=100)
+    gpus, replicas, pp, tp = best
+    assert r.min_gpus_shape == {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
+    assert (gpus, tp, pp) == (6, 2, 3)  # worked by hand: 11 layers on the fullest stage hold exactly 100
+    assert not r.fits and r.required_gpu_util is None
+
+
+def test_cli_backwards_and_context_lists(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu-memory", "80GiB", "--tp", "4", "-n", "20", "-c",
+                 "8k,32k", "--gpu-util", "0.9", "--reserve", "0", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["context"] for r in rows] == [8192, 32768]
+    assert [r["concurrency"] for r in rows] == [20, 20]
+    assert rows[0]["required_kv_bytes_per_gpu"] == 20 * 8192 * 81_920
+    assert rows[1]["required_kv_bytes_per_gpu"] == 20 * 32768 * 81_920
+    assert rows[0]["required_gpu_util"] == 0.57
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu-memory", "80GiB", "--tp", "4", "-n", "20", "-c",
+                 "8k,32k")
+    assert result.exit_code == 0 and "gpu-util" in result.stdout and "KV for 20" in result.stdout
+    result = run(runner, kvcalc_app, "llama-3-8b", "-n", "4", "-c", "8k")
+    assert result.exit_code == 0, result.output
+    assert "4 requests of 8,192 tokens need" in result.stdout
+    assert run(runner, kvcalc_app, "llama-3-8b", "-c", "8k").exit_code == 2  # forward needs a GPU
+    assert run(runner, kvcalc_app, "llama-3-8b", "--gpu", "h100", "-n", "0").exit_code == 2

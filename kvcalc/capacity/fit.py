@@ -61,7 +61,7 @@ class FitResult:
     model: str
     engine: str
     gpu: str | None
-    gpu_memory_bytes: int
+    gpu_memory_bytes: int | None  # None: no GPU given (backwards mode: what N requests need)
     gpus: int
     tp: int
     pp: int
@@ -80,22 +80,26 @@ class FitResult:
     reserve_bytes_per_gpu: int
     reserve_estimated: bool
     reserve_parts: dict
-    kv_budget_bytes_per_gpu: int
+    kv_budget_bytes_per_gpu: int | None
     kv_heads_per_gpu: int | None
     kv_replication: float
     kv_bytes_per_token_per_gpu: int
     state_bytes_per_request_per_gpu: int
-    kv_blocks_per_gpu: int
-    kv_tokens: int
+    kv_blocks_per_gpu: int | None
+    kv_tokens: int | None
     kv_bytes_per_request_per_gpu: int
     kv_groups: list
-    max_concurrency: int
-    total_concurrency: int
-    max_context: int
+    max_concurrency: int | None
+    total_concurrency: int | None
+    max_context: int | None
     model_max_context: int
-    fits: bool
+    fits: bool | None
     min_gpus: int | None
-    min_gpus_shape: dict | None
+    min_gpus_shape: dict | None  # {gpus, tp, pp, replicas}: the fewest GPUs that hold the requests asked for
+    concurrency: int | None  # requests asked for (backwards mode), else None
+    required_kv_bytes_per_gpu: int  # KV the asked-for requests (default: one) need on one GPU, as the engine pages it
+    required_bytes_per_gpu: int  # that plus weights and reserve
+    required_gpu_util: float | None  # the smallest --gpu-util (two decimals) that holds them; None if none does
     engine_log_kv_tokens: int | None
     engine_log_max_concurrency: float | None
     warnings: tuple[str, ...] = ()
@@ -330,7 +334,7 @@ def _weights(spec: ModelSpec, count: ParamCount | None, weights_dtype: str | Non
 
 def fit(
     spec: ModelSpec,
-    memory: int,
+    memory: int | None,
     gpu: str | None = None,
     gpus: int | None = None,
     tp: int = 1,
@@ -345,8 +349,12 @@ def fit(
     max_batched_tokens: int | None = None,
     weights_bytes: int | None = None,
     checkpoint: tuple[int, int, int] | None = None,
+    concurrency: int | None = None,
     search_min: bool = True,
 ) -> FitResult:
+    """Forward: what ``memory`` per GPU holds. Backwards (``concurrency``): what that many requests
+    of ``context`` tokens need, the smallest --gpu-util for it, and the fewest GPUs that hold it.
+    ``memory`` None answers only the backwards part."""
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache, so there is no capacity to plan")
     rules = eng.BY_NAME[engine]
@@ -354,7 +362,8 @@ def fit(
     if not 0 < gpu_util <= 1:
         raise FitUsageError(f"--gpu-util {float(gpu_util)} is outside (0, 1]")
     check_shape(spec, tp, pp, gpus)
-    batched = max_batched_tokens or eng.default_batched_tokens(memory, gpu)
+    sized_for = memory if memory is not None else 80 * GiB  # engine defaults by memory tier
+    batched = max_batched_tokens or eng.default_batched_tokens(sized_for, gpu)
     in_flight = batched * (eng.IN_FLIGHT_BATCHES if engine == "vllm" else 1)
     context = spec.max_context if context is None else context
     gpus = gpus or tp * pp
@@ -369,11 +378,11 @@ def fit(
     total_weights, weights_label, weights_source = _weights(spec, count, weights_dtype, weights_bytes, checkpoint)
     per_gpu_weights = eng.cdiv(total_weights, tp * pp)
     if reserve is None:
-        parts = estimate_reserve(spec, tp, batched, eng.default_max_seqs(memory, gpu))
+        parts = estimate_reserve(spec, tp, batched, eng.default_max_seqs(sized_for, gpu))
         reserve_bytes, estimated = sum(parts.values()), True
     else:
         parts, reserve_bytes, estimated = {"given": reserve}, reserve, False
-    budget = eng.kv_budget(rules, memory, gpu_util, per_gpu_weights, reserve_bytes)
+    budget = None if memory is None else eng.kv_budget(rules, memory, gpu_util, per_gpu_weights, reserve_bytes)
 
     cap = max(spec.max_context, context)
     stages = []
@@ -382,11 +391,15 @@ def fit(
         if not any(t.kind != "none" or t.state_bytes for t in types):
             continue
         if engine == "vllm":
-            stages.append(vllm_capacity(types, budget, block, context, in_flight, cap))
+            stages.append(vllm_capacity(types, budget or 0, block, context, in_flight, cap))
         else:
-            stages.append(pool_capacity(types, budget, block, context, rules.windows, cap))
-    worst = min(stages, key=lambda c: (c.max_concurrency, c.max_context))
+            stages.append(pool_capacity(types, budget or 0, block, context, rules.windows, cap))
+    worst = min(stages, key=lambda c: (c.max_concurrency, c.max_context, -c.request_bytes))
     notes.extend(worst.notes)
+    wanted = concurrency or 1
+    required_kv = wanted * max(c.request_bytes for c in stages)
+    required = per_gpu_weights + reserve_bytes + required_kv
+    required_util = _required_util(rules, memory, per_gpu_weights, reserve_bytes, required_kv)
 
     attention = spec.attention
     if isinstance(attention, MLAAttention):
@@ -412,17 +425,25 @@ def fit(
         notes.append(f"{engine}: KV quantization scales are not counted")
     if context > spec.max_context:
         warnings.append(f"context {context} is beyond {spec.name}'s max context {spec.max_context}; computed anyway")
-    if budget <= 0:
+    if memory is None:
+        notes.append("no GPU given: engine defaults sized for an 80 GiB GPU (max_num_batched_tokens "
+                     f"{batched}); --gpu or --gpu-memory for capacity and a memory fraction")
+    elif required_util is not None and required_util > 0.95 and concurrency:
+        warnings.append(f"--gpu-util {required_util:.2f} leaves under 5% for the CUDA context and other "
+                        "processes; vLLM refuses to start when free memory is below util x total")
+    if budget is not None and budget <= 0:
         warnings.append(f"weights ({per_gpu_weights:,} B) and reserve ({reserve_bytes:,} B) per GPU leave no "
                         f"room for KV within {float(gpu_util):g} of {memory:,} B")
 
-    fits = worst.max_concurrency >= 1
+    known = memory is not None
+    fits = worst.max_concurrency >= wanted if known else None
     shape = None
-    if search_min:
-        shape = min_shape(spec, memory, context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype,
+    if search_min and known:
+        shape = min_shape(spec, memory, wanted, context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype,
                           engine=engine, gpu_util=gpu_util, reserve=reserve, block_size=block_size,
-                          max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint)
-    is_vllm = engine == "vllm"
+                          max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint,
+                          gpu=gpu)
+    is_vllm = engine == "vllm" and known
     return FitResult(
         model=spec.name, engine=engine, gpu=gpu, gpu_memory_bytes=memory, gpus=gpus, tp=tp, pp=pp,
         replicas=gpus // (tp * pp), weights_dtype=weights_label, kv_dtype=kv_dtype_used, context=context,
@@ -433,30 +454,60 @@ def fit(
         kv_budget_bytes_per_gpu=budget, kv_heads_per_gpu=heads_per_gpu, kv_replication=replication,
         kv_bytes_per_token_per_gpu=worst.per_token_bytes,
         state_bytes_per_request_per_gpu=worst.state_bytes_per_request,
-        kv_blocks_per_gpu=worst.blocks, kv_tokens=worst.tokens, kv_bytes_per_request_per_gpu=worst.request_bytes,
-        kv_groups=list(worst.groups), max_concurrency=worst.max_concurrency, model_max_context=spec.max_context,
-        total_concurrency=worst.max_concurrency * (gpus // (tp * pp)), max_context=worst.max_context,
-        fits=fits, min_gpus=shape["gpus"] if shape else None, min_gpus_shape=shape,
+        kv_blocks_per_gpu=worst.blocks if known else None, kv_tokens=worst.tokens if known else None,
+        kv_bytes_per_request_per_gpu=worst.request_bytes, kv_groups=list(worst.groups),
+        max_concurrency=worst.max_concurrency if known else None, model_max_context=spec.max_context,
+        total_concurrency=worst.max_concurrency * (gpus // (tp * pp)) if known else None,
+        max_context=worst.max_context if known else None,
+        fits=fits, min_gpus=shape["gpus"] if shape else None, min_gpus_shape=shape, concurrency=concurrency,
+        required_kv_bytes_per_gpu=required_kv, required_bytes_per_gpu=required, required_gpu_util=required_util,
         engine_log_kv_tokens=int(worst.concurrency_exact * context) if is_vllm else None,
         engine_log_max_concurrency=round(float(worst.concurrency_exact), 2) if is_vllm else None,
         warnings=tuple(warnings), notes=tuple(notes),
     )
 
 
-def min_shape(spec: ModelSpec, memory: int, **options) -> dict | None:
-    """The fewest GPUs (TP x PP, TP preferred) that hold one request of the context, or None."""
+def _required_util(rules: eng.Engine, memory: int | None, weights: int, reserve: int, kv: int) -> float | None:
+    """The smallest fraction, in hundredths as engines take it, whose budget holds ``kv`` bytes."""
+    if memory is None:
+        return None
+    if rules.budget_of == "free":
+        free = memory - weights - reserve
+        hundredths = eng.cdiv(100 * kv, free) if free > 0 else 101
+    else:
+        hundredths = eng.cdiv(100 * (weights + reserve + kv), memory)
+    return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
+
+
+def _shapes(spec: ModelSpec) -> list[tuple[int, int]]:
+    """(tp, pp) pairs worth trying: TP a power of two that divides the heads, PP up to 16 or a power of two."""
     heads = spec.attention.heads
-    shapes = []
+    pairs = []
     for tp in (1, 2, 4, 8, 16, 32, 64):
         if heads % tp:
             continue
-        for pp in range(1, min(spec.layers.count, MAX_SHAPE_GPUS // tp) + 1):
-            shapes.append((tp * pp, pp, tp))
-    for gpus, pp, tp in sorted(shapes):
+        stages = set(range(1, 17)) | {2**k for k in range(5, 10)}
+        pairs += [(tp, pp) for pp in sorted(stages) if pp <= spec.layers.count and tp * pp <= MAX_SHAPE_GPUS]
+    return pairs
+
+
+def min_shape(spec: ModelSpec, memory: int, requests: int = 1, **options) -> dict | None:
+    """The fewest GPUs that hold ``requests`` requests of the context: TP x PP for one replica,
+    times replicas when one is not enough (TP preferred, then PP, at an equal count); None when
+    no shape up to 512 GPUs per replica holds even one."""
+    best = None
+    for tp, pp in _shapes(spec):
         try:
-            result = fit(spec, memory, tp=tp, pp=pp, search_min=False, **options)
+            held = fit(spec, memory, tp=tp, pp=pp, search_min=False, **options).max_concurrency
         except FitUsageError:
             continue
-        if result.fits:
-            return {"gpus": gpus, "tp": tp, "pp": pp}
-    return None
+        if held < 1:
+            continue
+        replicas = eng.cdiv(requests, held)
+        key = (tp * pp * replicas, replicas, pp, tp)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        return None
+    gpus, replicas, pp, tp = best
+    return {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
