@@ -487,7 +487,13 @@ WeightsDtypeOpt = Annotated[
     typer.Option("--weights-dtype",
                  help="Weights as stored (int4 with its group scales). Default: the checkpoint's, or the model's."),
 ]
-EngineOpt = Annotated[Engine, typer.Option("--engine", "-e", help="Whose rules: vllm, sglang or trtllm.")]
+EngineOpt = Annotated[
+    Engine | None, typer.Option("--engine", "-e", help="Whose rules: vllm (default), sglang or trtllm.")
+]
+EmitOpt = Annotated[
+    Engine | None,
+    typer.Option("--emit", help="Print a ready launch command for this engine (its rules apply) instead of the table."),
+]
 GPUUtilOpt = Annotated[
     str | None,
     typer.Option("--gpu-util", metavar="FRACTION",
@@ -532,7 +538,8 @@ def fit_cmd(
     ] = None,
     weights_dtype: WeightsDtypeOpt = None,
     kv_dtype: KVDtypeOpt = None,
-    engine: EngineOpt = "vllm",
+    engine: EngineOpt = None,
+    emit: EmitOpt = None,
     gpu_util: GPUUtilOpt = None,
     reserve: ReserveOpt = None,
     block_size: BlockSizeOpt = None,
@@ -553,6 +560,12 @@ def fit_cmd(
 
     fraction = None if gpu_util is None else _fraction_opt(gpu_util)
     contexts = _context_list(context) or [None]
+    if emit is not None and engine is not None and emit != engine:
+        raise typer.BadParameter(f"--emit {emit} with --engine {engine}: the command must follow the rules "
+                                 "it was counted by; give one", param_hint="--emit")
+    if emit is not None and len(contexts) > 1:
+        raise typer.BadParameter("a launch command takes one --context, not a list", param_hint="--emit")
+    engine = emit or engine or "vllm"
     if gpu is None and gpu_memory is None and concurrency is not None:
         memory, key, name = None, None, None  # backwards without a GPU: what the requests need
     else:
@@ -579,9 +592,31 @@ def fit_cmd(
     if notes:
         results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
     _warn(dict.fromkeys(w for r in results for w in r.warnings))
+    launch_text = None
+    if emit is not None:
+        from kvcalc.capacity.launch import launch
+
+        chosen, moved = results[0], None
+        held = chosen.concurrency is None and chosen.fits or chosen.required_gpu_util is not None
+        if not held and chosen.min_gpus_shape:  # launch the fewest-GPU shape that holds them instead
+            shape = chosen.min_gpus_shape
+            chosen = fit(
+                spec, memory, gpu=key, gpus=shape["gpus"], tp=shape["tp"], pp=shape["pp"], context=chosen.context,
+                weights_dtype=weights_dtype, kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve,
+                block_size=block_size, max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes,
+                checkpoint=checkpoint, concurrency=concurrency, search_min=False,
+            )
+            moved = (f"they do not fit on {results[0].gpus} GPU(s) at TP {results[0].tp} x PP {results[0].pp}; "
+                     f"this is the fewest-GPU shape that holds them")
+        launch_text = launch(chosen, spec, model, emit, moved)
     if json_out:
         objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
+        if launch_text is not None:
+            objects[0]["launch_command"] = launch_text
         _print_json(objects[0] if len(objects) == 1 else objects)
+        return
+    if launch_text is not None:
+        typer.echo(launch_text, nl=False)
         return
     if len(results) == 1:
         out.print(fit_table(results[0], name))

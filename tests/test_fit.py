@@ -414,3 +414,78 @@ def test_cli_backwards_and_context_lists(runner, kvcalc_app):
     assert "4 requests of 8,192 tokens need" in result.stdout
     assert run(runner, kvcalc_app, "llama-3-8b", "-c", "8k").exit_code == 2  # forward needs a GPU
     assert run(runner, kvcalc_app, "llama-3-8b", "--gpu", "h100", "-n", "0").exit_code == 2
+
+
+# --- launch commands, parsed back into the numbers fit computed ---------------------------------
+
+def _parse(text: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(command words, --flag values, YAML key values) from an emitted snippet."""
+    import shlex
+
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    yaml_values = {}
+    if lines[0].startswith("cat > "):
+        end = lines.index("YAML")
+        yaml_values = dict(ln.strip().split(": ", 1) for ln in lines[2:end])
+        lines = lines[end + 1:]
+    words = shlex.split(" ".join(ln.rstrip("\\").strip() for ln in lines))
+    command = [w for w in words[: next(i for i, w in enumerate(words) if w.startswith("--"))]]
+    flags = dict(zip(words[len(command)::2], words[len(command) + 1::2]))
+    return command, flags, yaml_values
+
+
+def test_emitted_commands_parse_back_to_fit(runner, kvcalc_app):
+    args = ["llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k", "-n", "20", "--kv-dtype", "fp8"]
+    spec = kvcalc.load_preset("llama-3-70b")
+    from kvcalc.capacity.gpus import find_gpu
+
+    memory = find_gpu("h100").memory_bytes
+    for engine in ("vllm", "sglang", "trtllm"):
+        result = run(runner, kvcalc_app, *args, "--emit", engine)
+        assert result.exit_code == 0, result.output
+        r = fit(spec, memory, gpu="h100-sxm", gpus=4, tp=4, context=8192, concurrency=20, kv_dtype="fp8",
+                engine=engine)
+        command, flags, yaml_values = _parse(result.stdout)
+        if engine == "vllm":
+            assert command == ["vllm", "serve", "meta-llama/Meta-Llama-3-70B"]
+            assert int(flags["--tensor-parallel-size"]) == 4 and int(flags["--pipeline-parallel-size"]) == 1
+            assert int(flags["--max-model-len"]) == 8192 and int(flags["--max-num-seqs"]) == 20
+            assert float(flags["--gpu-memory-utilization"]) == r.required_gpu_util
+            assert flags["--kv-cache-dtype"] == "fp8" and int(flags["--block-size"]) == r.block_size == 16
+            assert int(flags["--max-num-batched-tokens"]) == r.max_batched_tokens
+            assert f"--kv-cache-memory-bytes {r.required_kv_bytes_per_gpu}" in result.stdout
+        elif engine == "sglang":
+            assert command == ["python", "-m", "sglang.launch_server"]
+            assert flags["--model-path"] == "meta-llama/Meta-Llama-3-70B" and int(flags["--tp-size"]) == 4
+            assert int(flags["--context-length"]) == 8192 and int(flags["--max-running-requests"]) == 20
+            assert float(flags["--mem-fraction-static"]) == r.required_gpu_util
+            assert flags["--kv-cache-dtype"] == "fp8_e4m3" and int(flags["--page-size"]) == 1
+        else:
+            assert command == ["trtllm-serve", "meta-llama/Meta-Llama-3-70B"]
+            assert int(flags["--tp_size"]) == 4 and int(flags["--max_seq_len"]) == 8192
+            assert int(flags["--max_batch_size"]) == 20
+            assert float(yaml_values["free_gpu_memory_fraction"]) == r.required_gpu_util
+            assert int(yaml_values["tokens_per_block"]) == 32 and yaml_values["dtype"] == "fp8"
+            assert int(yaml_values["max_tokens"]) == 20 * 8192
+            assert flags["--extra_llm_api_options"] == "kvcalc-trtllm.yaml"
+        # the memory fraction emitted really holds the requests, and one hundredth less does not
+        util = Fraction(round(r.required_gpu_util * 100), 100)
+        assert fit(spec, memory, gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
+                   gpu_util=util, search_min=False).max_concurrency >= 20
+        assert fit(spec, memory, gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
+                   gpu_util=util - Fraction(1, 100), search_min=False).max_concurrency < 20
+
+
+def test_emit_moves_to_the_fewest_gpu_shape_and_splits_requests_over_replicas(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "-n", "100", "-c", "8k", "--gpus", "12",
+                 "--tp", "2", "--emit", "vllm")
+    _, flags, _ = _parse(result.stdout)
+    assert int(flags["--data-parallel-size"]) == 6 and int(flags["--max-num-seqs"]) == cdiv(100, 6)
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "h100", "-c", "8k", "--emit", "vllm")
+    assert "fewest-GPU shape" in result.stdout
+    _, flags, _ = _parse(result.stdout)
+    assert int(flags["--tensor-parallel-size"]) * int(flags["--pipeline-parallel-size"]) > 1
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "--emit", "sglang", "--engine", "vllm")
+    assert result.exit_code == 2
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "--emit", "vllm", "-c", "4k,8k")
+    assert result.exit_code == 2

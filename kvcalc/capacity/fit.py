@@ -96,7 +96,7 @@ class FitResult:
     fits: bool | None
     min_gpus: int | None
     min_gpus_shape: dict | None  # {gpus, tp, pp, replicas}: the fewest GPUs that hold the requests asked for
-    concurrency: int | None  # requests asked for (backwards mode), else None
+    concurrency: int | None  # requests asked for (backwards mode), else None; replicas share them
     required_kv_bytes_per_gpu: int  # KV the asked-for requests (default: one) need on one GPU, as the engine pages it
     required_bytes_per_gpu: int  # that plus weights and reserve
     required_gpu_util: float | None  # the smallest --gpu-util (two decimals) that holds them; None if none does
@@ -397,7 +397,9 @@ def fit(
     worst = min(stages, key=lambda c: (c.max_concurrency, c.max_context, -c.request_bytes))
     notes.extend(worst.notes)
     wanted = concurrency or 1
-    required_kv = wanted * max(c.request_bytes for c in stages)
+    replicas = gpus // (tp * pp)
+    per_replica = eng.cdiv(wanted, replicas)  # data-parallel replicas share the requests
+    required_kv = per_replica * max(c.request_bytes for c in stages)
     required = per_gpu_weights + reserve_bytes + required_kv
     required_util = _required_util(rules, memory, per_gpu_weights, reserve_bytes, required_kv)
 
@@ -436,7 +438,7 @@ def fit(
                         f"room for KV within {float(gpu_util):g} of {memory:,} B")
 
     known = memory is not None
-    fits = worst.max_concurrency >= wanted if known else None
+    fits = worst.max_concurrency >= per_replica if known else None
     shape = None
     if search_min and known:
         shape = min_shape(spec, memory, wanted, context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype,
