@@ -489,3 +489,21 @@ def test_emit_moves_to_the_fewest_gpu_shape_and_splits_requests_over_replicas(ru
     assert result.exit_code == 2
     result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "--emit", "vllm", "-c", "4k,8k")
     assert result.exit_code == 2
+
+
+def test_readme_fit_examples_are_what_kvcalc_prints():
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```console\n\$ (kvcalc fit[^\n]*)\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for command, expected in blocks:
+        env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
+        out = subprocess.run([sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]], capture_output=True,
+                             text=True, env=env, check=True)
+        assert out.stdout.strip() == expected.strip(), command
