@@ -6,6 +6,9 @@ use (``ALIASES``). A model_type only matters where transformers itself gives it 
 the fields do not carry: Falcon's KV-head rule, Gemma-2's alternation, the class defaults
 of a few config classes (``CLASS_DEFAULTS``), and which families are encoders.
 
+The parameter count's ``weights`` block comes from ``hf_weights``, for the families whose
+shapes it knows exactly; other configs get none, and a note says why.
+
 Nothing is guessed silently: whatever kvcalc infers or ignores is written into the spec's
 ``notes`` ("inferred: ...", "ignored: ..."), which the table and the JSON both show. What
 cannot be read is a PresetError naming the file, exactly what is missing, and how to write
@@ -24,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from kvcalc.errors import PresetError
+from kvcalc.hf_weights import weights_block
 from kvcalc.spec import ModelSpec
 
 HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
@@ -157,6 +161,8 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         layers = {"count": count}
     else:
         layers = _layers(reader, count)
+    hidden = reader.integer("hidden_size")
+    weights = weights_block(reader.data, reader.outer, reader.model_type, attention, count, hidden, reader.notes)
     spec = {
         "name": _name(data, origin),
         "source": _sources(data, origin),
@@ -164,9 +170,10 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         "max_context": _max_context(reader),
         "dtype": _dtype(reader),
         "architecture": "encoder" if encoder else "decoder",
-        "hidden_size": reader.integer("hidden_size"),
+        "hidden_size": hidden,
         "attention": attention,
         "layers": layers,
+        "weights": weights,
         "notes": reader.notes,
     }
     try:
@@ -370,7 +377,8 @@ def _mla(r: _Reader, heads: int) -> dict | None:
     if isinstance(mtp, int) and mtp > 0:
         r.notes.append(
             f"ignored: num_nextn_predict_layers {mtp}: the multi-token-prediction layer is not "
-            "counted (it adds a layer only when used for speculative decoding)"
+            "counted, neither its KV cache nor its weights (it adds a layer only when used for "
+            "speculative decoding; transformers does not load it)"
         )
     return {"kind": "mla", "heads": heads, **dims, "q_lora_rank": q_lora}
 

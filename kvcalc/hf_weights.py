@@ -1,0 +1,393 @@
+"""A spec's ``weights`` block (what an exact parameter count needs) from a config.json.
+
+Only for families whose module shapes kvcalc knows exactly, as transformers builds them
+(``DECODERS`` and ``BUILDERS``): a count from fields alone is either certain or absent.
+Where it is absent the notes say why ("Weights not derived from config.json: ..."), and
+a hand-written weights block in a preset is the way to supply one. Defaults come from
+transformers' config classes (``DEFAULTS``) and are named in one "inferred:" note.
+
+No import of hf_config: it hands over plain dicts (the language model's fields, the whole
+config, the attention it built), so the arrow runs one way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from kvcalc.spec import MoE, Weights
+
+SKIP = "Weights not derived from config.json: "
+
+# transformers' class defaults for the fields read here, per model_type. Sizes (vocab,
+# intermediate, experts) have no default: a config without them gets no weights block,
+# except Gemma-3's text_config, whose released configs leave vocab_size to the class.
+_TIED = {"tie_word_embeddings": True}
+_UNTIED = {"tie_word_embeddings": False}
+DEFAULTS: dict[str, dict[str, object]] = {
+    "llama": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "mistral": _UNTIED,
+    "mixtral": _UNTIED,
+    "qwen2": _UNTIED,
+    "qwen2_moe": {**_UNTIED, "qkv_bias": True, "decoder_sparse_step": 1, "mlp_only_layers": []},
+    "qwen3": {**_UNTIED, "attention_bias": False},
+    "qwen3_moe": {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []},
+    "gemma": {**_TIED, "attention_bias": False},
+    "gemma2": {**_TIED, "attention_bias": False},
+    "gemma3_text": {**_TIED, "attention_bias": False, "vocab_size": 262208},
+    "phi3": _UNTIED,
+    "gpt2": {**_TIED, "add_cross_attention": False},
+    "gpt_neox": {**_UNTIED, "attention_bias": True},
+    "opt": {
+        **_TIED, "enable_bias": True, "do_layer_norm_before": True, "_remove_final_layer_norm": False,
+        "layer_norm_elementwise_affine": True,
+    },
+    "falcon": {**_TIED, "bias": False, "parallel_attn": True},
+    "RefinedWeb": _TIED,  # remote code: PretrainedConfig's tie default; the rest must be stated
+    "RefinedWebModel": _TIED,
+    "deepseek_v2": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "deepseek_v3": {**_UNTIED, "attention_bias": False},
+    "kimi_k2": {**_UNTIED, "attention_bias": False},
+    "bert": {"type_vocab_size": 2, "add_cross_attention": False},
+}
+DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
+REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A pre-norm RMSNorm decoder with a gated MLP: which biases, norms and MoE it has."""
+
+    bias: str | None = None  # the field switching q, k, v and o biases on
+    qkv_bias: str | bool = False  # q, k, v biases alone: always (True) or this field
+    mlp_bias: str | None = None
+    norms: int = 2
+    qk_norm: bool = False
+    moe: str | None = None  # "mixtral", "qwen" or "deepseek"
+    shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
+
+
+DECODERS = {
+    "llama": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "mistral": Decoder(),
+    "mixtral": Decoder(moe="mixtral"),
+    "qwen2": Decoder(qkv_bias=True),
+    "qwen2_moe": Decoder(qkv_bias="qkv_bias", moe="qwen", shared_expert=True),
+    "qwen3": Decoder(bias="attention_bias", qk_norm=True),
+    "qwen3_moe": Decoder(bias="attention_bias", qk_norm=True, moe="qwen"),
+    "gemma": Decoder(bias="attention_bias"),
+    "gemma2": Decoder(bias="attention_bias", norms=4),
+    "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
+    "gemma3_text": Decoder(bias="attention_bias", norms=4, qk_norm=True),
+    "phi3": Decoder(),
+    "deepseek_v2": Decoder(bias="attention_bias", mlp_bias="mlp_bias", moe="deepseek"),
+    "deepseek_v3": Decoder(bias="attention_bias", moe="deepseek"),
+    "kimi_k2": Decoder(bias="attention_bias", moe="deepseek"),
+}
+
+NOT_DERIVED = {
+    "jamba": "Jamba's Mamba mixers are not counted from config fields (model_presets/jamba-v0.1.yaml "
+    "shows a hand-derived block)",
+    "qwen3_next": "Qwen3-Next's Gated DeltaNet layers and gated attention are not counted from config "
+    "fields (model_presets/qwen3-next-80b-a3b.yaml shows a hand-derived block)",
+    "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
+    "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
+}
+NOT_DERIVED["llama4_text"] = NOT_DERIVED["llama4"]
+
+
+class _Skip(Exception):
+    """No certain count: the message says why."""
+
+
+class _Fields:
+    """Typed reads of the language model's fields; class defaults used are remembered."""
+
+    def __init__(self, data: dict, outer: dict, model_type: str):
+        self.data, self.outer, self.model_type = data, outer, model_type
+        self.defaulted: list[str] = []
+
+    def _get(self, key: str, *, outer: bool = False):
+        for source in (self.data, self.outer) if outer else (self.data,):
+            if source.get(key) is not None:
+                return source[key]
+        defaults = DEFAULTS.get(self.model_type, {})
+        if key not in defaults:
+            raise _Skip(f"no {key} in config.json")
+        value = defaults[key]
+        if f"{key} {json.dumps(value)}" not in self.defaulted:
+            self.defaulted.append(f"{key} {json.dumps(value)}")
+        return value
+
+    def integer(self, key: str, *, least: int = 1) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise _Skip(f"{key} is {json.dumps(value)}, not a whole number >= {least}")
+        return value
+
+    def flag(self, key: str, *, outer: bool = False) -> bool:
+        value = self._get(key, outer=outer)
+        if not isinstance(value, bool):
+            raise _Skip(f"{key} is {json.dumps(value)}, not true or false")
+        return value
+
+    def present(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+
+def weights_block(
+    data: dict, outer: dict, model_type: str, attention: dict, count: int, hidden: int | None, notes: list[str]
+) -> dict | None:
+    """The weights block for this config, or None with a note saying why not.
+
+    ``data`` holds the language model's fields (text_config for multimodal configs), ``outer``
+    the whole config; ``attention`` and ``count`` are what hf_config already read.
+    """
+    own: list[str] = []
+    fields = _Fields(data, outer, model_type)
+    try:
+        if model_type in NOT_DERIVED:
+            raise _Skip(NOT_DERIVED[model_type])
+        build = BUILDERS.get(model_type) or (_decoder if model_type in DECODERS else None)
+        if build is None:
+            known = ", ".join(sorted((set(DECODERS) | set(BUILDERS)) - REMOTE_CODE))
+            raise _Skip(f"model_type {model_type or '(none)'!r} is not one kvcalc counts weights for ({known})")
+        if hidden is None:
+            raise _Skip("no hidden_size in config.json")
+        block = build(fields, attention, count, hidden, own)
+        Weights.model_validate(block)
+    except _Skip as exc:
+        notes.append(SKIP + str(exc))
+        return None
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        notes.append(SKIP + f"weights.{where}: {problem['msg']}")
+        return None
+    if fields.defaulted:
+        owner = "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}"
+        notes.append(
+            f"inferred: weights use {owner} defaults for "
+            f"{', '.join(fields.defaulted)} (not in config.json)"
+        )
+    notes.extend(own)
+    return block
+
+
+# --------------------------------------------------------------------------- RMSNorm decoders
+
+
+def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Llama, Mistral, Qwen, Gemma, Phi-3, DeepSeek: embeddings, RMSNorms, a gated MLP or experts."""
+    family = DECODERS[f.model_type]
+    bias = f.flag(family.bias) if family.bias else False
+    if attention["kind"] == "mla" and bias:
+        raise _Skip("attention_bias true with MLA: which MLA projections carry a bias differs between implementations")
+    qkv_bias = f.flag(family.qkv_bias) if isinstance(family.qkv_bias, str) else family.qkv_bias
+    mlp_bias = f.flag(family.mlp_bias) if family.mlp_bias else False
+    if mlp_bias and family.moe:
+        raise _Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
+    moe, every_layer = _moe(f, count, family, notes)
+    block = _base(f, "rms", family.norms)
+    block.update(qk_norm=family.qk_norm, qkv_bias=bias or qkv_bias, output_bias=bias)
+    block["mlp"] = None if every_layer else {
+        "kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
+    }
+    block["moe"] = moe
+    if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
+        block["extra_parameters"] = _siglip(f, hidden, notes)
+    return block
+
+
+def _moe(f: _Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dict | None, bool]:
+    """The MoE block and whether every layer is MoE (then there is no dense MLP)."""
+    if family.moe is None:
+        return None, False
+    if family.moe == "mixtral":  # every layer; intermediate_size is each expert's
+        moe = {"experts": f.integer("num_local_experts"), "intermediate_size": f.integer("intermediate_size")}
+    elif family.moe == "qwen":
+        experts = f.integer("num_experts", least=0)
+        only_dense = f._get("mlp_only_layers")
+        if only_dense:  # a layer list the period/offset schema cannot state in general
+            raise _Skip(f"mlp_only_layers {json.dumps(only_dense)[:60]} makes the MoE layers irregular")
+        if experts == 0:
+            return None, False
+        step = f.integer("decoder_sparse_step")
+        moe = {  # transformers: layer i is MoE when (i + 1) % decoder_sparse_step == 0
+            "experts": experts, "intermediate_size": f.integer("moe_intermediate_size"),
+            "layer_period": step, "layer_offset": step - 1,
+        }
+        if family.shared_expert:
+            moe.update(
+                shared_experts=1, shared_intermediate_size=f.integer("shared_expert_intermediate_size"),
+                shared_expert_gate=True,
+            )
+    else:  # DeepSeek: layers >= first_k_dense_replace, every moe_layer_freq-th
+        freq = f.integer("moe_layer_freq")
+        if freq != 1:
+            raise _Skip(
+                f"moe_layer_freq {freq}: DeepSeek's own code makes every {freq}th layer MoE, "
+                "transformers' makes every layer MoE"
+            )
+        method = f.data.get("topk_method")
+        moe = {
+            "experts": f.integer("n_routed_experts"), "intermediate_size": f.integer("moe_intermediate_size"),
+            "shared_experts": f.integer("n_shared_experts", least=0),
+            "shared_intermediate_size": f.integer("moe_intermediate_size"),
+            "first_dense_layers": f.integer("first_k_dense_replace", least=0),
+            # noaux_tc routing keeps e_score_correction_bias beside the router, one per expert
+            "router_bias": method == "noaux_tc" if method is not None else f.model_type != "deepseek_v2",
+        }
+        if method is None and f.model_type != "deepseek_v2":
+            notes.append("inferred: a per-expert e_score_correction_bias (no topk_method; DeepSeek-V3 routing)")
+    moe["experts_per_token"] = f.integer("num_experts_per_tok")
+    every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
+    return moe, every
+
+
+def _siglip(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+    """Gemma 3's SigLIP vision tower and projector, as transformers builds them."""
+    v = f.outer["vision_config"]
+    if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
+        raise _Skip(f"vision_config model_type {v.get('model_type')!r} is not siglip_vision_model")
+    if v.get("vision_use_head") is not False:
+        raise _Skip("vision_config.vision_use_head is not false (SigLIP's pooling head is not counted)")
+    missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+               if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, layers, image, patch = (
+        v[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+    )
+    channels = v.get("num_channels", 3)
+    tower = (
+        channels * patch * patch * h + h  # patch conv
+        + (image // patch) ** 2 * h  # learned positions
+        + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h)
+        + 2 * h  # post-layernorm
+    )
+    projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
+    notes.append(
+        f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
+        f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
+        f"{projector}"
+    )
+    return tower + projector
+
+
+# --------------------------------------------------------------------------- LayerNorm models
+
+
+def _base(f: _Fields, norm: str, norms: int) -> dict:
+    return {
+        "vocab_size": f.integer("vocab_size"),
+        "tied_embeddings": f.flag("tie_word_embeddings", outer=True),
+        "norm": norm,
+        "norms_per_layer": norms,
+    }
+
+
+def _mha_width(attention: dict, hidden: int, family: str) -> None:
+    """GPT-2, GPT-NeoX, OPT, BERT and old Falcon size their projections by hidden_size."""
+    if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden:
+        raise _Skip(f"{family} projections are hidden_size wide, but heads x head_dim differs from it")
+
+
+def _plain(inner: int, bias: bool) -> dict:
+    return {"kind": "plain", "intermediate_size": inner, "bias": bias}
+
+
+def _gpt2(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    _mha_width(attention, hidden, "GPT-2")
+    if f.flag("add_cross_attention"):
+        raise _Skip("add_cross_attention true: cross-attention blocks are not counted")
+    inner = f.integer("n_inner") if f.present("n_inner") else 4 * hidden
+    if not f.present("n_inner"):
+        notes.append(f"inferred: MLP width 4 x n_embd = {inner} (n_inner is null)")
+    block = _base(f, "layer", 2)
+    positions = f.integer("n_positions") if f.present("n_positions") else f.integer("max_position_embeddings")
+    block.update(position_embeddings=positions, qkv_bias=True, output_bias=True, mlp=_plain(inner, True))
+    return block
+
+
+def _gpt_neox(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Parallel residual or not, two LayerNorms per layer; embed_out is untied by default."""
+    _mha_width(attention, hidden, "GPT-NeoX")
+    bias = f.flag("attention_bias")
+    block = _base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), True))
+    return block
+
+
+def _opt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    _mha_width(attention, hidden, "OPT")
+    if f.present("word_embed_proj_dim") and f.integer("word_embed_proj_dim") != hidden:
+        raise _Skip(
+            f"word_embed_proj_dim {f.data['word_embed_proj_dim']} differs from hidden_size {hidden}: the "
+            "embedding is vocab x word_embed_proj_dim with project_in and project_out, which the weights "
+            "schema cannot state"
+        )
+    affine = f.flag("layer_norm_elementwise_affine")
+    bias = f.flag("enable_bias")
+    final = f.flag("do_layer_norm_before") and not f.flag("_remove_final_layer_norm")
+    block = _base(f, "layer", 2 if affine else 0)
+    max_positions = f.integer("max_position_embeddings")
+    notes.append(f"inferred: {max_positions} + 2 learned positions (OPT offsets position ids by 2)")
+    block.update(
+        position_embeddings=max_positions + 2, final_norm=final and affine, qkv_bias=bias, output_bias=bias,
+        mlp=_plain(f.integer("ffn_dim"), bias),
+    )
+    return block
+
+
+def _falcon(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Fused query_key_value; one LayerNorm (parallel attention) or two (ln_attn and ln_mlp)."""
+    new_arch = f.data.get("new_decoder_architecture")
+    new_arch = f.model_type == "RefinedWeb" if new_arch is None else new_arch is True
+    if not new_arch:
+        _mha_width(attention, hidden, "old-architecture Falcon")
+        if attention["kv_heads"] not in (1, attention["heads"]):
+            raise _Skip("num_kv_heads without multi_query or the new architecture: query_key_value stays 3 x hidden")
+    bias = f.flag("bias")
+    parallel = f.flag("parallel_attn")
+    layer_norms = f.data.get("num_ln_in_parallel_attn")
+    layer_norms = (2 if new_arch else 1) if layer_norms is None else layer_norms
+    if f.model_type == "falcon" and f.present("ffn_hidden_size"):
+        inner = f.integer("ffn_hidden_size")
+    else:
+        inner = 4 * hidden
+        notes.append(f"inferred: MLP width 4 x hidden_size = {inner} (no ffn_hidden_size)")
+    block = _base(f, "layer", 2 if not parallel or layer_norms == 2 else 1)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(inner, bias))
+    return block
+
+
+def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """BertModel with its pooler: post-norm, an embedding LayerNorm, no head."""
+    _mha_width(attention, hidden, "BERT")
+    kind = f.data.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise _Skip(f"position_embedding_type {kind!r}: relative distance embeddings are not counted")
+    if f.flag("add_cross_attention"):
+        raise _Skip("add_cross_attention true: cross-attention blocks are not counted")
+    notes.append(
+        f"inferred: weights count BertModel with its pooler ({hidden} x {hidden} + {hidden}); "
+        "pretraining or task heads are not counted"
+    )
+    return {
+        "vocab_size": f.integer("vocab_size"), "tied_embeddings": True,
+        "position_embeddings": f.integer("max_position_embeddings"),
+        "token_type_embeddings": f.integer("type_vocab_size"), "embedding_norm": True,
+        "norm": "layer", "norms_per_layer": 2, "final_norm": False, "qkv_bias": True, "output_bias": True,
+        "mlp": _plain(f.integer("intermediate_size"), True), "extra_parameters": hidden * hidden + hidden,
+    }
+
+
+BUILDERS = {
+    "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
+    "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
+}
+
+__all__ = ["DEFAULTS", "SKIP", "weights_block"]
