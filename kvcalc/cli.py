@@ -309,7 +309,12 @@ def variants_cmd(
         int | None, typer.Option("--rope-dim", min=1, help="Rope part of the MLA rows (default head_dim / 2).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="A JSON list, one object per variant.")] = False,
+    speed: SpeedOpt = False,
+    gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="GPU whose bandwidth --speed uses.")] = None,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size for --speed.")] = 1,
+    bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """MODEL under each attention design: MHA, GQA-n, MQA, MLA latent and expanded."""
     from kvcalc.presets import resolve
@@ -330,12 +335,26 @@ def variants_cmd(
     if spec.is_encoder and not json_out:
         out.print(f"{spec.name} is an encoder: it keeps no KV cache, so every variant is 0 B.", markup=False)
         return
+    speeds = None
+    if speed:
+        from kvcalc.capacity.speed import variant_speeds
+
+        rate = _bandwidth_of(gpu, gpu_catalog, bandwidth)
+        speeds = variant_speeds(spec, [row.variant for row in rows], rate, context, batch, tp, kv_dtype,
+                                mla_rank, rope_dim)
     if json_out:
-        _print_json([row.to_dict() for row in rows])
+        objects = [row.to_dict() for row in rows]
+        for obj, sp in zip(objects, speeds or []):
+            obj["speed"] = {**sp.to_dict(), "speedup_vs_mha": sp.tokens_per_s / speeds[0].tokens_per_s}
+        _print_json(objects)
         return
     r = rows[0].result
     title = f"{spec.name} · {r.context:,} tokens · batch {r.batch} · {r.kv_dtype} · attention variants"
-    out.print(variants_table(rows, spec, title))
+    out.print(variants_table(rows, spec, title, speeds))
+    if speeds:
+        from kvcalc.render_fit import variant_speed_caption
+
+        out.print(variant_speed_caption(speeds), markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
 
 
@@ -454,6 +473,41 @@ def _memory_of(gpu: str | None, gpu_memory: int | None, catalogs):
     return found.memory_bytes, found.key, found.name
 
 
+def _rate(value: str) -> int:
+    """'3.35TB/s', '3350GB', '900 GB/s' -> bytes per second (SI for GB/TB, IEC for GiB)."""
+    from kvcalc.units import parse_bytes
+
+    try:
+        return parse_bytes(value.strip().removesuffix("/s").removesuffix("ps"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a bandwidth (try 3.35TB/s)") from None
+
+
+BandwidthOpt = Annotated[
+    int | None,
+    typer.Option("--bandwidth", parser=_rate, metavar="RATE",
+                 help="Memory bandwidth of one GPU for --speed: 3.35TB/s (default: the catalog's)."),
+]
+SpeedOpt = Annotated[
+    bool, typer.Option("--speed", help="Add the decode ceiling: bytes read per step over the GPU's bandwidth.")
+]
+
+
+def _bandwidth_of(gpu: str | None, catalogs, given: int | None) -> int:
+    from kvcalc.capacity.gpus import find_gpu
+
+    if given is not None:
+        return given
+    if gpu is None:
+        raise typer.BadParameter("--speed needs a GPU's bandwidth: --gpu NAME, or --bandwidth 3.35TB/s",
+                                 param_hint="--speed")
+    found = find_gpu(gpu, tuple(catalogs or ()))
+    if found.bandwidth_bytes_per_s is None:
+        raise typer.BadParameter(f"the catalog has no bandwidth for {found.key}: give --bandwidth",
+                                 param_hint="--speed")
+    return found.bandwidth_bytes_per_s
+
+
 def _checkpoint_of(model: str):
     """Bytes of the safetensors checkpoint beside a config.json given by path, if any."""
     from kvcalc.capacity.checkpoint import checkpoint_bytes
@@ -545,6 +599,9 @@ def fit_cmd(
     block_size: BlockSizeOpt = None,
     max_batched_tokens: BatchedTokensOpt = None,
     weights_bytes: WeightsBytesOpt = None,
+    speed: SpeedOpt = False,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoding together, for --speed.")] = 1,
+    bandwidth: BandwidthOpt = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
@@ -609,8 +666,14 @@ def fit_cmd(
             moved = (f"they do not fit on {results[0].gpus} GPU(s) at TP {results[0].tp} x PP {results[0].pp}; "
                      f"this is the fewest-GPU shape that holds them")
         launch_text = launch(chosen, spec, model, emit, moved)
+    speeds = None
+    if speed:
+        rate = _bandwidth_of(gpu, gpu_catalog, bandwidth)
+        speeds = [_speeds(spec, r, rate, batch, weights_dtype, kv_dtype) for r in results]
     if json_out:
         objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
+        for obj, sp in zip(objects, speeds or []):
+            obj["speed"] = {k: v.to_dict() for k, v in sp.items()}
         if launch_text is not None:
             objects[0]["launch_command"] = launch_text
         _print_json(objects[0] if len(objects) == 1 else objects)
@@ -626,9 +689,30 @@ def fit_cmd(
         lines = []
     for line in lines:
         out.print(line, markup=False, soft_wrap=True)
+    if speeds:
+        from kvcalc.render_fit import speed_lines
+
+        for r, sp in zip(results, speeds):
+            for line in speed_lines(r, sp):
+                out.print(line, markup=False, soft_wrap=True)
     for note in dict.fromkeys(n for r in results for n in r.notes):
         out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
+
+
+def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
+    """Decode ceilings for one fit row: at --batch, and at the requests that fit (when more)."""
+    from kvcalc.capacity.speed import decode_speed
+
+    def at(n: int):
+        return decode_speed(spec, rate, context=r.context, batch=n, tp=r.tp, pp=r.pp, weights_dtype=weights_dtype,
+                            kv_dtype=r.kv_dtype if kv_dtype else None, engine=r.engine)
+
+    found = {"batch": at(batch)}
+    full = r.concurrency or r.max_concurrency
+    if full and full != batch:
+        found["full"] = at(-(-full // r.replicas) if r.concurrency else full)
+    return found
 
 
 def _fraction_opt(value: str):

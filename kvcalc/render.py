@@ -208,10 +208,11 @@ def compare_table(rows, title: str, requests: str | None = None) -> Grid:
                 optional=("bytes", "attention", "layers", "KV per layer", ""))
 
 
-def variants_table(rows, spec: ModelSpec, title: str) -> Grid:
+def variants_table(rows, spec: ModelSpec, title: str, speeds=None) -> Grid:
+    """Each variant's cache; with ``speeds`` (DecodeSpeed per row) its decode ceiling too."""
     largest = max(r.result.total_bytes for r in rows)
     cells = []
-    for row in rows:
+    for i, row in enumerate(rows):
         name = row.variant + (" (actual)" if row.is_actual else "") + (" †" if row.hypothetical else "")
         cells.append([
             Text(name, style="bold" if row.is_actual else ""), row.attention,
@@ -219,11 +220,19 @@ def variants_table(rows, spec: ModelSpec, title: str) -> Grid:
             f"{row.result.total_bytes:,}", f"{row.ratio_vs_mha:.3g}x", f"{row.ratio_vs_actual:.3g}x",
             Text(bar(row.result.total_bytes, largest), style="cyan"),
         ])
+        if speeds:
+            d = speeds[i]
+            ratio = d.tokens_per_s / speeds[0].tokens_per_s
+            cells[-1][-1:-1] = [f"{d.tokens_per_s_per_sequence:,.1f}", f"{ratio:.3g}x"]
     caption = None
     if any(r.hypothetical for r in rows):
         rule = ("dense rows use heads of v_head_dim" if spec.attention.kind == "mla"
                 else "MLA rows: kv_lora_rank 4 x head_dim, rope head_dim / 2 unless --mla-rank/--rope-dim")
         caption = f"† hypothetical, sized by a rule ({rule})"
     headers = ["variant", "cache per layer", "B/token", "KV cache", "bytes", "vs MHA", "vs actual", ""]
-    return Grid(title, headers, cells, right={"B/token", "KV cache", "bytes", "vs MHA", "vs actual"},
-                caption=caption, optional=("bytes", "cache per layer", ""))
+    right = {"B/token", "KV cache", "bytes", "vs MHA", "vs actual"}
+    if speeds:
+        headers[-1:-1] = ["tok/s/seq", "speed vs MHA"]
+        right |= {"tok/s/seq", "speed vs MHA"}
+    return Grid(title, headers, cells, right=right, caption=caption,
+                optional=("bytes", "cache per layer", "", "vs actual"))

@@ -180,3 +180,41 @@ def gpus_table(gpus) -> Grid:
     headers = ["name", "model", "memory", "bytes", "bandwidth", "also"]
     return Grid("GPU catalog (memory as the driver reports it)", headers, rows,
                 right={"memory", "bytes", "bandwidth"}, optional=("also", "bytes", "model"), shrink="also")
+
+
+def speed_lines(r: FitResult, speeds: dict) -> list[str]:
+    """The decode ceiling in words: what a step reads, which part dominates, where they cross."""
+    lines = []
+    for key, d in speeds.items():
+        label = f"batch {d.batch}" if key == "batch" else f"all {d.batch:,} requests that fit"
+        if r.concurrency is not None and key == "full":
+            label = f"the {d.batch:,} requests asked for" + (" per replica" if r.replicas > 1 else "")
+        lines.append(
+            f"Decode ceiling at {label}, {d.context:,} tokens each: a step reads "
+            f"{format_bytes(d.bytes_read_per_step)} per GPU (weights {format_bytes(d.weights_bytes_read_per_step)}, "
+            f"KV {format_bytes(d.kv_bytes_read_per_step)}: {'KV' if d.dominant == 'kv' else 'weights'} "
+            f"dominate{'s' if d.dominant == 'kv' else ''}, KV {d.kv_share:.0%}); at most "
+            f"{d.tokens_per_s_per_sequence:,.1f} tokens/s per sequence, {d.tokens_per_s:,.0f} in all"
+            + (" per replica" if r.replicas > 1 else "") + ".")
+        if d.crossover_context is not None:
+            lines.append(f"  At batch {d.batch}, KV reads overtake the weights' from {d.crossover_context:,} "
+                         "tokens per sequence; below that a smaller cache barely changes the speed.")
+        else:
+            lines.append(f"  At batch {d.batch}, KV reads never reach the weights' (windows cap them).")
+    notes = dict.fromkeys(n for d in speeds.values() for n in d.notes)
+    lines.extend(f"  ({n})" for n in notes)
+    return lines
+
+
+def variant_speed_caption(speeds) -> str:
+    """Whether a smaller cache buys speed here: only as far as KV reads are a share of the step."""
+    mha, best = speeds[0], max(speeds, key=lambda d: d.tokens_per_s)
+    d = speeds[0]
+    text = (f"decode ceiling at batch {d.batch}, {d.context:,} tokens, TP {d.tp}: bytes read per step over "
+            f"{d.bandwidth_bytes_per_s / 1e12:.2f} TB/s. MHA's KV is {mha.kv_share:.0%} of what a step reads, "
+            f"so the fastest variant is {best.tokens_per_s / mha.tokens_per_s:.3g}x MHA here")
+    if mha.kv_share < 0.5:
+        text += (": weights dominate, and a smaller cache buys little until the context or the batch grows"
+                 + (f" (KV overtakes the weights at {mha.crossover_context:,} tokens for MHA)"
+                    if mha.crossover_context else ""))
+    return text + "."

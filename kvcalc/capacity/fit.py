@@ -147,9 +147,11 @@ def stage_layers(count: int, pp: int) -> list[range]:
     return ranges
 
 
-def _token_bits(attention, tp: int, engine: eng.Engine, kv_dtype: str) -> int:
+def _token_bits(attention, tp: int, engine: eng.Engine, kv_dtype: str, mla_layout: str = "latent") -> int:
     bits = DTYPE_BITS[kv_dtype]
     if isinstance(attention, MLAAttention):
+        if mla_layout == "expanded":  # per-head K and V, split over TP like dense heads
+            return attention.kv_elements_per_token("expanded") // tp * bits
         return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits
     assert isinstance(attention, DenseAttention)
     heads = eng.kv_heads_per_gpu(attention.kv_heads, tp, engine)
@@ -162,7 +164,7 @@ def _token_bits(attention, tp: int, engine: eng.Engine, kv_dtype: str) -> int:
 
 
 def layer_types(spec: ModelSpec, layers: range, tp: int, engine: eng.Engine, kv_dtype: str,
-                state_dtype: str) -> list[LayerType]:
+                state_dtype: str, mla_layout: str = "latent") -> list[LayerType]:
     order = spec.layers.order()
     counts: dict[str, int] = {}
     for index in layers:
@@ -174,7 +176,7 @@ def layer_types(spec: ModelSpec, layers: range, tp: int, engine: eng.Engine, kv_
             bits = kind.state_elements * DTYPE_BITS[serving_dtype(kind.state_dtype or state_dtype)]
             types.append(LayerType(name, "none", None, n, 0, eng.cdiv(eng.cdiv(bits, 8), tp)))
         else:
-            bits = _token_bits(spec.attention_of(name), tp, engine, kv_dtype)
+            bits = _token_bits(spec.attention_of(name), tp, engine, kv_dtype, mla_layout)
             types.append(LayerType(name, kind.type, getattr(kind, "span", None), n, bits, 0))
     return types
 
