@@ -244,6 +244,8 @@ def compare_cmd(
         typer.Option("--gpu", "-g", help="Add a column: requests of each context that fit on this GPU (fit's rules)."),
     ] = None,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="With --gpu: GPUs in one tensor-parallel group.")] = 1,
+    speed: SpeedOpt = False,
+    bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
@@ -273,14 +275,22 @@ def compare_cmd(
         found = find_gpu(gpu, tuple(gpu_catalog or ()))
         rows = with_requests(rows, found.memory_bytes, found.key, gpus, kv_dtype)
         deployment = f"{gpus} x {found.name}, vLLM rules, TP over the GPUs where the heads allow"
+    if speed:
+        from kvcalc.compare import with_speed
+
+        rows = with_speed(rows, _bandwidth_of(gpu, gpu_catalog, bandwidth), gpus, kv_dtype)
     if json_out:
-        extra = (lambda row: {"requests_fit": row.requests}) if gpu else (lambda row: {})
+        def extra(row):
+            found = {"requests_fit": row.requests} if gpu else {}
+            if speed:
+                found["speed"] = row.speed.to_dict() if row.speed else None
+            return found
         _print_json([{**row.result.to_dict(), **extra(row), "notes": list(row.spec.notes)} for row in rows])
     elif csv_out:
         typer.echo(to_csv(rows, requests=gpu is not None), nl=False)
     else:
         dtype = kv_dtype or "each model's dtype"
-        out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}", deployment))
+        out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}", deployment, speed))
         _print_inferences(specs)
 
 

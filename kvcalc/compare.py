@@ -19,6 +19,7 @@ class CompareRow:
     spec: ModelSpec
     result: Estimate
     requests: int | None = None  # requests of this context that fit on the --gpu deployment (None: unknown)
+    speed: object | None = None  # its DecodeSpeed at this batch and context (--speed), None: unknown
 
     @property
     def beyond_max(self) -> bool:
@@ -111,5 +112,26 @@ def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: in
                     kv_dtype=kv_dtype, engine=engine, search_min=False)
             done.append(replace(row, requests=r.total_concurrency))
         except KvcalcError:  # weights not derived: the cell stays unknown
+            done.append(row)
+    return done
+
+
+def with_speed(rows: list[CompareRow], bandwidth: int, gpus: int, kv_dtype: str | None) -> list[CompareRow]:
+    """Each row with its decode ceiling at the row's batch and context on ``gpus`` GPUs in TP."""
+    from dataclasses import replace
+
+    from kvcalc.capacity.speed import decode_speed
+    from kvcalc.errors import KvcalcError
+
+    done = []
+    for row in rows:
+        tp = gpus
+        while row.spec.attention.heads % tp:
+            tp -= 1
+        try:
+            d = decode_speed(row.spec, bandwidth, context=row.result.context, batch=row.result.batch, tp=tp,
+                             kv_dtype=kv_dtype)
+            done.append(replace(row, speed=d))
+        except KvcalcError:  # an encoder, or weights not derived
             done.append(row)
     return done

@@ -178,7 +178,7 @@ def bar(value: int, largest: int, width: int = 12) -> str:
     return "█" * full + (_EIGHTHS[part] if part else "")
 
 
-def compare_table(rows, title: str, requests: str | None = None) -> Grid:
+def compare_table(rows, title: str, requests: str | None = None, speed: bool = False) -> Grid:
     """One row per model and context, a bar scaled to the largest total; with ``requests`` (the
     deployment's label) a column of how many requests of that context fit there."""
     largest = max((r.result.total_bytes for r in rows), default=0)
@@ -195,6 +195,9 @@ def compare_table(rows, title: str, requests: str | None = None) -> Grid:
         ])
         if requests:
             cells[-1].insert(-1, "-" if r.encoder else "?" if row.requests is None else f"{row.requests:,}")
+        if speed:
+            d = row.speed
+            cells[-1].insert(-1, "-" if r.encoder else "?" if d is None else f"{d.tokens_per_s_per_sequence:,.1f}")
     captions = []
     if any(row.beyond_max for row in rows):
         captions.append("* beyond the model's max context: computed, not capped")
@@ -204,6 +207,10 @@ def compare_table(rows, title: str, requests: str | None = None) -> Grid:
         headers.insert(-1, "requests")
         right.add("requests")
         captions.append(f"requests: of that context, at once on {requests}; ? = weights unknown")
+    if speed:
+        headers.insert(-1, "tok/s/seq")
+        right.add("tok/s/seq")
+        captions.append("tok/s/seq: decode ceiling per sequence at this batch (bytes a step reads / bandwidth)")
     return Grid(title, headers, cells, right=right, caption="\n".join(captions) or None,
                 optional=("bytes", "attention", "layers", "KV per layer", ""))
 

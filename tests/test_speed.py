@@ -101,3 +101,15 @@ def test_fit_speed_lines(runner, kvcalc_app):
     result = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu-memory", "24GiB", "--speed",
                                         "--bandwidth", "1TB/s", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["speed"]["batch"]["bandwidth_bytes_per_s"] == 10**12
+
+
+def test_compare_speed_column(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["compare", "llama-3-8b", "bert-base", "-c", "4k", "--gpu", "h100", "--speed",
+                                        "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    weights = 2 * (8_030_261_248 - 128256 * 4096 + 4096)
+    assert rows[0]["speed"]["bytes_read_per_step"] == weights + 32 * 4096 * 4096
+    assert rows[1]["speed"] is None  # an encoder does not decode
+    result = runner.invoke(kvcalc_app, ["compare", "llama-3-8b", "-c", "4k", "--gpu", "h100", "--speed"])
+    assert "tok/s/seq" in result.stdout
