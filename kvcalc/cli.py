@@ -387,6 +387,11 @@ def plot_cmd(
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = "latent",
+    speed: Annotated[
+        bool,
+        typer.Option("--speed", help="Plot bytes a decode step reads (KV rising, weights flat), and their crossing."),
+    ] = False,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size for --speed (bytes per GPU).")] = 1,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
@@ -408,15 +413,29 @@ def plot_cmd(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from None
     specs = resolve_many(models, _dirs(preset_dir))
-    series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
     dtype = kv_dtype or "model dtype"
-    what = "KV cache"
-    if any(line.gpu for line in sizes):
-        series, what = with_weights(series, specs), "KV cache + weights"
-    title = f"{what} vs context · batch {batch} · {dtype}"
+    sentences = []
+    if speed:
+        from kvcalc.plot import read_curves
+
+        series, crossings = read_curves(specs, low, high, batch=batch, tp=tp, kv_dtype=kv_dtype)
+        what = "decode-step read"
+        for name, at in crossings:
+            sentences.append(f"{name}: KV reads overtake the weights' from {at:,} tokens per sequence at batch "
+                             f"{batch}; below that the weights decide decode speed" if at else
+                             f"{name}: KV reads never reach the weights' at batch {batch} (windows cap them)")
+        title = f"bytes read per decode step (per GPU, TP {tp}) vs context · batch {batch} · {dtype}"
+    else:
+        series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
+        what = "KV cache"
+        if any(line.gpu for line in sizes):
+            series, what = with_weights(series, specs), "KV cache + weights"
+        title = f"{what} vs context · batch {batch} · {dtype}"
     if out_file is None:
         out.print(Text(title))
         out.print(terminal_chart(series, sizes, what=what))
+        for sentence in sentences:
+            out.print(sentence, markup=False, soft_wrap=True)
         _print_inferences(specs)
         if not _has_matplotlib():
             hint = "for an image: pip install 'kvcalc[plot]', then add --out chart.png"
@@ -430,6 +449,8 @@ def plot_cmd(
         ) from None
     save_image(series, out_file, sizes, title, ylabel=f"{what} (bytes, log scale)")
     out.print(f"wrote {out_file}", markup=False)
+    for sentence in sentences:
+        out.print(sentence, markup=False, soft_wrap=True)
 
 
 def _has_matplotlib() -> bool:

@@ -247,3 +247,20 @@ def _interpolate(s: Series, x: float) -> float | None:
             f = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
     return None
+
+
+def read_curves(specs: list[ModelSpec], low: int, high: int, batch: int = 1, tp: int = 1,
+                kv_dtype: str | None = None) -> tuple[list[Series], list[tuple[str, int | None]]]:
+    """Bytes one decode step reads against context: per model a rising KV curve and the flat
+    weights it reads, plus (model, context where KV overtakes the weights) for the sentence."""
+    from kvcalc.capacity.speed import decode_speed
+
+    series, crossings = [], []
+    for spec in specs:
+        contexts = sample_contexts(spec, low, high)
+        speeds = [decode_speed(spec, 1, context=c, batch=batch, tp=tp, kv_dtype=kv_dtype) for c in contexts]
+        series.append(Series(f"{spec.name} KV", tuple(contexts), tuple(d.kv_bytes_read_per_step for d in speeds)))
+        series.append(Series(f"{spec.name} weights", tuple(contexts),
+                             tuple(d.weights_bytes_read_per_step for d in speeds)))
+        crossings.append((spec.name, speeds[0].crossover_context))
+    return series, crossings

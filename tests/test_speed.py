@@ -113,3 +113,13 @@ def test_compare_speed_column(runner, kvcalc_app):
     assert rows[1]["speed"] is None  # an encoder does not decode
     result = runner.invoke(kvcalc_app, ["compare", "llama-3-8b", "-c", "4k", "--gpu", "h100", "--speed"])
     assert "tok/s/seq" in result.stdout
+
+
+def test_plot_speed_names_the_crossing(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "mistral-7b-v0.1", "--speed", "-b", "8",
+                                        "-r", "1k..256k"])
+    assert result.exit_code == 0, result.output
+    weights = 2 * (8_030_261_248 - 128256 * 4096 + 8 * 4096)
+    at = cdiv(weights, 8 * 32 * 2 * 8 * 128 * 2)  # batch 8 x 32 layers x K,V x 8 heads x 128 x bf16
+    assert f"llama-3-8b: KV reads overtake the weights' from {at:,} tokens" in result.stdout
+    assert "mistral-7b-v0.1: KV reads never reach" in result.stdout
