@@ -334,7 +334,8 @@ def test_without_torch_the_message_is_exact():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {TORCH_MISSING}"
-    assert TORCH_MISSING == "kvcalc verify needs PyTorch: pip install 'kvcalc[torch]'"
+    assert TORCH_MISSING.startswith("kvcalc verify needs PyTorch: pip install 'kvcalc[torch]' (on a CPU-only")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in TORCH_MISSING
 
 
 def test_model_or_all(runner, kvcalc_app):

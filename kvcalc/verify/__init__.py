@@ -6,4 +6,6 @@ a run needs) and ``report`` (result objects, tables, JSON) stay torch-free, so t
 describe a run and render results without importing torch.
 """
 
-TORCH_MISSING = "kvcalc verify needs PyTorch: pip install 'kvcalc[torch]'"
+from kvcalc.errors import torch_hint
+
+TORCH_MISSING = torch_hint("verify")
