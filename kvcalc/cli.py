@@ -243,7 +243,9 @@ def compare_cmd(
         str | None,
         typer.Option("--gpu", "-g", help="Add a column: requests of each context that fit on this GPU (fit's rules)."),
     ] = None,
-    gpus: Annotated[int, typer.Option("--gpus", min=1, help="With --gpu: GPUs in one tensor-parallel group.")] = 1,
+    gpus: Annotated[
+        int, typer.Option("--gpus", min=1, max=2**20, help="With --gpu: GPUs (TP as heads allow, then replicas).")
+    ] = 1,
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
@@ -266,6 +268,8 @@ def compare_cmd(
     specs = resolve_many(refs, dirs)
     if no_windows:
         specs = [_no_windows(spec) for spec in specs]
+    if gpu is None and (gpus != 1 or speed and bandwidth is None):
+        raise typer.BadParameter("--gpus and --speed describe a deployment: give --gpu NAME too", param_hint="--gpu")
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
     deployment = None
     if gpu is not None:
@@ -274,7 +278,8 @@ def compare_cmd(
 
         found = find_gpu(gpu, tuple(gpu_catalog or ()))
         rows = with_requests(rows, found.memory_bytes, found.key, gpus, kv_dtype)
-        deployment = f"{gpus} x {found.name}, vLLM rules, TP over the GPUs where the heads allow"
+        deployment = (f"{gpus} x {found.name}, vLLM rules, default reserve; TP over as many of the GPUs as "
+                      "the heads allow, replicas for the rest; MLA in the latent layout engines cache")
     if speed:
         from kvcalc.compare import with_speed
 
@@ -563,10 +568,11 @@ GPUMemoryOpt = Annotated[
                  help="Memory of one GPU not in the catalog: 24GiB, 80GB."),
 ]
 GPUsOpt = Annotated[
-    int | None, typer.Option("--gpus", min=1, help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP).")
+    int | None,
+    typer.Option("--gpus", min=1, max=2**20, help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP)."),
 ]
-TPOpt = Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel size (divides the heads).")]
-PPOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline-parallel stages.")]
+TPOpt = Annotated[int | None, typer.Option("--tp", min=1, max=2**20, help="Tensor-parallel size (divides the heads).")]
+PPOpt = Annotated[int, typer.Option("--pp", min=1, max=2**20, help="Pipeline-parallel stages.")]
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",
@@ -590,11 +596,13 @@ ReserveOpt = Annotated[
                  help="Per GPU for activations, CUDA graphs, runtime (default: an estimate, shown)."),
 ]
 BlockSizeOpt = Annotated[
-    int | None, typer.Option("--block-size", min=1, help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32).")
+    int | None,
+    typer.Option("--block-size", min=1, max=2**20, help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32)."),
 ]
 BatchedTokensOpt = Annotated[
     int | None,
-    typer.Option("--max-batched-tokens", min=1, help="Tokens per prefill step (default: vLLM's for this GPU)."),
+    typer.Option("--max-batched-tokens", min=1, max=2**30,
+                 help="Tokens per prefill step (default: vLLM's for this GPU)."),
 ]
 WeightsBytesOpt = Annotated[
     int | None,
@@ -618,7 +626,7 @@ def fit_cmd(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option("--concurrency", "-n", min=1,
+        typer.Option("--concurrency", "-n", min=1, max=10**9,
                      help="Backwards: requests held at once; fit says what they need and the --gpu-util for it."),
     ] = None,
     weights_dtype: WeightsDtypeOpt = None,
@@ -653,6 +661,15 @@ def fit_cmd(
                                  "it was counted by; give one", param_hint="--emit")
     if emit is not None and len(contexts) > 1:
         raise typer.BadParameter("a launch command takes one --context, not a list", param_hint="--emit")
+    if emit is not None and gpu is None and gpu_memory is None:
+        raise typer.BadParameter("a launch command needs the GPU: --gpu NAME or --gpu-memory SIZE", param_hint="--emit")
+    if emit is not None and kv_dtype is not None:
+        from kvcalc.capacity.launch import check_kv_dtype
+
+        try:
+            check_kv_dtype(emit, kv_dtype)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--kv-dtype") from None
     engine = emit or engine or "vllm"
     if gpu is None and gpu_memory is None and concurrency is not None:
         memory, key, name = None, None, None  # backwards without a GPU: what the requests need
@@ -660,11 +677,14 @@ def fit_cmd(
         memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
     spec = resolve(model, _dirs(preset_dir))
     notes = []
+    derived = None
     if tp is None:
         tp = 1
         if gpus is not None and gpus % pp == 0 and gpus > pp:
             tp = gpus // pp
-            notes.append(f"--tp not given: all {gpus} GPUs form one tensor-parallel group (--tp 1 for replicas)")
+            derived = (f"--tp not given: {gpus} GPUs in one tensor-parallel group of {tp}" if pp == 1 else
+                       f"--tp not given: {gpus} GPUs / PP {pp} = TP {tp}")
+            notes.append(derived + " (--tp 1 for replicas)")
     checkpoint = None if weights_bytes is not None or weights_dtype is not None else _checkpoint_of(model)
     results = []
     try:
@@ -676,7 +696,8 @@ def fit_cmd(
                 concurrency=concurrency,
             ))
     except FitUsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
+        prefix = f"{derived}: " if derived else ""
+        raise typer.BadParameter(prefix + str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
     if notes:
         results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
     _warn(dict.fromkeys(w for r in results for w in r.warnings))
@@ -685,7 +706,10 @@ def fit_cmd(
         from kvcalc.capacity.launch import launch
 
         chosen, moved = results[0], None
-        held = chosen.concurrency is None and chosen.fits or chosen.required_gpu_util is not None
+        if chosen.concurrency is None:
+            held = chosen.fits
+        else:
+            held = chosen.required_gpu_util is not None and chosen.required_gpu_util <= min(chosen.gpu_util, 0.95)
         if not held and chosen.min_gpus_shape:  # launch the fewest-GPU shape that holds them instead
             shape = chosen.min_gpus_shape
             chosen = fit(

@@ -90,10 +90,19 @@ def to_csv(rows: list[CompareRow], requests: bool = False) -> str:
     return buffer.getvalue()
 
 
+def deployment_shape(spec: ModelSpec, gpus: int) -> tuple[int, int]:
+    """(tp, replicas) for ``gpus`` GPUs: the largest TP that divides both the GPU count and the
+    model's heads (and splits or replicates its KV heads evenly); the rest are replicas."""
+    from kvcalc.capacity.fit import tp_allowed
+
+    tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and tp_allowed(spec, t))
+    return tp, gpus // tp
+
+
 def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: int, kv_dtype: str | None,
                   engine: str = "vllm") -> list[CompareRow]:
-    """Each row with how many requests of its context fit on ``gpus`` GPUs (TP over as many of
-    them as divide the heads, replicas for the rest), by ``fit``'s rules and default reserve."""
+    """Each row with how many requests of its context fit on ``gpus`` GPUs (``deployment_shape``:
+    TP, then replicas), by ``fit``'s rules and default reserve, in the latent MLA layout engines use."""
     from dataclasses import replace
 
     from kvcalc.capacity.fit import fit
@@ -104,14 +113,12 @@ def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: in
         if row.result.encoder:
             done.append(row)
             continue
-        tp = gpus
-        while row.spec.attention.heads % tp:
-            tp -= 1
+        tp, _ = deployment_shape(row.spec, gpus)
         try:
-            r = fit(row.spec, memory, gpu=gpu, gpus=gpus - gpus % tp, tp=tp, context=row.result.context,
+            r = fit(row.spec, memory, gpu=gpu, gpus=gpus, tp=tp, context=row.result.context,
                     kv_dtype=kv_dtype, engine=engine, search_min=False)
             done.append(replace(row, requests=r.total_concurrency))
-        except KvcalcError:  # weights not derived: the cell stays unknown
+        except (KvcalcError, ValueError):  # weights not derived, or no shape: the cell stays unknown
             done.append(row)
     return done
 
@@ -125,9 +132,10 @@ def with_speed(rows: list[CompareRow], bandwidth: int, gpus: int, kv_dtype: str 
 
     done = []
     for row in rows:
-        tp = gpus
-        while row.spec.attention.heads % tp:
-            tp -= 1
+        if row.result.encoder:
+            done.append(row)
+            continue
+        tp, _ = deployment_shape(row.spec, gpus)
         try:
             d = decode_speed(row.spec, bandwidth, context=row.result.context, batch=row.result.batch, tp=tp,
                              kv_dtype=kv_dtype)

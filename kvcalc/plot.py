@@ -74,7 +74,6 @@ def parse_lines(text: str | None, catalogs=()) -> list[Line]:
 def with_weights(series: list[Series], specs: list[ModelSpec]) -> list[Series]:
     """Each curve raised by its model's weights (the released dtype, or the model's), so a GPU
     line marks where weights and KV together stop fitting."""
-    from kvcalc.capacity.fit import serving_dtype
     from kvcalc.capacity.params import parameter_count
     from kvcalc.capacity.weights import weights_bytes
 
@@ -84,7 +83,7 @@ def with_weights(series: list[Series], specs: list[ModelSpec]) -> list[Series]:
         if count is None:
             raise KvcalcError(f"{spec.name}: its weights are not derived, so it cannot be drawn against GPU "
                               "memory; give memory sizes (--gpu-lines 80GiB) instead of GPU names")
-        dtype = (spec.weights.dtype if spec.weights else None) or serving_dtype(spec.dtype)
+        dtype = (spec.weights.dtype if spec.weights else None) or spec.dtype  # as the KV curve: the model's
         extra = weights_bytes(count, dtype)
         raised.append(Series(f"{s.model} (+{format_bytes(extra)} {dtype} weights)", s.contexts,
                              tuple(t + extra for t in s.totals)))

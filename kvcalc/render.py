@@ -173,7 +173,8 @@ def bar(value: int, largest: int, width: int = 12) -> str:
     """A horizontal bar of ``width`` cells for value/largest, in eighths of a cell."""
     if largest <= 0 or value <= 0:
         return ""
-    eighths = max(1, round(value * width * 8 / largest))
+    value = min(value, largest)  # a value past the scale fills the bar, never more
+    eighths = max(1, int(value * width * 8 // largest))
     full, part = divmod(eighths, 8)
     return "█" * full + (_EIGHTHS[part] if part else "")
 

@@ -109,8 +109,9 @@ def _forward(r: FitResult) -> list[str]:
         else:
             lines.append("Not even a one-token request fits.")
     if r.engine_log_kv_tokens is not None and r.kv_budget_bytes_per_gpu > 0:
-        lines.append(f"vLLM will log: \"GPU KV cache size: {r.engine_log_kv_tokens:,} tokens\", \"Maximum "
-                     f"concurrency for {r.context:,} tokens per request: {r.engine_log_max_concurrency:.2f}x\"")
+        lines.append(f"vLLM will log (with --max-model-len {r.context}): \"GPU KV cache size: "
+                     f"{r.engine_log_kv_tokens:,} tokens\", \"Maximum concurrency for {r.context:,} tokens per "
+                     f"request: {r.engine_log_max_concurrency:.2f}x\"")
         if r.engine_log_kv_tokens != r.kv_tokens:
             lines.append(f"  (its token figure is concurrency x {r.context:,}, not the {r.kv_tokens:,} token slots "
                          "the pool has: windows, groups or partial pages make them differ)")

@@ -57,7 +57,9 @@ def test_llama_3_70b_at_tp_16_replicates_kv_heads():
     assert any("stored 2 times" in n for n in r.notes)
 
 
-def test_trtllm_divides_kv_heads_with_ceil():
+def test_trtllm_budgets_free_memory_in_32_token_blocks():
+    # its KV heads are ceil(kv / tp); with the heads split or replicated evenly (every engine needs
+    # that) this equals vLLM's max(1, kv // tp), so the difference is the budget's base and block
     spec = kvcalc.load_preset("llama-3-70b")
     r = fit(spec, 80 * GiB, tp=16, context=8192, engine="trtllm", reserve=0)
     assert r.kv_heads_per_gpu == cdiv(8, 16) == 1
@@ -172,7 +174,8 @@ def test_weights_dtypes_and_overrides():
     rest = 2 * embeddings + 32 * 2 * 4096 + 4096  # embeddings, head, norms: kept 16-bit
     linear = 8_030_261_248 - rest
     assert weights_bytes(count, "fp8") == linear + 2 * rest
-    assert weights_bytes(count, "int4") == linear // 2 + 2 * cdiv(linear, 128) + 2 * rest
+    groups = cdiv(linear, 128)  # a 16-bit scale and a 4-bit zero point each
+    assert weights_bytes(count, "int4") == linear // 2 + 2 * groups + cdiv(groups, 2) + 2 * rest
     spec = kvcalc.load_preset("llama-3-8b")
     assert fit(spec, 80 * GiB, weights_bytes=12345).weights_bytes == 12345
 
@@ -252,7 +255,7 @@ def test_cli_table_reads_like_an_answer(runner, kvcalc_app):
     assert result.exit_code == 0, result.output
     out = result.stdout
     for text in ("weights", "reserve", "KV budget", "Requests of 8K tokens", "Longest single request",
-                 "vLLM will log", "all 4 GPUs form one tensor-parallel group"):
+                 "vLLM will log", "4 GPUs in one tensor-parallel group of 4"):
         assert text in out, text
 
 
@@ -309,7 +312,7 @@ def test_safetensors_headers_give_checkpoint_bytes(runner, kvcalc_app, tmp_path)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["weights_bytes"] == 16 + 4 + 16
-    assert "safetensors headers (3 tensors in 2 file(s))" == data["weights_source"]
+    assert "safetensors headers (3 tensors in 2 files)" == data["weights_source"]
     (folder / "model-00002-of-00002.safetensors").unlink()
     result = run(runner, kvcalc_app, str(folder), "--gpu", "h100")
     assert result.exit_code == 1 and "names 1 file(s) not in" in result.stderr
@@ -335,8 +338,15 @@ def test_compare_adds_requests_that_fit(runner, kvcalc_app):
     spec = kvcalc.load_preset("llama-3-70b")
     from kvcalc.capacity.gpus import find_gpu
 
-    expected = fit(spec, find_gpu("h100").memory_bytes, gpu="h100-sxm", gpus=4, tp=4, context=8192)
-    assert rows[0]["requests_fit"] == expected.max_concurrency > 0
+    memory = find_gpu("h100").memory_bytes
+    # the default reserve as docs/fit.md derives it: activations of 8192 batched tokens, 1024
+    # sequences' fp32 logits (vLLM's max_num_seqs from 70 GiB), 1 GiB runtime
+    activations = 8192 * (4 * 8192 + (64 + 2 * 8) * 128 // 4 + 3 * 28672 // 4) * 2
+    reserve = activations + 1024 * 128256 * 4 + GiB
+    budget = cdiv(memory * 92, 100) - 70_553_706_496 * 2 // 4 - reserve
+    blocks = budget // (80 * 16 * 2 * 2 * 128 * 2)
+    assert rows[0]["requests_fit"] == blocks // (8192 // 16) > 0
+    assert fit(spec, memory, gpu="h100-sxm", gpus=4, tp=4, context=8192).reserve_bytes_per_gpu == reserve
     assert rows[1]["requests_fit"] is None  # an encoder holds no requests' KV
     result = runner.invoke(kvcalc_app, ["compare", "llama-3-70b", "-c", "8k", "--gpu", "h100", "--csv"])
     header, row = result.stdout.splitlines()
@@ -507,3 +517,106 @@ def test_readme_fit_examples_are_what_kvcalc_prints():
         out = subprocess.run([sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]], capture_output=True,
                              text=True, env=env, check=True)
         assert out.stdout.strip() == expected.strip(), command
+
+
+def test_tp_must_split_or_replicate_kv_heads_evenly():
+    spec = kvcalc.load_preset("phi-3-medium-4k")  # 40 heads, 10 KV heads
+    with pytest.raises(FitUsageError, match="cannot split .* 10 KV heads"):
+        fit(spec, 80 * GiB, tp=4)
+    assert fit(spec, 80 * GiB, tp=5, reserve=0).kv_heads_per_gpu == 2
+    r = fit(spec, 24 * GiB, context=4096, concurrency=200, reserve=0)
+    assert r.min_gpus_shape["tp"] in (1, 2)  # 4 and 8 split 40 heads but not 10 KV heads
+
+
+def test_vllm_groups_the_whole_model_across_pipeline_stages():
+    # gemma-3-27b at PP 2: stages of 31 layers, each 26 local + 5 global. Whole-model groups of 10
+    # (52 local in 6 groups, 10 global in 1); local layers go to groups round-robin, so stage 0
+    # holds local layers 0..25 (groups 0 and 1 get 5 each) and 5 globals: 5 tensors per worker.
+    spec = kvcalc.load_preset("gemma-3-27b")
+    weights = 54 * 10**9
+    r = fit(spec, 80 * GiB, tp=1, pp=2, context=32768, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10),
+            max_batched_tokens=8192)
+    page = 16 * 2 * 16 * 128 * 2
+    budget = 85_899_345_920 * 9 // 10 - cdiv(weights, 2)
+    assert r.kv_blocks_per_gpu == budget // (5 * page)
+    sliding = cdiv(min(1023 + 2 * 8192, 32768), 16) + 1  # PP 2: two batches in flight
+    assert r.max_concurrency == r.kv_blocks_per_gpu // (6 * sliding + 32768 // 16)
+    assert r.kv_bytes_per_token_per_gpu == 31 * 2 * 16 * 128 * 2
+
+
+def test_a_float32_checkpoint_is_counted_as_served_in_bf16(runner, kvcalc_app, tmp_path):
+    import shutil
+    import struct
+    from pathlib import Path
+
+    folder = tmp_path / "gpt2"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "configs" / "gpt2", folder)
+    header = {"wte": {"dtype": "F32", "shape": [10, 4], "data_offsets": [0, 160]},
+              "mask": {"dtype": "U8", "shape": [8], "data_offsets": [160, 168]}}
+    raw = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 168)
+    data = json.loads(run(runner, kvcalc_app, str(folder), "--gpu", "h100", "--json").stdout)
+    assert data["weights_bytes"] == 160 // 2 + 8  # F32 held in bf16 by the engine; the rest as stored
+    assert "float32 tensors at bf16" in data["weights_source"]
+
+
+def test_gpu_catalog_refuses_duplicate_keys_and_clashing_aliases(runner, kvcalc_app, tmp_path):
+    from kvcalc.capacity import gpus
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("gpus:\n  card:\n    name: a\n    memory_bytes: 1000\n    memory_source: x\n"
+                     "  card:\n    name: b\n    memory_bytes: 2000\n    memory_source: y\n")
+    result = run(runner, kvcalc_app, "gpt2", "--gpu", "card", "--gpu-catalog", str(twice))
+    assert result.exit_code == 1 and "duplicate key 'card'" in result.stderr
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("gpus:\n  mine:\n    name: a\n    aliases: [h100]\n    memory_bytes: 1000\n"
+                     "    memory_source: x\n")
+    gpus._load.cache_clear()
+    result = run(runner, kvcalc_app, "gpt2", "--gpu", "mine", "--gpu-catalog", str(clash))
+    assert result.exit_code == 1 and "'h100' names both" in result.stderr
+
+
+def test_emit_refuses_what_it_cannot_launch(runner, kvcalc_app):
+    result = run(runner, kvcalc_app, "llama-3-8b", "-n", "3", "--emit", "vllm")
+    assert result.exit_code == 2 and "needs the GPU" in result.output
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "h100", "--kv-dtype", "int8", "--emit", "sglang")
+    assert result.exit_code == 2 and "no int8 KV cache" in result.output
+    # one L4 would need 0.98 of its memory for 5 requests of 8k: the command moves to two GPUs
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "-n", "5", "-c", "8k", "--emit", "vllm")
+    _, flags, _ = _parse(result.stdout)
+    assert float(flags["--gpu-memory-utilization"]) <= 0.92
+    assert int(flags["--tensor-parallel-size"]) * int(flags["--pipeline-parallel-size"]) > 1
+    # a fraction too small for even one request: the command moves too
+    result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "--gpu-util", "0.5", "-c", "8k", "--emit", "vllm")
+    _, flags, _ = _parse(result.stdout)
+    assert int(flags["--max-num-seqs"]) >= 1 and "fewest-GPU shape" in result.stdout
+
+
+def test_emit_splits_token_budgets_per_replica(runner, kvcalc_app):
+    for engine, key in (("sglang", "--max-total-tokens"), ("trtllm", "max_tokens:")):
+        result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "-n", "100", "-c", "8k", "--gpus", "12", "--tp",
+                     "2", "--emit", engine)
+        assert f"{key} {cdiv(100, 6) * 8192}" in result.stdout, engine
+
+
+def test_bars_never_outgrow_their_width():
+    from kvcalc.render import bar
+
+    assert bar(10**30, 1, 12) == "█" * 12
+    assert bar(1, 10**30, 12) == "▏"
+
+
+def test_emitted_fraction_is_derived_by_hand(runner, kvcalc_app):
+    # 20 requests of 8k, fp8 KV, TP 4 on H100s, no reserve: the smallest fraction f with
+    # ceil(f x memory) >= weights per GPU + KV, in hundredths
+    from kvcalc.capacity.gpus import find_gpu
+
+    memory = find_gpu("h100").memory_bytes
+    weights = 70_553_706_496 * 2 // 4
+    kv = 20 * (8192 // 16) * 80 * (16 * 2 * 2 * 128 * 1)
+    hundredths = cdiv(100 * (weights + kv), memory)
+    result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k", "-n", "20",
+                 "--kv-dtype", "fp8", "--reserve", "0", "--emit", "vllm")
+    _, flags, _ = _parse(result.stdout)
+    assert flags["--gpu-memory-utilization"] == f"{hundredths / 100:.2f}"
+    assert f"--kv-cache-memory-bytes {kv}" in result.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from kvcalc.errors import PresetError
@@ -37,8 +38,16 @@ def safetensors_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def tensor_bytes(path: Path) -> tuple[int, int]:
-    """(bytes of all tensors, tensor count) of one safetensors file, from its header."""
+@dataclass(frozen=True)
+class Checkpoint:
+    bytes: int  # every tensor as stored
+    tensors: int
+    files: int
+    f32_bytes: int  # of those, float32 tensors (an engine serving in bf16 holds them at half)
+
+
+def tensor_bytes(path: Path) -> tuple[int, int, int]:
+    """(bytes of all tensors, tensor count, bytes of F32 tensors) of one safetensors file, from its header."""
     try:
         with path.open("rb") as handle:
             raw = handle.read(8)
@@ -52,7 +61,7 @@ def tensor_bytes(path: Path) -> tuple[int, int]:
         raise PresetError(f"{path}: not a readable safetensors file ({exc})") from None
     if not isinstance(header, dict):
         raise PresetError(f"{path}: safetensors header is not a JSON object")
-    total = count = 0
+    total = count = f32 = 0
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -64,17 +73,20 @@ def tensor_bytes(path: Path) -> tuple[int, int]:
             raise PresetError(f"{path}: tensor {name!r} has no valid data_offsets") from None
         total += end - begin
         count += 1
-    return total, count
+        if isinstance(info, dict) and info.get("dtype") == "F32":
+            f32 += end - begin
+    return total, count, f32
 
 
-def checkpoint_bytes(folder: Path) -> tuple[int, int, int] | None:
-    """(bytes, tensors, files) of the safetensors checkpoint in ``folder``, or None if it has none."""
+def checkpoint_bytes(folder: Path) -> Checkpoint | None:
+    """The safetensors checkpoint in ``folder``, measured from its headers; None if it has none."""
     files = safetensors_files(folder)
     if not files:
         return None
-    total = tensors = 0
+    total = tensors = f32 = 0
     for path in files:
-        size, count = tensor_bytes(path)
+        size, count, floats = tensor_bytes(path)
         total += size
         tensors += count
-    return total, tensors, len(files)
+        f32 += floats
+    return Checkpoint(total, tensors, len(files), f32)

@@ -76,7 +76,10 @@ def default_max_seqs(memory: int, gpu_key: str | None) -> int:
     return 1024 if memory >= 70 * 1024**3 and "a100" not in (gpu_key or "") else 256
 
 
-IN_FLIGHT_BATCHES = 2  # vLLM >= 0.27 with async scheduling (the default) frees window pages a step late
+def in_flight_batches(pp: int) -> int:
+    """vLLM's max_concurrent_batches: 2 with async scheduling (the default) at PP 1, PP stages
+    otherwise (V1 model runner); window pages are freed only once those batches are done."""
+    return 2 if pp == 1 else pp
 
 
 def pages_full(context: int, block: int) -> int:

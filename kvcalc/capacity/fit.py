@@ -122,12 +122,28 @@ def check_shape(spec: ModelSpec, tp: int, pp: int, gpus: int | None) -> None:
              if not isinstance(kind, NoKVLayer)}
     for h in sorted(heads):
         if h % tp:
-            raise FitUsageError(f"--tp {tp} does not divide the {h} attention heads of {spec.name}; "
+            raise FitUsageError(f"TP {tp} does not divide the {h} attention heads of {spec.name}; "
                                 f"tensor parallelism splits heads evenly (try {_divisors_hint(h)})")
+    for kv in sorted(_kv_heads(spec)):
+        if kv % tp and tp % kv:
+            raise FitUsageError(f"TP {tp} cannot split {spec.name}'s {kv} KV heads: engines need the KV heads "
+                                f"divided evenly or each replicated evenly (kv_heads % tp == 0 or tp % kv_heads == "
+                                f"0; vLLM's QKVParallelLinear); try {_divisors_hint(kv) or 1} or a multiple of {kv}")
     if pp > spec.layers.count:
         raise FitUsageError(f"--pp {pp} is more than the {spec.layers.count} layers of {spec.name}")
     if gpus is not None and gpus % (tp * pp):
         raise FitUsageError(f"--gpus {gpus} is not a multiple of tp x pp = {tp * pp}")
+
+
+def _kv_heads(spec: ModelSpec) -> set[int]:
+    return {a.kv_heads for name, kind in spec.layers.kinds.items()
+            if not isinstance(kind, NoKVLayer) and isinstance(a := spec.attention_of(name), DenseAttention)}
+
+
+def tp_allowed(spec: ModelSpec, tp: int) -> bool:
+    """TP splits every kind's attention heads, and its KV heads evenly or replicates them evenly."""
+    heads = {spec.attention_of(n).heads for n, k in spec.layers.kinds.items() if not isinstance(k, NoKVLayer)}
+    return all(h % tp == 0 for h in heads) and all(kv % tp == 0 or tp % kv == 0 for kv in _kv_heads(spec))
 
 
 def _divisors_hint(n: int) -> str:
@@ -195,24 +211,35 @@ def _largest_context(needs, fits_in, cap: int) -> int:
     return low
 
 
-def vllm_capacity(types: list[LayerType], budget: int, block: int, context: int, batched: int,
-                  cap: int) -> Capacity:
-    """vLLM v1: uniform pages, layers grouped by type, one shared pool of blocks."""
+def vllm_capacity(types: list[LayerType], stages: list[dict[str, int]], budget: int, block: int, context: int,
+                  in_flight: int, cap: int) -> Capacity:
+    """vLLM v1 (kv_cache_utils.get_kv_cache_configs): the whole model's layers grouped by type
+    with one page size; every group's layers share one pool of blocks. Each pipeline worker
+    needs as many tensors as the largest group has layers on it; the block count is the
+    smallest any worker can afford. ``types`` count whole-model layers, ``stages`` per stage."""
     notes = []
     attention = [t for t in types if t.kind != "none"]
-    states = [t for t in types if t.kind == "none"]
-    token_bits = max((t.token_bits for t in attention), default=0)
-    if len({t.token_bits for t in attention}) > 1:
-        notes.append("layer kinds differ in KV width; every page is sized for the widest, as vLLM "
-                     "unifies page sizes (the narrower kinds' pages are padded)")
+    states = [t for t in types if t.kind == "none" and t.state_bytes]
+    types = attention + states  # a no-KV kind without a state takes no pages
+    widest = max((t.token_bits for t in attention), default=0)
     state = max((t.state_bytes for t in states), default=0)
-    if attention and states and eng.cdiv(block * token_bits, 8) < state:
-        per_token = eng.cdiv(token_bits, 8)
-        raised = 16 * eng.cdiv(state, 16 * per_token)
+    if attention and states and eng.cdiv(block * widest, 8) < state:
+        raised = 16 * eng.cdiv(state, 16 * eng.cdiv(widest, 8))
         notes.append(f"block size raised from {block} to {raised} tokens so one attention page holds "
                      f"a whole constant state ({state:,} B), as vLLM does for hybrid models")
         block = raised
-    page = eng.cdiv(block * token_bits, 8) if attention else state
+    page = eng.cdiv(block * widest, 8) if attention else state
+    blocks_of = {}
+    for t in attention:
+        own = eng.cdiv(block * t.token_bits, 8)
+        if page % own == 0:
+            blocks_of[t.name] = block * (page // own)  # vLLM raises a narrower kind's block size
+            if own != page:
+                notes.append(f"{t.name} layers are narrower: vLLM gives their pages {blocks_of[t.name]} tokens "
+                             "so every page is the same size")
+        else:
+            blocks_of[t.name] = block
+            notes.append(f"{t.name} pages are padded to the widest kind's page size ({page:,} B)")
     if states and page > state:
         notes.append(f"each no-KV layer's state ({state:,} B) is padded to one page ({page:,} B)")
     counts = [t.layers for t in types]
@@ -222,30 +249,65 @@ def vllm_capacity(types: list[LayerType], budget: int, block: int, context: int,
     if padding:
         notes.append(f"vLLM groups layers {group} at a time; {padding} padding layer slot(s) hold pages "
                      f"that are never used ({padding}/{sum(groups.values()) * group} of the pool)")
-    blocks = max(budget, 0) // (group * page) if page else 0
+    tensors = _tensors_per_stage(types, groups, stages, group)
+    if budget > 0 and page:
+        blocks = min(budget // (n * page) for n in tensors if n)
+    else:
+        blocks = 0
+
+    def pages(t: LayerType, length: int) -> int:
+        return 1 if t.kind == "none" else _pages(t, length, blocks_of[t.name], in_flight)
 
     def needs(length: int) -> int:
-        return sum(groups[t.name] * (1 if t.kind == "none" else _pages(t, length, block, batched)) for t in types)
+        return sum(groups[t.name] * pages(t, length) for t in types)
 
     per_request = needs(context)
+    bits = {t.name: t.token_bits for t in types}
+    state_of = {t.name: t.state_bytes for t in types}
     described = tuple(
         {"name": t.name, "kind": t.kind, "layers": t.layers, "groups": groups[t.name],
-         "pages_per_request": groups[t.name] * (1 if t.kind == "none" else _pages(t, context, block, batched))}
+         "block_size": blocks_of.get(t.name), "pages_per_request": groups[t.name] * pages(t, context)}
         for t in types
     )
     return Capacity(
         block_size=block,
         blocks=blocks,
         tokens=blocks * block,
-        per_token_bytes=eng.cdiv(sum(t.layers * t.token_bits for t in attention), 8),
-        state_bytes_per_request=sum(t.layers * t.state_bytes for t in states),
+        per_token_bytes=max(eng.cdiv(sum(n * bits.get(k, 0) for k, n in stage.items()), 8) for stage in stages),
+        state_bytes_per_request=max(sum(n * state_of.get(k, 0) for k, n in stage.items()) for stage in stages),
         max_concurrency=blocks // per_request,
         concurrency_exact=Fraction(blocks, per_request),
         max_context=_largest_context(needs, blocks, cap),
-        request_bytes=per_request * group * page,
+        request_bytes=per_request * max(tensors) * page,
         groups=described if len(types) > 1 else (),
         notes=tuple(notes),
     )
+
+
+def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: list[dict[str, int]],
+                       group: int) -> list[int]:
+    """Per pipeline stage, the most layers any one group has there: the KV tensors that worker
+    allocates. A type's layers go to its groups round-robin, as vLLM assigns them (layers[i::n]);
+    with one stage that is the group size, padding slots included."""
+    if len(stages) == 1:
+        return [group]
+    found = []
+    # the j-th layer of a type (in model order) goes to group j % n; stages hold contiguous layers,
+    # so count, per stage, how many of the type's layers with each residue it holds
+    offset = {t.name: 0 for t in types}
+    for stage in stages:
+        most = 0
+        for t in types:
+            n = stage.get(t.name, 0)
+            if not n:
+                continue
+            k = groups[t.name]
+            first = offset[t.name]
+            per_group = [len(range((j - first) % k, n, k)) for j in range(k)]
+            most = max(most, *per_group)
+            offset[t.name] += n
+        found.append(most)
+    return found
 
 
 def _pages(t: LayerType, length: int, block: int, batched: int) -> int:
@@ -317,13 +379,17 @@ def estimate_reserve(spec: ModelSpec, tp: int, batched_tokens: int, max_seqs: in
 
 
 def _weights(spec: ModelSpec, count: ParamCount | None, weights_dtype: str | None, override: int | None,
-             checkpoint: tuple[int, int, int] | None) -> tuple[int, str, str]:
+             checkpoint) -> tuple[int, str, str]:
     """(bytes, dtype label, source) of the whole model's weights."""
     if override is not None:
         return override, weights_dtype or "given", "--weights-bytes"
     if weights_dtype is None and checkpoint is not None:
-        size, tensors, files = checkpoint
-        return size, "checkpoint", f"safetensors headers ({tensors:,} tensors in {files} file(s))"
+        c = checkpoint
+        source = f"safetensors headers ({c.tensors:,} tensors in {c.files} file{'s' if c.files > 1 else ''})"
+        if c.f32_bytes and spec.dtype == "fp32":
+            # an engine serving a float32 checkpoint in bf16 holds its F32 tensors at half the size
+            return c.bytes - c.f32_bytes // 2, "checkpoint", source + ", float32 tensors at bf16 as served"
+        return c.bytes, "checkpoint", source
     released = spec.weights.dtype if spec.weights is not None else None
     dtype = weights_dtype or released or serving_dtype(spec.dtype)
     if count is None:
@@ -350,7 +416,7 @@ def fit(
     block_size: int | None = None,
     max_batched_tokens: int | None = None,
     weights_bytes: int | None = None,
-    checkpoint: tuple[int, int, int] | None = None,
+    checkpoint=None,  # a checkpoint.Checkpoint
     concurrency: int | None = None,
     search_min: bool = True,
 ) -> FitResult:
@@ -366,7 +432,7 @@ def fit(
     check_shape(spec, tp, pp, gpus)
     sized_for = memory if memory is not None else 80 * GiB  # engine defaults by memory tier
     batched = max_batched_tokens or eng.default_batched_tokens(sized_for, gpu)
-    in_flight = batched * (eng.IN_FLIGHT_BATCHES if engine == "vllm" else 1)
+    in_flight = batched * (eng.in_flight_batches(pp) if engine == "vllm" else 1)
     context = spec.max_context if context is None else context
     gpus = gpus or tp * pp
     block = block_size or rules.block_size
@@ -388,14 +454,21 @@ def fit(
 
     cap = max(spec.max_context, context)
     stages = []
-    for layers in stage_layers(spec.layers.count, pp):
-        types = layer_types(spec, layers, tp, rules, kv_dtype_used, serving_dtype(spec.dtype))
-        if not any(t.kind != "none" or t.state_bytes for t in types):
-            continue
-        if engine == "vllm":
-            stages.append(vllm_capacity(types, budget or 0, block, context, in_flight, cap))
-        else:
-            stages.append(pool_capacity(types, budget or 0, block, context, rules.windows, cap))
+    if engine == "vllm":
+        whole = layer_types(spec, range(spec.layers.count), tp, rules, kv_dtype_used, serving_dtype(spec.dtype))
+        order = spec.layers.order()
+        per_stage = []
+        for layers in stage_layers(spec.layers.count, pp):
+            counts: dict[str, int] = {}
+            for index in layers:
+                counts[order[index]] = counts.get(order[index], 0) + 1
+            per_stage.append(counts)
+        stages.append(vllm_capacity(whole, per_stage, budget or 0, block, context, in_flight, cap))
+    else:
+        for layers in stage_layers(spec.layers.count, pp):
+            types = layer_types(spec, layers, tp, rules, kv_dtype_used, serving_dtype(spec.dtype))
+            if any(t.kind != "none" or t.state_bytes for t in types):
+                stages.append(pool_capacity(types, budget or 0, block, context, rules.windows, cap))
     worst = min(stages, key=lambda c: (c.max_concurrency, c.max_context, -c.request_bytes))
     notes.extend(worst.notes)
     wanted = concurrency or 1
@@ -485,10 +558,9 @@ def _required_util(rules: eng.Engine, memory: int | None, weights: int, reserve:
 
 def _shapes(spec: ModelSpec) -> list[tuple[int, int]]:
     """(tp, pp) pairs worth trying: TP a power of two that divides the heads, PP up to 16 or a power of two."""
-    heads = spec.attention.heads
     pairs = []
     for tp in (1, 2, 4, 8, 16, 32, 64):
-        if heads % tp:
+        if not tp_allowed(spec, tp):
             continue
         stages = set(range(1, 17)) | {2**k for k in range(5, 10)}
         pairs += [(tp, pp) for pp in sorted(stages) if pp <= spec.layers.count and tp * pp <= MAX_SHAPE_GPUS]

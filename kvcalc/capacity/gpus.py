@@ -18,7 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from kvcalc.errors import KvcalcError, PresetError
 
 BUNDLED = Path(__file__).with_name("gpus.yaml")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads the catalog ten times faster
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads the catalog ten times faster
+
+
+class _Loader(_Base):
+    """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class GPU(BaseModel):
@@ -51,7 +65,9 @@ def _load(path: Path) -> dict[str, GPU]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PresetError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise PresetError(f"{path}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise PresetError(f"{path}:{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
         raise PresetError(f"{path}: a GPU catalog is a mapping with a 'gpus' mapping inside")
     entries = {}
@@ -81,11 +97,14 @@ def find_gpu(name: str, extra_files: tuple[Path, ...] = ()) -> GPU:
     """A GPU by canonical name or alias; unknown names suggest the closest ones."""
     gpus = catalog(extra_files)
     wanted = normalize(name)
-    names: dict[str, GPU] = {}
+    names: dict[str, GPU] = dict(gpus)
     for key, gpu in gpus.items():
-        names[key] = gpu
         for alias in gpu.aliases:
-            names.setdefault(normalize(alias), gpu)
+            other = names.get(normalize(alias))
+            if other is not None and other.key != key:
+                raise PresetError(f"GPU catalog: '{alias}' names both {other.key} and {key}; "
+                                  "rename the alias in one of them")
+            names[normalize(alias)] = gpu
     if wanted in names:
         return names[wanted]
     from difflib import get_close_matches  # only on the error path

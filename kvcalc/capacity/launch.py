@@ -19,6 +19,10 @@ KV_DTYPE = {
 }
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def model_reference(spec: ModelSpec, given: str) -> tuple[str, str | None]:
     """(what to pass as the model, a comment or None): the path given, or the Hub id of the
     preset's first source."""
@@ -29,6 +33,15 @@ def model_reference(spec: ModelSpec, given: str) -> tuple[str, str | None]:
         if source.startswith(hub):
             return source[len(hub):].split("/blob/")[0].split(" ")[0], None
     return spec.name, "replace MODEL with the model's Hub id or local path"
+
+
+def check_kv_dtype(engine: str, kv_dtype: str) -> None:
+    """A KV dtype the engine cannot cache in is a usage error: a command without it would run
+    at another size than the one counted."""
+    if kv_dtype not in KV_DTYPE[engine] and kv_dtype not in ("bf16", "fp16"):
+        have = ", ".join(KV_DTYPE[engine])
+        raise ValueError(f"{engine} has no {kv_dtype} KV cache (it takes {have} besides the model's dtype); "
+                         "choose one of those")
 
 
 def _kv_dtype(engine: str, r: FitResult, spec: ModelSpec) -> tuple[str | None, str]:
@@ -47,17 +60,17 @@ def launch(r: FitResult, spec: ModelSpec, given: str, engine: str, moved: str | 
     util = r.required_gpu_util if r.concurrency is not None else r.gpu_util
     each = f" ({requests} per replica)" if r.replicas > 1 and r.concurrency is not None else ""
     asked = r.concurrency if r.concurrency is not None else requests
-    head = [f"# kvcalc fit: {r.model}, {r.gpus} GPU(s), TP {r.tp} x PP {r.pp}, {asked} request(s){each} of "
-            f"{r.context} tokens, {engine} rules"]
+    head = [f"# kvcalc fit: {r.model}, {_count(r.gpus, 'GPU')}, TP {r.tp} x PP {r.pp}, {_count(asked, 'request')}"
+            f"{each} of {r.context} tokens, {engine} rules"]
     if moved:
         head.append(f"# {moved}")
     if model_note:
         head.append(f"# {model_note}")
     if not requests:
-        head.append("# nothing fits on this shape: see kvcalc fit's answer for the fewest GPUs that hold one")
-    if util is None:
-        head.append("# no memory fraction holds these requests on this shape, and no shape of up to 512 GPUs "
-                    "does; the fraction below is the engine's default")
+        head.append("# WARNING: not one request fits on this shape or any of up to 512 GPUs")
+    if util is None or util > r.gpu_util:
+        head.append("# WARNING: no memory fraction up to --gpu-util holds these requests on this shape, and no "
+                    "shape of up to 512 GPUs does; the fraction below is --gpu-util")
         util = r.gpu_util
     kv_value, kv_what = _kv_dtype(engine, r, spec)
     build = {"vllm": _vllm, "sglang": _sglang, "trtllm": _trtllm}[engine]
@@ -117,7 +130,7 @@ def _sglang(r, model, requests, util, kv_value, kv_what) -> list[str]:
     flags += [("--page-size", r.block_size, "tokens per page"),
               ("--chunked-prefill-size", r.max_batched_tokens, "tokens per prefill step")]
     if r.concurrency is not None:
-        tokens = r.concurrency * r.context
+        tokens = requests * r.context
         comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens)")
     return _lines("python -m sglang.launch_server", flags, comments)
 
@@ -132,7 +145,7 @@ def _trtllm(r, model, requests, util, kv_value, kv_what) -> list[str]:
         yaml_lines.append(f"  dtype: {kv_value}")
     if r.concurrency is not None:
         held = -(-r.context // r.block_size) * r.block_size
-        yaml_lines.append(f"  max_tokens: {r.concurrency * held}")
+        yaml_lines.append(f"  max_tokens: {requests * held}")
     if r.replicas > 1:
         comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
     flags = [

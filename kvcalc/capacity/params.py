@@ -89,8 +89,23 @@ def mlp_parameters(weights: Weights, hidden: int, index: int) -> tuple[int, int,
     return matrices, bias, 0
 
 
+_COUNTED: dict[int, tuple[ModelSpec, ParamCount | None]] = {}  # id -> (the spec, kept alive; its count)
+
+
 def parameter_count(spec: ModelSpec) -> ParamCount | None:
-    """The model's exact parameter count, or None when its preset has no weights block."""
+    """The model's exact parameter count, or None when its preset has no weights block.
+    Specs are frozen, so a count is kept per spec object (``fit`` asks again for every shape)."""
+    seen = _COUNTED.get(id(spec))
+    if seen is not None and seen[0] is spec:
+        return seen[1]
+    if len(_COUNTED) > 256:
+        _COUNTED.clear()
+    count = _count(spec)
+    _COUNTED[id(spec)] = (spec, count)
+    return count
+
+
+def _count(spec: ModelSpec) -> ParamCount | None:
     w = spec.weights
     if w is None:
         return None

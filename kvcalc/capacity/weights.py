@@ -7,8 +7,9 @@ checkpoints keep them:
 - ``fp32`` 4 bytes, ``bf16``/``fp16`` 2 bytes per parameter;
 - ``fp8``/``int8``: 1 byte per matrix weight (per-tensor or per-channel scales, a few bytes
   per matrix, are not counted);
-- ``int4``: half a byte per matrix weight plus one 16-bit scale per group of 128 weights
-  (GPTQ/AWQ with group size 128, symmetric: no zero points), rest 16-bit.
+- ``int4``: half a byte per matrix weight, plus per group of 128 weights a 16-bit scale and a
+  4-bit zero point (AWQ's and GPTQ's ``scales`` and ``qzeros``, group size 128); GPTQ's
+  act-order index (``g_idx``, 4 bytes per input row) is not counted; the rest 16-bit.
 """
 
 from __future__ import annotations
@@ -29,5 +30,6 @@ def weights_bytes(count: ParamCount, dtype: str) -> int:
     if dtype in ("fp8", "int8"):
         return count.linear + rest
     if dtype == "int4":
-        return -(-count.linear // 2) + 2 * -(-count.linear // INT4_GROUP) + rest
+        groups = -(-count.linear // INT4_GROUP)
+        return -(-count.linear // 2) + 2 * groups + -(-groups // 2) + rest
     raise ValueError(f"unknown weights dtype {dtype!r}")
