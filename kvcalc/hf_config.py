@@ -127,16 +127,12 @@ def load_config_path(path: Path) -> ModelSpec:
         raise PresetError(f"{path}: no config.json in this folder")
     if not file.is_file():
         raise PresetError(f"{file}: no such file or folder")
+    from kvcalc.readers import load_json, read_text
+
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{file}: cannot read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PresetError(
-            f"{file}: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); {HINT}"
-        ) from None
+        data = load_json(read_text(file), str(file))
+    except PresetError as exc:
+        raise PresetError(f"{exc}; {HINT}" if "not JSON" in str(exc) else str(exc)) from None
     return spec_from_config(data, origin=str(file))
 
 

@@ -11,14 +11,12 @@ import os
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from kvcalc.errors import PresetError, UnknownModelError
 from kvcalc.spec import ModelSpec
 
 _SUFFIXES = (".yaml", ".yml")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def bundled_dir() -> Path:
@@ -117,18 +115,9 @@ def load_path(path: Path) -> ModelSpec:
 @cache
 def load_file(path: Path) -> ModelSpec:
     """Parse and validate one preset YAML; errors name the file and the dotted field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # safe loader only
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise PresetError(f"{path}:{line}: {problem}") from None
-    return spec_from_data(data, origin=str(path))
+    from kvcalc.readers import load_yaml, read_text
+
+    return spec_from_data(load_yaml(read_text(path), str(path)), origin=str(path))
 
 
 def spec_from_data(data: object, origin: str) -> ModelSpec:

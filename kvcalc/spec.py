@@ -14,20 +14,33 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kvcalc.dtypes import DTYPE_BITS, KVDtype
 
-Positive = Annotated[int, Field(gt=0)]
-NonNegative = Annotated[int, Field(ge=0)]
+# Upper bounds where a value cannot be real: a tiny file must never cost gigabytes or minutes.
+MAX_LAYERS = 100_000
+MAX_HEADS = 65_536
+MAX_WIDTH = 2**24  # hidden sizes, head sizes, ranks, MLP widths, vocabularies
+MAX_TOKENS = 2**40  # contexts, windows, chunks, positions
+MAX_ELEMENTS = 2**44  # states and parameter counts
+
+Positive = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+NonNegative = Annotated[int, Field(ge=0, le=MAX_WIDTH)]
+Heads = Annotated[int, Field(gt=0, le=MAX_HEADS)]
+LayerCount = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
+Tokens = Annotated[int, Field(gt=0, le=MAX_TOKENS)]
+NonNegativeTokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Elements = Annotated[int, Field(ge=0, le=MAX_ELEMENTS)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: integers only where integers are meant (not true, 32.0 or '32'), as config.json is read
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DenseAttention(_Frozen):
     """MHA, MQA or GQA: every layer caches K and V for ``kv_heads`` heads."""
 
     kind: Literal["mha", "mqa", "gqa"]
-    heads: Positive
-    kv_heads: Positive | None = None  # MHA defaults to heads, MQA to 1
+    heads: Heads
+    kv_heads: Heads | None = None  # MHA defaults to heads, MQA to 1
     head_dim: Positive
 
     @model_validator(mode="before")
@@ -65,7 +78,7 @@ class MLAAttention(_Frozen):
     """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2)."""
 
     kind: Literal["mla"]
-    heads: Positive
+    heads: Heads
     kv_lora_rank: Positive
     qk_rope_head_dim: Positive
     qk_nope_head_dim: Positive
@@ -94,7 +107,7 @@ class SlidingLayer(_Frozen):
     """Attends to the last ``window`` tokens: holds min(context, window)."""
 
     type: Literal["sliding"]
-    window: Positive
+    window: Tokens
     attention: Attention | None = None
 
     @property
@@ -107,7 +120,7 @@ class ChunkedLayer(_Frozen):
     """Attends within aligned chunks of ``chunk`` tokens: holds min(context, chunk)."""
 
     type: Literal["chunked"]
-    chunk: Positive
+    chunk: Tokens
     attention: Attention | None = None
 
     @property
@@ -119,7 +132,7 @@ class NoKVLayer(_Frozen):
     """Linear attention or Mamba: no KV cache, a constant state per sequence."""
 
     type: Literal["none"]
-    state_elements: NonNegative = 0
+    state_elements: Elements = 0
     state_dtype: KVDtype | None = None  # None: the model's dtype
     description: str | None = None
 
@@ -128,31 +141,39 @@ LayerKind = Annotated[
     FullLayer | SlidingLayer | ChunkedLayer | NoKVLayer, Field(discriminator="type")
 ]
 
-_REPEAT = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*(?:\*\s*(\d+))?\s*$")
+_REPEAT = re.compile(r"^\s*([A-Za-z0-9_-]{1,64})\s*(?:\*\s*([0-9]{1,12}))?\s*$", re.ASCII)
 
 
 def expand_pattern(pattern: list[str], count: int) -> list[str]:
-    """["local*5", "global"] tiled over ``count`` layers, the last tile cut short."""
-    unit: list[str] = []
+    """["local*5", "global"] tiled over ``count`` layers, the last tile cut short. The unit's
+    length is checked against ``count`` before anything is expanded."""
+    runs = []
     for item in pattern:
-        match = _REPEAT.match(item)
+        match = _REPEAT.match(item) if isinstance(item, str) else None
         if not match:
-            raise ValueError(f"pattern item {item!r} is not NAME or NAME*N")
+            raise ValueError(f"pattern item {_short(item)} is not NAME or NAME*N")
         name, times = match.group(1), int(match.group(2) or 1)
         if times < 1:
             raise ValueError(f"pattern item {item!r} repeats fewer than once")
-        unit.extend([name] * times)
-    if len(unit) > count:
-        raise ValueError(f"pattern has {len(unit)} layers, more than count={count}")
+        runs.append((name, times))
+    length = sum(times for _, times in runs)
+    if length > count:
+        raise ValueError(f"pattern has {length} layers, more than count={count}")
+    unit = [name for name, times in runs for _ in range(times)]
     return [unit[i % len(unit)] for i in range(count)]
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Layers(_Frozen):
     """How many layers, which kinds exist, and the order they come in."""
 
-    count: Positive
-    kinds: dict[str, LayerKind] = Field(default_factory=lambda: {"full": FullLayer(type="full")})
-    pattern: list[str] = Field(default_factory=lambda: ["full"], min_length=1)
+    count: LayerCount
+    kinds: dict[str, LayerKind] = Field(default_factory=lambda: {"full": FullLayer(type="full")}, max_length=64)
+    pattern: list[str] = Field(default_factory=lambda: ["full"], min_length=1, max_length=MAX_LAYERS)
 
     @model_validator(mode="after")
     def _check_pattern(self):
@@ -181,16 +202,16 @@ class DenseMLP(_Frozen):
 class MoE(_Frozen):
     """Mixture of experts: routed experts (each a gated MLP), shared experts, a router."""
 
-    experts: Positive
-    experts_per_token: Positive
+    experts: Heads
+    experts_per_token: Heads
     intermediate_size: Positive  # per routed expert
     shared_experts: NonNegative = 0
     shared_intermediate_size: Positive | None = None  # None: intermediate_size
     shared_expert_gate: bool = False  # a hidden x 1 gate on the shared experts' output
     router_bias: bool = False  # a per-expert bias kept beside the router
-    first_dense_layers: NonNegative = 0  # layers 0..k-1 keep the dense MLP
-    layer_period: Positive = 1
-    layer_offset: NonNegative = 0
+    first_dense_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0  # layers 0..k-1 keep the dense MLP
+    layer_period: LayerCount = 1
+    layer_offset: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0
 
     @model_validator(mode="after")
     def _check(self):
@@ -213,7 +234,7 @@ class Weights(_Frozen):
     tied_embeddings: bool
     dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] | None = None  # the released checkpoint's
     # layer matrices (fp8 for DeepSeek-V3); None: the model dtype
-    position_embeddings: NonNegative = 0  # learned absolute positions (GPT-2, BERT)
+    position_embeddings: NonNegativeTokens = 0  # learned absolute positions (GPT-2, BERT)
     token_type_embeddings: NonNegative = 0  # BERT
     embedding_norm: bool = False
     norm: Literal["rms", "layer"] = "rms"  # layer norms carry a bias too
@@ -224,8 +245,8 @@ class Weights(_Frozen):
     output_bias: bool = False
     mlp: DenseMLP | None = None  # None only when every layer is MoE
     moe: MoE | None = None
-    mixer_parameters: dict[str, NonNegative] = Field(default_factory=dict)  # per no-KV layer, by kind
-    extra_parameters: NonNegative = 0  # parts outside this schema, explained in the notes
+    mixer_parameters: dict[str, Elements] = Field(default_factory=dict)  # per no-KV layer, by kind
+    extra_parameters: Elements = 0  # parts outside this schema, explained in the notes
 
 
 class ModelSpec(_Frozen):
@@ -234,7 +255,7 @@ class ModelSpec(_Frozen):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
     source: Annotated[list[str], Field(min_length=1)]
     parameters: str
-    max_context: Positive
+    max_context: Tokens
     dtype: KVDtype
     architecture: Literal["decoder", "encoder"] = "decoder"
     hidden_size: Positive | None = None

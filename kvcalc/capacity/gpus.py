@@ -12,29 +12,11 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from kvcalc.errors import KvcalcError, PresetError
 
 BUNDLED = Path(__file__).with_name("gpus.yaml")
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads the catalog ten times faster
-
-
-class _Loader(_Base):
-    """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 class GPU(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,14 +42,9 @@ def normalize(name: str) -> str:
 
 @cache
 def _load(path: Path) -> dict[str, GPU]:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # safe loader only
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise PresetError(f"{path}:{where}: {getattr(exc, 'problem', None) or exc}") from None
+    from kvcalc.readers import load_yaml, read_text
+
+    data = load_yaml(read_text(path), str(path))
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
         raise PresetError(f"{path}: a GPU catalog is a mapping with a 'gpus' mapping inside")
     entries = {}
