@@ -1,12 +1,15 @@
 """The kvcalc command line: parse options, call the core, hand results to render.
 
-KvcalcError is caught in one place (``KvcalcGroup.invoke``) and printed as one line on
-stderr with exit code 1. Usage errors (bad option values) exit 2 through Typer.
-Torch is never imported here at module level: only ``verify`` reaches it, lazily.
+Errors are caught in one place (``KvcalcGroup``): a KvcalcError (a file, model or device
+problem) is one line on stderr and exit 1; a usage error (a bad option value) one line
+plus the help hint and exit 2; with --json either is a JSON object on stderr. Text from
+files never reaches the terminal with raw control characters (``terminal.clean``).
+Torch is never imported here at module level: only ``verify`` and ``bench`` reach it, lazily.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,21 +23,62 @@ from kvcalc.compare import SortKey
 from kvcalc.dtypes import KVDtype
 from kvcalc.errors import KvcalcError, torch_hint
 from kvcalc.estimate import MLALayout, estimate
+from kvcalc.terminal import clean, default_width
 from kvcalc.units import parse_tokens
 
-out = Console(highlight=False)
+out = Console(highlight=False, width=default_width())
 err = Console(stderr=True, highlight=False)
 
 
+def _report(message: str, hint: str | None, code: int, as_json: bool):
+    """One error, one line (or one JSON object with --json) on stderr, then exit ``code``."""
+    import sys
+
+    message, hint = clean(message), None if hint is None else clean(hint)
+    if as_json:
+        import json
+
+        sys.stderr.write(json.dumps({"error": message, "hint": hint, "exit_code": code}) + "\n")
+    else:
+        err.print(f"error: {message}" + (f" ({hint})" if hint else ""), markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
 class KvcalcGroup(TyperGroup):
-    """The one error boundary: a KvcalcError becomes 'error: ...' on stderr and exit 1."""
+    """The one error boundary (see the module docstring)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KvcalcError as exc:
-            err.print(f"error: {exc}", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _report(str(exc), None, 1, _wants_json())
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        import sys
+
+        _JSON[0] = "--json" in (sys.argv[1:] if args is None else list(args))
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except typer.Abort:
+            _report("aborted", None, 1, _wants_json())
+        except Exception as exc:  # click's usage errors, vendored by Typer: duck-typed, not imported
+            if not (hasattr(exc, "exit_code") and hasattr(exc, "format_message")):
+                raise
+            context = getattr(exc, "ctx", None)
+            path = context.command_path if context is not None else "kvcalc"
+            _report(exc.format_message(), f"try '{path} --help'", exc.exit_code, _wants_json())
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _wants_json() -> bool:
+    return _JSON[0]
+
+
+_JSON = [False]  # whether this run asked for --json: its errors are JSON too
 
 
 app = typer.Typer(
@@ -55,6 +99,26 @@ def _tokens(value: str) -> int:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _whole(low: int = 1, high: int = 2**30):
+    """A parser for an integer option: ASCII digits only ('８' is refused), within [low, high]."""
+
+    def parse(value: str) -> int:
+        text = str(value).strip()
+        if not re.fullmatch(r"[0-9]{1,12}", text, re.ASCII):
+            raise typer.BadParameter(f"{_shown(value)} is not a whole number (digits 0-9)")
+        number = int(text)
+        if not low <= number <= high:
+            raise typer.BadParameter(f"{number} is outside {low:,}..{high:,}")
+        return number
+
+    return parse
+
+
+def _shown(value, limit: int = 40) -> str:
+    text = repr(str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # Options shared by several commands, declared once.
 ContextOpt = Annotated[
     int | None,
@@ -63,7 +127,11 @@ ContextOpt = Annotated[
         help="Tokens per sequence: 8192, 8k, 128K, 1M. Default: the model's max context.",
     ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences held at once.")]
+BatchOpt = Annotated[
+    int,
+    typer.Option("--batch", "-b", parser=_whole(1), metavar="INTEGER",
+                 help="Sequences held at once.")
+]
 KVDtypeOpt = Annotated[
     KVDtype | None,
     typer.Option("--kv-dtype", help="KV element type. Default: the model's dtype."),
@@ -81,7 +149,7 @@ NoWindowsOpt = Annotated[
     typer.Option("--no-windows", help="What if sliding and chunked layers held the whole context (a naive cache)."),
 ]
 PresetDirOpt = Annotated[
-    list[Path] | None,
+    list[str] | None,  # strings: an empty entry must stay empty, never become '.'
     typer.Option(
         "--preset-dir", envvar="KVCALC_PRESET_DIR", metavar="DIR",
         help="Extra folder of preset YAML files (repeatable; env KVCALC_PRESET_DIR, ':'-separated).",
@@ -97,15 +165,23 @@ ModelArg = Annotated[
 ]
 
 
-def _dirs(preset_dir: list[Path] | None):
+def _dirs(preset_dir: list[str] | None):
+    """The preset folders; an empty entry (``KVCALC_PRESET_DIR=:/dir``, ``--preset-dir ''``) is
+    skipped with a warning, never read as the current folder."""
+    import os
+
     from kvcalc.presets import preset_dirs
 
-    return preset_dirs(tuple(preset_dir or ()))
+    entries = [part for entry in preset_dir or () for part in entry.split(os.pathsep)]
+    if any(not entry.strip() for entry in entries):
+        _warn(["an empty preset folder entry (--preset-dir or KVCALC_PRESET_DIR) is ignored, "
+               "not read as the current folder"])
+    return preset_dirs(tuple(Path(entry) for entry in entries if entry.strip()))
 
 
 def _warn(messages) -> None:
     for message in messages:
-        err.print(f"warning: {message}", markup=False, soft_wrap=True)
+        err.print(f"warning: {clean(message)}", markup=False, soft_wrap=True)
 
 
 def _print_inferences(specs) -> None:
@@ -113,7 +189,7 @@ def _print_inferences(specs) -> None:
     for spec in specs:
         for note in spec.notes:
             if note.startswith(("inferred:", "ignored:")):
-                out.print(f"note ({spec.name}): {note}", markup=False, style="dim")
+                out.print(f"note ({spec.name}): {clean(note)}", markup=False, style="dim")
 
 
 def _print_json(data) -> None:
@@ -173,7 +249,7 @@ def estimate_cmd(
         out.print(estimate_table(result, attention_label(spec.attention, result.mla_layout)))
     out.print(estimate_summary(result), markup=False)
     for note in spec.notes:
-        out.print(f"note: {note}", markup=False, style="dim")
+        out.print(f"note: {clean(note)}", markup=False, style="dim")
 
 
 def _as_variant(spec, name: str):
@@ -244,7 +320,9 @@ def compare_cmd(
         typer.Option("--gpu", "-g", help="Add a column: requests of each context that fit on this GPU (fit's rules)."),
     ] = None,
     gpus: Annotated[
-        int, typer.Option("--gpus", min=1, max=2**20, help="With --gpu: GPUs (TP as heads allow, then replicas).")
+        int,
+        typer.Option("--gpus", parser=_whole(1, 2**20), metavar="INTEGER",
+                     help="With --gpu: GPUs (TP as heads allow, then replicas).")
     ] = 1,
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
@@ -318,15 +396,23 @@ def variants_cmd(
         ),
     ] = None,
     mla_rank: Annotated[
-        int | None, typer.Option("--mla-rank", min=1, help="kv_lora_rank of the MLA rows (default 4 x head_dim).")
+        int | None,
+        typer.Option("--mla-rank", parser=_whole(1), metavar="INTEGER",
+                     help="kv_lora_rank of the MLA rows (default 4 x head_dim).")
     ] = None,
     rope_dim: Annotated[
-        int | None, typer.Option("--rope-dim", min=1, help="Rope part of the MLA rows (default head_dim / 2).")
+        int | None,
+        typer.Option("--rope-dim", parser=_whole(1), metavar="INTEGER",
+                     help="Rope part of the MLA rows (default head_dim / 2).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="A JSON list, one object per variant.")] = False,
     speed: SpeedOpt = False,
     gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="GPU whose bandwidth --speed uses.")] = None,
-    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size for --speed.")] = 1,
+    tp: Annotated[
+        int,
+        typer.Option("--tp", parser=_whole(1), metavar="INTEGER",
+                     help="Tensor-parallel size for --speed.")
+    ] = 1,
     bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
@@ -379,9 +465,11 @@ def plot_cmd(
     context_range: Annotated[
         str, typer.Option("--context-range", "-r", metavar="LOW..HIGH", help="Contexts to span, e.g. 1k..1M.")
     ] = "1k..1M",
-    out_file: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write an image (.png or .svg; needs kvcalc[plot]).")
+    out_name: Annotated[
+        str | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Write an image (.png or .svg; needs kvcalc\\[plot])."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists (a regular file only).")] = False,
     gpu_lines: Annotated[
         str | None,
         typer.Option(
@@ -396,7 +484,11 @@ def plot_cmd(
         bool,
         typer.Option("--speed", help="Plot bytes a decode step reads (KV rising, weights flat), and their crossing."),
     ] = False,
-    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size for --speed (bytes per GPU).")] = 1,
+    tp: Annotated[
+        int,
+        typer.Option("--tp", parser=_whole(1), metavar="INTEGER",
+                     help="Tensor-parallel size for --speed (bytes per GPU).")
+    ] = 1,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
@@ -412,9 +504,10 @@ def plot_cmd(
         sizes = parse_lines(gpu_lines, gpu_catalog or ())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpu-lines") from None
+    out_file = None if out_name is None else Path(out_name)
     if out_file is not None:
         try:
-            check_output(out_file)
+            check_output(out_file, force=force, given=out_name)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from None
     specs = resolve_many(models, _dirs(preset_dir))
@@ -452,7 +545,7 @@ def plot_cmd(
             f"matplotlib is not installed, so {out_file} was not written (the chart above is the "
             "terminal version); for the image: pip install 'kvcalc[plot]'"
         ) from None
-    save_image(series, out_file, sizes, title, ylabel=f"{what} (bytes, log scale)")
+    save_image(series, out_file, sizes, title, ylabel=f"{what} (bytes, log scale)", force=force)
     out.print(f"wrote {out_file}", markup=False)
     for sentence in sentences:
         out.print(sentence, markup=False, soft_wrap=True)
@@ -569,10 +662,19 @@ GPUMemoryOpt = Annotated[
 ]
 GPUsOpt = Annotated[
     int | None,
-    typer.Option("--gpus", min=1, max=2**20, help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP)."),
+    typer.Option("--gpus", parser=_whole(1, 2**20), metavar="INTEGER",
+                 help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP)."),
 ]
-TPOpt = Annotated[int | None, typer.Option("--tp", min=1, max=2**20, help="Tensor-parallel size (divides the heads).")]
-PPOpt = Annotated[int, typer.Option("--pp", min=1, max=2**20, help="Pipeline-parallel stages.")]
+TPOpt = Annotated[
+    int | None,
+    typer.Option("--tp", parser=_whole(1, 2**20), metavar="INTEGER",
+                 help="Tensor-parallel size (divides the heads).")
+]
+PPOpt = Annotated[
+    int,
+    typer.Option("--pp", parser=_whole(1, 2**20), metavar="INTEGER",
+                 help="Pipeline-parallel stages.")
+]
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",
@@ -597,11 +699,12 @@ ReserveOpt = Annotated[
 ]
 BlockSizeOpt = Annotated[
     int | None,
-    typer.Option("--block-size", min=1, max=2**20, help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32)."),
+    typer.Option("--block-size", parser=_whole(1, 2**20), metavar="INTEGER",
+                 help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32)."),
 ]
 BatchedTokensOpt = Annotated[
     int | None,
-    typer.Option("--max-batched-tokens", min=1, max=2**30,
+    typer.Option("--max-batched-tokens", parser=_whole(1, 2**30), metavar="INTEGER",
                  help="Tokens per prefill step (default: vLLM's for this GPU)."),
 ]
 WeightsBytesOpt = Annotated[
@@ -626,7 +729,7 @@ def fit_cmd(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option("--concurrency", "-n", min=1, max=10**9,
+        typer.Option("--concurrency", "-n", parser=_whole(1, 10**9), metavar="INTEGER",
                      help="Backwards: requests held at once; fit says what they need and the --gpu-util for it."),
     ] = None,
     weights_dtype: WeightsDtypeOpt = None,
@@ -639,7 +742,11 @@ def fit_cmd(
     max_batched_tokens: BatchedTokensOpt = None,
     weights_bytes: WeightsBytesOpt = None,
     speed: SpeedOpt = False,
-    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoding together, for --speed.")] = 1,
+    batch: Annotated[
+        int,
+        typer.Option("--batch", "-b", parser=_whole(1), metavar="INTEGER",
+                     help="Sequences decoding together, for --speed.")
+    ] = 1,
     bandwidth: BandwidthOpt = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
@@ -751,7 +858,7 @@ def fit_cmd(
             for line in speed_lines(r, sp):
                 out.print(line, markup=False, soft_wrap=True)
     for note in dict.fromkeys(n for r in results for n in r.notes):
-        out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
+        out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
 
 
@@ -799,12 +906,12 @@ def presets_list(
     """List every preset: name, attention kind, layers, KV bytes per token, source."""
     if ctx.invoked_subcommand is not None:
         return
-    from kvcalc.presets import available, load_file
+    from kvcalc.presets import available, load_named
     from kvcalc.render import presets_table
 
     rows = []
     for path in available(_dirs(preset_dir)).values():
-        spec = load_file(path)
+        spec = load_named(path)
         rows.append((spec, estimate(spec, context=1).bytes_per_token))
     if json_out:
         _print_json(
@@ -854,22 +961,42 @@ def presets_show(
 @app.command("import")
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="A Hugging Face config.json, or a folder holding one.")],
-    output: Annotated[
-        Path | None,
+    output_name: Annotated[
+        str | None,
         typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.yaml if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE.yaml (a regular file only).")] = False,
 ) -> None:
     """Convert a config.json into a preset YAML to review, correct and keep."""
-    from kvcalc.files import write_text
+    from kvcalc.files import check_target, write_text
     from kvcalc.hf_config import load_config_path, preset_yaml
 
-    text = preset_yaml(load_config_path(path))
+    output = None if output_name is None else Path(output_name)
+    if output is not None:
+        check_target(output, force=force, given=output_name)
+    spec = load_config_path(path)
+    if output is not None:
+        spec = _named_for(spec, output)
+    text = preset_yaml(spec)
     if output is None:
         typer.echo(text, nl=False)
         return
-    write_text(output, text, force=force)
+    write_text(output, text, force=force, given=output_name)
     out.print(f"wrote {output}; review its notes, then: kvcalc estimate {output}", markup=False)
+
+
+def _named_for(spec, output: Path):
+    """The spec named after the file it goes to, so the preset is found by that name."""
+    import re
+
+    name = output.stem.lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+        raise typer.BadParameter(f"{output.name}: a preset's file name is its name: lowercase letters, digits, "
+                                 "'.', '_' and '-', starting with a letter or digit", param_hint="--output")
+    if name == spec.name:
+        return spec
+    note = f"named {name} after its file (config.json suggested {spec.name})"
+    return spec.model_copy(update={"name": name, "notes": [*spec.notes, note]})
 
 
 @app.command("verify")
@@ -889,7 +1016,8 @@ def verify_cmd(
     batch: BatchOpt = 1,
     layers: Annotated[
         int | None,
-        typer.Option("--layers", "-l", min=1, help="Build the model's first N layers. Default: one of each kind."),
+        typer.Option("--layers", "-l", parser=_whole(1), metavar="INTEGER",
+                     help="Build the model's first N layers. Default: one of each kind."),
     ] = None,
     cache: Annotated[
         Literal["static", "dynamic", "paged"],
@@ -900,13 +1028,30 @@ def verify_cmd(
     ] = "static",
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = "latent",
+    tp: Annotated[
+        int | None,
+        typer.Option("--tp", parser=_whole(1, 4096), metavar="INTEGER",
+                     help="Tensor-parallel ranks: one process each (gloo on cpu, NCCL on cuda), checked "
+                          "against fit's per-GPU bytes."),
+    ] = None,
+    pp: Annotated[
+        int | None,
+        typer.Option("--pp", parser=_whole(1, 4096), metavar="INTEGER",
+                     help="Pipeline stages, each of --tp ranks holding its share of the built layers."),
+    ] = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option("--engine", "-e", help="With --tp/--pp: whose KV-heads rule fit applies (default vllm)."),
+    ] = None,
     all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
 ) -> None:
     """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
 
-    Exit 0 when the measured cache equals the analytic bytes, 1 when it does not.
+    With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
+    cache against fit's per-GPU bytes. Exit 0 when the measured cache equals the analytic bytes,
+    1 when it does not.
     """
     try:
         import torch  # noqa: F401  (the kvcalc[torch] extra)
@@ -921,10 +1066,18 @@ def verify_cmd(
     if all_presets:
         if model is not None:
             raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
+        if tp is not None or pp is not None or engine is not None:
+            raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
         _verify_all(_dirs(preset_dir), layers, json_out, options)
         return
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
+    if tp is not None or pp is not None:
+        _verify_tp(resolve(model, _dirs(preset_dir)), tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
+        return
+    if engine is not None:
+        raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
+                                 param_hint="--engine")
     result = verify(resolve(model, _dirs(preset_dir)), layers=layers, **options)
     if json_out:
         _print_json(result.to_dict())
@@ -955,8 +1108,16 @@ def bench_cmd(
         Literal["fp32", "bf16", "fp16"] | None,
         typer.Option("--dtype", help="Weights and cache (default: fp32 on CPU, bf16 on a GPU)."),
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed decode steps per layer.")] = 20,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed steps first.")] = 3,
+    steps: Annotated[
+        int,
+        typer.Option("--steps", parser=_whole(1), metavar="INTEGER",
+                     help="Timed decode steps per layer.")
+    ] = 20,
+    warmup: Annotated[
+        int,
+        typer.Option("--warmup", parser=_whole(0), metavar="INTEGER",
+                     help="Untimed steps first.")
+    ] = 3,
     kernel: Annotated[
         Literal["auto", "sdpa", "grouped"],
         typer.Option("--kernel", help="Attention: sdpa (fused, enable_gqa) or grouped matmuls; auto: sdpa on CUDA."),
@@ -1004,7 +1165,29 @@ def bench_cmd(
     for line in bench_lines(result):
         out.print(line, markup=False, style="dim", soft_wrap=True)
     for note in result.notes:
-        out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
+        out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)
+
+
+def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out: bool, options: dict) -> None:
+    """--tp/--pp: tp x pp rank processes; each rank's cache against fit's per-GPU bytes."""
+    from kvcalc.capacity.fit import FitUsageError
+    from kvcalc.verify.tp import verify_tp
+    from kvcalc.verify.tp_report import tp_lines, tp_table, tp_verdict
+
+    try:
+        result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp") from None
+    if json_out:
+        _print_json(result.to_dict())
+    else:
+        if not result.encoder:
+            out.print(tp_table(result))
+        for line in tp_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(tp_verdict(result), style="bold green" if result.match else "bold red"))
+    if not result.match and not result.encoder and not result.no_kv_layer:
+        raise typer.Exit(1)
 
 
 def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None:
@@ -1013,7 +1196,7 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
 
     from rich.progress import Progress
 
-    from kvcalc.presets import available, load_file
+    from kvcalc.presets import available, load_named
     from kvcalc.verify.device import resolve_device
     from kvcalc.verify.report import summary_table
     from kvcalc.verify.runner import verify
@@ -1027,7 +1210,7 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
         for name, path in names.items():
             progress.update(task, description=f"verify {name}")
             try:
-                spec = load_file(path)
+                spec = load_named(path)
                 count = None if layers is None else min(layers, spec.layers.count)
                 rows.append((name, verify(spec, layers=count, **options), None))
             except KvcalcError as exc:

@@ -11,17 +11,32 @@ from pathlib import Path
 from kvcalc.errors import KvcalcError
 
 
-def check_target(path: Path, force: bool = True) -> None:
-    """Refuse early: a missing or unwritable folder, a folder in the file's place, or an
-    existing file without ``force``."""
+def check_target(path: Path, force: bool = False, given: str | None = None) -> None:
+    """Refuse early: a name ending in a separator, a missing or unwritable folder, anything
+    but a regular file in the file's place (a folder, device or FIFO, even with ``force``),
+    or an existing file without ``force``. ``given`` is the name as typed."""
+    import stat
+
+    typed = given if given is not None else str(path)
+    if typed.endswith(("/", os.sep)):
+        raise KvcalcError(f"{typed} names a folder; give a file name; nothing written")
     folder = path.parent
-    if not folder.is_dir():
-        raise KvcalcError(f"{path}: folder {folder} does not exist; nothing written")
-    if not os.access(folder, os.W_OK):
-        raise KvcalcError(f"{path}: folder {folder} is not writable; nothing written")
-    if path.is_dir():
+    try:
+        if not folder.is_dir():
+            raise KvcalcError(f"{path}: folder {folder} does not exist; nothing written")
+        if not os.access(folder, os.W_OK):
+            raise KvcalcError(f"{path}: folder {folder} is not writable; nothing written")
+        mode = path.lstat().st_mode if path.exists() or path.is_symlink() else None
+    except OSError as exc:
+        raise KvcalcError(f"{path}: {exc.strerror or exc}; nothing written") from None
+    if mode is None:
+        return
+    if stat.S_ISDIR(mode):
         raise KvcalcError(f"{path} is a folder; give a file name such as {path / 'out'}")
-    if path.exists() and not force:
+    if not stat.S_ISREG(mode):
+        raise KvcalcError(f"{path} is not a regular file (a link, device or FIFO); nothing written, "
+                          "even with --force")
+    if not force:
         raise KvcalcError(f"{path} already exists; nothing written (--force overwrites it)")
 
 
@@ -33,7 +48,11 @@ def write_atomically(path: Path, write: Callable[[str], None], force: bool = Tru
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
         os.close(handle)
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the user's file is not
+        try:  # an overwritten file keeps its permissions; a new one gets the usual ones
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()  # mkstemp makes it private; the user's file is not
+        os.chmod(tmp, mode)
         if force:
             os.replace(tmp, path)
         else:
@@ -48,9 +67,9 @@ def write_atomically(path: Path, write: Callable[[str], None], force: bool = Tru
                 os.unlink(tmp)
 
 
-def write_text(path: Path, text: str, force: bool = False) -> None:
+def write_text(path: Path, text: str, force: bool = False, given: str | None = None) -> None:
     path = Path(path)
-    check_target(path, force=force)
+    check_target(path, force=force, given=given)
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:

@@ -123,16 +123,16 @@ def curves(specs: list[ModelSpec], low: int, high: int, batch: int = 1,
     return series
 
 
-def check_output(path: Path) -> None:
+def check_output(path: Path, force: bool = False, given: str | None = None) -> None:
     """Refuse before any work: a wrong suffix (ValueError: a usage error), a missing or
     unwritable folder (KvcalcError)."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: --out must end in .png or .svg")
-    check_target(path)
+    check_target(path, force=force, given=given)
 
 
 def save_image(series: list[Series], path: Path, gpu_lines: list[Line], title: str,
-               ylabel: str = "KV cache (bytes, log scale)") -> None:
+               ylabel: str = "KV cache (bytes, log scale)", force: bool = False) -> None:
     """Draw with matplotlib into a temporary file beside ``path``, then move it into place."""
     try:
         import matplotlib
@@ -162,7 +162,7 @@ def save_image(series: list[Series], path: Path, gpu_lines: list[Line], title: s
     ax.grid(True, which="major", alpha=0.3)
     fig.legend(loc="outside right upper", frameon=False)
     try:
-        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120))
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120), force=force)
     finally:
         plt.close(fig)
 

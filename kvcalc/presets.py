@@ -71,8 +71,14 @@ def resolve(ref: str, dirs: tuple[Path, ...]) -> ModelSpec:
     path = available(dirs).get(ref.lower())
     if path is None:
         raise UnknownModelError(_unknown_message([ref], dirs))
+    return load_named(path)
+
+
+def load_named(path: Path) -> ModelSpec:
+    """A preset found in a preset folder: its ``name`` must be its file name, since that is
+    the name it is found by (every command treats a mismatch alike: an error naming both)."""
     spec = load_file(path)
-    if spec.name != ref.lower():
+    if spec.name != path.stem.lower():
         raise PresetError(f"{path}: name: '{spec.name}' does not match the file name '{path.stem}'")
     return spec
 

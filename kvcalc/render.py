@@ -8,6 +8,7 @@ from rich.text import Text
 
 from kvcalc.estimate import Estimate
 from kvcalc.spec import ModelSpec
+from kvcalc.terminal import clean
 from kvcalc.units import format_bytes, format_tokens
 
 RULE = None  # a row that draws a dividing line
@@ -43,7 +44,7 @@ class Grid:
             others = sum(widths[i] for i in shown if i != shrink) + 3 * len(shown)
             widths[shrink] = max(min(widths[shrink], options.max_width - others), 12)
         total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
-        yield Text(self.title)
+        yield Text(clean(self.title))
         yield self._line([Text(h, style="bold") for h in self.headers], widths, shown)
         rule = Text(" " + "─" * (total - 2), style="dim", no_wrap=True, overflow="crop")
         yield rule
@@ -58,7 +59,7 @@ class Grid:
     def _line(self, row, widths, shown) -> Text:
         line = Text(" ")  # wraps rather than hides a number when nothing optional is left
         for n, i in enumerate(shown):
-            cell = row[i] if isinstance(row[i], Text) else Text(str(row[i]))
+            cell = row[i] if isinstance(row[i], Text) else Text(clean(row[i]))
             if len(cell) > widths[i]:  # only a shrink column is ever narrower than its text
                 cell = Text(cell.plain[: widths[i] - 1] + "…")
             pad = " " * (widths[i] - len(cell))
