@@ -81,6 +81,32 @@ def _wants_json() -> bool:
 _JSON = [False]  # whether this run asked for --json: its errors are JSON too
 
 
+def _plain_help_labels() -> None:
+    """Typer 0.29 labels each parameter with its Python type (``<str>``, ``<bool>``,
+    ``<list[str]>``) and braces required arguments in the usage line (``{MODEL}``). kvcalc's
+    metavars already say what to type, so help shows those and nothing else. Each patch
+    applies only where the method exists, so other Typer versions are left as they are."""
+    core = typer.core
+    option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
+    if option is not None and hasattr(option, "display_type_rich"):
+        original = option.display_type_rich
+
+        def option_label(self, ctx, _original=original):
+            if getattr(self, "is_flag", False):
+                return None
+            label = _original(self, ctx)
+            return label.strip("<>") if isinstance(label, str) else label
+
+        option.display_type_rich = option_label
+    if argument is not None and hasattr(argument, "display_type_rich"):
+        argument.display_type_rich = lambda self, ctx: None
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        usage = argument._usage_display_name
+        argument._usage_display_name = lambda self, _usage=usage: _usage(self).replace("{", "").replace("}", "")
+
+
+_plain_help_labels()
+
 app = typer.Typer(
     cls=KvcalcGroup,
     help="Exact KV-cache memory for transformer models: estimate, compare, verify.",
@@ -137,7 +163,7 @@ KVDtypeOpt = Annotated[
     typer.Option("--kv-dtype", help="KV element type. Default: the model's dtype."),
 ]
 MLALayoutOpt = Annotated[
-    MLALayout,
+    MLALayout | None,
     typer.Option(
         "--mla-layout",
         help="MLA cache layout: the compressed latent (as vLLM/SGLang) or expanded per-head K and V.",
@@ -161,7 +187,7 @@ GPUCatalogOpt = Annotated[
                  help="Extra GPU catalog YAML (repeatable; env KVCALC_GPU_CATALOG, ':'-separated)."),
 ]
 ModelArg = Annotated[
-    str, typer.Argument(help="Preset name, preset YAML path, or config.json path/folder.")
+    str, typer.Argument(metavar="MODEL", help="Preset name, preset YAML path, or config.json path/folder.")
 ]
 
 
@@ -209,8 +235,15 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    width: Annotated[
+        int | None,
+        typer.Option("--width", parser=_whole(40, 10_000), metavar="INTEGER",
+                     help="Draw tables this many columns wide (default: the terminal's; no limit when piped)."),
+    ] = None,
 ) -> None:
-    """Exact KV-cache memory for transformer models: estimate, compare, verify."""
+    """Exact KV-cache memory for transformer models: estimate, compare, fit, verify."""
+    if width is not None:
+        out.width = width
 
 
 @app.command("estimate")
@@ -219,7 +252,7 @@ def estimate_cmd(
     context: ContextOpt = None,
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
-    mla_layout: MLALayoutOpt = "latent",
+    mla_layout: MLALayoutOpt = None,
     as_variant: Annotated[
         str | None,
         typer.Option(
@@ -237,7 +270,12 @@ def estimate_cmd(
 
     spec = resolve(model, _dirs(preset_dir))
     if as_variant is not None:
-        spec, mla_layout = _as_variant(spec, as_variant)
+        spec, layout = _as_variant(spec, as_variant)
+        if mla_layout is not None and as_variant.lower().startswith("mla-") and mla_layout != layout:
+            raise typer.BadParameter(f"--as {as_variant} already says the MLA layout; it conflicts with "
+                                     f"--mla-layout {mla_layout}", param_hint="--mla-layout")
+        mla_layout = layout
+    mla_layout = _layout_for([spec], mla_layout)
     if no_windows:
         spec = _no_windows(spec)
     result = estimate(spec, context=context, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
@@ -250,6 +288,22 @@ def estimate_cmd(
     out.print(estimate_summary(result), markup=False)
     for note in spec.notes:
         out.print(f"note: {clean(note)}", markup=False, style="dim")
+
+
+def _ref_key(ref: str) -> str:
+    from kvcalc.presets import looks_like_path
+
+    return ref if looks_like_path(ref) else ref.lower()
+
+
+def _layout_for(specs, mla_layout: str | None) -> str:
+    """The MLA layout to use; one given for models without MLA is said, not silently ignored."""
+    if mla_layout is not None and not any(
+        spec.attention_of(name).kind == "mla" for spec in specs for name in spec.layers.kinds
+        if spec.layers.kinds[name].type != "none"
+    ):
+        _warn([f"--mla-layout {mla_layout} is ignored: no model here has MLA attention"])
+    return mla_layout or "latent"
 
 
 def _as_variant(spec, name: str):
@@ -303,12 +357,14 @@ ContextListOpt = Annotated[
 
 @app.command("compare")
 def compare_cmd(
-    models: Annotated[list[str] | None, typer.Argument(help="Preset names, YAML or config.json paths.")] = None,
+    models: Annotated[
+        list[str] | None, typer.Argument(metavar="MODEL...", help="Preset names, YAML or config.json paths.")
+    ] = None,
     all_presets: Annotated[bool, typer.Option("--all", help="Compare every preset.")] = False,
     context: ContextListOpt = None,
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
-    mla_layout: MLALayoutOpt = "latent",
+    mla_layout: MLALayoutOpt = None,
     sort: Annotated[
         SortKey | None, typer.Option("--sort", help="Sort rows by this column (numbers: largest first).")
     ] = None,
@@ -338,7 +394,10 @@ def compare_cmd(
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
     contexts = _context_list(context)
     dirs = _dirs(preset_dir)
-    refs = list(models or [])
+    refs = []
+    for ref in models or []:  # `compare A A` shows A once
+        if _ref_key(ref) not in {_ref_key(r) for r in refs}:
+            refs.append(ref)
     if all_presets:
         refs += [name for name in available(dirs) if name not in {r.lower() for r in refs}]
     if not refs:
@@ -348,6 +407,7 @@ def compare_cmd(
         specs = [_no_windows(spec) for spec in specs]
     if gpu is None and (gpus != 1 or speed and bandwidth is None):
         raise typer.BadParameter("--gpus and --speed describe a deployment: give --gpu NAME too", param_hint="--gpu")
+    mla_layout = _layout_for(specs, mla_layout)
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
     deployment = None
     if gpu is not None:
@@ -461,7 +521,7 @@ def variants_cmd(
 
 @app.command("plot")
 def plot_cmd(
-    models: Annotated[list[str], typer.Argument(help="Preset names, YAML or config.json paths.")],
+    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="Preset names, YAML or config.json paths.")],
     context_range: Annotated[
         str, typer.Option("--context-range", "-r", metavar="LOW..HIGH", help="Contexts to span, e.g. 1k..1M.")
     ] = "1k..1M",
@@ -479,7 +539,7 @@ def plot_cmd(
     ] = None,
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
-    mla_layout: MLALayoutOpt = "latent",
+    mla_layout: MLALayoutOpt = None,
     speed: Annotated[
         bool,
         typer.Option("--speed", help="Plot bytes a decode step reads (KV rising, weights flat), and their crossing."),
@@ -524,7 +584,7 @@ def plot_cmd(
                              f"{name}: KV reads never reach the weights' at batch {batch} (windows cap them)")
         title = f"bytes read per decode step (per GPU, TP {tp}) vs context · batch {batch} · {dtype}"
     else:
-        series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
+        series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=_layout_for(specs, mla_layout))
         what = "KV cache"
         if any(line.gpu for line in sizes):
             series, what = with_weights(series, specs), "KV cache + weights"
@@ -960,7 +1020,7 @@ def presets_show(
 
 @app.command("import")
 def import_cmd(
-    path: Annotated[Path, typer.Argument(help="A Hugging Face config.json, or a folder holding one.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A Hugging Face config.json, or a folder holding one.")],
     output_name: Annotated[
         str | None,
         typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),

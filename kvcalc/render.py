@@ -114,19 +114,24 @@ def estimate_table(result: Estimate, attention: str = "") -> Grid:
     layout = f" · MLA {result.mla_layout}" if result.mla_layout else ""
     title = f"{result.model} · {result.context:,} tokens · batch {result.batch} · {result.kv_dtype}{layout}"
     rows: list = []
+    states = any(g.kind == "none" for g in result.groups)
     for g in result.groups:
-        if g.kind == "none":
-            cache, n = "state " + format_bytes(g.state_bytes), g.state_bytes
-        else:
-            cache, n = format_bytes(g.bytes), g.bytes
-        rows.append([g.name, _kind_label(g), g.layers, f"{g.tokens:,}", f"{g.bytes_per_token:,}", cache, f"{n:,}"])
+        row = [g.name, _kind_label(g), g.layers, f"{g.tokens:,}", f"{g.bytes_per_token:,}", format_bytes(g.bytes),
+               f"{g.bytes:,}"]
+        if states:  # a constant state is not KV: its own column, so each column adds up to its total
+            row.append(f"{g.state_bytes:,}" if g.kind == "none" else "")
+        rows.append(row)
     rows.append(RULE)
-    rows.append([
+    total = [
         Text("total", style="bold"), "", sum(g.layers for g in result.groups), "", f"{result.bytes_per_token:,}",
         Text(format_bytes(result.total_bytes), style="bold"), f"{result.total_bytes:,}",
-    ])
-    headers = ["layers", "kind", "count", "tokens", "B/token", "KV cache", "bytes"]
-    return Grid(title, headers, rows, right=set(headers[2:]), caption=attention, optional=("bytes", "kind"))
+    ]
+    if states:
+        total.append(f"{result.state_bytes:,}")
+    rows.append(total)
+    headers = ["layers", "kind", "count", "tokens", "B/token", "KV cache", "bytes"] + (["state B"] if states else [])
+    # narrow terminals drop text before numbers: the kind, then the exact bytes
+    return Grid(title, headers, rows, right=set(headers[2:]), caption=attention, optional=("kind", "bytes"))
 
 
 def estimate_summary(result: Estimate) -> str:
@@ -155,7 +160,7 @@ def presets_table(rows: list[tuple[ModelSpec, int]]) -> Grid:
         ])
     headers = ["name", "attention", "layers", "KV B/token", "max context", "source (all: presets show)"]
     return Grid("kvcalc presets", headers, cells, right={"layers", "KV B/token", "max context"},
-                optional=("max context", headers[-1]), shrink=headers[-1])
+                optional=(headers[-1], "max context"), shrink=headers[-1])
 
 
 def short_source(source: str) -> str:
@@ -214,7 +219,7 @@ def compare_table(rows, title: str, requests: str | None = None, speed: bool = F
         right.add("tok/s/seq")
         captions.append("tok/s/seq: decode ceiling per sequence at this batch (bytes a step reads / bandwidth)")
     return Grid(title, headers, cells, right=right, caption="\n".join(captions) or None,
-                optional=("bytes", "attention", "layers", "KV per layer", ""))
+                optional=("attention", "KV per layer", "", "bytes", "layers"))  # text before numbers
 
 
 def variants_table(rows, spec: ModelSpec, title: str, speeds=None) -> Grid:
@@ -244,4 +249,4 @@ def variants_table(rows, spec: ModelSpec, title: str, speeds=None) -> Grid:
         headers[-1:-1] = ["tok/s/seq", "speed vs MHA"]
         right |= {"tok/s/seq", "speed vs MHA"}
     return Grid(title, headers, cells, right=right, caption=caption,
-                optional=("bytes", "cache per layer", "", "vs actual"))
+                optional=("cache per layer", "", "bytes", "vs actual"))  # text before numbers

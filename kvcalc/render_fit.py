@@ -56,7 +56,7 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
         rows.append([Text("GPU memory", style="bold"), format_bytes(memory), f"{memory:,}", "",
                      "as the driver reports it"])
     headers = ["per GPU", "size", "bytes", "", "from"]
-    return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("bytes", ""), shrink="from")
+    return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("from", "", "bytes"), shrink="from")
 
 
 def _min_shape(s: dict) -> str:
@@ -180,7 +180,7 @@ def gpus_table(gpus) -> Grid:
                      ", ".join(gpu.aliases)])
     headers = ["name", "model", "memory", "bytes", "bandwidth", "also"]
     return Grid("GPU catalog (memory as the driver reports it)", headers, rows,
-                right={"memory", "bytes", "bandwidth"}, optional=("also", "bytes", "model"), shrink="also")
+                right={"memory", "bytes", "bandwidth"}, optional=("also", "model", "bytes"), shrink="also")
 
 
 def speed_lines(r: FitResult, speeds: dict) -> list[str]:

@@ -121,14 +121,14 @@ def test_bars_scale_with_bytes_and_narrow_terminals_drop_them():
         return console.export_text()
 
     assert "█" * 12 in text(200)  # mla-expanded, the largest, fills the bar
-    medium = text(100)
-    assert "█" in medium and "21,474,836,480" not in medium  # exact bytes go before the bar
+    medium = text(110)
+    assert "21,474,836,480" in medium and "64 KV x 128" not in medium  # text goes before numbers
     narrow = text(70)
     assert "█" not in narrow and "2,621,440" in narrow  # the numbers stay
     assert max(len(line) for line in narrow.splitlines()[:12]) <= 70
 
 
-def test_compare_table_draws_bars_at_80_columns():
+def test_compare_table_keeps_every_number_at_80_columns():
     from rich.console import Console
 
     from kvcalc.compare import compare_rows
@@ -140,8 +140,12 @@ def test_compare_table_draws_bars_at_80_columns():
     console.print(compare_table(compare_rows(specs, [4096, 131072]), "t"))
     lines = console.export_text().splitlines()
     llama_128k = next(line for line in lines if "llama-3-70b" in line and "128K" in line)
+    assert "40.00 GiB" in llama_128k and "42,949,672,960" in llama_128k  # numbers stay; text and bar go
+    assert max(len(line) for line in lines) <= 80
+    wide = Console(width=140, record=True)
+    wide.print(compare_table(compare_rows(specs, [4096, 131072]), "t"))
+    llama_128k = next(line for line in wide.export_text().splitlines() if "llama-3-70b" in line and "128K" in line)
     assert llama_128k.rstrip().endswith("█" * 12)  # the largest total fills its bar
-    assert "40.00 GiB" in llama_128k
 
 
 @pytest.mark.parametrize("groups", ["3", "5,8", "0", ",", "x"])

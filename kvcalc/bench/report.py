@@ -78,7 +78,7 @@ def bench_table(r: BenchResult) -> Grid:
                f"(scaled, no MLP); peak {r.peak_bytes_per_s / 1e9:,.1f} GB/s ({r.peak_source}); "
                f"attention: {r.kernel}")
     return Grid(title, headers, rows, right=set(headers[2:8]), caption=caption,
-                optional=("", "cache per layer", "of peak"))
+                optional=("cache per layer", "", "of peak"))
 
 
 def bench_lines(r: BenchResult) -> list[str]:
