@@ -11,6 +11,7 @@ and filled cheaply.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,6 +40,14 @@ def make_weight(shape: tuple[int, ...], dtype, device, generator: torch.Generato
     flat[: whole * size].view(whole, size).copy_(table.expand(whole, size))
     flat[whole * size:].copy_(table[: n - whole * size])
     return nn.Parameter(weight, requires_grad=False)
+
+
+WeightMaker = Callable[[str, tuple[int, ...]], nn.Parameter]
+"""(name, shape) -> the layer's weight of that name: how a layer gets its weights."""
+
+
+def _tiled(dtype, device, generator: torch.Generator) -> WeightMaker:
+    return lambda name, shape: make_weight(shape, dtype, device, generator)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,14 +130,15 @@ class DenseLayer(_Attention):
     """MHA (kv_heads == heads), MQA (kv_heads == 1) or GQA: caches K and V per KV head."""
 
     def __init__(self, a: DenseAttention, hidden: int, dtype, device, generator,
-                 window: int | None = None, chunk: int | None = None):
+                 window: int | None = None, chunk: int | None = None, make: WeightMaker | None = None):
         super().__init__(window, chunk)
         self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
         d = a.head_dim
-        self.wq = make_weight((hidden, a.heads * d), dtype, device, generator)
-        self.wk = make_weight((hidden, a.kv_heads * d), dtype, device, generator)
-        self.wv = make_weight((hidden, a.kv_heads * d), dtype, device, generator)
-        self.wo = make_weight((a.heads * d, hidden), dtype, device, generator)
+        make = make or _tiled(dtype, device, generator)
+        self.wq = make("wq", (hidden, a.heads * d))
+        self.wk = make("wk", (hidden, a.kv_heads * d))
+        self.wv = make("wv", (hidden, a.kv_heads * d))
+        self.wo = make("wo", (a.heads * d, hidden))
 
     def cache_feats(self):
         return [(self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim)]  # K, V
@@ -149,22 +159,23 @@ class MLALayer(_Attention):
     """DeepSeek's multi-head latent attention, caching the latent or expanded K and V."""
 
     def __init__(self, a: MLAAttention, hidden: int, dtype, device, generator, layout: str = "latent",
-                 window: int | None = None, chunk: int | None = None):
+                 window: int | None = None, chunk: int | None = None, make: WeightMaker | None = None):
         super().__init__(window, chunk)
         if layout not in ("latent", "expanded"):
             raise ValueError(f"unknown MLA layout {layout!r}")
         self.a, self.layout = a, layout
         H, nope, rope, dv = a.heads, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
+        make = make or _tiled(dtype, device, generator)
         if a.q_lora_rank:
-            self.wq_a = make_weight((hidden, a.q_lora_rank), dtype, device, generator)
+            self.wq_a = make("wq_a", (hidden, a.q_lora_rank))
             self.q_norm = nn.Parameter(torch.ones(a.q_lora_rank, dtype=dtype, device=device), False)
-            self.wq_b = make_weight((a.q_lora_rank, H * (nope + rope)), dtype, device, generator)
+            self.wq_b = make("wq_b", (a.q_lora_rank, H * (nope + rope)))
         else:
-            self.wq = make_weight((hidden, H * (nope + rope)), dtype, device, generator)
-        self.wkv_a = make_weight((hidden, a.kv_lora_rank + rope), dtype, device, generator)
+            self.wq = make("wq", (hidden, H * (nope + rope)))
+        self.wkv_a = make("wkv_a", (hidden, a.kv_lora_rank + rope))
         self.kv_norm = nn.Parameter(torch.ones(a.kv_lora_rank, dtype=dtype, device=device), False)
-        self.wkv_b = make_weight((a.kv_lora_rank, H * (nope + dv)), dtype, device, generator)
-        self.wo = make_weight((H * dv, hidden), dtype, device, generator)
+        self.wkv_b = make("wkv_b", (a.kv_lora_rank, H * (nope + dv)))
+        self.wo = make("wo", (H * dv, hidden))
 
     def cache_feats(self):
         a = self.a

@@ -76,9 +76,13 @@ def paged_spec(spec: ModelSpec) -> ModelSpec:
     return ModelSpec.model_validate(data)
 
 
-def choose_layers(spec: ModelSpec, layers: int | None) -> tuple[list[str], list[int]]:
-    """One layer of each distinct kind (first of each), or the model's first ``layers`` layers."""
+def choose_layers(spec: ModelSpec, layers: int | None,
+                  indices: list[int] | None = None) -> tuple[list[str], list[int]]:
+    """One layer of each distinct kind (first of each), the model's first ``layers`` layers, or
+    exactly the layers at ``indices`` (a pipeline stage's share)."""
     order = spec.layers.order()
+    if indices is not None:
+        return [order[i] for i in indices], list(indices)
     if layers is None:
         first = {}
         for index, name in enumerate(order):
@@ -99,6 +103,7 @@ def make_plan(
     cache: str = "static",
     kv_dtype: str | None = None,
     mla_layout: str = "latent",
+    indices: list[int] | None = None,
 ) -> Plan:
     if cache not in CACHE_KINDS:
         raise KvcalcError(f"unknown cache {cache!r}; choose {', '.join(CACHE_KINDS)}")
@@ -106,7 +111,7 @@ def make_plan(
     if context < 1 or batch < 1:
         raise KvcalcError("--context and --batch must be at least 1")
     kv_dtype = kv_dtype or spec.dtype
-    names, indices = choose_layers(spec, layers)
+    names, indices = choose_layers(spec, layers, indices)
     reduced = reduced_spec(spec, names)
     settings = dict(context=context, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
     paged = None
@@ -182,7 +187,7 @@ class Needs:
         return self.cache + self.scales + self.weights + self.activations
 
 
-def cache_bound(plan: Plan) -> int:
+def cache_bound(plan: Plan, share: dict[str, tuple[int, int]] | None = None) -> int:
     """An upper bound on the cache bytes alive at once, for the memory guard.
 
     Static and paged caches are allocated once at their final size. A dynamic layer grows by
@@ -191,14 +196,20 @@ def cache_bound(plan: Plan) -> int:
     grown tensor (up to the context) and the trimmed copy (W), at decode the old tensor (W),
     the grown one (W + 1) and the trimmed copy (W). Both stay within context + 2W tokens; 2x the
     final W would be no bound at all once the context is a few windows long.
+
+    ``share`` scales a layer kind by a fraction (numerator, denominator), rounded up: the KV
+    heads one tensor-parallel rank holds of the kind's heads.
     """
-    if plan.cache != "dynamic":
-        return plan.expected_bytes
+    share = share or {}
     total = 0
-    for g in plan.analytic.groups:
+    for g, held in zip(plan.analytic.groups, (plan.paged or plan.analytic).groups):
+        num, den = share.get(g.name, (1, 1))
+        if plan.cache != "dynamic":
+            total += -(-held.bytes * num // den)
+            continue
         per_token = g.bytes_per_token * plan.batch  # all the group's layers, whole bytes
         trims = g.tokens < plan.context
-        total += per_token * (plan.context + 2 * g.tokens if trims else 2 * g.tokens)
+        total += -(-per_token * (plan.context + 2 * g.tokens if trims else 2 * g.tokens) * num // den)
     return total
 
 
@@ -217,11 +228,13 @@ def run_needs(plan: Plan, compute_bytes: int) -> Needs:
     largest_layer = max((a.kv_elements_per_token(plan.mla_layout) for a in attn), default=0)
     heads = max((a.heads for a in attn), default=0)
     score_row = batch * heads * (plan.context + plan.prefill) * 4  # one query row, fp32
+    # a block of query rows: at most SCORE_BLOCK_BYTES (or one row), and never more rows than a step has
+    scores = min(max(SCORE_BLOCK_BYTES, score_row), score_row * plan.prefill)
     activations = (
         batch * plan.context * hidden * compute_bytes  # every step's input, made up front
         + 8 * batch * plan.prefill * widest * compute_bytes  # projections alive in one step
         # a layer's keys decoded to the compute dtype, plus a ring's concatenation with the step
         + 3 * batch * (plan.context + plan.prefill) * largest_layer * compute_bytes
-        + 3 * max(SCORE_BLOCK_BYTES, score_row)  # scores, their softmax, and its cast
+        + 3 * scores  # scores, their softmax, and its cast
     )
     return Needs(cache=cache, scales=scales, weights=weights, activations=activations)
