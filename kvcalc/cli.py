@@ -635,12 +635,13 @@ def _size(option: str, zero: bool = False):
 
 
 def _fraction(value: str):
+    """A memory fraction as engines take it: a decimal in (0, 1], e.g. 0.9 or 0.925."""
     from fractions import Fraction
 
-    try:
-        fraction = Fraction(value.strip())
-    except (ValueError, ZeroDivisionError):
-        raise typer.BadParameter(f"{value!r} is not a fraction (try 0.9)") from None
+    text = value.strip()
+    if not re.fullmatch(r"(0?\.[0-9]{1,6}|1(\.0{1,6})?|0)", text, re.ASCII):
+        raise typer.BadParameter(f"{_shown(value)} is not a fraction in (0, 1] (try 0.9)")
+    fraction = Fraction(text)
     if not 0 < fraction <= 1:
         raise typer.BadParameter(f"{value} is outside (0, 1]")
     return fraction

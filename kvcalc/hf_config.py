@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from kvcalc.errors import PresetError
 from kvcalc.hf_weights import weights_block
-from kvcalc.spec import ModelSpec
+from kvcalc.spec import MAX_HEADS, MAX_LAYERS, MAX_TOKENS, ModelSpec
 
 HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
 
@@ -114,6 +114,11 @@ MAMBA_FIELDS = ("mamba_expand", "mamba_d_state", "mamba_d_conv")
 # Integer fields where 0 means something: Jamba's layer 0 is attention; no layer is below
 # max_window_layers 0. Every other integer field must be at least 1.
 ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})
+# the most a field may say before kvcalc refuses it; anything else: MAX_TOKENS (2^40)
+LIMITS = {
+    "num_hidden_layers": MAX_LAYERS, "num_attention_heads": MAX_HEADS, "num_key_value_heads": MAX_HEADS,
+    "attn_layer_period": MAX_LAYERS, "attn_layer_offset": MAX_LAYERS, "max_window_layers": MAX_LAYERS,
+}
 
 
 # --------------------------------------------------------------------------- reading a file
@@ -122,11 +127,14 @@ ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})
 def load_config_path(path: Path) -> ModelSpec:
     """A config.json, or a folder holding one, as a ModelSpec."""
     path = Path(path)
-    file = path / "config.json" if path.is_dir() else path
-    if path.is_dir() and not file.is_file():
-        raise PresetError(f"{path}: no config.json in this folder")
-    if not file.is_file():
-        raise PresetError(f"{file}: no such file or folder")
+    try:
+        file = path / "config.json" if path.is_dir() else path
+        if path.is_dir() and not file.is_file():
+            raise PresetError(f"{path}: no config.json in this folder")
+        if not file.is_file():
+            raise PresetError(f"{file}: no such file or folder")
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise PresetError(f"{str(path)[:80]}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
     from kvcalc.readers import load_json, read_text
 
     try:
@@ -222,7 +230,10 @@ class _Reader:
             least = 0 if concept in ZERO_ALLOWED else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 what = "a whole number >= 0" if least == 0 else "a positive whole number"
-                self.fail(f"{key} must be {what}, got {json.dumps(value)}")
+                self.fail(f"{key} must be {what}, got {_shown_json(value)}")
+            most = LIMITS.get(concept, MAX_TOKENS)
+            if value > most:  # before anything is sized by it: a count of 10**12 must not build a list
+                self.fail(f"{key} {_shown_json(value)} is more than any real model has (at most {most:,})")
             return value
         fallback = self.class_default(concept) if default else None
         if fallback is not None:
@@ -566,14 +577,29 @@ def _state(r: _Reader) -> tuple[str, dict]:
     )
 
 
+def _shown_json(value, limit: int = 40) -> str:
+    try:
+        text = json.dumps(value)
+    except ValueError:  # an integer past the digit limit
+        text = "a number too long to show"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def compact_pattern(order: list[str]) -> list[str]:
     """The shortest repeating unit of ``order``, run-length encoded: ["sliding*5", "full"].
 
     The unit tiles over the layers with the last tile cut short, as ``expand_pattern`` reads
-    it; when nothing shorter repeats, the unit is every layer.
+    it; when nothing shorter repeats, the unit is every layer. The shortest period comes from
+    the prefix function (Knuth-Morris-Pratt), in time linear in the layers.
     """
     n = len(order)
-    period = next(p for p in range(1, n + 1) if all(order[i] == order[i % p] for i in range(n)))
+    border = [0] * n  # border[i]: the longest proper prefix of order[: i + 1] that is also its suffix
+    for i in range(1, n):
+        k = border[i - 1]
+        while k and order[i] != order[k]:
+            k = border[k - 1]
+        border[i] = k + (order[i] == order[k])
+    period = n - border[-1] if n else 1
     pattern: list[str] = []
     for name in order[:period]:
         if pattern and pattern[-1].split("*")[0] == name:

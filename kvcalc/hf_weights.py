@@ -166,6 +166,10 @@ def weights_block(
         where = ".".join(str(part) for part in problem["loc"])
         notes.append(SKIP + f"weights.{where}: {problem['msg']}")
         return None
+    except (TypeError, AttributeError, KeyError, ValueError, ArithmeticError) as exc:
+        # a field of an unexpected JSON type or size: the count is optional, so it is left out, said
+        notes.append(SKIP + f"a field has an unexpected type or value ({type(exc).__name__}: {str(exc)[:80]})")
+        return None
     if fields.defaulted:
         owner = "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}"
         notes.append(
@@ -197,6 +201,8 @@ def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
     }
     block["moe"] = moe
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
+        if not isinstance(f.outer["vision_config"], dict):
+            raise _Skip("vision_config is not a JSON object")
         block["extra_parameters"] = _siglip(f, hidden, notes)
     return block
 

@@ -32,8 +32,12 @@ def preset_dirs(user_dirs: list[Path] | tuple[Path, ...] = ()) -> tuple[Path, ..
     """User folders first (so they can override a bundled name), then the bundled folder."""
     dirs = [Path(d) for d in user_dirs]
     for folder in dirs:
-        if not folder.is_dir():
-            raise PresetError(f"preset folder {folder} does not exist or is not a folder")
+        try:
+            is_dir = folder.is_dir()
+        except (OSError, ValueError):
+            is_dir = False
+        if not is_dir:
+            raise PresetError(f"preset folder {_cut(str(folder))} does not exist or is not a folder")
     return (*dirs, bundled_dir())
 
 
@@ -41,7 +45,11 @@ def preset_dirs(user_dirs: list[Path] | tuple[Path, ...] = ()) -> tuple[Path, ..
 def _index(folder: Path) -> dict[str, Path]:
     """Lowercase preset name -> file, from file names alone (nothing is parsed here)."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    try:
+        paths = sorted(folder.iterdir())
+    except OSError as exc:
+        raise PresetError(f"preset folder {folder}: cannot list it: {exc.strerror or exc}") from None
+    for path in paths:
         if path.suffix in _SUFFIXES and path.is_file():
             found.setdefault(path.stem.lower(), path)
     return found
@@ -97,24 +105,39 @@ def _unknown_message(refs: list[str], dirs: tuple[Path, ...]) -> str:
 
     names = list(available(dirs))
     parts = []
-    for ref in refs:
-        close = get_close_matches(ref.lower(), names, n=3, cutoff=0.5)
+    for ref in refs[:MAX_LISTED]:
+        shown = _cut(ref, 60)
+        close = get_close_matches(ref.lower()[:200], names, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        if Path(ref).exists():
-            hint += f" (a file or folder '{ref}' is here: pass it as ./{ref})"
-        parts.append(f"'{ref}'{hint}")
+        if _exists(Path(ref)):
+            hint += f" (a file or folder '{shown}' is here: pass it as ./{shown})"
+        parts.append(f"'{shown}'{hint}")
+    more = f", and {len(refs) - MAX_LISTED} more" if len(refs) > MAX_LISTED else ""
     what = "unknown model" if len(refs) == 1 else "unknown models"
-    return f"{what} {', '.join(parts)}; 'kvcalc presets' lists them all"
+    return f"{what} {', '.join(parts)}{more}; 'kvcalc presets' lists them all"
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists() that says no, rather than raising, for names the file system refuses
+    (too long, a NUL byte) or folders it may not look into."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def load_path(path: Path) -> ModelSpec:
     """A file or folder given by the user: a preset YAML, a config.json, or a folder holding one."""
-    if path.is_dir() or path.suffix.lower() == ".json":
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise PresetError(f"{_cut(str(path))}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+    if is_dir or path.suffix.lower() == ".json":
         from kvcalc.hf_config import load_config_path
 
         return load_config_path(path)
-    if not path.is_file():
-        raise PresetError(f"{path}: no such file")
+    if not is_file:
+        raise PresetError(f"{_cut(str(path))}: no such file")
     return load_file(path)
 
 
@@ -138,13 +161,22 @@ def spec_from_data(data: object, origin: str) -> ModelSpec:
 def describe_validation_error(exc: ValidationError, data: object) -> str:
     """'attention.kv_heads: kv_heads=3 must divide heads=64; ...' on one line."""
     problems = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_LISTED]:
         field = _dotted(err["loc"], data)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append(f"{field}: {message}" if field else message)
-    return "; ".join(problems)
+        problems.append(f"{_cut(field)}: {message}" if field else message)
+    more = f"; and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+    return "; ".join(problems) + more
+
+
+MAX_LISTED = 5  # problems named in one error line; the rest are counted
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _dotted(loc: tuple, data: object) -> str:

@@ -56,7 +56,8 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
         rows.append([Text("GPU memory", style="bold"), format_bytes(memory), f"{memory:,}", "",
                      "as the driver reports it"])
     headers = ["per GPU", "size", "bytes", "", "from"]
-    return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("from", "", "bytes"), shrink="from")
+    return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("from", "", "bytes"),
+                shrink="from")
 
 
 def _min_shape(s: dict) -> str:

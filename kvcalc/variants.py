@@ -65,8 +65,15 @@ def actual_name(spec: ModelSpec, mla_layout: str = "latent") -> str:
 
 
 def gqa_group_counts(heads: int) -> list[int]:
-    """KV-head counts strictly between MQA (1) and MHA (heads) that divide the heads."""
-    return [n for n in range(2, heads) if heads % n == 0]
+    """KV-head counts strictly between MQA (1) and MHA (heads) that divide the heads: the
+    divisors found in pairs up to the square root, not by trying every count."""
+    found = set()
+    n = 1
+    while n * n <= heads:
+        if heads % n == 0:
+            found.update((n, heads // n))
+        n += 1
+    return sorted(d for d in found if 1 < d < heads)
 
 
 def check_groups(spec: ModelSpec, groups: list[int]) -> None:
