@@ -40,7 +40,7 @@ class Line:
     gpu: bool  # a named GPU: the curves then count each model's weights too
 
 
-_GPU_LINE = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(.+?)\s*$", re.IGNORECASE)
+_GPU_LINE = re.compile(r"^\s*(?:([0-9]{1,6})\s*[x×*]\s*)?(.+?)\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_lines(text: str | None, catalogs=()) -> list[Line]:
@@ -59,6 +59,8 @@ def parse_lines(text: str | None, catalogs=()) -> list[Line]:
         except ValueError:
             pass
         match = _GPU_LINE.match(part)
+        if match is None:  # a line break or other control character in the item
+            raise ValueError(f"{part.strip()!r} is neither a size (24GiB) nor a GPU name")
         count = int(match.group(1) or 1)
         try:
             gpu = find_gpu(match.group(2), tuple(catalogs))
