@@ -181,13 +181,19 @@ PresetDirOpt = Annotated[
         help="Extra folder of preset YAML files (repeatable; env KVCALC_PRESET_DIR, ':'-separated).",
     ),
 ]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option("--revision", metavar="REV",
+                 help="For a Hub id (org/name): the branch, tag or commit whose config.json to read (default main)."),
+]
 GPUCatalogOpt = Annotated[
     list[Path] | None,
     typer.Option("--gpu-catalog", envvar="KVCALC_GPU_CATALOG", metavar="FILE",
                  help="Extra GPU catalog YAML (repeatable; env KVCALC_GPU_CATALOG, ':'-separated)."),
 ]
 ModelArg = Annotated[
-    str, typer.Argument(metavar="MODEL", help="Preset name, preset YAML path, or config.json path/folder.")
+    str, typer.Argument(metavar="MODEL",
+                        help="Preset name, preset YAML path, config.json path/folder, or Hub id org/name.")
 ]
 
 
@@ -205,6 +211,16 @@ def _dirs(preset_dir: list[str] | None):
     return preset_dirs(tuple(Path(entry) for entry in entries if entry.strip()))
 
 
+def _revision(revision: str | None, refs) -> str | None:
+    """--revision is for Hub ids; given with presets or paths only, it is said, not silently dropped."""
+    if revision is not None:
+        from kvcalc.presets import is_hub_ref
+
+        if not any(is_hub_ref(ref) for ref in refs):
+            _warn([f"--revision {revision} applies to Hub ids (org/name) only; ignored"])
+    return revision
+
+
 def _warn(messages) -> None:
     for message in messages:
         err.print(f"warning: {clean(message)}", markup=False, soft_wrap=True)
@@ -214,7 +230,7 @@ def _print_inferences(specs) -> None:
     """What kvcalc inferred or ignored when reading a config.json, one line per model."""
     for spec in specs:
         for note in spec.notes:
-            if note.startswith(("inferred:", "ignored:")):
+            if note.startswith(("inferred:", "ignored:", "read config.json")):
                 out.print(f"note ({spec.name}): {clean(note)}", markup=False, style="dim")
 
 
@@ -263,12 +279,13 @@ def estimate_cmd(
     no_windows: NoWindowsOpt = False,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """The exact KV-cache size of MODEL at a context and batch, per layer group."""
     from kvcalc.presets import resolve
     from kvcalc.render import attention_label, estimate_summary, estimate_table
 
-    spec = resolve(model, _dirs(preset_dir))
+    spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     if as_variant is not None:
         spec, layout = _as_variant(spec, as_variant)
         if mla_layout is not None and as_variant.lower().startswith("mla-") and mla_layout != layout:
@@ -358,7 +375,7 @@ ContextListOpt = Annotated[
 @app.command("compare")
 def compare_cmd(
     models: Annotated[
-        list[str] | None, typer.Argument(metavar="MODEL...", help="Preset names, YAML or config.json paths.")
+        list[str] | None, typer.Argument(metavar="MODEL...", help="Presets, YAML/config.json paths, Hub ids.")
     ] = None,
     all_presets: Annotated[bool, typer.Option("--all", help="Compare every preset.")] = False,
     context: ContextListOpt = None,
@@ -383,6 +400,7 @@ def compare_cmd(
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """Compare models side by side at one or more contexts, with a bar per row."""
@@ -402,7 +420,7 @@ def compare_cmd(
         refs += [name for name in available(dirs) if name not in {r.lower() for r in refs}]
     if not refs:
         raise typer.BadParameter("name at least one MODEL, or --all", param_hint="MODEL")
-    specs = resolve_many(refs, dirs)
+    specs = resolve_many(refs, dirs, _revision(revision, refs))
     if no_windows:
         specs = [_no_windows(spec) for spec in specs]
     if gpu is None and (gpus != 1 or speed and bandwidth is None):
@@ -475,6 +493,7 @@ def variants_cmd(
     ] = 1,
     bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """MODEL under each attention design: MHA, GQA-n, MQA, MLA latent and expanded."""
@@ -482,7 +501,7 @@ def variants_cmd(
     from kvcalc.render import variants_table
     from kvcalc.variants import check_groups, compare_variants
 
-    spec = resolve(model, _dirs(preset_dir))
+    spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     group_list = None
     if groups is not None:
         try:
@@ -521,7 +540,7 @@ def variants_cmd(
 
 @app.command("plot")
 def plot_cmd(
-    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="Preset names, YAML or config.json paths.")],
+    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="Presets, YAML/config.json paths, Hub ids.")],
     context_range: Annotated[
         str, typer.Option("--context-range", "-r", metavar="LOW..HIGH", help="Contexts to span, e.g. 1k..1M.")
     ] = "1k..1M",
@@ -550,6 +569,7 @@ def plot_cmd(
                      help="Tensor-parallel size for --speed (bytes per GPU).")
     ] = 1,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """KV memory against context length, one line per model (log axes)."""
@@ -570,7 +590,7 @@ def plot_cmd(
             check_output(out_file, force=force, given=out_name)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from None
-    specs = resolve_many(models, _dirs(preset_dir))
+    specs = resolve_many(models, _dirs(preset_dir), _revision(revision, models))
     dtype = kv_dtype or "model dtype"
     sentences = []
     if speed:
@@ -698,11 +718,22 @@ def _bandwidth_of(gpu: str | None, catalogs, given: int | None) -> int:
     return found.bandwidth_bytes_per_s
 
 
-def _checkpoint_of(model: str):
-    """Bytes of the safetensors checkpoint beside a config.json given by path, if any."""
+def _checkpoint_of(model: str, revision: str | None = None, notes: list | None = None):
+    """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
+    id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
     from kvcalc.capacity.checkpoint import checkpoint_bytes
-    from kvcalc.presets import looks_like_path
+    from kvcalc.presets import is_hub_ref, looks_like_path
 
+    if is_hub_ref(model):
+        from kvcalc.hub import HubError, fetch_checkpoint
+
+        try:
+            return fetch_checkpoint(model, revision)
+        except HubError as exc:
+            if notes is not None:
+                notes.append(f"weights from the parameter count: the safetensors headers of {model} could not be "
+                             f"read ({exc})")
+            return None
     path = Path(model)
     if not looks_like_path(model) and not path.is_dir():
         return None
@@ -811,6 +842,7 @@ def fit_cmd(
     bandwidth: BandwidthOpt = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """How many requests of a context fit on GPUs, counted the way a serving engine counts.
@@ -843,7 +875,7 @@ def fit_cmd(
         memory, key, name = None, None, None  # backwards without a GPU: what the requests need
     else:
         memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
-    spec = resolve(model, _dirs(preset_dir))
+    spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     notes = []
     derived = None
     if tp is None:
@@ -853,7 +885,8 @@ def fit_cmd(
             derived = (f"--tp not given: {gpus} GPUs in one tensor-parallel group of {tp}" if pp == 1 else
                        f"--tp not given: {gpus} GPUs / PP {pp} = TP {tp}")
             notes.append(derived + " (--tp 1 for replicas)")
-    checkpoint = None if weights_bytes is not None or weights_dtype is not None else _checkpoint_of(model)
+    checkpoint = (None if weights_bytes is not None or weights_dtype is not None
+                  else _checkpoint_of(model, revision, notes))
     results = []
     try:
         for length in contexts:
@@ -1000,6 +1033,7 @@ def presets_show(
     name: ModelArg,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """Print one preset's full spec (as YAML, or JSON with --json)."""
     import yaml
@@ -1007,7 +1041,7 @@ def presets_show(
     from kvcalc.presets import resolve
 
     # `kvcalc presets --preset-dir D show NAME` puts the folder on the group
-    spec = resolve(name, _dirs(preset_dir or ctx.parent.params.get("preset_dir")))
+    spec = resolve(name, _dirs(preset_dir or ctx.parent.params.get("preset_dir")), _revision(revision, [name]))
     data = spec.model_dump(mode="json", exclude_none=True)
     if json_out:
         _print_json(data)
@@ -1064,7 +1098,7 @@ def _named_for(spec, output: Path):
 def verify_cmd(
     model: Annotated[
         str | None,
-        typer.Argument(metavar="MODEL", help="Preset name, preset YAML path, or config.json path/folder."),
+        typer.Argument(metavar="MODEL", help="Preset name, YAML or config.json path/folder, Hub id org/name."),
     ] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
     context: Annotated[
@@ -1107,6 +1141,7 @@ def verify_cmd(
     all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
 
@@ -1134,12 +1169,13 @@ def verify_cmd(
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
     if tp is not None or pp is not None:
-        _verify_tp(resolve(model, _dirs(preset_dir)), tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
+        spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
         return
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
                                  param_hint="--engine")
-    result = verify(resolve(model, _dirs(preset_dir)), layers=layers, **options)
+    result = verify(resolve(model, _dirs(preset_dir), _revision(revision, [model])), layers=layers, **options)
     if json_out:
         _print_json(result.to_dict())
     else:
@@ -1185,6 +1221,7 @@ def bench_cmd(
     ] = "auto",
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """Time decode steps through MODEL's attention layers with full caches, per attention variant.
 
@@ -1201,7 +1238,7 @@ def bench_cmd(
     from kvcalc.bench.runner import bench
     from kvcalc.presets import resolve
 
-    spec = resolve(model, _dirs(preset_dir))
+    spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     names = None
     if variants is not None:
         from kvcalc.variants import build_variant

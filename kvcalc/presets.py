@@ -1,8 +1,10 @@
 """Find and load model presets: bundled ones, user folders, and files given by path.
 
 A bare name only ever resolves inside the preset folders; anything that looks like a
-path (a separator, or a .yaml/.yml/.json suffix) is read as that path. Each file is
-parsed and validated at most once per process, and only when it is needed.
+path (a separator, or a .yaml/.yml/.json suffix) is read as that path when it exists,
+and otherwise, when it is spelled ``org/name``, as a Hugging Face Hub id (``kvcalc.hub``,
+which alone imports huggingface_hub). Each file is parsed and validated at most once per
+process, and only when it is needed.
 """
 
 from __future__ import annotations
@@ -72,9 +74,19 @@ def looks_like_path(ref: str) -> bool:
     )
 
 
-def resolve(ref: str, dirs: tuple[Path, ...]) -> ModelSpec:
-    """A preset name (case-insensitive) or a path to a preset YAML or a config.json."""
+def is_hub_ref(ref: str) -> bool:
+    """``org/name`` that is not an existing path: read from the Hugging Face Hub."""
+    from kvcalc.hub import is_hub_id  # re only: huggingface_hub is imported when one is fetched
+
+    return is_hub_id(ref) and not _exists(Path(ref))
+
+
+def resolve(ref: str, dirs: tuple[Path, ...], revision: str | None = None) -> ModelSpec:
+    """A preset name (case-insensitive), else a path to a preset YAML or a config.json
+    (or a folder holding one), else a Hub id ``org/name`` at ``revision`` (default main)."""
     if looks_like_path(ref):
+        if is_hub_ref(ref):
+            return load_hub(ref, revision)
         return load_path(Path(ref))
     path = available(dirs).get(ref.lower())
     if path is None:
@@ -91,13 +103,24 @@ def load_named(path: Path) -> ModelSpec:
     return spec
 
 
-def resolve_many(refs: list[str], dirs: tuple[Path, ...]) -> list[ModelSpec]:
+def load_hub(repo_id: str, revision: str | None = None) -> ModelSpec:
+    """config.json of a Hub model (the Hub cache first), read like a local one; a note says
+    which revision and commit were read, and whether from the cache or the network."""
+    from kvcalc.hf_config import load_config_path
+    from kvcalc.hub import fetch_config
+
+    found = fetch_config(repo_id, revision)
+    spec = load_config_path(found.path)
+    return spec.model_copy(update={"source": [found.url, *spec.source], "notes": [*spec.notes, found.describe()]})
+
+
+def resolve_many(refs: list[str], dirs: tuple[Path, ...], revision: str | None = None) -> list[ModelSpec]:
     """Like ``resolve`` for each; every unknown name is reported in one error."""
     names = available(dirs)
     unknown = [r for r in refs if not looks_like_path(r) and r.lower() not in names]
     if unknown:
         raise UnknownModelError(_unknown_message(unknown, dirs))
-    return [resolve(ref, dirs) for ref in refs]
+    return [resolve(ref, dirs, revision) for ref in refs]
 
 
 def _unknown_message(refs: list[str], dirs: tuple[Path, ...]) -> str:
