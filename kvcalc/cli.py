@@ -22,7 +22,7 @@ from kvcalc import __version__
 from kvcalc.compare import SortKey
 from kvcalc.dtypes import KVDtype
 from kvcalc.errors import KvcalcError, torch_hint
-from kvcalc.estimate import MLALayout, estimate
+from kvcalc.estimate import MLALayout, estimate, spec_warnings
 from kvcalc.terminal import clean, default_width
 from kvcalc.units import parse_tokens
 
@@ -170,6 +170,11 @@ MLALayoutOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Fail (exit 1) when a config.json has keys that may change the KV cache "
+                                  "and kvcalc does not read them."),
+]
 NoWindowsOpt = Annotated[
     bool,
     typer.Option("--no-windows", help="What if sliding and chunked layers held the whole context (a naive cache)."),
@@ -219,6 +224,16 @@ def _revision(revision: str | None, refs) -> str | None:
         if not any(is_hub_ref(ref) for ref in refs):
             _warn([f"--revision {revision} applies to Hub ids (org/name) only; ignored"])
     return revision
+
+
+def _strict(specs, strict: bool) -> None:
+    """--strict: a config key on the KV path that kvcalc did not read is an error naming the keys."""
+    from kvcalc.hf_config import unread_keys
+
+    unread = [f"{spec.name}: {', '.join(keys)}" for spec in specs if (keys := unread_keys(spec.notes))]
+    if strict and unread:
+        raise KvcalcError("--strict: config.json keys that may change the KV cache were not read ("
+                          + "; ".join(unread) + "); check the numbers or write a preset")
 
 
 def _warn(messages) -> None:
@@ -278,6 +293,7 @@ def estimate_cmd(
     ] = None,
     no_windows: NoWindowsOpt = False,
     json_out: JsonOpt = False,
+    strict: StrictOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
@@ -286,6 +302,7 @@ def estimate_cmd(
     from kvcalc.render import attention_label, estimate_summary, estimate_table
 
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
+    _strict([spec], strict)
     if as_variant is not None:
         spec, layout = _as_variant(spec, as_variant)
         if mla_layout is not None and as_variant.lower().startswith("mla-") and mla_layout != layout:
@@ -399,6 +416,7 @@ def compare_cmd(
     ] = 1,
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
+    strict: StrictOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
@@ -421,6 +439,8 @@ def compare_cmd(
     if not refs:
         raise typer.BadParameter("name at least one MODEL, or --all", param_hint="MODEL")
     specs = resolve_many(refs, dirs, _revision(revision, refs))
+    _strict(specs, strict)
+    _warn(dict.fromkeys(w for spec in specs for w in spec_warnings(spec, contexts is not None)))
     if no_windows:
         specs = [_no_windows(spec) for spec in specs]
     if gpu is None and (gpus != 1 or speed and bandwidth is None):
@@ -529,7 +549,8 @@ def variants_cmd(
         _print_json(objects)
         return
     r = rows[0].result
-    title = f"{spec.name} · {r.context:,} tokens · batch {r.batch} · {r.kv_dtype} · attention variants"
+    tokens = f"{r.context:,} token" + ("s" if r.context != 1 else "")
+    title = f"{spec.name} · {tokens} · batch {r.batch} · {r.kv_dtype} · attention variants"
     out.print(variants_table(rows, spec, title, speeds))
     if speeds:
         from kvcalc.render_fit import variant_speed_caption
@@ -841,6 +862,7 @@ def fit_cmd(
     ] = 1,
     bandwidth: BandwidthOpt = None,
     json_out: JsonOpt = False,
+    strict: StrictOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
@@ -876,6 +898,8 @@ def fit_cmd(
     else:
         memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
+    _strict([spec], strict)
+    _warn(spec_warnings(spec, context is not None))
     notes = []
     derived = None
     if tp is None:

@@ -112,7 +112,8 @@ def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
 
 def estimate_table(result: Estimate, attention: str = "") -> Grid:
     layout = f" · MLA {result.mla_layout}" if result.mla_layout else ""
-    title = f"{result.model} · {result.context:,} tokens · batch {result.batch} · {result.kv_dtype}{layout}"
+    tokens = f"{result.context:,} token" + ("s" if result.context != 1 else "")
+    title = f"{result.model} · {tokens} · batch {result.batch} · {result.kv_dtype}{layout}"
     rows: list = []
     states = any(g.kind == "none" for g in result.groups)
     for g in result.groups:

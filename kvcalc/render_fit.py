@@ -100,7 +100,7 @@ def _forward(r: FitResult) -> list[str]:
                          f"{r.block_size}).")
         else:
             lines.append(f"The shared pool has {r.kv_blocks_per_gpu:,} pages per GPU.")
-        per = f"{r.max_concurrency:,}"
+        per = f"{r.max_concurrency:,}"  # whole requests
         if r.replicas > 1:
             per += f" per replica, {r.total_concurrency:,} on all {r.gpus} GPUs"
         lines.append(f"Requests of {format_tokens(r.context)} tokens ({r.context:,}) at once: {per}.")
