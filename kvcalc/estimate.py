@@ -17,6 +17,8 @@ from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
 
 MLALayout = Literal["latent", "expanded"]
 MLA_LAYOUTS: tuple[str, ...] = ("latent", "expanded")
+# A spec note that starts so (hf_config writes it) says max_context is a placeholder, not the model's.
+UNKNOWN_CONTEXT_NOTE = "max context unknown"
 
 
 def _bytes(bits: int) -> int:
@@ -77,6 +79,7 @@ def estimate(
     mla_layout: MLALayout = "latent",
 ) -> Estimate:
     """The KV cache of ``batch`` sequences of ``context`` tokens each."""
+    warnings = spec_warnings(spec, context_given=context is not None)
     context = spec.max_context if context is None else context
     kv_dtype = kv_dtype or spec.dtype
     if context < 1 or batch < 1:
@@ -117,8 +120,7 @@ def estimate(
                 )
             )
 
-    warnings = []
-    if context > spec.max_context:
+    if context > spec.max_context and not _context_unknown(spec):
         warnings.append(
             f"context {context} is beyond {spec.name}'s max context {spec.max_context}; computed anyway"
         )
@@ -137,6 +139,18 @@ def estimate(
         groups=tuple(groups),
         warnings=tuple(warnings),
     )
+
+
+def spec_warnings(spec: ModelSpec, context_given: bool) -> list[str]:
+    """What a spec read from a config.json asks to be warned about, from its notes: keys on the
+    KV path kvcalc did not read, a model_type it has not been tested on, and, when no context
+    was given, a max context the config does not state."""
+    prefixes = ("unread:", "untested:") + (() if context_given else (UNKNOWN_CONTEXT_NOTE,))
+    return [note for note in spec.notes if note.startswith(prefixes)]
+
+
+def _context_unknown(spec: ModelSpec) -> bool:
+    return any(note.startswith(UNKNOWN_CONTEXT_NOTE) for note in spec.notes)
 
 
 def _empty_group(name: str, kind, layers: int) -> GroupEstimate:

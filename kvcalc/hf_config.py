@@ -10,9 +10,11 @@ The parameter count's ``weights`` block comes from ``hf_weights``, for the famil
 shapes it knows exactly; other configs get none, and a note says why.
 
 Nothing is guessed silently: whatever kvcalc infers or ignores is written into the spec's
-``notes`` ("inferred: ...", "ignored: ..."), which the table and the JSON both show. What
-cannot be read is a PresetError naming the file, exactly what is missing, and how to write
-a preset instead.
+``notes`` ("inferred: ...", "ignored: ..."), which the table and the JSON both show. The
+reader remembers every key it looks up; a key that may change the KV cache (``KV_WORDS``)
+and that nothing looked up becomes an "unread: ..." note, which the CLI prints as a warning
+(an error with --strict). What cannot be read is a PresetError naming the file, exactly
+what is missing, and how to write a preset instead.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from kvcalc.errors import PresetError
+from kvcalc.estimate import UNKNOWN_CONTEXT_NOTE
 from kvcalc.hf_weights import weights_block
 from kvcalc.spec import MAX_HEADS, MAX_LAYERS, MAX_TOKENS, ModelSpec
 
@@ -38,8 +41,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "num_attention_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
     "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
+    "head_dim": ("head_dim", "kv_channels"),  # ChatGLM/GLM-4: kv_channels is each head's width
     "max_position_embeddings": (
         "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx",
+        "max_seq_len",
     ),
     "sliding_window_pattern": ("sliding_window_pattern", "_sliding_window_pattern"),
 }
@@ -88,7 +93,38 @@ CHECKED_TYPES = frozenset({
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
     "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
     "deepseek_v2", "deepseek_v3", "kimi_k2", "llama4", "llama4_text", "jamba",
+    "bloom", "mpt", "chatglm",
 }) | FALCON_TYPES | ENCODER_TYPES
+
+# When a config names no length at all (BLOOM: ALiBi has no position table), kvcalc does as
+# vLLM does and assumes this many tokens; the note says so and estimate warns unless
+# --context is given.
+UNKNOWN_CONTEXT = 2048
+
+# Words in a config key that may change the KV cache. A key holding one of them that kvcalc
+# never looked up (and IGNORED does not explain) becomes an "unread:" note: a warning, and an
+# error with --strict. Length fields are not here: they change the default context, not the
+# bytes per token.
+KV_WORDS = (
+    "head", "kv", "layer", "window", "chunk", "pattern", "block", "attention", "attn", "latent",
+    "lora", "sliding", "global", "local", "swa", "mamba", "ssm", "linear", "hybrid", "query",
+    "nope", "group",
+)
+# Keys with a KV word that do not change what is cached, each pattern with its reason; a key
+# inside MPT's attn_config is matched as "attn_config.key".
+IGNORED: tuple[tuple[str, str], ...] = (
+    (r"norm", "normalisation placement or epsilon: no cache effect"),
+    (r"dropout|pdrop|layerdrop", "training-time dropout"),
+    (r"bias", "biases change weights, not the cache"),
+    (r"expert|moe|mlp_only|topk_group|n_group", "mixture-of-experts routing and placement: the MLP, not attention"),
+    (r"softcap|softmax|scalar|scaling|logit", "attention score arithmetic: the same K and V are cached"),
+    (r"rope_(theta|scaling|local_base_freq|ratio)", "position-encoding frequency: no cache effect"),
+    (r"(^|\.)(use_mamba_kernels|use_flash_attn|attn_impl|_attn_implementation)$", "kernel choice"),
+    (r"(^|\.)(attn_uses_sequence_id|use_bidirectional_attention)$", "the attention mask, not what is cached"),
+    (r"^mamba_dt_rank$", "Mamba's time-step projection rank: weights, not state"),
+    (r"^parallel_attn$", "attention and MLP side by side (Falcon): the same cache"),
+    (r"^sliding_window_size$", "Gemma-2's legacy name; transformers reads sliding_window"),
+)
 
 TORCH_DTYPES = {
     "float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
@@ -117,6 +153,7 @@ ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})
 # the most a field may say before kvcalc refuses it; anything else: MAX_TOKENS (2^40)
 LIMITS = {
     "num_hidden_layers": MAX_LAYERS, "num_attention_heads": MAX_HEADS, "num_key_value_heads": MAX_HEADS,
+    "multi_query_group_num": MAX_HEADS,
     "attn_layer_period": MAX_LAYERS, "attn_layer_offset": MAX_LAYERS, "max_window_layers": MAX_LAYERS,
 }
 
@@ -178,7 +215,7 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         "attention": attention,
         "layers": layers,
         "weights": weights,
-        "notes": reader.notes,
+        "notes": reader.notes + _unread(reader),
     }
     try:
         return ModelSpec.model_validate(spec)
@@ -212,11 +249,18 @@ class _Reader:
         _fail(self.origin, problem)
 
     def find(self, concept: str) -> tuple[str, object] | None:
-        """(field name, value) of the first alias present with a non-null value."""
+        """(field name, value) of the first alias present with a non-null value. Every alias
+        is looked at, so a second one that disagrees is noted rather than left unread."""
+        found = None
         for key in ALIASES.get(concept, (concept,)):
-            if self.data.get(key) is not None:
-                return key, self.data[key]
-        return None
+            value = self.data.get(key)
+            if value is None:
+                continue
+            if found is None:
+                found = key, value
+            elif value != found[1]:
+                _note_once(self, f"ignored: {key} {_shown_json(value)} ({found[0]} {_shown_json(found[1])} wins)")
+        return found
 
     def has(self, concept: str) -> bool:
         return self.find(concept) is not None
@@ -270,8 +314,6 @@ def _require(r: _Reader) -> None:
     missing = [r.describe(c) for c in ("num_hidden_layers", "num_attention_heads") if not r.available(c)]
     if r.data.get("kv_lora_rank") is None and not (r.available("head_dim") or r.available("hidden_size")):
         missing.append(f"head_dim (or {', '.join(ALIASES['hidden_size'])} to derive it)")
-    if not r.available("max_position_embeddings"):
-        missing.append(r.describe("max_position_embeddings"))
     if missing:
         r.fail(f"{r.what()} is missing {', '.join(missing)}")
 
@@ -282,21 +324,67 @@ def _reader(data: dict, origin: str) -> _Reader:
     outer_type = outer_type if isinstance(outer_type, str) else ""
     text = data.get("text_config")
     has_own_layers = any(data.get(k) is not None for k in ALIASES["num_hidden_layers"])
+    outer = _Tracked(data)
     if isinstance(text, dict) and not has_own_layers:
         inner_type = text.get("model_type")
         model_type = inner_type if isinstance(inner_type, str) else TEXT_MODEL_TYPES.get(outer_type, outer_type)
-        reader = _Reader(text, data, origin, model_type)
+        reader = _Reader(_Tracked(text), outer, origin, model_type)
         reader.notes.append(f"read text_config: the language model inside this {outer_type or 'config'}")
     else:
-        reader = _Reader(data, data, origin, outer_type)
+        reader = _Reader(outer, outer, origin, outer_type)
     if not reader.model_type:
         reader.notes.append("inferred: no model_type in config.json; read by field names alone")
     elif reader.model_type not in CHECKED_TYPES:
         reader.notes.append(
-            f"inferred: model_type {reader.model_type!r} is not one kvcalc is tested on; "
-            "read by field names alone (check the numbers)"
+            f"untested: model_type {reader.model_type!r} has not been tested with kvcalc; it was "
+            "read by field names alone, check the notes"
         )
     return reader
+
+
+class _Tracked(dict):
+    """A config's fields that remember every key looked up (get, [], in), so the keys nobody
+    read can be listed afterwards without a second hand-kept list of what kvcalc reads."""
+
+    def __init__(self, data: dict):
+        super().__init__(data)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def _unread(r: _Reader) -> list[str]:
+    """An "unread:" note for each key that may change the KV cache and that nothing read."""
+    sources = [("", r.data)] if r.outer is r.data else [("", r.data), ("", r.outer)]
+    sources += [(f"{name}.", value) for _, source in list(sources) for name, value in
+                dict.items(source) if isinstance(value, _Tracked)]
+    notes = []
+    for prefix, source in sources:
+        for key, value in dict.items(source):
+            if (value is None or isinstance(value, dict) or key in source.read
+                    or not any(word in str(key).lower() for word in KV_WORDS)
+                    or any(re.search(pattern, f"{prefix}{key}".lower()) for pattern, _ in IGNORED)):
+                continue
+            notes.append(
+                f"unread: {prefix}{key} = {_shown_json(value)} may change the KV cache, and kvcalc "
+                "does not read it; check the numbers (--strict makes this an error)"
+            )
+    return notes
+
+
+def unread_keys(notes) -> list[str]:
+    """The config keys that ``unread:`` notes name."""
+    return [note.split()[1] for note in notes if note.startswith("unread: ")]
 
 
 # --------------------------------------------------------------------------- attention
@@ -333,10 +421,66 @@ def _kv_heads(r: _Reader, heads: int) -> int:
         return _falcon_kv_heads(r, heads, found, stated)
     if stated is not None:
         return stated
+    glm = _glm_kv_heads(r, heads)
+    if glm is not None:
+        return glm
+    mpt = _mpt_kv_heads(r, heads)
+    if mpt is not None:
+        return mpt
     if r.flag("multi_query"):
         r.notes.append("inferred: MQA, 1 KV head (multi_query is true)")
         return 1
     r.notes.append(f"inferred: MHA, {heads} KV heads (no num_key_value_heads in config.json)")
+    return heads
+
+
+def _glm_kv_heads(r: _Reader, heads: int) -> int | None:
+    """ChatGLM2/3 and GLM-4: multi_query_attention true caches multi_query_group_num K/V
+    heads (each kv_channels wide); false caches one per query head."""
+    switch = r.data.get("multi_query_attention")
+    groups = r.data.get("multi_query_group_num")
+    if switch is None and groups is None:
+        return None
+    if switch is not None and not isinstance(switch, bool):
+        r.fail(f"multi_query_attention must be true or false, got {_shown_json(switch)}")
+    if switch is None or switch:
+        if groups is None:
+            r.fail("multi_query_attention is true, but multi_query_group_num is missing")
+        count = r.integer("multi_query_group_num", default=False)
+        if switch is None:
+            r.notes.append(f"inferred: {count} KV heads from multi_query_group_num (no multi_query_attention)")
+        return count
+    if groups is not None:
+        r.notes.append(f"ignored: multi_query_group_num {_shown_json(groups)} because multi_query_attention is false")
+    r.notes.append(f"inferred: MHA, {heads} KV heads (multi_query_attention is false)")
+    return heads
+
+
+# MPT's attn_config.attn_type (llm-foundry's names) -> how many K/V heads it caches
+MPT_ATTN_TYPES = ("multihead_attention", "multiquery_attention", "grouped_query_attention")
+
+
+def _mpt_kv_heads(r: _Reader, heads: int) -> int | None:
+    """MPT keeps its attention settings in the attn_config object: multihead caches every head,
+    multiquery one, grouped_query attn_config.kv_n_heads."""
+    block = r.data.get("attn_config")
+    if not isinstance(block, dict):
+        return None
+    block = r.data["attn_config"] = _Tracked(block)  # its keys are checked for unread ones too
+    kind = block.get("attn_type", "multihead_attention")
+    if kind not in MPT_ATTN_TYPES:
+        r.fail(f"attn_config.attn_type {_shown_json(kind)} is not one kvcalc knows ({', '.join(MPT_ATTN_TYPES)})")
+    if kind == "multiquery_attention":
+        r.notes.append("inferred: MQA, 1 KV head (attn_config.attn_type multiquery_attention)")
+        return 1
+    if kind == "grouped_query_attention":
+        count = block.get("kv_n_heads")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= heads:
+            r.fail(f"attn_config.kv_n_heads must be a whole number from 1 to {heads}, got {_shown_json(count)}")
+        return count
+    block.get("kv_n_heads")  # read, and moot: multihead attention caches every head
+    r.notes.append(f"inferred: MHA, {heads} KV heads (attn_config.attn_type {kind}"
+                   + ("" if "attn_type" in dict.keys(block) else ", MPT's default") + ")")
     return heads
 
 
@@ -409,7 +553,14 @@ def _layer_order(r: _Reader, count: int) -> list[str]:
     """'full' | 'sliding' | 'chunked' | 'state' for each layer, layer 0 first."""
     layer_types = r.data.get("layer_types")
     if layer_types is not None:
-        return _from_layer_types(r, layer_types, count)
+        order = _from_layer_types(r, layer_types, count)
+        pattern = r.find("sliding_window_pattern")  # transformers builds layer_types from it; the list decides
+        if pattern is not None and order != [
+            "full" if isinstance(pattern[1], int) and pattern[1] > 0 and (i + 1) % pattern[1] == 0 else "sliding"
+            for i in range(count)
+        ]:
+            r.notes.append(f"ignored: {pattern[0]} {_shown_json(pattern[1])}: layer_types decides, and differs")
+        return order
     if r.has("attn_layer_period") or r.model_type == "jamba":
         period, offset = r.integer("attn_layer_period"), r.integer("attn_layer_offset")
         if period is None or offset is None:
@@ -496,6 +647,7 @@ def _window(r: _Reader) -> int | None:
     value = r.data.get("sliding_window")
     switch = r.data.get("use_sliding_window")
     if switch is False or (switch is None and r.model_type in QWEN_WINDOW_RULES):
+        r.data.get("max_window_layers")  # read, and moot: it only says which layers a window covers
         if value:
             why = "is false" if switch is False else f"is not set (false by default for {r.model_type})"
             r.notes.append(f"ignored: sliding_window {value} because use_sliding_window {why}")
@@ -635,7 +787,15 @@ def _dtype(r: _Reader) -> str:
 
 
 def _max_context(r: _Reader) -> int:
-    return r.integer("max_position_embeddings")  # present: _require checked
+    found = r.integer("max_position_embeddings")
+    if found is not None:
+        return found
+    r.notes.append(
+        f"{UNKNOWN_CONTEXT_NOTE}: config.json has no length field (none of "
+        f"{', '.join(ALIASES['max_position_embeddings'])}); vLLM assumes {UNKNOWN_CONTEXT} tokens, "
+        "and so does kvcalc unless --context is given"
+    )
+    return UNKNOWN_CONTEXT
 
 
 def _parameters(r: _Reader) -> str:
@@ -699,4 +859,5 @@ __all__ = [
     "load_config_path",
     "preset_yaml",
     "spec_from_config",
+    "unread_keys",
 ]

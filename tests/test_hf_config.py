@@ -537,11 +537,9 @@ def write(tmp_path: Path, text: str) -> Path:
                      "max_position_embeddings": 4096}), "missing num_hidden_layers"),
         (json.dumps({"model_type": "mystery", "hidden_size": 64}),
          "model_type 'mystery' is missing num_hidden_layers (or n_layer, n_layers, num_layers), "
-         "num_attention_heads (or n_head, n_heads, num_heads), max_position_embeddings"),
+         "num_attention_heads (or n_head, n_heads, num_heads);"),
         (json.dumps({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
                      "max_position_embeddings": 64}), "missing head_dim (or hidden_size"),
-        (json.dumps({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "hidden_size": 64}), "missing max_position_embeddings"),
         (json.dumps({"model_type": "t5", "num_layers": 6, "num_heads": 8, "d_model": 512}),
          "encoder-decoder"),
         (json.dumps({"model_type": "llama", "num_hidden_layers": "32", "num_attention_heads": 4,
@@ -567,8 +565,7 @@ def test_every_missing_field_in_one_line(tmp_path):
         load_config_path(path)
     assert str(info.value) == (
         f"{path}: model_type 'llama' is missing num_attention_heads (or n_head, n_heads, num_heads), "
-        "head_dim (or hidden_size, n_embd, d_model, dim to derive it), max_position_embeddings "
-        "(or n_positions, max_sequence_length, seq_length, n_ctx); write a preset YAML instead "
+        "head_dim (or hidden_size, n_embd, d_model, dim to derive it); write a preset YAML instead "
         "(see 'kvcalc presets show llama-3-8b' for the format)"
     )
 
@@ -580,10 +577,10 @@ def test_missing_fields_skip_class_defaults_and_mla():
         from_dict(falcon)
     assert "missing num_attention_heads (or n_head, n_heads, num_heads), head_dim" in str(info.value)
     assert "max_position_embeddings" not in str(info.value)
-    mla = {k: v for k, v in raw("deepseek-v3").items() if k not in ("hidden_size", "max_position_embeddings")}
+    mla = {k: v for k, v in raw("deepseek-v3").items() if k not in ("hidden_size", "num_attention_heads")}
     with pytest.raises(PresetError) as info:
         from_dict(mla)
-    assert "is missing max_position_embeddings" in str(info.value) and "head_dim" not in str(info.value)
+    assert "is missing num_attention_heads" in str(info.value) and "head_dim" not in str(info.value)
 
 
 def test_missing_mla_field_is_named():
@@ -596,7 +593,7 @@ def test_unknown_model_type_with_enough_fields_is_read_and_noted():
     data = raw("llama-3-8b") | {"model_type": "someones_llama"}
     spec = from_dict(data)
     assert figures(spec, 8192) == figures(config("llama-3-8b"), 8192)
-    assert has_note(spec, "model_type 'someones_llama' is not one kvcalc is tested on")
+    assert has_note(spec, "untested: model_type 'someones_llama' has not been tested with kvcalc")
 
 
 def test_folder_without_config(tmp_path):

@@ -50,7 +50,10 @@ def skip_note(spec) -> str:
 
 
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
-NOT_DERIVED = {"jamba-v0.1": "Mamba", "llama-4-scout": "vision", "qwen3-next-80b-a3b": "DeltaNet"}
+NOT_DERIVED = {
+    "jamba-v0.1": "Mamba", "llama-4-scout": "vision", "qwen3-next-80b-a3b": "DeltaNet",
+    "bloom-560m": "'bloom' is not one", "mpt-7b-instruct": "'mpt' is not one", "chatglm3-6b": "'chatglm' is not one",
+}
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
 PRESET_OF = {name: name for name in FIXTURES if (PRESETS / f"{name}.yaml").is_file()} | {"falcon-7b-rw": "falcon-7b"}
 
@@ -76,8 +79,8 @@ def test_count_matches_the_preset(name):
 
 
 def test_presets_not_derived_from_config_still_have_hand_written_weights():
-    for name in NOT_DERIVED:
-        assert load_file(PRESETS / f"{name}.yaml").weights is not None
+    for name in sorted(set(NOT_DERIVED) & set(PRESET_OF)):  # bloom, mpt, chatglm have no preset
+        assert load_file(PRESETS / f"{PRESET_OF[name]}.yaml").weights is not None
 
 
 @pytest.mark.parametrize("name", FIXTURES)
