@@ -1018,6 +1018,12 @@ def gpus_cmd(json_out: JsonOpt = False, gpu_catalog: GPUCatalogOpt = None) -> No
 @presets_app.callback(invoke_without_command=True)
 def presets_list(
     ctx: typer.Context,
+    search: Annotated[
+        str | None,
+        typer.Option("--search", "-s", metavar="TEXT",
+                     help="Only presets whose name, attention, architecture, source or notes contain TEXT "
+                          "(case-insensitive; several words must all match)."),
+    ] = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
 ) -> None:
@@ -1027,10 +1033,16 @@ def presets_list(
     from kvcalc.presets import available, load_named
     from kvcalc.render import presets_table
 
+    words = (search or "").lower().split()
     rows = []
     for path in available(_dirs(preset_dir)).values():
         spec = load_named(path)
-        rows.append((spec, estimate(spec, context=1).bytes_per_token))
+        text = " ".join([spec.name, spec.attention.kind, spec.architecture, spec.parameters, *spec.source,
+                         *spec.notes, *(k.type for k in spec.layers.kinds.values())]).lower()
+        if all(word in text for word in words):
+            rows.append((spec, estimate(spec, context=1).bytes_per_token))
+    if search is not None and not rows:
+        _warn([f"no preset matches {search!r}; 'kvcalc presets' lists them all"])
     if json_out:
         _print_json(
             [
