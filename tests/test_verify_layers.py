@@ -251,7 +251,9 @@ def fake_snapshot(first: torch.Tensor, second: torch.Tensor) -> list[dict]:
         {"device": 0, "address": a - 1024, "total_size": 1024 + 4096 + 2048, "blocks": [
             {"size": 1024, "state": "inactive"},
             {"size": 4096, "state": "active_allocated"},  # first's block, larger than its request
-            {"size": 2048, "state": "active_allocated"},
+            # free: an active block here could be where the allocator put a later tensor
+            # (``missing`` below), which would make that tensor look found
+            {"size": 2048, "state": "inactive"},
         ]},
         {"device": 0, "address": b, "total_size": 1536, "blocks": [
             {"address": b, "size": 512, "state": "active_allocated"},  # second's block
