@@ -522,6 +522,7 @@ def variants_cmd(
     from kvcalc.variants import check_groups, compare_variants
 
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
+    _warn(spec_warnings(spec, context is not None))
     group_list = None
     if groups is not None:
         try:
@@ -612,6 +613,7 @@ def plot_cmd(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from None
     specs = resolve_many(models, _dirs(preset_dir), _revision(revision, models))
+    _warn(dict.fromkeys(w for spec in specs for w in spec_warnings(spec, True)))
     dtype = kv_dtype or "model dtype"
     sentences = []
     if speed:
@@ -951,7 +953,10 @@ def fit_cmd(
         rate = _bandwidth_of(gpu, gpu_catalog, bandwidth)
         speeds = [_speeds(spec, r, rate, batch, weights_dtype, kv_dtype) for r in results]
     if json_out:
+        read = spec_warnings(spec, context is not None)  # config keys unread, untested types
         objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
+        for obj in objects:
+            obj["warnings"] = [*read, *obj["warnings"]]
         for obj, sp in zip(objects, speeds or []):
             obj["speed"] = {k: v.to_dict() for k, v in sp.items()}
         if launch_text is not None:

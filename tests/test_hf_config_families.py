@@ -242,3 +242,12 @@ def test_chatglm_multi_query_without_group_count_fails():
 def test_chatglm_multi_query_attention_must_be_a_boolean():
     with pytest.raises(PresetError, match="multi_query_attention must be true or false"):
         spec_of(raw("chatglm3-6b") | {"multi_query_attention": "yes"})
+
+
+def test_fit_json_and_variants_and_plot_carry_the_warnings(runner, kvcalc_app, tmp_path):
+    path = written(tmp_path, raw("llama-3-8b") | ODD)
+    data = json.loads(runner.invoke(kvcalc_app, ["fit", path, "--gpu", "h100", "-c", "8k", "--json"]).stdout)
+    assert any("num_kv_groups_per_layer" in w for w in data["warnings"])
+    for args in (["variants", path, "-c", "8k"], ["plot", path, "-r", "1k..8k"]):
+        result = runner.invoke(kvcalc_app, args)
+        assert result.exit_code == 0 and "warning: unread: num_kv_groups_per_layer" in result.stderr, args
