@@ -103,43 +103,41 @@ def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: in
                   engine: str = "vllm") -> list[CompareRow]:
     """Each row with how many requests of its context fit on ``gpus`` GPUs (``deployment_shape``:
     TP, then replicas), by ``fit``'s rules and default reserve, in the latent MLA layout engines use."""
-    from dataclasses import replace
-
     from kvcalc.capacity.fit import fit
-    from kvcalc.errors import KvcalcError
 
-    done = []
-    for row in rows:
-        if row.result.encoder:
-            done.append(row)
-            continue
-        tp, _ = deployment_shape(row.spec, gpus)
-        try:
-            r = fit(row.spec, memory, gpu=gpu, gpus=gpus, tp=tp, context=row.result.context,
-                    kv_dtype=kv_dtype, engine=engine, search_min=False)
-            done.append(replace(row, requests=r.total_concurrency))
-        except (KvcalcError, ValueError):  # weights not derived, or no shape: the cell stays unknown
-            done.append(row)
-    return done
+    def requests(row: CompareRow, tp: int) -> dict:
+        r = fit(row.spec, memory, gpu=gpu, gpus=gpus, tp=tp, context=row.result.context, kv_dtype=kv_dtype,
+                engine=engine, search_min=False)
+        return {"requests": r.total_concurrency}
+
+    return _each(rows, gpus, requests)
 
 
 def with_speed(rows: list[CompareRow], bandwidth: int, gpus: int, kv_dtype: str | None) -> list[CompareRow]:
     """Each row with its decode ceiling at the row's batch and context on ``gpus`` GPUs in TP."""
+    from kvcalc.capacity.speed import decode_speed
+
+    def speed(row: CompareRow, tp: int) -> dict:
+        return {"speed": decode_speed(row.spec, bandwidth, context=row.result.context, batch=row.result.batch,
+                                      tp=tp, kv_dtype=kv_dtype)}
+
+    return _each(rows, gpus, speed)
+
+
+def _each(rows: list[CompareRow], gpus: int, work) -> list[CompareRow]:
+    """Each row updated with ``work(row, tp)``; an encoder, a model without a parameter count or a
+    shape that cannot be planned keeps an empty (unknown) cell."""
     from dataclasses import replace
 
-    from kvcalc.capacity.speed import decode_speed
     from kvcalc.errors import KvcalcError
 
     done = []
     for row in rows:
-        if row.result.encoder:
-            done.append(row)
-            continue
-        tp, _ = deployment_shape(row.spec, gpus)
-        try:
-            d = decode_speed(row.spec, bandwidth, context=row.result.context, batch=row.result.batch, tp=tp,
-                             kv_dtype=kv_dtype)
-            done.append(replace(row, speed=d))
-        except KvcalcError:  # an encoder, or weights not derived
-            done.append(row)
+        update = None
+        if not row.result.encoder:
+            try:
+                update = work(row, deployment_shape(row.spec, gpus)[0])
+            except (KvcalcError, ValueError):
+                update = None
+        done.append(replace(row, **update) if update else row)
     return done
