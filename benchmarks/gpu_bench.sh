@@ -12,24 +12,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-OUT_DIR=${OUT:-./gpu_out}
-mkdir -p "$OUT_DIR"
-export COLUMNS=160
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/kvcalc-site .whl/*.whl || { echo "gpu_bench: installing .whl/ failed" >&2; exit 2; }
-  export PYTHONPATH="/tmp/kvcalc-site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+SCRIPT=gpu_bench
+source benchmarks/gpu_setup.sh
 : >"$OUT_DIR/bench.jsonl"
 : >"$OUT_DIR/errors.txt"
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"; then
-  echo "gpu_bench: $PY has no torch with CUDA here; nothing was run" >&2
-  exit 2
-fi
-"$PY" -c "import torch; print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))" \
-  | tee "$OUT_DIR/device.txt"
 
 failed=0
 run() {  # run NAME ARGS...: one bench on cuda, its JSON appended to bench.jsonl

@@ -22,33 +22,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-OUT_DIR=${OUT:-./gpu_out}
-mkdir -p "$OUT_DIR"
-export COLUMNS=160
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/kvcalc-site .whl/*.whl || { echo "gpu_verify: installing .whl/ failed" >&2; exit 2; }
-  export PYTHONPATH="/tmp/kvcalc-site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+SCRIPT=gpu_verify
+source benchmarks/gpu_setup.sh
 : >"$OUT_DIR/runs.jsonl"
 : >"$OUT_DIR/errors.txt"
-
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"; then
-  echo "gpu_verify: $PY has no torch with CUDA here; nothing was run" >&2
-  exit 2
-fi
-missing=$("$PY" -c "
-import importlib.util as u
-print(' '.join(m for m in ('typer', 'rich', 'pydantic', 'yaml') if u.find_spec(m) is None))")
-if [ -n "$missing" ]; then
-  echo "gpu_verify: $PY lacks $missing (kvcalc's runtime dependencies); run benchmarks/gpu_wheels.sh and carry .whl" >&2
-  exit 2
-fi
-"$PY" -c "import torch; print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))" \
-  | tee "$OUT_DIR/device.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT_DIR/device.txt" 2>/dev/null
 
 failed=0
 runs_file="$OUT_DIR/runs.jsonl"
