@@ -77,6 +77,50 @@ EXPECTED_TOTAL = {
         + 32 * (2 * 4096 * 4096 + 2 * 4096 * 8 * 128 + 8 * 3 * 4096 * 14336 + 4096 * 8 + 2 * 4096)  # 8 experts, router
         + 4096
     ),
+    # Llama 3.1 / 3.2 (3.2 ties the head to the embedding: counted once).
+    "llama-3.1-8b": (
+        2 * 128256 * 4096
+        + 32 * (2 * 4096 * 4096 + 2 * 4096 * 8 * 128 + 3 * 4096 * 14336 + 2 * 4096)
+        + 4096
+    ),
+    "llama-3.1-70b": (
+        2 * 128256 * 8192
+        + 80 * (2 * 8192 * 8192 + 2 * 8192 * 8 * 128 + 3 * 8192 * 28672 + 2 * 8192)
+        + 8192
+    ),
+    "llama-3.2-1b": (
+        128256 * 2048 + 16 * (2 * 2048 * 32 * 64 + 2 * 2048 * 8 * 64 + 3 * 2048 * 8192 + 2 * 2048) + 2048
+    ),
+    "llama-3.2-3b": (
+        128256 * 3072 + 28 * (2 * 3072 * 24 * 128 + 2 * 3072 * 8 * 128 + 3 * 3072 * 8192 + 2 * 3072) + 3072
+    ),
+    # Mistral-Nemo: head_dim 128 with hidden 5120, vocab 131072.
+    "mistral-nemo-12b": (
+        2 * 131072 * 5120
+        + 40 * (2 * 5120 * 32 * 128 + 2 * 5120 * 8 * 128 + 3 * 5120 * 14336 + 2 * 5120)
+        + 5120
+    ),
+    "qwen2.5-14b": (
+        2 * 152064 * 5120
+        + 48 * (2 * 5120 * 40 * 128 + 2 * 5120 * 8 * 128 + (40 * 128 + 2 * 8 * 128) + 3 * 5120 * 13824 + 2 * 5120)
+        + 5120
+    ),
+    "qwen3-32b": (
+        2 * 151936 * 5120
+        + 64 * (2 * 5120 * 64 * 128 + 2 * 5120 * 8 * 128 + 2 * 128 + 3 * 5120 * 25600 + 2 * 5120)
+        + 5120
+    ),
+    # Qwen3-MoE: 128 experts and a bias-free router in every layer, q/k norms.
+    "qwen3-30b-a3b": (
+        2 * 151936 * 2048
+        + 48 * (2 * 2048 * 32 * 128 + 2 * 2048 * 4 * 128 + 2 * 128 + 128 * 3 * 2048 * 768 + 2048 * 128 + 2 * 2048)
+        + 2048
+    ),
+    "qwen3-235b-a22b": (
+        2 * 151936 * 4096
+        + 94 * (2 * 4096 * 64 * 128 + 2 * 4096 * 4 * 128 + 2 * 128 + 128 * 3 * 4096 * 1536 + 4096 * 128 + 2 * 4096)
+        + 4096
+    ),
     # Qwen2/2.5: biases on q, k, v (28*128 + 2*4*128 per layer for the 7B).
     "qwen2-7b": (
         2 * 152064 * 3584
@@ -254,6 +298,8 @@ EXPECTED_INACTIVE = {
     "deepseek-v3": 58 * (256 - 8) * 3 * 7168 * 2048,
     "kimi-k2": 60 * (384 - 8) * 3 * 7168 * 2048,
     "jamba-v0.1": 16 * (16 - 2) * 3 * 4096 * 14336,
+    "qwen3-30b-a3b": 48 * (128 - 8) * 3 * 2048 * 768,
+    "qwen3-235b-a22b": 94 * (128 - 8) * 3 * 4096 * 1536,
 }
 
 # Published exact totals. bf16 safetensors total_size / 2, or the Hub's parameter count.
@@ -270,6 +316,15 @@ PUBLISHED_TOTAL = {
     "qwen2.5-7b": 7_615_616_512,  # Hub safetensors total of Qwen/Qwen2.5-7B-Instruct
     "qwen2-72b": 72_706_203_648,  # Qwen2-72B-Instruct / Qwen2.5-72B-Instruct parameter count
     "qwen3-8b": 8_190_735_360,  # Hub safetensors total of Qwen/Qwen3-8B
+    "llama-3.1-8b": 8_030_261_248,  # Hub count of meta-llama/Llama-3.1-8B-Instruct
+    "llama-3.1-70b": 70_553_706_496,  # Hub count of Llama-3.x-70B (same shapes)
+    "llama-3.2-1b": 1_235_814_400,  # Hub count of meta-llama/Llama-3.2-1B
+    "llama-3.2-3b": 3_212_749_824,  # Hub safetensors BF16 count of meta-llama/Llama-3.2-3B-Instruct
+    "mistral-nemo-12b": 12_247_782_400,  # Hub count of mistralai/Mistral-Nemo-Instruct-2407
+    "qwen2.5-14b": 14_770_033_664,  # GGUF general.parameter_count of Qwen2.5-14B-Instruct
+    "qwen3-32b": 32_762_123_264,  # Hub count of Qwen/Qwen3-32B (KerasHub qwen3_32b_en params)
+    "qwen3-30b-a3b": 30_532_122_624,  # Hub count of Qwen/Qwen3-30B-A3B (GGUF general.parameter_count)
+    "qwen3-235b-a22b": 235_093_634_560,  # Hub safetensors total of Qwen/Qwen3-235B-A22B
     # Qwen3-Coder-Next, the same architecture, whose checkpoint carries no MTP module.
     "qwen3-next-80b-a3b": 79_674_391_296,
     "phi-3-mini-4k": 3_821_079_552,  # Hub safetensors total of microsoft/Phi-3-mini-4k-instruct

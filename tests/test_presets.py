@@ -34,14 +34,23 @@ EXPECTED_BYTES_PER_TOKEN = {
     "llama-3-70b": 2 * 80 * 8 * 128 * 2,  # layers x kv_heads x head_dim, bf16
     "llama-3.1-405b": 2 * 126 * 8 * 128 * 2,  # 8 KV heads, not the mp16 16
     "llama-4-scout": 2 * 48 * 8 * 128 * 2,  # 36 chunked + 12 global layers
+    "llama-3.1-8b": 2 * 32 * 8 * 128 * 2,  # head_dim 4096/32
+    "llama-3.1-70b": 2 * 80 * 8 * 128 * 2,  # head_dim 8192/64
+    "llama-3.2-1b": 2 * 16 * 8 * 64 * 2,  # head_dim 64
+    "llama-3.2-3b": 2 * 28 * 8 * 128 * 2,
     # Mistral
     "mistral-7b-v0.1": 2 * 32 * 8 * 128 * 2,  # all sliding, still cost per token
     "mixtral-8x7b": 2 * 32 * 8 * 128 * 2,
+    "mistral-nemo-12b": 2 * 40 * 8 * 128 * 2,  # head_dim 128, not 5120/32 = 160
     # Qwen
     "qwen2-7b": 2 * 28 * 4 * 128 * 2,
     "qwen2-72b": 2 * 80 * 8 * 128 * 2,
     "qwen2.5-7b": 2 * 28 * 4 * 128 * 2,
     "qwen3-8b": 2 * 36 * 8 * 128 * 2,
+    "qwen2.5-14b": 2 * 48 * 8 * 128 * 2,  # window switched off
+    "qwen3-32b": 2 * 64 * 8 * 128 * 2,  # head_dim 128, not 5120/64 = 80
+    "qwen3-30b-a3b": 2 * 48 * 4 * 128 * 2,  # head_dim 128, not 2048/32 = 64
+    "qwen3-235b-a22b": 2 * 94 * 4 * 128 * 2,  # head_dim 128, not 4096/64 = 64
     "qwen3-next-80b-a3b": 2 * 12 * 2 * 256 * 2,  # only the 12 full-attention layers
     # Phi
     "phi-3-mini-4k": 2 * 32 * 32 * 96 * 2,  # head_dim 96
@@ -215,6 +224,10 @@ EXPECTED_MAX_CONTEXT = {
     "falcon-7b": 2048, "falcon-40b": 2048, "palm-8b": 2048, "palm-62b": 2048, "palm-540b": 2048,
     "deepseek-v2": 163840, "deepseek-v2-lite": 163840, "deepseek-v3": 163840,
     "kimi-k2": 131072, "jamba-v0.1": 262144,
+    # added presets: max_position_embeddings of each config.json
+    "llama-3.1-8b": 131072, "llama-3.1-70b": 131072, "llama-3.2-1b": 131072,
+    "llama-3.2-3b": 131072, "mistral-nemo-12b": 128000, "qwen2.5-14b": 131072,
+    "qwen3-32b": 40960, "qwen3-30b-a3b": 40960, "qwen3-235b-a22b": 40960,
 }
 
 
