@@ -354,15 +354,20 @@ def test_fuzz_preset_parser(runner, kvcalc_app, tmp_path):
     print(f"fuzz: preset parser ran {COUNTS['preset']} cases")
 
 
+FUZZ_CONFIGS = ["gemma-3-27b", "jamba-v0.1", "qwen3-next-80b-a3b", "deepseek-v3", "chatglm3-6b", "mpt-7b-instruct",
+                "falcon-7b", "llama-4-scout"]
+
+
 def test_fuzz_config_parser(runner, kvcalc_app, tmp_path):
-    base = json.loads((CONFIGS / "gemma-3-27b" / "config.json").read_text())
-    paths = list(_paths(base))
+    bases = {name: json.loads((CONFIGS / name / "config.json").read_text()) for name in FUZZ_CONFIGS}
+    cases = [(name, path) for name, base in bases.items() for path in _paths(base)]
 
     @FUZZ
-    @given(st.sampled_from(paths), ODD.filter(lambda v: not isinstance(v, float) or v == v))
-    def check(path, value):
+    @given(st.sampled_from(cases), ODD.filter(lambda v: not isinstance(v, float) or v == v))
+    def check(case, value):
         COUNTS["config"] = COUNTS.get("config", 0) + 1
-        data = _mutate(json.loads((CONFIGS / "gemma-3-27b" / "config.json").read_text()), path, value)
+        name, path = case
+        data = _mutate(json.loads((CONFIGS / name / "config.json").read_text()), path, value)
         try:
             text = json.dumps(data)
         except ValueError:  # an integer json cannot write: not a file a user could have
