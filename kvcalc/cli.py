@@ -624,7 +624,8 @@ def plot_cmd(
         for name, at in crossings:
             sentences.append(f"{name}: KV reads overtake the weights' from {at:,} tokens per sequence at batch "
                              f"{batch}; below that the weights decide decode speed" if at else
-                             f"{name}: KV reads never reach the weights' at batch {batch} (windows cap them)")
+                             f"{name}: KV reads never reach the weights' at batch {batch} within its max context "
+                             "(or its windows cap them)")
         title = f"bytes read per decode step (per GPU, TP {tp}) vs context · batch {batch} · {dtype}"
     else:
         series = curves(specs, low, high, batch=batch, kv_dtype=kv_dtype, mla_layout=_layout_for(specs, mla_layout))
@@ -989,9 +990,12 @@ def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
     """Decode ceilings for one fit row: at --batch, and at the requests that fit (when more)."""
     from kvcalc.capacity.speed import decode_speed
 
+    given = None if r.weights_source.startswith("parameter count") else r.weights_bytes  # --weights-bytes, checkpoint
+
     def at(n: int):
         return decode_speed(spec, rate, context=r.context, batch=n, tp=r.tp, pp=r.pp, weights_dtype=weights_dtype,
-                            kv_dtype=r.kv_dtype if kv_dtype else None, engine=r.engine)
+                            kv_dtype=r.kv_dtype if kv_dtype else None, engine=r.engine,
+                            weights_total=given if spec.weights is not None else None)
 
     found = {"batch": at(batch)}
     full = r.concurrency or r.max_concurrency
@@ -1284,7 +1288,7 @@ def bench_cmd(
     if variants is not None:
         from kvcalc.variants import build_variant
 
-        names = [v.strip().lower() for v in variants.split(",") if v.strip()]
+        names = list(dict.fromkeys(v.strip().lower() for v in variants.split(",") if v.strip()))
         try:
             for name in names:
                 build_variant(spec, name)

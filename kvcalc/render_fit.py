@@ -186,8 +186,13 @@ def gpus_table(gpus) -> Grid:
 
 def speed_lines(r: FitResult, speeds: dict) -> list[str]:
     """The decode ceiling in words: what a step reads, which part dominates, where they cross."""
+    if r.kv_budget_bytes_per_gpu is not None and r.kv_budget_bytes_per_gpu <= 0:
+        return ["Decode ceiling: not shown, since nothing fits on this shape (see the fewest GPUs above)."]
     lines = []
     for key, d in speeds.items():
+        if key == "batch" and r.max_concurrency is not None and d.batch > r.max_concurrency * r.replicas:
+            lines.append(f"(Batch {d.batch:,} does not fit this shape: {r.max_concurrency * r.replicas:,} requests "
+                         f"of {r.context:,} tokens do. The ceiling below is what it would be if it did.)")
         label = f"batch {d.batch}" if key == "batch" else f"all {d.batch:,} requests that fit"
         if r.concurrency is not None and key == "full":
             label = f"the {d.batch:,} requests asked for" + (" per replica" if r.replicas > 1 else "")
@@ -196,13 +201,14 @@ def speed_lines(r: FitResult, speeds: dict) -> list[str]:
             f"{format_bytes(d.bytes_read_per_step)} per GPU (weights {format_bytes(d.weights_bytes_read_per_step)}, "
             f"KV {format_bytes(d.kv_bytes_read_per_step)}: {'KV' if d.dominant == 'kv' else 'weights'} "
             f"dominate{'s' if d.dominant == 'kv' else ''}, KV {d.kv_share:.0%}); at most "
-            f"{d.tokens_per_s_per_sequence:,.1f} tokens/s per sequence, {d.tokens_per_s:,.0f} in all"
+            f"{_rate(d.tokens_per_s_per_sequence)} tokens/s per sequence, {_rate(d.tokens_per_s)} in all"
             + (" per replica" if r.replicas > 1 else "") + ".")
         if d.crossover_context is not None:
             lines.append(f"  At batch {d.batch}, KV reads overtake the weights' from {d.crossover_context:,} "
                          "tokens per sequence; below that a smaller cache barely changes the speed.")
         else:
-            lines.append(f"  At batch {d.batch}, KV reads never reach the weights' (windows cap them).")
+            lines.append(f"  At batch {d.batch}, KV reads never reach the weights' within {d.context:,} tokens or the "
+                         "model's max context (or its windows cap them).")
     notes = dict.fromkeys(n for d in speeds.values() for n in d.notes)
     lines.extend(f"  ({n})" for n in notes)
     return lines
@@ -220,3 +226,8 @@ def variant_speed_caption(speeds) -> str:
                  + (f" (KV overtakes the weights at {mha.crossover_context:,} tokens for MHA)"
                     if mha.crossover_context else ""))
     return text + "."
+
+
+def _rate(value: float) -> str:
+    """Tokens per second: whole above 100, three significant figures below (0.0012, 12.3)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"

@@ -94,3 +94,24 @@ def test_cli_bench(runner, kvcalc_app):
     assert result.exit_code == 1 and "encoder" in result.stderr
     result = runner.invoke(kvcalc_app, ["bench", "llama-3-70b", "-c", "100M", "-b", "64"])
     assert result.exit_code == 1 and "bench needs about" in result.stderr and "Traceback" not in result.output
+
+
+def test_mla_expanded_and_latent_read_the_same_weights():
+    # both layouts project queries through the low-rank pair (q_lora_rank) and share kv_a, kv_b and o
+    a = MLAAttention(kind="mla", heads=4, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                     q_lora_rank=24)
+    cpu, gen = torch.device("cpu"), torch.Generator().manual_seed(3)
+    expanded = DenseStep(a, 64, 1, 10, torch.float64, cpu, gen, "grouped")
+    latent = LatentStep(a, 64, 1, 10, torch.float64, cpu, gen, "grouped")
+    weights = 64 * 24 + 24 * 4 * 24 + 64 * (32 + 8) + 32 * 4 * 32 + 4 * 16 * 64  # q_a, q_b, kv_a, kv_b, o
+    for layer in (expanded, latent):
+        assert sum(w.numel() for w in layer.weights) == weights
+    out = expanded(torch.randn(1, 64, dtype=torch.float64, generator=gen), 3)
+    assert out.shape == (1, 64)
+
+
+def test_a_variant_named_twice_is_timed_once():
+    r = bench(kvcalc.load_preset("gpt2"), ["mha", "mha", "mqa"], context=64, steps=2, warmup=0)
+    assert [v.variant for v in r.variants] == ["mha", "mqa"]
+    mqa = r.variants[1]
+    assert mqa.model_predicted_speedup is not None and mqa.model_predicted_speedup > 1

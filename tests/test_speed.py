@@ -30,7 +30,11 @@ def test_llama_3_8b_batch_1():
     assert d.kv_bytes_read_per_step == kv == 536_870_912
     assert d.tokens_per_s_per_sequence == BW / (weights + kv)
     assert d.dominant == "weights"
-    assert d.crossover_context == cdiv(weights, 32 * 2 * 8 * 128 * 2)
+    # KV would overtake the weights at cdiv(weights, 131,072 B per token) = 114,517 tokens, past the
+    # model's 8,192: never within its max context
+    assert d.crossover_context is None
+    longer = decode_speed(kvcalc.load_preset("llama-3.1-8b"), BW, context=4096, batch=1)  # same shapes, 128K
+    assert longer.crossover_context == cdiv(weights, 32 * 2 * 8 * 128 * 2) == 114_517
 
 
 def test_batch_multiplies_kv_and_tensor_parallelism_divides_it():
@@ -116,10 +120,10 @@ def test_compare_speed_column(runner, kvcalc_app):
 
 
 def test_plot_speed_names_the_crossing(runner, kvcalc_app):
-    result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "mistral-7b-v0.1", "--speed", "-b", "8",
+    result = runner.invoke(kvcalc_app, ["plot", "llama-3.1-8b", "mistral-7b-v0.1", "--speed", "-b", "8",
                                         "-r", "1k..256k"])
     assert result.exit_code == 0, result.output
     weights = 2 * (8_030_261_248 - 128256 * 4096 + 8 * 4096)
     at = cdiv(weights, 8 * 32 * 2 * 8 * 128 * 2)  # batch 8 x 32 layers x K,V x 8 heads x 128 x bf16
-    assert f"llama-3-8b: KV reads overtake the weights' from {at:,} tokens" in result.stdout
+    assert f"llama-3.1-8b: KV reads overtake the weights' from {at:,} tokens" in result.stdout
     assert "mistral-7b-v0.1: KV reads never reach" in result.stdout

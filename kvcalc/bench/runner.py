@@ -61,7 +61,11 @@ class DenseStep:
             self.heads = self.kv_heads = a.heads
             self.dk, self.dv = a.qk_nope_head_dim + a.qk_rope_head_dim, a.v_head_dim
             self.mla = a
-            self.weights = [make_weight((hidden, a.heads * self.dk), dtype, device, gen),
+            # queries as the model makes them: through the low-rank pair when it has one
+            self.wq = ([make_weight((hidden, a.q_lora_rank), dtype, device, gen),
+                        make_weight((a.q_lora_rank, a.heads * self.dk), dtype, device, gen)] if a.q_lora_rank
+                       else [make_weight((hidden, a.heads * self.dk), dtype, device, gen)])
+            self.weights = [*self.wq,
                             make_weight((hidden, a.kv_lora_rank + a.qk_rope_head_dim), dtype, device, gen),
                             make_weight((a.kv_lora_rank, a.heads * (a.qk_nope_head_dim + a.v_head_dim)), dtype,
                                         device, gen),
@@ -79,18 +83,22 @@ class DenseStep:
     def __call__(self, x: torch.Tensor, slot: int) -> torch.Tensor:
         B = x.shape[0]
         H, Hk = self.heads, self.kv_heads
-        q = (x @ self.weights[0]).view(B, H, 1, self.dk)
         if self.mla is None:
+            q = (x @ self.weights[0]).view(B, H, 1, self.dk)
             k, v = (x @ self.weights[1]).view(B, 2, Hk, self.dk).unbind(1)  # (B, Hk, d) each
             wo = self.weights[2]
         else:
             a = self.mla
-            c = x @ self.weights[1]  # (B, rank + rope)
-            kv = (c[:, : a.kv_lora_rank] @ self.weights[2]).view(B, H, a.qk_nope_head_dim + a.v_head_dim)
+            q = x
+            for w in self.wq:
+                q = q @ w
+            q = q.view(B, H, 1, self.dk)
+            w_kv_a, w_kv_b, wo = self.weights[len(self.wq):]
+            c = x @ w_kv_a  # (B, rank + rope)
+            kv = (c[:, : a.kv_lora_rank] @ w_kv_b).view(B, H, a.qk_nope_head_dim + a.v_head_dim)
             rope = c[:, None, a.kv_lora_rank:].expand(B, H, a.qk_rope_head_dim)
             k = torch.cat((kv[..., : a.qk_nope_head_dim], rope), dim=-1)  # (B, H, nope + rope)
             v = kv[..., a.qk_nope_head_dim:]  # (B, H, v)
-            wo = self.weights[3]
         self.k[:, :, slot] = k
         self.v[:, :, slot] = v
         out = _attend(q, self.k, self.v, self.scale, self.kernel)  # (B, H, 1, dv)
@@ -223,7 +231,7 @@ def bench(
     where = resolve_device(device)
     dtype = dtype or ("fp32" if where.type == "cpu" else "bf16")
     kernel = ("sdpa" if where.type == "cuda" else "grouped") if kernel == "auto" else kernel
-    names = variants or [actual_name(spec)]
+    names = list(dict.fromkeys(variants or [actual_name(spec)]))  # each variant once
     built = {name: build_variant(spec, name) for name in names}
     hidden = spec.hidden_size or spec.attention.heads * getattr(spec.attention, "head_dim", 128)
     elem = torch.tensor([], dtype=DTYPES[dtype]).element_size()

@@ -24,15 +24,22 @@ def _count(n: int, word: str) -> str:
 
 
 def model_reference(spec: ModelSpec, given: str) -> tuple[str, str | None]:
-    """(what to pass as the model, a comment or None): the path given, or the Hub id of the
-    preset's first source."""
-    if "/" in given or given.endswith((".json", ".yaml", ".yml")):
-        return given, None
+    """(what to pass as the model, shell-quoted; a comment or None): a Hub id as given, a
+    config.json's folder, else the Hub id of the spec's first Hugging Face source."""
+    import shlex
+    from pathlib import Path
+
     hub = "https://huggingface.co/"
+    path = Path(given)
+    if path.name == "config.json" or path.is_dir():
+        folder = path.parent if path.name == "config.json" else path
+        return shlex.quote(str(folder)), None  # engines take the model's folder
+    if "/" in given and not given.endswith((".json", ".yaml", ".yml")) and not path.exists():
+        return shlex.quote(given), None  # a Hub id
     for source in spec.source:
         if source.startswith(hub):
-            return source[len(hub):].split("/blob/")[0].split(" ")[0], None
-    return spec.name, "replace MODEL with the model's Hub id or local path"
+            return shlex.quote(source[len(hub):].split("/blob/")[0].split(" ")[0]), None
+    return shlex.quote(spec.name), "replace MODEL with the model's Hub id or local path"
 
 
 def check_kv_dtype(engine: str, kv_dtype: str) -> None:
@@ -58,7 +65,8 @@ def launch(r: FitResult, spec: ModelSpec, given: str, engine: str, moved: str | 
     # per engine instance: data-parallel replicas share the requests
     requests = -(-r.concurrency // r.replicas) if r.concurrency is not None else r.max_concurrency
     util = r.required_gpu_util if r.concurrency is not None else r.gpu_util
-    each = f" ({requests} per replica)" if r.replicas > 1 and r.concurrency is not None else ""
+    each = f" ({requests} per replica)" if r.replicas > 1 and r.concurrency is not None else (
+        " per replica" if r.replicas > 1 else "")
     asked = r.concurrency if r.concurrency is not None else requests
     head = [f"# kvcalc fit: {r.model}, {_count(r.gpus, 'GPU')}, TP {r.tp} x PP {r.pp}, {_count(asked, 'request')}"
             f"{each} of {r.context} tokens, {engine} rules"]

@@ -16,6 +16,7 @@ from kvcalc.capacity import engines as eng
 from kvcalc.capacity.fit import layer_types, serving_dtype, stage_layers
 from kvcalc.capacity.params import ParamCount, parameter_count
 from kvcalc.capacity.weights import weights_bytes
+from kvcalc.capacity.weights import weights_bytes as bytes_at_dtype
 from kvcalc.errors import KvcalcError
 from kvcalc.spec import ModelSpec
 
@@ -50,9 +51,15 @@ class DecodeSpeed:
 
 def distinct_experts(experts: int, per_token: int, batch: int) -> Fraction:
     """Routed experts a batch touches in one MoE layer, expected under uniform routing:
-    E x (1 - (1 - k/E)^batch); exactly k at batch 1."""
+    E x (1 - (1 - k/E)^batch); exactly k at batch 1. Exact up to a batch of 1,024; beyond,
+    in floating point (the exact power would have millions of digits)."""
     miss = Fraction(experts - per_token, experts)
-    return experts * (1 - miss**batch)
+    if batch <= 1024:
+        return experts * (1 - miss**batch)
+    import math
+
+    gone = math.exp(batch * math.log(float(miss))) if miss else 0.0
+    return Fraction(experts) * (1 - Fraction(gone))
 
 
 def weights_read(spec: ModelSpec, count: ParamCount, dtype: str, batch: int) -> tuple[int, Fraction | None]:
@@ -68,7 +75,7 @@ def weights_read(spec: ModelSpec, count: ParamCount, dtype: str, batch: int) -> 
     if w.tied_embeddings:
         other += count.embedding  # the head reads the whole shared matrix
     else:
-        other += batch * spec.hidden_size
+        other += min(batch, w.vocab_size) * spec.hidden_size  # the batch's rows, at most every row
     read = ParamCount(total=round(linear + other), active=0, embedding=0, head=0, linear=round(linear),
                       other=round(other), moe_layers=0, expert_parameters=0)
     return weights_bytes(read, dtype), experts
@@ -101,7 +108,11 @@ def decode_speed(
     kv_dtype: str | None = None,
     engine: str = "vllm",
     mla_layout: str = "latent",
+    weights_total: int | None = None,
 ) -> DecodeSpeed:
+    """The ceiling at ``batch`` sequences of ``context`` tokens. ``weights_total`` is the
+    model's weight bytes when they are known otherwise (``--weights-bytes``, a checkpoint):
+    the bytes read are then scaled from the parameter count's to that total."""
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it does not decode token by token")
     count = parameter_count(spec)
@@ -112,15 +123,23 @@ def decode_speed(
     kv_dtype = kv_dtype or serving_dtype(spec.dtype)
     dtype = weights_dtype or spec.weights.dtype or serving_dtype(spec.dtype)
     full_weights, experts = weights_read(spec, count, dtype, batch)
+    notes_weights = []
+    if weights_total is not None:
+        counted = bytes_at_dtype(count, dtype)
+        full_weights = full_weights * weights_total // counted
+        notes_weights.append(f"weights read scaled to the {weights_total:,} B given or in the checkpoint "
+                             f"(the parameter count gives {counted:,} B as {dtype})")
     weights = eng.cdiv(full_weights, tp * pp) * pp  # one GPU per stage, stages in turn
     kv = kv_read(spec, context, batch, tp, pp, kv_dtype, engine, mla_layout)
     total = weights + kv
     seconds = total / bandwidth
-    notes = ["a ceiling: bytes read / peak bandwidth, with no compute, launch or communication time"]
+    notes = ["a ceiling: bytes read / peak bandwidth, with no compute, launch or communication time",
+             *notes_weights]
     if experts is not None:
         notes.append(f"MoE: {float(experts):.2f} of {spec.weights.moe.experts} routed experts read per layer at "
                      f"batch {batch} (uniform routing; {spec.weights.moe.experts_per_token} per token)")
-    crossover = _crossover(spec, weights, batch, tp, pp, kv_dtype, engine, mla_layout)
+    crossover = _crossover(spec, weights, batch, tp, pp, kv_dtype, engine, mla_layout,
+                           limit=max(spec.max_context, context))
     return DecodeSpeed(
         model=spec.name, context=context, batch=batch, tp=tp, pp=pp, bandwidth_bytes_per_s=bandwidth,
         weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes_read_per_step=weights, kv_bytes_read_per_step=kv,
@@ -132,9 +151,11 @@ def decode_speed(
 
 
 def _crossover(spec, weights: int, batch: int, tp: int, pp: int, kv_dtype: str, engine: str,
-               mla_layout: str, limit: int = 2**30) -> int | None:
+               mla_layout: str, limit: int | None = None) -> int | None:
     """The smallest context whose KV reads for the batch reach the weights' reads; None if
-    none up to ``limit`` does (windows cap the KV below it)."""
+    none up to ``limit`` (the model's max context, or the context asked for when longer)
+    does: windows cap the KV below it, or the model stops first."""
+    limit = limit or spec.max_context
     def reads(length: int) -> int:
         return kv_read(spec, length, batch, tp, pp, kv_dtype, engine, mla_layout)
 
