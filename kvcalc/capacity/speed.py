@@ -16,7 +16,6 @@ from kvcalc.capacity import engines as eng
 from kvcalc.capacity.fit import layer_types, serving_dtype, stage_layers
 from kvcalc.capacity.params import ParamCount, parameter_count
 from kvcalc.capacity.weights import weights_bytes
-from kvcalc.capacity.weights import weights_bytes as bytes_at_dtype
 from kvcalc.errors import KvcalcError
 from kvcalc.spec import ModelSpec
 
@@ -125,7 +124,7 @@ def decode_speed(
     full_weights, experts = weights_read(spec, count, dtype, batch)
     notes_weights = []
     if weights_total is not None:
-        counted = bytes_at_dtype(count, dtype)
+        counted = weights_bytes(count, dtype)
         full_weights = full_weights * weights_total // counted
         notes_weights.append(f"weights read scaled to the {weights_total:,} B given or in the checkpoint "
                              f"(the parameter count gives {counted:,} B as {dtype})")
