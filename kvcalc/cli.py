@@ -207,7 +207,7 @@ def _dirs(preset_dir: list[str] | None):
     skipped with a warning, never read as the current folder."""
     import os
 
-    from kvcalc.presets import preset_dirs
+    from kvcalc.sources.presets import preset_dirs
 
     entries = [part for entry in preset_dir or () for part in entry.split(os.pathsep)]
     if any(not entry.strip() for entry in entries):
@@ -219,7 +219,7 @@ def _dirs(preset_dir: list[str] | None):
 def _revision(revision: str | None, refs) -> str | None:
     """--revision is for Hub ids; given with presets or paths only, it is said, not silently dropped."""
     if revision is not None:
-        from kvcalc.presets import is_hub_ref
+        from kvcalc.sources.resolve import is_hub_ref
 
         if not any(is_hub_ref(ref) for ref in refs):
             _warn([f"--revision {revision} applies to Hub ids (org/name) only; ignored"])
@@ -228,7 +228,7 @@ def _revision(revision: str | None, refs) -> str | None:
 
 def _strict(specs, strict: bool) -> None:
     """--strict: a config key on the KV path that kvcalc did not read is an error naming the keys."""
-    from kvcalc.hf_config import unread_keys
+    from kvcalc.sources.config_fields import unread_keys
 
     unread = [f"{spec.name}: {', '.join(keys)}" for spec in specs if (keys := unread_keys(spec.notes))]
     if strict and unread:
@@ -298,8 +298,8 @@ def estimate_cmd(
     revision: RevisionOpt = None,
 ) -> None:
     """The exact KV-cache size of MODEL at a context and batch, per layer group."""
-    from kvcalc.presets import resolve
     from kvcalc.render import attention_label, estimate_summary, estimate_table
+    from kvcalc.sources.resolve import resolve
 
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     _strict([spec], strict)
@@ -325,7 +325,7 @@ def estimate_cmd(
 
 
 def _ref_key(ref: str) -> str:
-    from kvcalc.presets import looks_like_path
+    from kvcalc.sources.resolve import looks_like_path
 
     return ref if looks_like_path(ref) else ref.lower()
 
@@ -423,8 +423,9 @@ def compare_cmd(
 ) -> None:
     """Compare models side by side at one or more contexts, with a bar per row."""
     from kvcalc.compare import compare_rows, to_csv
-    from kvcalc.presets import available, resolve_many
     from kvcalc.render import compare_table
+    from kvcalc.sources.presets import available
+    from kvcalc.sources.resolve import resolve_many
 
     if json_out and csv_out:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
@@ -517,8 +518,8 @@ def variants_cmd(
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """MODEL under each attention design: MHA, GQA-n, MQA, MLA latent and expanded."""
-    from kvcalc.presets import resolve
     from kvcalc.render import variants_table
+    from kvcalc.sources.resolve import resolve
     from kvcalc.variants import check_groups, compare_variants
 
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
@@ -596,7 +597,7 @@ def plot_cmd(
 ) -> None:
     """KV memory against context length, one line per model (log axes)."""
     from kvcalc.plot import check_output, curves, parse_lines, parse_range, save_image, terminal_chart, with_weights
-    from kvcalc.presets import resolve_many
+    from kvcalc.sources.resolve import resolve_many
 
     try:
         low, high = parse_range(context_range)
@@ -746,10 +747,10 @@ def _checkpoint_of(model: str, revision: str | None = None, notes: list | None =
     """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
     id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
     from kvcalc.capacity.checkpoint import checkpoint_bytes
-    from kvcalc.presets import is_hub_ref, looks_like_path
+    from kvcalc.sources.resolve import is_hub_ref, looks_like_path
 
     if is_hub_ref(model):
-        from kvcalc.hub import HubError, fetch_checkpoint
+        from kvcalc.sources.hub import HubError, fetch_checkpoint
 
         try:
             return fetch_checkpoint(model, revision)
@@ -876,8 +877,8 @@ def fit_cmd(
     smallest --gpu-util that holds them, and the fewest GPUs when one is not enough.
     """
     from kvcalc.capacity.fit import FitUsageError, fit
-    from kvcalc.presets import resolve
     from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
+    from kvcalc.sources.resolve import resolve
 
     fraction = None if gpu_util is None else _fraction_opt(gpu_util)
     contexts = _context_list(context) or [None]
@@ -1039,8 +1040,8 @@ def presets_list(
     """List every preset: name, attention kind, layers, KV bytes per token, source."""
     if ctx.invoked_subcommand is not None:
         return
-    from kvcalc.presets import available, load_named
     from kvcalc.render import presets_table
+    from kvcalc.sources.presets import available, load_named
 
     words = (search or "").lower().split()
     rows = []
@@ -1083,7 +1084,7 @@ def presets_show(
     """Print one preset's full spec (as YAML, or JSON with --json)."""
     import yaml
 
-    from kvcalc.presets import resolve
+    from kvcalc.sources.resolve import resolve
 
     # `kvcalc presets --preset-dir D show NAME` puts the folder on the group
     spec = resolve(name, _dirs(preset_dir or ctx.parent.params.get("preset_dir")), _revision(revision, [name]))
@@ -1109,7 +1110,7 @@ def import_cmd(
 ) -> None:
     """Convert a config.json into a preset YAML to review, correct and keep."""
     from kvcalc.files import check_target, write_text
-    from kvcalc.hf_config import load_config_path, preset_yaml
+    from kvcalc.sources.config_json import load_config_path, preset_yaml
 
     output = None if output_name is None else Path(output_name)
     if output is not None:
@@ -1198,7 +1199,7 @@ def verify_cmd(
         import torch  # noqa: F401  (the kvcalc[torch] extra)
     except ImportError:
         raise KvcalcError(torch_hint("verify")) from None
-    from kvcalc.presets import resolve
+    from kvcalc.sources.resolve import resolve
     from kvcalc.verify.report import verdict, verify_lines, verify_table
     from kvcalc.verify.runner import verify
 
@@ -1281,7 +1282,7 @@ def bench_cmd(
 
     from kvcalc.bench.report import bench_lines, bench_table
     from kvcalc.bench.runner import bench
-    from kvcalc.presets import resolve
+    from kvcalc.sources.resolve import resolve
 
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     names = None
@@ -1339,7 +1340,7 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
 
     from rich.progress import Progress
 
-    from kvcalc.presets import available, load_named
+    from kvcalc.sources.presets import available, load_named
     from kvcalc.verify.device import resolve_device
     from kvcalc.verify.report import summary_table
     from kvcalc.verify.runner import verify

@@ -17,7 +17,7 @@ from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
 
 MLALayout = Literal["latent", "expanded"]
 MLA_LAYOUTS: tuple[str, ...] = ("latent", "expanded")
-# A spec note that starts so (hf_config writes it) says max_context is a placeholder, not the model's.
+# A spec note that starts so (sources/config_json writes it) says max_context is a placeholder, not the model's.
 UNKNOWN_CONTEXT_NOTE = "max context unknown"
 
 

@@ -104,8 +104,9 @@ def test_variants_table(runner, kvcalc_app):
 def test_bars_scale_with_bytes_and_narrow_terminals_drop_them():
     from rich.console import Console
 
-    from kvcalc.presets import preset_dirs, resolve
     from kvcalc.render import bar, variants_table
+    from kvcalc.sources.presets import preset_dirs
+    from kvcalc.sources.resolve import resolve
     from kvcalc.variants import compare_variants
 
     assert bar(8, 8, width=16) == "█" * 16
@@ -132,8 +133,9 @@ def test_compare_table_keeps_every_number_at_80_columns():
     from rich.console import Console
 
     from kvcalc.compare import compare_rows
-    from kvcalc.presets import preset_dirs, resolve_many
     from kvcalc.render import compare_table
+    from kvcalc.sources.presets import preset_dirs
+    from kvcalc.sources.resolve import resolve_many
 
     specs = resolve_many(["llama-3-70b", "deepseek-v3", "mistral-7b-v0.1"], preset_dirs())
     console = Console(width=80, record=True)
@@ -213,7 +215,7 @@ def test_compare_all(runner, kvcalc_app):
 
 
 def test_compare_all_parses_each_file_once(runner, kvcalc_app, monkeypatch):
-    import kvcalc.presets as presets
+    import kvcalc.sources.presets as presets
 
     presets.load_file.cache_clear()
     seen = []
@@ -261,7 +263,8 @@ def test_plot_terminal_chart(runner, kvcalc_app):
 
 def test_plot_curves_show_window_plateau():
     from kvcalc.plot import curves
-    from kvcalc.presets import preset_dirs, resolve
+    from kvcalc.sources.presets import preset_dirs
+    from kvcalc.sources.resolve import resolve
 
     (series,) = curves([resolve("mistral-7b-v0.1", preset_dirs())], 1024, 1 << 20)
     points = dict(zip(series.contexts, series.totals))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvcalc.estimate import estimate
-from kvcalc.presets import spec_from_data
+from kvcalc.sources.presets import spec_from_data
 
 
 def make_spec(heads, kv_heads, head_dim, layers, kind="gqa", window=None, dtype="bf16"):

@@ -146,7 +146,7 @@ def test_names_longer_than_the_file_system_allows(runner, kvcalc_app):
 
 
 def test_a_folder_that_cannot_be_listed(runner, kvcalc_app, tmp_path, monkeypatch):
-    from kvcalc import presets
+    from kvcalc.sources import presets
 
     folder = tmp_path / "locked"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""Reading Hugging Face config.json files (kvcalc.hf_config) and `kvcalc import`.
+"""Reading Hugging Face config.json files (kvcalc.sources.config_json) and `kvcalc import`.
 
 Fixtures live in tests/fixtures/configs/<model>/config.json (see the README there for where
 each one's values come from). Expected numbers are written as arithmetic from
@@ -19,8 +19,9 @@ import yaml
 
 from kvcalc.errors import PresetError
 from kvcalc.estimate import estimate
-from kvcalc.hf_config import compact_pattern, load_config_path, spec_from_config
-from kvcalc.presets import load_file
+from kvcalc.sources.config_json import load_config_path, spec_from_config
+from kvcalc.sources.config_layers import compact_pattern
+from kvcalc.sources.presets import load_file
 from kvcalc.spec import expand_pattern
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
@@ -97,7 +98,7 @@ def test_config_matches_its_preset(folder):
 
 @pytest.mark.parametrize("folder", sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()))
 def test_import_yaml_round_trips(folder, tmp_path):
-    from kvcalc.hf_config import preset_yaml
+    from kvcalc.sources.config_json import preset_yaml
 
     spec = config(folder)
     out = tmp_path / f"{folder}.yaml"
@@ -603,7 +604,7 @@ def test_folder_without_config(tmp_path):
 
 def test_hf_config_stays_light():
     code = (
-        "import sys, kvcalc.hf_config; "
+        "import sys, kvcalc.sources.config_json; "
         "print(','.join(m for m in ('torch', 'rich', 'typer') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

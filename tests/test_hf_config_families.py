@@ -15,7 +15,8 @@ import pytest
 
 from kvcalc.errors import PresetError
 from kvcalc.estimate import estimate
-from kvcalc.hf_config import load_config_path, spec_from_config, unread_keys
+from kvcalc.sources.config_fields import unread_keys
+from kvcalc.sources.config_json import load_config_path, spec_from_config
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 FOLDERS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
@@ -44,7 +45,7 @@ def has_note(spec, *words: str) -> bool:
 
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_no_fixture_warns_or_fails_strict(folder, runner, kvcalc_app):
-    # Every real config's KV-path keys are read or explained by hf_config.IGNORED.
+    # Every real config's KV-path keys are read or explained by config_fields.IGNORED.
     spec = load_config_path(CONFIGS / folder)
     assert unread_keys(spec.notes) == [], spec.notes
     assert not any(note.startswith(("unread:", "untested:")) for note in spec.notes)

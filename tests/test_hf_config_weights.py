@@ -1,4 +1,4 @@
-"""The weights block kvcalc builds from a config.json (kvcalc.hf_weights), three ways.
+"""The weights block kvcalc builds from a config.json (kvcalc.sources.config_weights), three ways.
 
 1. Against the bundled presets, whose counts were checked by hand against published totals
    (tests/test_params.py): the same model read from its config.json counts the same.
@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from kvcalc.capacity.params import parameter_count
-from kvcalc.hf_config import load_config_path, preset_yaml, spec_from_config
-from kvcalc.hf_weights import SKIP
-from kvcalc.presets import load_file
+from kvcalc.sources.config_json import load_config_path, preset_yaml, spec_from_config
+from kvcalc.sources.config_weights import SKIP
+from kvcalc.sources.presets import load_file
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 PRESETS = Path(__file__).parent.parent / "model_presets"

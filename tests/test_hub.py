@@ -252,7 +252,7 @@ def test_fit_falls_back_to_the_parameter_count(hub, cache):
 
 
 def test_hub_id_spelling():
-    from kvcalc.hub import is_hub_id
+    from kvcalc.sources.hub import is_hub_id
 
     assert is_hub_id("Qwen/Qwen3-8B") and is_hub_id("meta-llama/Llama-3.1-8B")
     for ref in ("llama-3-8b", "./a/b", "a/b/c", "/a/b", "a/", "-a/b", "a/.b", "org/config.json", "a b/c"):

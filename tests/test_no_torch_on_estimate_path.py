@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 CHECK = (
-    "import sys, kvcalc.cli, kvcalc.estimate, kvcalc.presets, kvcalc.render\n"
+    "import sys, kvcalc.cli, kvcalc.estimate, kvcalc.sources.presets, kvcalc.render\n"
     "heavy = sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules)\n"
     "print(','.join(heavy))\n"
 )

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kvcalc.capacity.params import parameter_count
-from kvcalc.presets import load_file
+from kvcalc.sources.presets import load_file
 
 PRESET_DIR = Path(__file__).parent.parent / "model_presets"
 PRESET_FILES = sorted(PRESET_DIR.glob("*.yaml"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import kvcalc
-from kvcalc.presets import load_file
+from kvcalc.sources.presets import load_file
 
 PRESET_DIR = Path(__file__).parent.parent / "model_presets"
 PRESET_FILES = sorted(PRESET_DIR.glob("*.yaml"))

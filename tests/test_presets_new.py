@@ -14,7 +14,7 @@ import pytest
 
 import kvcalc
 from kvcalc.capacity.params import parameter_count
-from kvcalc.presets import load_file
+from kvcalc.sources.presets import load_file
 
 PRESET_DIR = Path(__file__).parent.parent / "model_presets"
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from kvcalc.errors import PresetError
-from kvcalc.presets import spec_from_data
+from kvcalc.sources.presets import spec_from_data
 from kvcalc.spec import expand_pattern
 
 BASE = {

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kvcalc.presets import load_file  # noqa: E402
+from kvcalc.sources.presets import load_file  # noqa: E402
 from kvcalc.verify import TORCH_MISSING  # noqa: E402
 from kvcalc.verify.runner import verify  # noqa: E402
 
@@ -237,10 +237,10 @@ def test_only_no_kv_layers_built_is_nothing_to_verify(runner, kvcalc_app):
 
 
 def test_all_shows_no_kv_layer_runs(runner, kvcalc_app, monkeypatch):
-    import kvcalc.presets
+    import kvcalc.sources.presets
 
-    bundled = kvcalc.presets.available
-    monkeypatch.setattr(kvcalc.presets, "available",
+    bundled = kvcalc.sources.presets.available
+    monkeypatch.setattr(kvcalc.sources.presets, "available",
                         lambda dirs: {n: p for n, p in bundled(dirs).items() if n in ("gpt2", "jamba-v0.1")})
     result = run(runner, kvcalc_app, "--all", "--layers", "1", "-c", "16")
     assert result.exit_code == 0, result.output
@@ -344,11 +344,11 @@ def test_model_or_all(runner, kvcalc_app):
 
 
 def test_all_with_progress_and_summary(runner, kvcalc_app, monkeypatch, tiny):
-    import kvcalc.presets
+    import kvcalc.sources.presets
 
-    bundled = kvcalc.presets.available
+    bundled = kvcalc.sources.presets.available
     pick = ("gpt2", "bert-base", "jamba-v0.1")
-    monkeypatch.setattr(kvcalc.presets, "available",
+    monkeypatch.setattr(kvcalc.sources.presets, "available",
                         lambda dirs: {n: p for n, p in bundled(dirs).items() if n in pick})
     result = run(runner, kvcalc_app, "--all", "-c", "32")
     assert result.exit_code == 0, result.output
@@ -360,11 +360,11 @@ def test_all_with_progress_and_summary(runner, kvcalc_app, monkeypatch, tiny):
 
 
 def test_all_fails_when_one_preset_fails(runner, kvcalc_app, monkeypatch):
-    import kvcalc.presets
+    import kvcalc.sources.presets
     import kvcalc.verify.runner as runner_module
 
-    bundled = kvcalc.presets.available
-    monkeypatch.setattr(kvcalc.presets, "available",
+    bundled = kvcalc.sources.presets.available
+    monkeypatch.setattr(kvcalc.sources.presets, "available",
                         lambda dirs: {n: p for n, p in bundled(dirs).items() if n in ("gpt2", "gemma-2b")})
     right = runner_module.cache_tokens
     monkeypatch.setattr(runner_module, "cache_tokens",

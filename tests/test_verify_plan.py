@@ -13,7 +13,7 @@ import pytest
 
 from kvcalc.errors import KvcalcError
 from kvcalc.estimate import estimate
-from kvcalc.presets import load_file
+from kvcalc.sources.presets import load_file
 from kvcalc.verify.plan import make_plan, reduced_spec, run_needs, weight_elements
 
 PRESETS = Path(__file__).parent.parent / "model_presets"

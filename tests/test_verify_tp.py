@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from kvcalc.capacity.fit import FitUsageError, fit
-from kvcalc.presets import load_file, preset_dirs, resolve
+from kvcalc.sources.presets import load_file, preset_dirs
+from kvcalc.sources.resolve import resolve
 from kvcalc.verify.plan import reduced_spec
 from kvcalc.verify.tp_plan import (
     LAUNCHER_BYTES,

@@ -6,7 +6,7 @@ Where it is absent the notes say why ("Weights not derived from config.json: ...
 a hand-written weights block in a preset is the way to supply one. Defaults come from
 transformers' config classes (``DEFAULTS``) and are named in one "inferred:" note.
 
-No import of hf_config: it hands over plain dicts (the language model's fields, the whole
+No import of the config reader: it hands over plain dicts (the language model's fields, the whole
 config, the attention it built), so the arrow runs one way.
 """
 
@@ -143,7 +143,7 @@ def weights_block(
     """The weights block for this config, or None with a note saying why not.
 
     ``data`` holds the language model's fields (text_config for multimodal configs), ``outer``
-    the whole config; ``attention`` and ``count`` are what hf_config already read.
+    the whole config; ``attention`` and ``count`` are what the config reader already read.
     """
     own: list[str] = []
     fields = _Fields(data, outer, model_type)

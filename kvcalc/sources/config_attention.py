@@ -1,0 +1,154 @@
+"""What one layer caches per token, from a config.json: dense K/V heads and head sizes
+(MHA, MQA, GQA, with each family's switches) or an MLA latent."""
+
+from __future__ import annotations
+
+from kvcalc.sources.config_fields import FALCON_TYPES, Reader, Tracked, shown_json
+
+MLA_FIELDS = ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+
+
+def dense_attention(r: Reader, heads: int) -> dict:
+    head_dim = _head_dim(r, heads)
+    kv_heads = _kv_heads(r, heads)
+    kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
+    return {"kind": kind, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}
+
+
+def _head_dim(r: Reader, heads: int) -> int:
+    """An explicit head_dim wins: Gemma, Qwen3 and others differ from hidden_size / heads."""
+    explicit = r.integer("head_dim")
+    if explicit is not None:
+        return explicit
+    hidden = r.integer("hidden_size")  # present: require checked
+    if hidden % heads:
+        r.fail(
+            f"no head_dim, and hidden_size {hidden} is not a multiple of "
+            f"num_attention_heads {heads}, so head_dim cannot be derived"
+        )
+    r.notes.append(
+        f"inferred: head_dim = hidden_size / num_attention_heads = {hidden} / {heads} = {hidden // heads}"
+    )
+    return hidden // heads
+
+
+def _kv_heads(r: Reader, heads: int) -> int:
+    found = r.find("num_key_value_heads")
+    stated = r.integer("num_key_value_heads") if found else None
+    if r.model_type in FALCON_TYPES:
+        return _falcon_kv_heads(r, heads, found, stated)
+    if stated is not None:
+        return stated
+    glm = _glm_kv_heads(r, heads)
+    if glm is not None:
+        return glm
+    mpt = _mpt_kv_heads(r, heads)
+    if mpt is not None:
+        return mpt
+    if r.flag("multi_query"):
+        r.notes.append("inferred: MQA, 1 KV head (multi_query is true)")
+        return 1
+    r.notes.append(f"inferred: MHA, {heads} KV heads (no num_key_value_heads in config.json)")
+    return heads
+
+
+def _glm_kv_heads(r: Reader, heads: int) -> int | None:
+    """ChatGLM2/3 and GLM-4: multi_query_attention true caches multi_query_group_num K/V
+    heads (each kv_channels wide); false caches one per query head."""
+    switch = r.data.get("multi_query_attention")
+    groups = r.data.get("multi_query_group_num")
+    if switch is None and groups is None:
+        return None
+    if switch is not None and not isinstance(switch, bool):
+        r.fail(f"multi_query_attention must be true or false, got {shown_json(switch)}")
+    if switch is None or switch:
+        if groups is None:
+            r.fail("multi_query_attention is true, but multi_query_group_num is missing")
+        count = r.integer("multi_query_group_num", default=False)
+        if switch is None:
+            r.notes.append(f"inferred: {count} KV heads from multi_query_group_num (no multi_query_attention)")
+        return count
+    if groups is not None:
+        r.notes.append(f"ignored: multi_query_group_num {shown_json(groups)} because multi_query_attention is false")
+    r.notes.append(f"inferred: MHA, {heads} KV heads (multi_query_attention is false)")
+    return heads
+
+
+# MPT's attn_config.attn_type (llm-foundry's names) -> how many K/V heads it caches
+MPT_ATTN_TYPES = ("multihead_attention", "multiquery_attention", "grouped_query_attention")
+
+
+def _mpt_kv_heads(r: Reader, heads: int) -> int | None:
+    """MPT keeps its attention settings in the attn_config object: multihead caches every head,
+    multiquery one, grouped_query attn_config.kv_n_heads."""
+    block = r.data.get("attn_config")
+    if not isinstance(block, dict):
+        return None
+    block = r.data["attn_config"] = Tracked(block)  # its keys are checked for unread ones too
+    kind = block.get("attn_type", "multihead_attention")
+    if kind not in MPT_ATTN_TYPES:
+        r.fail(f"attn_config.attn_type {shown_json(kind)} is not one kvcalc knows ({', '.join(MPT_ATTN_TYPES)})")
+    if kind == "multiquery_attention":
+        r.notes.append("inferred: MQA, 1 KV head (attn_config.attn_type multiquery_attention)")
+        return 1
+    if kind == "grouped_query_attention":
+        count = block.get("kv_n_heads")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= heads:
+            r.fail(f"attn_config.kv_n_heads must be a whole number from 1 to {heads}, got {shown_json(count)}")
+        return count
+    block.get("kv_n_heads")  # read, and moot: multihead attention caches every head
+    r.notes.append(f"inferred: MHA, {heads} KV heads (attn_config.attn_type {kind}"
+                   + ("" if "attn_type" in dict.keys(block) else ", MPT's default") + ")")
+    return heads
+
+
+def _falcon_kv_heads(r: Reader, heads: int, found, stated: int | None) -> int:
+    """transformers' FalconAttention: num_kv_heads only counts with the new decoder
+    architecture or without multi_query; otherwise there is one KV head."""
+    new_arch = r.flag("new_decoder_architecture", r.model_type == "RefinedWeb")
+    if r.data.get("new_decoder_architecture") is None and r.model_type == "RefinedWeb":
+        r.notes.append("inferred: new decoder architecture (old Falcon-40B format, model_type RefinedWeb)")
+    multi_query = r.flag("multi_query")
+    if multi_query is None:
+        multi_query = True
+        if not new_arch:
+            r.notes.append("inferred: multi_query true (FalconConfig's default; not in config.json)")
+    if new_arch or not multi_query:
+        if stated is not None:
+            return stated
+        r.notes.append(f"inferred: MHA, {heads} KV heads (no num_kv_heads in config.json)")
+        return heads
+    if found is not None and stated != 1:
+        r.notes.append(
+            f"ignored: {found[0]} {stated}: with multi_query true and new_decoder_architecture "
+            "false, Falcon uses one KV head"
+        )
+    return 1
+
+
+def mla_attention(r: Reader, heads: int) -> dict | None:
+    """DeepSeek-V2/V3 and Kimi-K2: a latent of kv_lora_rank + qk_rope_head_dim per token."""
+    if r.data.get("kv_lora_rank") is None:
+        return None
+    missing = [name for name in MLA_FIELDS if r.data.get(name) is None]
+    if missing:
+        r.fail(f"kv_lora_rank says MLA, but {', '.join(missing)} is missing")
+    dims = {name: r.integer(name, default=False) for name in MLA_FIELDS}
+    q_lora = r.integer("q_lora_rank", default=False)
+    kv_field = r.find("num_key_value_heads")
+    if kv_field is not None:
+        r.notes.append(
+            f"ignored: {kv_field[0]} {kv_field[1]}: MLA caches one latent of kv_lora_rank + "
+            f"qk_rope_head_dim = {dims['kv_lora_rank'] + dims['qk_rope_head_dim']} elements "
+            "per token and layer"
+        )
+    mtp = r.data.get("num_nextn_predict_layers")
+    if isinstance(mtp, int) and mtp > 0:
+        r.notes.append(
+            f"ignored: num_nextn_predict_layers {mtp}: the multi-token-prediction layer is not "
+            "counted, neither its KV cache nor its weights (it adds a layer only when used for "
+            "speculative decoding; transformers does not load it)"
+        )
+    return {"kind": "mla", "heads": heads, **dims, "q_lora_rank": q_lora}
+
+
