@@ -41,7 +41,8 @@ class DenseAttention(_Frozen):
     kind: Literal["mha", "mqa", "gqa"]
     heads: Heads
     kv_heads: Heads | None = None  # MHA defaults to heads, MQA to 1
-    head_dim: Positive
+    head_dim: Positive  # each K head's width (and each query head's)
+    v_head_dim: Positive | None = None  # each V head's width when it differs from K's; None: head_dim
 
     @model_validator(mode="before")
     @classmethod
@@ -69,9 +70,14 @@ class DenseAttention(_Frozen):
             )
         return self
 
+    @property
+    def v_dim(self) -> int:
+        """Each V head's width: v_head_dim when given, else head_dim."""
+        return self.head_dim if self.v_head_dim is None else self.v_head_dim
+
     def kv_elements_per_token(self, mla_layout: str = "latent") -> int:
-        """K and V elements one token adds to one layer's cache."""
-        return 2 * self.kv_heads * self.head_dim
+        """K and V elements one token adds to one layer's cache: kv_heads x (k_dim + v_dim)."""
+        return self.kv_heads * (self.head_dim + self.v_dim)
 
 
 class MLAAttention(_Frozen):
