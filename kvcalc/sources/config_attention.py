@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from kvcalc.sources.config_fields import FALCON_TYPES, Reader, Tracked, shown_json
+from kvcalc.sources.config_fields import Reader, Tracked, shown_json
+from kvcalc.sources.model_types import FALCON_TYPES
 
 MLA_FIELDS = ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from kvcalc.errors import PresetError
+from kvcalc.sources.model_types import CHECKED_TYPES, ENCODER_DECODER_TYPES, refusal
 from kvcalc.spec import MAX_HEADS, MAX_LAYERS, MAX_TOKENS
 
 HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
@@ -61,22 +62,6 @@ CLASS_DEFAULTS: dict[str, dict[str, int]] = {
 # A multimodal config names its language model's type only through the wrapper's type.
 TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
 
-FALCON_TYPES = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
-ENCODER_TYPES = frozenset({
-    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "distilbert", "albert", "electra",
-    "camembert", "deberta", "deberta-v2", "mpnet", "modernbert", "ernie", "nomic_bert",
-})
-ENCODER_DECODER_TYPES = frozenset({
-    "t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "whisper",
-    "blenderbot", "m2m_100", "switch_transformers",
-})
-# Model types whose config.json kvcalc's tests check against real configs.
-CHECKED_TYPES = frozenset({
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
-    "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
-    "deepseek_v2", "deepseek_v3", "kimi_k2", "llama4", "llama4_text", "jamba",
-    "bloom", "mpt", "chatglm",
-}) | FALCON_TYPES | ENCODER_TYPES
 
 # When a config names no length at all (BLOOM: ALiBi has no position table), kvcalc does as
 # vLLM does and assumes this many tokens; the note says so and estimate warns unless
@@ -223,6 +208,9 @@ def make_reader(data: dict, origin: str) -> Reader:
         reader.notes.append(f"read text_config: the language model inside this {outer_type or 'config'}")
     else:
         reader = Reader(outer, outer, origin, outer_type)
+    refused = refusal(reader.model_type)
+    if refused:
+        reader.fail(f"model_type {reader.model_type!r} is not supported: {refused}")
     if not reader.model_type:
         reader.notes.append("inferred: no model_type in config.json; read by field names alone")
     elif reader.model_type not in CHECKED_TYPES:

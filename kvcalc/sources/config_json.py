@@ -31,7 +31,6 @@ from kvcalc.estimate import UNKNOWN_CONTEXT_NOTE
 from kvcalc.sources.config_attention import dense_attention, mla_attention
 from kvcalc.sources.config_fields import (
     ALIASES,
-    ENCODER_TYPES,
     HINT,
     Reader,
     fail_config,
@@ -42,6 +41,7 @@ from kvcalc.sources.config_fields import (
 )
 from kvcalc.sources.config_layers import layers_block
 from kvcalc.sources.config_weights import weights_block
+from kvcalc.sources.model_types import ENCODER_TYPES
 from kvcalc.spec import ModelSpec
 
 UNKNOWN_CONTEXT = 2048
