@@ -1,0 +1,171 @@
+"""Presets batch 4 (gpt-oss, GLM, DeepSeek-R1, Nemotron, OLMo, SmolLM, Cohere): KV bytes per
+token, whole caches at long contexts, and exact parameter totals.
+
+Every expected value is arithmetic from the model's config.json (layers, KV heads, head_dim,
+windows, hidden size, FFN or expert widths, vocabulary, tied head) or its model code, never
+computed by kvcalc. Each preset's ``source`` names the copy of the config that was read and
+where the published total comes from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import kvcalc
+from kvcalc.capacity.params import parameter_count
+from kvcalc.capacity.weights import weights_bytes
+from kvcalc.sources.presets import load_file
+
+PRESET_DIR = Path(__file__).parent.parent / "model_presets"
+
+
+def spec_of(name: str):
+    return load_file(PRESET_DIR / f"{name}.yaml")
+
+
+# One more token at batch 1 and context 1, every KV layer: 2 (K and V) x layers x kv_heads x
+# head_dim x 2 bytes (bf16). Sliding layers still cost their bytes per token.
+BYTES_PER_TOKEN = {
+    "gpt-oss-20b": 2 * 24 * 8 * 64 * 2,  # head_dim 64 (explicit), not 2880/64 = 45
+    "gpt-oss-120b": 2 * 36 * 8 * 64 * 2,
+}
+
+# max_position_embeddings of each config.json.
+MAX_CONTEXT = {
+    "gpt-oss-20b": 131072,
+    "gpt-oss-120b": 131072,
+}
+
+# Whole caches at batch 1: the sum over layers of min(context, window) x one layer's bytes per token.
+WINDOWED_TOTALS = [
+    # gpt-oss: even layers slide over 128 tokens, odd layers hold everything
+    ("gpt-oss-20b", 131072, (12 * 128 + 12 * 131072) * 2 * 8 * 64 * 2),
+    ("gpt-oss-20b", 100, 24 * 100 * 2 * 8 * 64 * 2),  # below the window every layer holds all
+    ("gpt-oss-120b", 131072, (18 * 128 + 18 * 131072) * 2 * 8 * 64 * 2),
+    ("gpt-oss-120b", 4096, (18 * 128 + 18 * 4096) * 2 * 8 * 64 * 2),
+]
+
+# Which layers are the model's second kind, by hand from each config's layer_types.
+LAYER_POSITIONS = {
+    "gpt-oss-20b": ("full", list(range(1, 24, 2))),
+    "gpt-oss-120b": ("full", list(range(1, 36, 2))),
+}
+
+# gpt-oss, per layer: q/k/v/o with biases 2*2880*64*64 + 2*2880*8*64 + (64*64 + 2*8*64 + 2880),
+# sinks 64, two RMSNorms 2*2880, experts E x (gate_up 2880*2*2880 + 2*2880 bias, down 2880*2880
+# + 2880 bias), router 2880*E + E. Untied embedding and head 2*201088*2880, final norm 2880.
+EXPECTED_TOTAL = {
+    "gpt-oss-20b": (
+        2 * 201088 * 2880
+        + 24 * (
+            2 * 2880 * 64 * 64 + 2 * 2880 * 8 * 64 + (64 * 64 + 2 * 8 * 64 + 2880) + 64
+            + 2 * 2880
+            + 32 * (2880 * 2 * 2880 + 2 * 2880 + 2880 * 2880 + 2880)
+            + 2880 * 32 + 32
+        )
+        + 2880
+    ),
+    "gpt-oss-120b": (
+        2 * 201088 * 2880
+        + 36 * (
+            2 * 2880 * 64 * 64 + 2 * 2880 * 8 * 64 + (64 * 64 + 2 * 8 * 64 + 2880) + 64
+            + 2 * 2880
+            + 128 * (2880 * 2 * 2880 + 2 * 2880 + 2880 * 2880 + 2880)
+            + 2880 * 128 + 128
+        )
+        + 2880
+    ),
+}
+
+# Published exact totals (see each preset's source).
+PUBLISHED_TOTAL = {
+    "gpt-oss-20b": 20_914_757_184,  # GGUF general.parameter_count (ollama show gpt-oss:20b); card 20.91B
+    "gpt-oss-120b": 116_829_156_672,  # Hub count of openai/gpt-oss-120b; card 116.83B
+}
+
+# (experts - experts_per_token) x one expert's matrices x MoE layers, left out of the active count.
+EXPECTED_INACTIVE = {
+    "gpt-oss-20b": 24 * (32 - 4) * 3 * 2880 * 2880,
+    "gpt-oss-120b": 36 * (128 - 4) * 3 * 2880 * 2880,
+}
+
+NAMES = sorted(BYTES_PER_TOKEN)
+
+
+def test_tables_cover_the_same_presets():
+    assert set(MAX_CONTEXT) == set(EXPECTED_TOTAL) == set(PUBLISHED_TOTAL) == set(NAMES)
+    assert all((PRESET_DIR / f"{name}.yaml").is_file() for name in NAMES)
+    moe = sorted(name for name in NAMES if spec_of(name).weights.moe is not None)
+    assert moe == sorted(EXPECTED_INACTIVE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bytes_per_token(name):
+    assert kvcalc.estimate(spec_of(name), context=1).bytes_per_token == BYTES_PER_TOKEN[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_max_context(name):
+    assert spec_of(name).max_context == MAX_CONTEXT[name]
+
+
+@pytest.mark.parametrize(
+    "name, context, expected", WINDOWED_TOTALS, ids=[f"{n}@{c}" for n, c, _ in WINDOWED_TOTALS]
+)
+def test_windowed_total(name, context, expected):
+    assert kvcalc.estimate(spec_of(name), context=context).total_bytes == expected
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - {n for n, _, _ in WINDOWED_TOTALS}))
+def test_every_layer_holds_the_whole_context(name):
+    context = MAX_CONTEXT[name]
+    assert kvcalc.estimate(spec_of(name), context=context).total_bytes == context * BYTES_PER_TOKEN[name]
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_POSITIONS))
+def test_layer_positions(name):
+    kind, positions = LAYER_POSITIONS[name]
+    assert [i for i, k in enumerate(spec_of(name).layers.order()) if k == kind] == positions
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_total_matches_the_hand_derivation(name):
+    assert parameter_count(spec_of(name)).total == EXPECTED_TOTAL[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_total_matches_the_published_count(name):
+    assert parameter_count(spec_of(name)).total == PUBLISHED_TOTAL[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_active_leaves_out_unchosen_experts(name):
+    assert parameter_count(spec_of(name)).active == EXPECTED_TOTAL[name] - EXPECTED_INACTIVE.get(name, 0)
+
+
+def test_gpt_oss_active_is_the_model_cards_without_the_embedding():
+    # Model card Table 1: 3.61B and 5.13B active, which leave out the input embedding
+    # (201088*2880) and the unchosen experts' biases (kvcalc keeps those, 8640 per expert).
+    # 3,608,307,264 and 5,132,849,472 round to the card's figures.
+    cases = (("gpt-oss-20b", 24, 28, 3_608_307_264), ("gpt-oss-120b", 36, 124, 5_132_849_472))
+    for name, layers, unchosen, card in cases:
+        active = parameter_count(spec_of(name)).active
+        assert active - 201088 * 2880 - layers * unchosen * (2 * 2880 + 2880) == card
+
+
+def test_gpt_oss_int4_stand_in_undercounts_mxfp4():
+    # MXFP4 experts: 4 bits per value + one 8-bit scale per 32 values; the rest BF16.
+    experts = 24 * 32 * 3 * 2880 * 2880
+    mxfp4 = experts // 2 + experts // 32 + 2 * (20_914_757_184 - experts)
+    assert mxfp4 == 13_761_264_768
+    # The int4 stand-in: every layer matrix (attention too) at half a byte, per 128 a 16-bit scale
+    # and a 4-bit zero; embedding, head, norms, biases, sinks and router 16-bit.
+    linear = 24 * (2 * 2880 * 64 * 64 + 2 * 2880 * 8 * 64) + experts
+    groups = linear // 128
+    assert linear % 256 == 0 and groups % 2 == 0
+    int4 = linear // 2 + 2 * groups + groups // 2 + 2 * (20_914_757_184 - linear)
+    assert int4 == 12_594_242_688 < mxfp4  # the figures in the preset's note
+    assert spec_of("gpt-oss-20b").weights.dtype == "int4"
+    assert weights_bytes(parameter_count(spec_of("gpt-oss-20b")), "int4") == int4
