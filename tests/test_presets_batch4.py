@@ -30,12 +30,16 @@ def spec_of(name: str):
 BYTES_PER_TOKEN = {
     "gpt-oss-20b": 2 * 24 * 8 * 64 * 2,  # head_dim 64 (explicit), not 2880/64 = 45
     "gpt-oss-120b": 2 * 36 * 8 * 64 * 2,
+    "glm-4.5-air": 2 * 46 * 8 * 128 * 2,  # head_dim 128, not 4096/96; the MTP layer left out
+    "glm-4.5": 2 * 92 * 8 * 128 * 2,  # head_dim 128, not 5120/96
 }
 
 # max_position_embeddings of each config.json.
 MAX_CONTEXT = {
     "gpt-oss-20b": 131072,
     "gpt-oss-120b": 131072,
+    "glm-4.5-air": 131072,
+    "glm-4.5": 131072,
 }
 
 # Whole caches at batch 1: the sum over layers of min(context, window) x one layer's bytes per token.
@@ -79,16 +83,41 @@ EXPECTED_TOTAL = {
     ),
 }
 
+# GLM-4.5 (glm4_moe), per layer: q/k/v/o 2*h*96*128 + 2*h*8*128, q/k/v biases 96*128 + 2*8*128,
+# two RMSNorms 2*h; the first k layers a gated MLP 3*h*I, the others 1 shared + E routed experts
+# of 3*h*1408 (Air) or 3*h*1536, router h*E and its e_score_correction_bias E.
+EXPECTED_TOTAL.update({
+    "glm-4.5-air": (
+        2 * 151552 * 4096
+        + 46 * (2 * 4096 * 96 * 128 + 2 * 4096 * 8 * 128 + (96 * 128 + 2 * 8 * 128) + 2 * 4096)
+        + 1 * 3 * 4096 * 10944
+        + 45 * ((128 + 1) * 3 * 4096 * 1408 + 4096 * 128 + 128)
+        + 4096
+    ),
+    # use_qk_norm true: q_norm and k_norm of head_dim (2*128 per layer)
+    "glm-4.5": (
+        2 * 151552 * 5120
+        + 92 * (2 * 5120 * 96 * 128 + 2 * 5120 * 8 * 128 + (96 * 128 + 2 * 8 * 128) + 2 * 128 + 2 * 5120)
+        + 3 * 3 * 5120 * 12288
+        + 89 * ((160 + 1) * 3 * 5120 * 1536 + 5120 * 160 + 160)
+        + 5120
+    ),
+})
+
 # Published exact totals (see each preset's source).
 PUBLISHED_TOTAL = {
     "gpt-oss-20b": 20_914_757_184,  # GGUF general.parameter_count (ollama show gpt-oss:20b); card 20.91B
     "gpt-oss-120b": 116_829_156_672,  # Hub count of openai/gpt-oss-120b; card 116.83B
+    "glm-4.5-air": 106_852_251_264,  # Hub count of PrimeIntellect/INTELLECT-3 (GLM-4.5-Air shapes, no MTP)
+    "glm-4.5": 352_797_829_024,  # Fireworks paramCount for GLM-4.5 (no MTP)
 }
 
 # (experts - experts_per_token) x one expert's matrices x MoE layers, left out of the active count.
 EXPECTED_INACTIVE = {
     "gpt-oss-20b": 24 * (32 - 4) * 3 * 2880 * 2880,
     "gpt-oss-120b": 36 * (128 - 4) * 3 * 2880 * 2880,
+    "glm-4.5-air": 45 * (128 - 8) * 3 * 4096 * 1408,
+    "glm-4.5": 89 * (160 - 8) * 3 * 5120 * 1536,
 }
 
 NAMES = sorted(BYTES_PER_TOKEN)
@@ -169,3 +198,23 @@ def test_gpt_oss_int4_stand_in_undercounts_mxfp4():
     assert int4 == 12_594_242_688 < mxfp4  # the figures in the preset's note
     assert spec_of("gpt-oss-20b").weights.dtype == "int4"
     assert weights_bytes(parameter_count(spec_of("gpt-oss-20b")), "int4") == int4
+
+
+def test_glm_hub_checkpoints_add_the_mtp_layer():
+    # The Hub counts of zai-org/GLM-4.5-Air (110,468,824,832) and zai-org/GLM-4.5 (358,337,791,296)
+    # include the MTP layer: eh_proj 2h x h, enorm and hnorm, one MoE decoder layer, its final norm,
+    # and its own embedding and head copies.
+    air = (
+        2 * 4096 * 4096 + 2 * 4096
+        + 2 * 4096 * 96 * 128 + 2 * 4096 * 8 * 128 + (96 * 128 + 2 * 8 * 128) + 2 * 4096
+        + (128 + 1) * 3 * 4096 * 1408 + 4096 * 128 + 128
+        + 4096 + 2 * 151552 * 4096
+    )
+    assert parameter_count(spec_of("glm-4.5-air")).total + air == 110_468_824_832
+    full = (
+        2 * 5120 * 5120 + 2 * 5120
+        + 2 * 5120 * 96 * 128 + 2 * 5120 * 8 * 128 + (96 * 128 + 2 * 8 * 128) + 2 * 128 + 2 * 5120
+        + (160 + 1) * 3 * 5120 * 1536 + 5120 * 160 + 160
+        + 5120 + 2 * 151552 * 5120
+    )
+    assert parameter_count(spec_of("glm-4.5")).total + full == 358_337_791_296
