@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kvcalc.estimate import Estimate, estimate
-from kvcalc.spec import ModelSpec
+from kvcalc.spec import ModelSpec, head_widths
 
 # --sort keys: numbers sort largest first, names A-Z
 SortKey = Literal["name", "total", "bytes-per-token", "layers", "kv-size", "context"]
@@ -27,7 +27,8 @@ class CompareRow:
 
     @property
     def kv_size(self) -> int:
-        """KV heads x head_dim per layer (dense), or the latent width (MLA): elements per K or latent."""
+        """KV heads x head_dim per layer (dense; K's width, V may differ), or the latent width (MLA):
+        elements per K or latent."""
         a = self.spec.attention
         return a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.kv_heads * a.head_dim
 
@@ -37,7 +38,7 @@ class CompareRow:
             return "-"
         if a.kind == "mla":
             return f"latent {a.kv_lora_rank}+{a.qk_rope_head_dim}"
-        return f"{a.kv_heads} x {a.head_dim}"
+        return f"{a.kv_heads} x {head_widths(a)}"
 
 
 def compare_rows(

@@ -7,7 +7,7 @@ import json
 from rich.text import Text
 
 from kvcalc.estimate import Estimate
-from kvcalc.spec import ModelSpec
+from kvcalc.spec import ModelSpec, head_widths
 from kvcalc.terminal import clean
 from kvcalc.units import format_bytes, format_tokens
 
@@ -99,7 +99,8 @@ def _kind_label(group) -> str:
 
 
 def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
-    """'gqa 64 heads / 8 KV x 128', 'mla 512+64 latent, 128 heads' or the expanded layout."""
+    """'gqa 64 heads / 8 KV x 128' ('... x k192/v128' when V's width differs from K's),
+    'mla 512+64 latent, 128 heads' or the expanded layout."""
     a = spec_attention
     if a.kind == "mla" and mla_layout == "expanded":
         per_head = a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim
@@ -107,7 +108,7 @@ def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
         return f"mla expanded: {a.heads} heads x {per_head} ({parts})"
     if a.kind == "mla":
         return f"mla {a.kv_lora_rank}+{a.qk_rope_head_dim} latent, {a.heads} heads"
-    return f"{a.kind} {a.heads} heads / {a.kv_heads} KV x {a.head_dim}"
+    return f"{a.kind} {a.heads} heads / {a.kv_heads} KV x {head_widths(a)}"
 
 
 def estimate_table(result: Estimate, attention: str = "") -> Grid:

@@ -80,6 +80,12 @@ class DenseAttention(_Frozen):
         return self.kv_heads * (self.head_dim + self.v_dim)
 
 
+def head_widths(attention: DenseAttention) -> str:
+    """'128' when K and V heads are equally wide, 'k192/v128' when they differ."""
+    a = attention
+    return str(a.head_dim) if a.v_dim == a.head_dim else f"k{a.head_dim}/v{a.v_dim}"
+
+
 class MLAAttention(_Frozen):
     """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2)."""
 
@@ -321,4 +327,5 @@ __all__ = [
     "SlidingLayer",
     "Weights",
     "expand_pattern",
+    "head_widths",
 ]

@@ -3,8 +3,9 @@
 A variant swaps the attention of every attention layer and keeps everything else
 (layer count, windows, chunks, no-KV layers). For a model that is not MLA, the MLA rows
 follow DeepSeek-V2's sizing (kv_lora_rank = 4 x head_dim, rope part = head_dim / 2,
-nope and v parts = head_dim) unless a rank and rope size are given; for an MLA model
-the dense rows use heads of v_head_dim. Such rows are hypothetical and say so.
+nope part = head_dim, v part = the model's V width) unless a rank and rope size are given;
+dense rows keep the model's K and V widths, and for an MLA model they use heads of
+v_head_dim. Such rows are hypothetical and say so.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import re
 from dataclasses import dataclass
 
 from kvcalc.estimate import Estimate, estimate
-from kvcalc.spec import ChunkedLayer, DenseAttention, FullLayer, MLAAttention, ModelSpec, SlidingLayer
+from kvcalc.spec import (
+    ChunkedLayer,
+    DenseAttention,
+    FullLayer,
+    MLAAttention,
+    ModelSpec,
+    SlidingLayer,
+    head_widths,
+)
 
 _NAME = re.compile(r"^(mha|mqa|mla-latent|mla-expanded|gqa-(\d+))$")
 
@@ -86,16 +95,17 @@ def check_groups(spec: ModelSpec, groups: list[int]) -> None:
         )
 
 
-def _dense_head_dim(spec: ModelSpec) -> int:
+def _dense_head_dims(spec: ModelSpec) -> tuple[int, int]:
+    """(K, V) head widths for dense rows: the model's own, or v_head_dim for both when it is MLA."""
     a = spec.attention
-    return a.v_head_dim if isinstance(a, MLAAttention) else a.head_dim
+    return (a.v_head_dim, a.v_head_dim) if isinstance(a, MLAAttention) else (a.head_dim, a.v_dim)
 
 
 def _mla_dims(spec: ModelSpec, rank: int | None, rope: int | None) -> MLAAttention:
     a = spec.attention
     if isinstance(a, MLAAttention) and rank is None and rope is None:
         return a
-    d = _dense_head_dim(spec)
+    d, dv = _dense_head_dims(spec)
     base = a if isinstance(a, MLAAttention) else None
     return MLAAttention(
         kind="mla",
@@ -103,7 +113,7 @@ def _mla_dims(spec: ModelSpec, rank: int | None, rope: int | None) -> MLAAttenti
         kv_lora_rank=rank or (base.kv_lora_rank if base else 4 * d),
         qk_rope_head_dim=rope or (base.qk_rope_head_dim if base else max(1, d // 2)),
         qk_nope_head_dim=base.qk_nope_head_dim if base else d,
-        v_head_dim=base.v_head_dim if base else d,
+        v_head_dim=base.v_head_dim if base else dv,
         q_lora_rank=base.q_lora_rank if base else None,
     )
 
@@ -148,7 +158,9 @@ def build_variant(
         kv_heads = {"mha": heads, "mqa": 1}.get(name) or int(match.group(2))
         check_groups(spec, [kv_heads])
         kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
-        attention = DenseAttention(kind=kind, heads=heads, kv_heads=kv_heads, head_dim=_dense_head_dim(spec))
+        k_dim, v_dim = _dense_head_dims(spec)
+        attention = DenseAttention(kind=kind, heads=heads, kv_heads=kv_heads, head_dim=k_dim,
+                                   v_head_dim=None if v_dim == k_dim else v_dim)
         layout = "latent"
         hypothetical = own_mla
     return Variant(
@@ -176,7 +188,7 @@ def _attention_label(attention, layout: str) -> str:
             return f"latent {attention.kv_lora_rank}+{attention.qk_rope_head_dim}"
         per_head = attention.qk_nope_head_dim + attention.qk_rope_head_dim + attention.v_head_dim
         return f"{attention.heads} heads x {per_head} (K+V)"
-    return f"{attention.kv_heads} KV x {attention.head_dim}"
+    return f"{attention.kv_heads} KV x {head_widths(attention)}"
 
 
 def compare_variants(

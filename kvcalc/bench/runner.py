@@ -18,7 +18,7 @@ import torch
 
 from kvcalc.bench.report import BenchResult, KindTiming, VariantBench
 from kvcalc.errors import KvcalcError
-from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer
+from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer, head_widths
 from kvcalc.units import format_bytes
 from kvcalc.variants import actual_name, build_variant
 from kvcalc.verify.device import free_memory, resolve_device
@@ -71,10 +71,10 @@ class DenseStep:
                                         device, gen),
                             make_weight((a.heads * self.dv, hidden), dtype, device, gen)]
         else:
-            self.heads, self.kv_heads, self.dk, self.dv, self.mla = a.heads, a.kv_heads, a.head_dim, a.head_dim, None
+            self.heads, self.kv_heads, self.dk, self.dv, self.mla = a.heads, a.kv_heads, a.head_dim, a.v_dim, None
             self.weights = [make_weight((hidden, a.heads * a.head_dim), dtype, device, gen),
-                            make_weight((hidden, 2 * a.kv_heads * a.head_dim), dtype, device, gen),
-                            make_weight((a.heads * a.head_dim, hidden), dtype, device, gen)]
+                            make_weight((hidden, a.kv_heads * (a.head_dim + a.v_dim)), dtype, device, gen),
+                            make_weight((a.heads * a.v_dim, hidden), dtype, device, gen)]
         self.k = fill_(torch.empty(batch, self.kv_heads, tokens, self.dk, dtype=dtype, device=device), gen)
         self.v = fill_(torch.empty(batch, self.kv_heads, tokens, self.dv, dtype=dtype, device=device), gen)
         self.caches = [self.k, self.v]
@@ -85,7 +85,8 @@ class DenseStep:
         H, Hk = self.heads, self.kv_heads
         if self.mla is None:
             q = (x @ self.weights[0]).view(B, H, 1, self.dk)
-            k, v = (x @ self.weights[1]).view(B, 2, Hk, self.dk).unbind(1)  # (B, Hk, d) each
+            k, v = (x @ self.weights[1]).split([Hk * self.dk, Hk * self.dv], dim=-1)
+            k, v = k.view(B, Hk, self.dk), v.view(B, Hk, self.dv)  # (B, Hk, dk), (B, Hk, dv)
             wo = self.weights[2]
         else:
             a = self.mla
@@ -194,7 +195,8 @@ def _attention_kinds(spec: ModelSpec) -> dict[str, tuple[object, int, int | None
 
 def _weight_elements(attention, hidden: int) -> int:
     if isinstance(attention, DenseAttention):
-        return hidden * (2 * attention.heads + 2 * attention.kv_heads) * attention.head_dim
+        a = attention  # wq, wk, wv, wo: q and k head_dim wide, v and o's input v_dim
+        return hidden * ((a.heads + a.kv_heads) * a.head_dim + (a.kv_heads + a.heads) * a.v_dim)
     a = attention
     q_width = a.heads * (a.qk_nope_head_dim + a.qk_rope_head_dim)
     q = hidden * a.q_lora_rank + a.q_lora_rank * q_width if a.q_lora_rank else hidden * q_width
@@ -324,7 +326,7 @@ def _label(attention, layout: str) -> str:
         if layout == "latent":
             return f"latent {a.kv_lora_rank}+{a.qk_rope_head_dim}"
         return f"{a.heads} heads x {a.qk_nope_head_dim + a.qk_rope_head_dim}+{a.v_head_dim}"
-    return f"{attention.kv_heads} KV x {attention.head_dim}"
+    return f"{attention.kv_heads} KV x {head_widths(attention)}"
 
 
 def _speedups(spec, results, names, built, peak, context, batch, dtype) -> list[VariantBench]:

@@ -171,11 +171,12 @@ def _token_bits(attention, tp: int, engine: eng.Engine, kv_dtype: str, mla_layou
         return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits
     assert isinstance(attention, DenseAttention)
     heads = eng.kv_heads_per_gpu(attention.kv_heads, tp, engine)
-    data = 2 * heads * attention.head_dim * bits
+    k_dim, v_dim = attention.head_dim, attention.v_dim
+    data = heads * (k_dim + v_dim) * bits
     if engine.name == "vllm" and kv_dtype == "int8":
         data += 2 * heads * 32  # an fp32 scale per token, head, K and V
     if engine.name == "vllm" and kv_dtype == "int4":
-        data += 2 * heads * (attention.head_dim // 16) * 8  # NVFP4: an fp8 scale per 16 values
+        data += heads * (k_dim // 16 + v_dim // 16) * 8  # NVFP4: an fp8 scale per 16 values
     return data
 
 
@@ -362,7 +363,7 @@ def estimate_reserve(spec: ModelSpec, tp: int, batched_tokens: int, max_seqs: in
     if isinstance(a, MLAAttention):
         qkv = a.heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) + a.kv_lora_rank
     else:
-        qkv = (a.heads + 2 * a.kv_heads) * a.head_dim
+        qkv = (a.heads + a.kv_heads) * a.head_dim + a.kv_heads * a.v_dim
     inner = 4 * hidden
     vocab = 0
     w = spec.weights

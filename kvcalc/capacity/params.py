@@ -54,12 +54,15 @@ def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int,
         o = a.heads * a.v_head_dim * hidden
         return q + kv + o, q_norm + a.kv_lora_rank
     assert isinstance(attention, DenseAttention)
+    # q and k are head_dim wide per head; v (and so o's input) v_dim
     q_width = attention.heads * attention.head_dim
-    kv_width = attention.kv_heads * attention.head_dim
-    matrices = hidden * q_width + 2 * hidden * kv_width + q_width * hidden
+    k_width = attention.kv_heads * attention.head_dim
+    v_width = attention.kv_heads * attention.v_dim
+    o_width = attention.heads * attention.v_dim
+    matrices = hidden * (q_width + k_width + v_width) + o_width * hidden
     small = 0
     if weights.qkv_bias:
-        small += q_width + 2 * kv_width
+        small += q_width + k_width + v_width
     if weights.output_bias:
         small += hidden
     if weights.qk_norm:

@@ -13,7 +13,21 @@ def dense_attention(r: Reader, heads: int) -> dict:
     head_dim = _head_dim(r, heads)
     kv_heads = _kv_heads(r, heads)
     kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
-    return {"kind": kind, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}
+    attention = {"kind": kind, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}
+    v_dim = _v_head_dim(r, head_dim)
+    if v_dim is not None:
+        attention["v_head_dim"] = v_dim
+    return attention
+
+
+def _v_head_dim(r: Reader, head_dim: int) -> int | None:
+    """Dense attention whose V heads are narrower or wider than K's (Xiaomi MiMo-V2-Flash:
+    head_dim 192, v_head_dim 128): each token caches kv_heads x (head_dim + v_head_dim).
+    None when the config does not say, or says the same width as K."""
+    if r.data.get("v_head_dim") is None:
+        return None
+    v_dim = r.integer("v_head_dim", default=False)
+    return None if v_dim == head_dim else v_dim
 
 
 def _head_dim(r: Reader, heads: int) -> int:

@@ -132,27 +132,27 @@ class DenseLayer(_Attention):
     def __init__(self, a: DenseAttention, hidden: int, dtype, device, generator,
                  window: int | None = None, chunk: int | None = None, make: WeightMaker | None = None):
         super().__init__(window, chunk)
-        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
-        d = a.head_dim
+        self.heads, self.kv_heads, self.head_dim, self.v_dim = a.heads, a.kv_heads, a.head_dim, a.v_dim
+        d, dv = a.head_dim, a.v_dim  # K (and Q) heads d wide, V heads dv (MiMo-V2-Flash: 192 and 128)
         make = make or _tiled(dtype, device, generator)
         self.wq = make("wq", (hidden, a.heads * d))
         self.wk = make("wk", (hidden, a.kv_heads * d))
-        self.wv = make("wv", (hidden, a.kv_heads * d))
-        self.wo = make("wo", (a.heads * d, hidden))
+        self.wv = make("wv", (hidden, a.kv_heads * dv))
+        self.wo = make("wo", (a.heads * dv, hidden))
 
     def cache_feats(self):
-        return [(self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim)]  # K, V
+        return [(self.kv_heads, self.head_dim), (self.kv_heads, self.v_dim)]  # K, V
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         B, T, _ = x.shape
-        H, Hk, d = self.heads, self.kv_heads, self.head_dim
+        H, Hk, d, dv = self.heads, self.kv_heads, self.head_dim, self.v_dim
         cos, sin = rope_angles(pos, d, x.dtype)
         q = apply_rope((x @ self.wq).view(B, T, H, d), cos, sin)  # (B, T, H, d)
         k = apply_rope((x @ self.wk).view(B, T, Hk, d), cos, sin)  # (B, T, Hk, d)
-        v = (x @ self.wv).view(B, T, Hk, d)  # (B, T, Hk, d)
-        (keys, values), kpos = cache.update([k, v], pos)  # (B, S, Hk, d) each
-        out = attend([q], [keys], values, self.mask(pos, kpos), 1.0 / math.sqrt(d))  # (B, T, H, d)
-        return out.reshape(B, T, H * d) @ self.wo
+        v = (x @ self.wv).view(B, T, Hk, dv)  # (B, T, Hk, dv)
+        (keys, values), kpos = cache.update([k, v], pos)  # (B, S, Hk, d) and (B, S, Hk, dv)
+        out = attend([q], [keys], values, self.mask(pos, kpos), 1.0 / math.sqrt(d))  # (B, T, H, dv)
+        return out.reshape(B, T, H * dv) @ self.wo
 
 
 class MLALayer(_Attention):

@@ -144,15 +144,15 @@ def hidden_size(spec: ModelSpec) -> int:
     if spec.hidden_size:
         return spec.hidden_size
     a = spec.attention
-    return a.heads * (a.v_head_dim if isinstance(a, MLAAttention) else a.head_dim)
+    return a.heads * (a.v_head_dim if isinstance(a, MLAAttention) else a.v_dim)
 
 
 def weight_elements(attention: DenseAttention | MLAAttention, hidden: int) -> int:
     """Parameters of one attention layer as ``kvcalc.verify.layers`` builds it."""
     a = attention
     if isinstance(a, DenseAttention):
-        # wq, wk, wv, wo
-        return hidden * a.heads * a.head_dim * 2 + hidden * a.kv_heads * a.head_dim * 2
+        # wq, wk (head_dim wide heads), wv, wo (v_dim wide heads)
+        return hidden * (a.heads + a.kv_heads) * a.head_dim + hidden * (a.kv_heads + a.heads) * a.v_dim
     qk = a.qk_nope_head_dim + a.qk_rope_head_dim
     if a.q_lora_rank:
         q = hidden * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * a.heads * qk  # wq_a, norm, wq_b
@@ -167,7 +167,7 @@ def _widest(attention: DenseAttention | MLAAttention, hidden: int) -> int:
     """The widest per-token activation a layer makes (queries, expanded K/V, latent queries)."""
     a = attention
     if isinstance(a, DenseAttention):
-        return max(hidden, a.heads * a.head_dim)
+        return max(hidden, a.heads * a.head_dim, a.heads * a.v_dim)
     qk = a.qk_nope_head_dim + a.qk_rope_head_dim
     return max(hidden, a.heads * qk, a.heads * (a.qk_nope_head_dim + a.v_head_dim),
                a.heads * (a.kv_lora_rank + a.qk_rope_head_dim))

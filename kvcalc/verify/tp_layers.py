@@ -71,13 +71,13 @@ class DenseShard(DenseLayer):
         _Attention.__init__(self, window, chunk)
         q = query_heads(a.heads, tp, tp_rank)
         kv = kv_heads_read(a.heads, a.kv_heads, q)
-        d = a.head_dim
+        d, dv = a.head_dim, a.v_dim
         self.q_heads, self.kv_range = q, kv
-        self.heads, self.kv_heads, self.head_dim = len(q), len(kv), d
+        self.heads, self.kv_heads, self.head_dim, self.v_dim = len(q), len(kv), d, dv
         self.wq = weights("wq", (hidden, a.heads * d), cols=_span(q, d))  # column-parallel
         self.wk = weights("wk", (hidden, a.kv_heads * d), cols=_span(kv, d))
-        self.wv = weights("wv", (hidden, a.kv_heads * d), cols=_span(kv, d))
-        self.wo = weights("wo", (a.heads * d, hidden), rows=_span(q, d))  # row-parallel
+        self.wv = weights("wv", (hidden, a.kv_heads * dv), cols=_span(kv, dv))
+        self.wo = weights("wo", (a.heads * dv, hidden), rows=_span(q, dv))  # row-parallel
         if len(q) % len(kv):  # fit's check_shape refuses such a TP before any rank starts
             raise ValueError(f"query heads {q.start}-{q.stop - 1} do not share KV heads {kv.start}-{kv.stop - 1} "
                              "evenly")
