@@ -32,6 +32,10 @@ BYTES_PER_TOKEN = {
     "gpt-oss-120b": 2 * 36 * 8 * 64 * 2,
     "glm-4.5-air": 2 * 46 * 8 * 128 * 2,  # head_dim 128, not 4096/96; the MTP layer left out
     "glm-4.5": 2 * 92 * 8 * 128 * 2,  # head_dim 128, not 5120/96
+    # MLA: layers x (kv_lora_rank + qk_rope_head_dim) x 2 bytes, one latent per layer
+    "deepseek-r1": 61 * (512 + 64) * 2,
+    "deepseek-r1-distill-llama-70b": 2 * 80 * 8 * 128 * 2,  # head_dim 8192/64
+    "deepseek-r1-distill-qwen-32b": 2 * 64 * 8 * 128 * 2,  # head_dim 5120/40; no window in use
 }
 
 # max_position_embeddings of each config.json.
@@ -40,6 +44,9 @@ MAX_CONTEXT = {
     "gpt-oss-120b": 131072,
     "glm-4.5-air": 131072,
     "glm-4.5": 131072,
+    "deepseek-r1": 163840,
+    "deepseek-r1-distill-llama-70b": 131072,
+    "deepseek-r1-distill-qwen-32b": 131072,
 }
 
 # Whole caches at batch 1: the sum over layers of min(context, window) x one layer's bytes per token.
@@ -49,6 +56,8 @@ WINDOWED_TOTALS = [
     ("gpt-oss-20b", 100, 24 * 100 * 2 * 8 * 64 * 2),  # below the window every layer holds all
     ("gpt-oss-120b", 131072, (18 * 128 + 18 * 131072) * 2 * 8 * 64 * 2),
     ("gpt-oss-120b", 4096, (18 * 128 + 18 * 4096) * 2 * 8 * 64 * 2),
+    # trap: sliding_window 131072 present but use_sliding_window false, so no layer is capped
+    ("deepseek-r1-distill-qwen-32b", 131072, 64 * 131072 * 2 * 8 * 128 * 2),
 ]
 
 # Which layers are the model's second kind, by hand from each config's layer_types.
@@ -104,12 +113,48 @@ EXPECTED_TOTAL.update({
     ),
 })
 
+# DeepSeek-R1 is DeepSeek-V3's architecture (the same arithmetic as tests/test_params.py): MLA
+# q_a 7168*1536 + q_a_norm 1536 + q_b 1536*128*192, kv_a 7168*(512+64) + kv_a_norm 512,
+# kv_b 512*128*(128+128), o 128*128*7168; layers 0-2 dense, 58 MoE layers of 256 + 1 experts.
+EXPECTED_TOTAL.update({
+    "deepseek-r1": (
+        2 * 129280 * 7168
+        + 61 * (
+            7168 * 1536 + 1536 + 1536 * 128 * 192
+            + 7168 * (512 + 64) + 512 + 512 * 128 * (128 + 128)
+            + 128 * 128 * 7168
+            + 2 * 7168
+        )
+        + 3 * 3 * 7168 * 18432
+        + 58 * ((256 + 1) * 3 * 7168 * 2048 + 7168 * 256 + 256)
+        + 7168
+    ),
+    # Llama-3.3-70B shapes
+    "deepseek-r1-distill-llama-70b": (
+        2 * 128256 * 8192
+        + 80 * (2 * 8192 * 8192 + 2 * 8192 * 8 * 128 + 3 * 8192 * 28672 + 2 * 8192)
+        + 8192
+    ),
+    # Qwen2.5-32B shapes, q/k/v biases 40*128 + 2*8*128
+    "deepseek-r1-distill-qwen-32b": (
+        2 * 152064 * 5120
+        + 64 * (
+            2 * 5120 * 40 * 128 + 2 * 5120 * 8 * 128 + (40 * 128 + 2 * 8 * 128)
+            + 3 * 5120 * 27648 + 2 * 5120
+        )
+        + 5120
+    ),
+})
+
 # Published exact totals (see each preset's source).
 PUBLISHED_TOTAL = {
     "gpt-oss-20b": 20_914_757_184,  # GGUF general.parameter_count (ollama show gpt-oss:20b); card 20.91B
     "gpt-oss-120b": 116_829_156_672,  # Hub count of openai/gpt-oss-120b; card 116.83B
     "glm-4.5-air": 106_852_251_264,  # Hub count of PrimeIntellect/INTELLECT-3 (GLM-4.5-Air shapes, no MTP)
     "glm-4.5": 352_797_829_024,  # Fireworks paramCount for GLM-4.5 (no MTP)
+    "deepseek-r1": 671_026_419_200,  # main model without MTP (MAI-DS-R1 BF16 count; calculator's R1-0528 preset)
+    "deepseek-r1-distill-llama-70b": 70_553_706_496,  # the base Llama-3.3-70B-Instruct's Hub count
+    "deepseek-r1-distill-qwen-32b": 32_763_876_352,  # Hub safetensors BF16 count of the distill
 }
 
 # (experts - experts_per_token) x one expert's matrices x MoE layers, left out of the active count.
@@ -118,6 +163,7 @@ EXPECTED_INACTIVE = {
     "gpt-oss-120b": 36 * (128 - 4) * 3 * 2880 * 2880,
     "glm-4.5-air": 45 * (128 - 8) * 3 * 4096 * 1408,
     "glm-4.5": 89 * (160 - 8) * 3 * 5120 * 1536,
+    "deepseek-r1": 58 * (256 - 8) * 3 * 7168 * 2048,
 }
 
 NAMES = sorted(BYTES_PER_TOKEN)
@@ -218,3 +264,10 @@ def test_glm_hub_checkpoints_add_the_mtp_layer():
         + 5120 + 2 * 151552 * 5120
     )
     assert parameter_count(spec_of("glm-4.5")).total + full == 358_337_791_296
+
+
+def test_deepseek_r1_is_deepseek_v3():
+    r1, v3 = spec_of("deepseek-r1"), spec_of("deepseek-v3")
+    assert r1.attention == v3.attention and r1.layers == v3.layers and r1.weights == v3.weights
+    assert r1.max_context == v3.max_context == 163840
+    assert spec_of("deepseek-r1").weights.dtype == "fp8"  # block-FP8 e4m3 release
