@@ -36,6 +36,8 @@ BYTES_PER_TOKEN = {
     "deepseek-r1": 61 * (512 + 64) * 2,
     "deepseek-r1-distill-llama-70b": 2 * 80 * 8 * 128 * 2,  # head_dim 8192/64
     "deepseek-r1-distill-qwen-32b": 2 * 64 * 8 * 128 * 2,  # head_dim 5120/40; no window in use
+    "smollm3-3b": 2 * 36 * 4 * 128 * 2,  # head_dim 2048/16; NoPE layers cache like the others
+    "olmo-2-1124-13b": 2 * 40 * 40 * 128 * 2,  # MHA: 40 KV heads
 }
 
 # max_position_embeddings of each config.json.
@@ -47,6 +49,8 @@ MAX_CONTEXT = {
     "deepseek-r1": 163840,
     "deepseek-r1-distill-llama-70b": 131072,
     "deepseek-r1-distill-qwen-32b": 131072,
+    "smollm3-3b": 65536,
+    "olmo-2-1124-13b": 4096,
 }
 
 # Whole caches at batch 1: the sum over layers of min(context, window) x one layer's bytes per token.
@@ -144,6 +148,18 @@ EXPECTED_TOTAL.update({
         )
         + 5120
     ),
+    # tie_word_embeddings true: the embedding once
+    "smollm3-3b": (
+        128256 * 2048
+        + 36 * (2 * 2048 * 16 * 128 + 2 * 2048 * 4 * 128 + 3 * 2048 * 11008 + 2 * 2048)
+        + 2048
+    ),
+    # OLMo-2: two post-norms per layer, q_norm and k_norm over the whole 5120-wide projections
+    "olmo-2-1124-13b": (
+        2 * 100352 * 5120
+        + 40 * (4 * 5120 * 5120 + (5120 + 5120) + 3 * 5120 * 13824 + 2 * 5120)
+        + 5120
+    ),
 })
 
 # Published exact totals (see each preset's source).
@@ -155,6 +171,8 @@ PUBLISHED_TOTAL = {
     "deepseek-r1": 671_026_419_200,  # main model without MTP (MAI-DS-R1 BF16 count; calculator's R1-0528 preset)
     "deepseek-r1-distill-llama-70b": 70_553_706_496,  # the base Llama-3.3-70B-Instruct's Hub count
     "deepseek-r1-distill-qwen-32b": 32_763_876_352,  # Hub safetensors BF16 count of the distill
+    "smollm3-3b": 3_075_098_624,  # Hub count of HuggingFaceTB/SmolLM3-3B
+    "olmo-2-1124-13b": 13_716_198_400,  # Hub count of allenai/OLMo-2-1124-13B
 }
 
 # (experts - experts_per_token) x one expert's matrices x MoE layers, left out of the active count.
@@ -271,3 +289,8 @@ def test_deepseek_r1_is_deepseek_v3():
     assert r1.attention == v3.attention and r1.layers == v3.layers and r1.weights == v3.weights
     assert r1.max_context == v3.max_context == 163840
     assert spec_of("deepseek-r1").weights.dtype == "fp8"  # block-FP8 e4m3 release
+
+
+def test_smollm3_counts_the_tied_embedding_once():
+    count = parameter_count(spec_of("smollm3-3b"))
+    assert count.head == 0 and count.embedding == 128256 * 2048
