@@ -1185,6 +1185,11 @@ def verify_cmd(
         typer.Option("--engine", "-e", help="With --tp/--pp: whose KV-heads rule fit applies (default vllm)."),
     ] = None,
     all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
+    reference: Annotated[
+        Literal["transformers"] | None,
+        typer.Option("--reference", help="Build MODEL's own transformers class on the meta device (no memory, no "
+                                         "weights), run one forward, and set its cache beside kvcalc's, kind by kind."),
+    ] = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
@@ -1192,9 +1197,25 @@ def verify_cmd(
     """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
 
     With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
-    cache against fit's per-GPU bytes. Exit 0 when the measured cache equals the analytic bytes,
-    1 when it does not.
+    cache against fit's per-GPU bytes. With --reference transformers, MODEL (a config.json or a Hub
+    id) is built by transformers itself and each difference is explained. Exit 0 when the measured
+    cache equals the analytic bytes (or every difference is explained), 1 when it does not.
     """
+    if reference is not None:
+        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--engine": engine is not None,
+                 "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}
+        clash = [name for name, on in given.items() if on]
+        if clash:
+            raise typer.BadParameter(f"{', '.join(clash)} cannot be used with --reference: transformers builds the "
+                                     "whole model on the meta device", param_hint="--reference")
+        if kv_dtype is not None and kv_dtype not in ("fp32", "bf16", "fp16"):
+            raise typer.BadParameter(f"transformers builds in fp32, bf16 or fp16, not {kv_dtype}",
+                                     param_hint="--kv-dtype")
+        if model is None:
+            raise typer.BadParameter("name a MODEL (a config.json or a Hub id)", param_hint="MODEL")
+        _verify_reference(model, context, batch, kv_dtype, mla_layout or "latent", json_out,
+                          _dirs(preset_dir), _revision(revision, [model]))
+        return
     try:
         import torch  # noqa: F401  (the kvcalc[torch] extra)
     except ImportError:
@@ -1231,6 +1252,32 @@ def verify_cmd(
             out.print(line, markup=False, style="dim", soft_wrap=True)
         out.print(Text(verdict(result), style="bold green" if result.match else "bold red"))
     if not result.match:
+        raise typer.Exit(1)
+
+
+def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dirs, revision) -> None:
+    """verify --reference transformers: kvcalc's estimate beside the cache transformers builds."""
+    from kvcalc.verify.reference import TRANSFORMERS_HINT, compare, hold, load_config
+
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401  (the kvcalc[transformers] extra)
+    except ImportError:
+        raise KvcalcError(TRANSFORMERS_HINT) from None
+    from kvcalc.verify.plan import DEFAULT_CONTEXT
+    from kvcalc.verify.reference import reference_lines, reference_table, reference_verdict
+
+    spec, data, _ = load_config(model, dirs, revision)
+    context = context or min(DEFAULT_CONTEXT, spec.max_context)
+    result = compare(spec, hold(data, context, batch, kv_dtype), context, batch, mla_layout)
+    if json_out:
+        _print_json({**result.to_dict(), "notes": list(result.notes) + list(spec.notes)})
+    else:
+        out.print(reference_table(result))
+        for line in reference_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(reference_verdict(result), style="bold green" if result.ok else "bold red"))
+    if not result.ok:
         raise typer.Exit(1)
 
 

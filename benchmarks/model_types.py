@@ -1,0 +1,142 @@
+"""Survey: every model type transformers ships as a causal LM, read by kvcalc and checked against
+the cache transformers itself holds.
+
+For each type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``: ``AutoConfig.for_model(type)`` (the
+class defaults), read by kvcalc (``spec_from_config``), then ``kvcalc verify --reference
+transformers``'s comparison (the model built on the meta device, one forward). The table goes
+to docs/model-types.md; a Python summary of the verdicts goes to stdout.
+
+    .venv/bin/python benchmarks/model_types.py [TYPE ...] [--out docs/model-types.md]
+
+The context is 64 tokens, or 2 past the largest window or chunk when that is at most 8192, so
+the window rule is exercised; nothing in the config is shrunk. Each type gets 90 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LIMIT_S = 90
+MAX_CONTEXT = 8192
+
+
+class TimedOut(BaseException):  # not an Exception: no handler below may swallow it
+    pass
+
+
+def _alarm(signum, frame):
+    raise TimedOut
+
+
+def survey_one(model_type: str) -> dict:
+    from transformers import AutoConfig
+
+    from kvcalc.errors import KvcalcError
+    from kvcalc.sources.config_json import spec_from_config
+    from kvcalc.spec import ChunkedLayer, SlidingLayer
+    from kvcalc.verify.reference import compare, hold
+
+    row = {"type": model_type, "kvcalc": "", "result": "", "detail": "", "context": None, "seconds": 0.0}
+    try:
+        data = AutoConfig.for_model(model_type).to_dict()
+    except Exception as exc:  # a config class that needs arguments
+        row.update(kvcalc="-", result="error", detail=f"AutoConfig.for_model: {type(exc).__name__}: {exc}")
+        return row
+    try:
+        spec = spec_from_config(data, origin=f"{model_type} defaults")
+    except KvcalcError as exc:
+        text = str(exc)
+        refused = "is not supported" in text or "encoder-decoder" in text
+        row.update(kvcalc="refused" if refused else "cannot read", result="-", detail=text.split(": ", 1)[-1])
+        return row
+    untested = any(n.startswith("untested:") for n in spec.notes)
+    unread = [n for n in spec.notes if n.startswith("unread:")]
+    row["kvcalc"] = "encoder" if spec.is_encoder else ("read, untested" if untested else "read, checked")
+    if unread:
+        row["kvcalc"] += f", {len(unread)} unread"
+    spans = [k.span for k in spec.layers.kinds.values() if isinstance(k, SlidingLayer | ChunkedLayer)]
+    context = max([64] + [s + 2 for s in spans if s + 2 <= MAX_CONTEXT])
+    context = min(context, spec.max_context) if spec.max_context >= 64 else context
+    row["context"] = context
+    try:
+        held = hold(data, context)
+        result = compare(spec, held, context)
+    except KvcalcError as exc:
+        row.update(result="error", detail=str(exc))
+        return row
+    exact = all(r.difference == 0 for r in result.rows)
+    row["result"] = "match" if exact else ("explained" if result.ok else "diff")
+    why = [f"{r.name}: {r.reason}" for r in result.rows if r.reason]
+    row["detail"] = "; ".join(why + [n.split(":")[0] for n in result.notes])
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("types", nargs="*")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "model-types.md"))
+    args = parser.parse_args()
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    types = args.types or sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    signal.signal(signal.SIGALRM, _alarm)
+    rows = []
+    for model_type in types:
+        start = time.monotonic()
+        signal.alarm(LIMIT_S)
+        try:
+            row = survey_one(model_type)
+        except TimedOut:
+            row = {"type": model_type, "kvcalc": "?", "result": "error", "detail": f"over {LIMIT_S} s",
+                   "context": None}
+        finally:
+            signal.alarm(0)
+        row["seconds"] = round(time.monotonic() - start, 1)
+        rows.append(row)
+        print(f"{model_type:28} {row['kvcalc']:24} {row['result']:10} {row['detail'][:150]}", flush=True)
+    if not args.types:
+        _write(Path(args.out), rows, transformers.__version__)
+    print("SUMMARY = " + repr({r["type"]: (r["kvcalc"], r["result"], r["detail"]) for r in rows}))
+
+
+def _write(path: Path, rows: list[dict], version: str) -> None:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    lines = [
+        "# Every transformers causal-LM type, read by kvcalc and checked against transformers",
+        "",
+        f"Written by `benchmarks/model_types.py` with transformers {version}: each type in",
+        "`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`, its config class's defaults (`AutoConfig.for_model(type)`),",
+        "read by kvcalc, then built on the meta device and run for one forward",
+        "(`kvcalc verify --reference transformers`, see docs/reference-check.md). The context is 64",
+        "tokens, or 2 past the largest window or chunk up to 8192, so the window rule shows.",
+        "",
+        "kvcalc column: `read, checked` (a type tests check against real configs), `read, untested`",
+        "(read by field names alone), `encoder`, `refused` (kvcalc names the type and the reason, see",
+        "`kvcalc/sources/model_types.py`), `cannot read` (the defaults lack a field kvcalc needs).",
+        "Result column: `match` (equal bytes in every layer kind), `explained` (every difference is a",
+        "known convention, named in the detail), `diff` (a difference nobody explained), `error`",
+        "(transformers could not build or run the model on meta tensors; the reason is given), `-` (not run).",
+        "",
+        "Totals: " + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(counts.items())) + f" of {len(rows)} types.",
+        "",
+        "| type | kvcalc | result | context | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        detail = r["detail"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r['type']} | {r['kvcalc']} | {r['result']} | {r['context'] or ''} | {detail} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
