@@ -24,12 +24,20 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "num_attention_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
     "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
-    "head_dim": ("head_dim", "kv_channels"),  # ChatGLM/GLM-4: kv_channels is each head's width
+    # ChatGLM/GLM-4: kv_channels is each head's width; Nemotron-H (older configs) and Zamba2
+    # write attention_head_dim
+    "head_dim": ("head_dim", "kv_channels", "attention_head_dim"),
     "max_position_embeddings": (
         "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx",
         "max_seq_len",
     ),
     "sliding_window_pattern": ("sliding_window_pattern", "_sliding_window_pattern"),
+    # Mamba2: Nemotron-H's names first, then GraniteMoeHybrid / Bamba's
+    "mamba2_heads": ("mamba_num_heads", "mamba_n_heads"),
+    "mamba2_head_dim": ("mamba_head_dim", "mamba_d_head"),
+    "mamba2_state": ("ssm_state_size", "mamba_d_state"),
+    "mamba2_groups": ("n_groups", "mamba_n_groups"),
+    "mamba2_conv": ("conv_kernel", "mamba_d_conv"),
 }
 
 # transformers' class defaults that matter when a config.json leaves the field out.
@@ -90,6 +98,10 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^mamba_dt_rank$", "Mamba's time-step projection rank: weights, not state"),
     (r"^parallel_attn$", "attention and MLP side by side (Falcon): the same cache"),
     (r"^sliding_window_size$", "Gemma-2's legacy name; transformers reads sliding_window"),
+    (r"^(mamba_)?chunk_size$", "Mamba2's scan chunk length: how the state is computed, not its size"),
+    (r"^mamba_hidden_act$", "the Mamba mixer's activation"),
+    (r"^attention_value_scale$", "MiMo-V2 scales values inside attention: the same K and V are cached"),
+    (r"^attention_projection_layout$", "fused or split q/k/v weights: the same K and V are cached"),
 )
 
 ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})
@@ -254,11 +266,16 @@ def unread_notes(r: Reader) -> list[str]:
                     or not any(word in str(key).lower() for word in KV_WORDS)
                     or any(re.search(pattern, f"{prefix}{key}".lower()) for pattern, _ in IGNORED)):
                 continue
-            notes.append(
-                f"unread: {prefix}{key} = {shown_json(value)} may change the KV cache, and kvcalc "
-                "does not read it; check the numbers (--strict makes this an error)"
-            )
+            notes.append(unread_note(f"{prefix}{key}", value))
     return notes
+
+
+def unread_note(key: str, value) -> str:
+    """The note for a key that may change the KV cache and that kvcalc did not read."""
+    return (
+        f"unread: {key} = {shown_json(value)} may change the KV cache, and kvcalc "
+        "does not read it; check the numbers (--strict makes this an error)"
+    )
 
 
 def unread_keys(notes) -> list[str]:

@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.config_fields import Reader, note_once, shown_json
+from kvcalc.sources.config_fields import Reader, note_once, shown_json, unread_note
+
+MAX_KINDS = 64  # Layers.kinds holds at most this many
 
 LAYER_TYPES = {
     "full_attention": "full", "attention": "full", "full": "full",
     "sliding_attention": "sliding",
     "chunked_attention": "chunked",
     "linear_attention": "state", "mamba": "state", "linear": "state",
+    # Nemotron-H's layers_block_type (transformers' NemotronHConfig): a layer that is only an
+    # MLP or a mixture of experts has neither attention nor a recurrent state
+    "mlp": "ffn", "moe": "ffn",
 }
+# Nemotron-H's hybrid_override_pattern, one character per layer, as NemotronHConfig and
+# vLLM's nemotron_h.py read it: M a Mamba2 mixer, * attention, - an MLP, E a mixture of experts.
+HYBRID_OVERRIDE_CHARS = {"M": "state", "*": "full", "-": "ffn", "E": "ffn"}
 
 DELTANET_FIELDS = (
     "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
     "linear_num_key_heads", "linear_conv_kernel_dim",
 )
 MAMBA_FIELDS = ("mamba_expand", "mamba_d_state", "mamba_d_conv")
+# Mamba2 (Nemotron-H, Granite-4.0-H, Bamba): a head count is what sets it apart from Mamba1
+MAMBA2_HEADS = ("mamba_num_heads", "mamba_n_heads")
 # Integer fields where 0 means something: Jamba's layer 0 is attention; no layer is below
 # max_window_layers 0. Every other integer field must be at least 1.
 
@@ -28,14 +38,29 @@ def layers_block(r: Reader, count: int) -> dict:
     kinds: dict[str, dict] = {}
     names: list[str] = []
     for token in order:
-        name, kind = _kind(r, token)
-        kinds.setdefault(name, kind)
+        name, kind = token if isinstance(token, tuple) else _kind(r, token)
+        if kinds.setdefault(name, kind) != kind:  # a reader names two different kinds alike: a bug, say so
+            r.fail(f"layer kind {name!r} is defined twice, differently")
         names.append(name)
+    if len(kinds) > MAX_KINDS:
+        r.fail(f"{len(kinds)} distinct layer kinds (more than the {MAX_KINDS} a spec holds)")
     return {"count": count, "kinds": kinds, "pattern": compact_pattern(names)}
 
 
-def _layer_order(r: Reader, count: int) -> list[str]:
-    """'full' | 'sliding' | 'chunked' | 'state' for each layer, layer 0 first."""
+def _layer_order(r: Reader, count: int) -> list:
+    """'full' | 'sliding' | 'chunked' | 'state' | 'ffn' for each layer, layer 0 first, or a
+    (name, kind) pair where a layer carries its own attention (block_configs, swa_* fields)."""
+    _refuse_parallel_hybrids(r)
+    if r.data.get("block_configs") is not None:
+        return block_configs_order(r, count)
+    pattern = r.data.get("hybrid_override_pattern")
+    if pattern is not None:
+        return _with_local_global(r, _hybrid_override_order(r, pattern, count))
+    block_types = r.data.get("layers_block_type")
+    if block_types is not None:
+        return _with_local_global(r, _from_layer_types(r, block_types, count, "layers_block_type"))
+    if r.data.get("hybrid_layer_pattern") is not None:
+        return _with_local_global(r, _hybrid_layer_pattern_order(r, count))
     layer_types = r.data.get("layer_types")
     if layer_types is not None:
         order = _from_layer_types(r, layer_types, count)
@@ -45,7 +70,7 @@ def _layer_order(r: Reader, count: int) -> list[str]:
             for i in range(count)
         ]:
             r.notes.append(f"ignored: {pattern[0]} {shown_json(pattern[1])}: layer_types decides, and differs")
-        return order
+        return _with_local_global(r, order)
     if r.has("attn_layer_period") or r.model_type == "jamba":
         period, offset = r.integer("attn_layer_period"), r.integer("attn_layer_offset")
         if period is None or offset is None:
@@ -94,19 +119,65 @@ def _qwen_window_order(r: Reader, count: int) -> list[str]:
     return ["sliding" if slides(i, limit) else "full" for i in range(count)]
 
 
-def _from_layer_types(r: Reader, layer_types: object, count: int) -> list[str]:
+def _from_layer_types(r: Reader, layer_types: object, count: int, field: str = "layer_types") -> list[str]:
     if not isinstance(layer_types, list) or len(layer_types) < count:
-        r.fail(f"layer_types must list one type per layer ({count}), got {json.dumps(layer_types)[:80]}")
+        r.fail(f"{field} must list one type per layer ({count}), got {json.dumps(layer_types)[:80]}")
     order = []
     for i, name in enumerate(layer_types[:count]):
+        if name == "hybrid":  # Zamba2: a Mamba2 mixer and a shared attention block in one layer
+            r.fail(
+                f"{field}[{i}] is \"hybrid\": a layer that holds both a Mamba state and a KV cache "
+                "(Zamba2's shared attention blocks); kvcalc's layer kinds hold one or the other"
+            )
         token = LAYER_TYPES.get(name) if isinstance(name, str) else None
         if token is None:
             r.fail(
-                f"layer_types[{i}] is {json.dumps(name)}, not a layer type kvcalc knows "
+                f"{field}[{i}] is {json.dumps(name)}, not a layer type kvcalc knows "
                 f"({', '.join(sorted(LAYER_TYPES))})"
             )
         order.append(token)
     return order
+
+
+def _hybrid_override_order(r: Reader, pattern: object, count: int) -> list[str]:
+    """Nemotron-H: one character per layer; NemotronHConfig takes the layer count from the
+    pattern's length, so a num_hidden_layers that disagrees is an error, not a guess."""
+    if not isinstance(pattern, str) or not pattern:
+        r.fail(f"hybrid_override_pattern must be a string, one character per layer, got {shown_json(pattern)}")
+    unknown = sorted(set(pattern) - set(HYBRID_OVERRIDE_CHARS))
+    if unknown:
+        r.fail(
+            f"hybrid_override_pattern holds {', '.join(map(repr, unknown))}, not a layer kvcalc knows "
+            "(M Mamba2, * attention, - MLP, E mixture of experts)"
+        )
+    if len(pattern) != count:
+        r.fail(f"hybrid_override_pattern has {len(pattern)} layers, but num_hidden_layers is {count}")
+    return [HYBRID_OVERRIDE_CHARS[c] for c in pattern]
+
+
+def _hybrid_layer_pattern_order(r: Reader, count: int) -> list[str]:
+    """MiMo-V2 (MiMo-V2-Flash, MiMo-V2.5): hybrid_layer_pattern[i] is 1 for a sliding-window
+    layer and 0 for a global one, as transformers' MiMoV2FlashConfig and SGLang read it."""
+    flags = r.data["hybrid_layer_pattern"]
+    if not isinstance(flags, list) or len(flags) != count or any(f not in (0, 1) or isinstance(f, bool) for f in flags):
+        r.fail(f"hybrid_layer_pattern must list 0 (full) or 1 (sliding) for each of the {count} layers")
+    chunk = r.data.get("attention_chunk_size")
+    if chunk is not None:
+        r.notes.append(
+            f"ignored: attention_chunk_size {shown_json(chunk)}: hybrid_layer_pattern decides which "
+            "layers slide, and no layer attends in chunks (transformers drops this field for MiMo-V2)"
+        )
+    return ["sliding" if f else "full" for f in flags]
+
+
+def _refuse_parallel_hybrids(r: Reader) -> None:
+    """Falcon-H1 runs attention and a Mamba2 mixer side by side in every layer: each layer holds
+    a KV cache and a state, which no single layer kind of kvcalc's describes."""
+    if r.model_type == "falcon_h1" or r.data.get("mamba_d_ssm") is not None:
+        r.fail(
+            "Falcon-H1-style layers run attention and a Mamba2 mixer in parallel, so every layer "
+            "holds both a KV cache and a state; kvcalc's layer kinds hold one or the other"
+        )
 
 
 def _llama4_order(r: Reader, count: int) -> list[str]:
@@ -158,6 +229,11 @@ def _kind(r: Reader, token: str) -> tuple[str, dict]:
         return "full", {"type": "full"}
     if token == "state":
         return r.once("state", _state)
+    if token == "ffn":
+        return "ffn", {
+            "type": "none",
+            "description": "MLP or mixture-of-experts layer: no attention and no recurrent state",
+        }
     return "full", {"type": "full"}
 
 
@@ -189,6 +265,8 @@ def _state(r: Reader) -> tuple[str, dict]:
                 f"= {conv_dim * kernel}"
             ),
         }
+    if any(r.data.get(k) is not None for k in MAMBA2_HEADS):
+        return _mamba2_state(r)
     if any(r.data.get(k) is not None for k in MAMBA_FIELDS) or r.model_type == "jamba":
         hidden = r.integer("hidden_size")
         expand, d_state, d_conv = (r.integer(k) for k in MAMBA_FIELDS)
@@ -208,6 +286,259 @@ def _state(r: Reader) -> tuple[str, dict]:
         "some layers have no KV cache (linear attention or Mamba), but the config has neither "
         f"Gated DeltaNet fields ({', '.join(DELTANET_FIELDS)}) nor Mamba fields ({', '.join(MAMBA_FIELDS)})"
     )
+
+
+# --------------------------------------------------------------------------- Mamba2
+
+
+# config.json dtype names -> kvcalc's, for mamba_ssm_cache_dtype and the model dtype beside it
+STATE_DTYPES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+STATE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16}
+
+
+def _mamba2_state(r: Reader) -> tuple[str, dict]:
+    """A Mamba2 layer's constant state, as transformers allocates it (NemotronH, GraniteMoeHybrid,
+    Bamba): SSM state heads x head_dim x d_state, and a conv state over the conv channels
+    (heads x head_dim + 2 x n_groups x d_state) x conv_kernel. vLLM keeps conv_kernel - 1
+    columns of the conv state instead (a note says so)."""
+    heads = r.integer("mamba2_heads", default=False)
+    head_dim = _mamba2_head_dim(r, heads)
+    d_state, groups, kernel = (r.integer(c, default=False) for c in ("mamba2_state", "mamba2_groups", "mamba2_conv"))
+    missing = [r.describe(c) for c, v in (("mamba2_state", d_state), ("mamba2_groups", groups),
+                                           ("mamba2_conv", kernel)) if v is None]
+    if missing:
+        r.fail(f"Mamba2 layers need {', '.join(missing)}")
+    inner = heads * head_dim
+    _check_expand(r, inner)
+    ssm, conv_dim = heads * head_dim * d_state, inner + 2 * groups * d_state
+    conv = conv_dim * kernel
+    description = (
+        f"Mamba2 layer: SSM state {heads} heads x {head_dim} x {d_state} = {ssm} plus conv state "
+        f"({inner} + 2 x {groups} groups x {d_state} = {conv_dim} channels) x kernel {kernel} = {conv}"
+    )
+    note_once(r, (
+        f"inferred: Mamba2 conv state holds conv_kernel ({kernel}) columns, as transformers allocates "
+        f"it; vLLM keeps conv_kernel - 1 ({kernel - 1}), {conv_dim} elements less per Mamba2 layer"
+    ))
+    kind = {"type": "none", "state_elements": ssm + conv, "description": description}
+    ssm_dtype = _ssm_cache_dtype(r)
+    model = _model_dtype(r)
+    if ssm_dtype is not None and model is not None and ssm_dtype != model:
+        # one state dtype per kind: count the whole state in units of the SSM dtype, exactly
+        ssm_bits, model_bits = STATE_BITS[ssm_dtype], STATE_BITS[model]
+        if (conv * model_bits) % ssm_bits:
+            r.fail(f"mamba_ssm_cache_dtype {ssm_dtype}: the {model} conv state ({conv} elements) is no "
+                   f"whole number of {ssm_dtype} elements")
+        units = conv * model_bits // ssm_bits
+        kind.update(state_dtype=ssm_dtype, state_elements=ssm + units, description=(
+            f"{description}; the SSM state is kept in {ssm_dtype} (mamba_ssm_cache_dtype) and the conv "
+            f"state in {model}, so the state is counted as {ssm} + {units} {ssm_dtype} elements"
+        ))
+    return "mamba2", kind
+
+
+def _mamba2_head_dim(r: Reader, heads: int) -> int:
+    if r.data.get("mamba_d_head") == "auto":  # GraniteMoeHybrid / Bamba: expand x hidden / heads
+        expand, hidden = r.integer("mamba_expand", default=False), r.integer("hidden_size")
+        if expand is None or hidden is None or (expand * hidden) % heads:
+            r.fail("mamba_d_head \"auto\" needs mamba_expand x hidden_size divisible by mamba_n_heads")
+        r.notes.append(f"inferred: mamba_d_head = mamba_expand x hidden_size / mamba_n_heads = "
+                       f"{expand} x {hidden} / {heads} = {expand * hidden // heads}")
+        return expand * hidden // heads
+    head_dim = r.integer("mamba2_head_dim", default=False)
+    if head_dim is None:
+        r.fail(f"Mamba2 layers need {r.describe('mamba2_head_dim')}")
+    return head_dim
+
+
+def _check_expand(r: Reader, inner: int) -> None:
+    """NemotronH sizes its Mamba2 mixer by heads x head_dim; an expand that says otherwise is
+    not what the layers are built with (Nemotron-3-Nano: expand 2 x 2688 vs 64 x 64)."""
+    for key in ("expand", "mamba_expand"):
+        expand = r.data.get(key)
+        if isinstance(expand, int) and not isinstance(expand, bool) and isinstance(r.data.get("hidden_size"), int):
+            if expand * r.data["hidden_size"] != inner:
+                r.notes.append(
+                    f"ignored: {key} {expand}: the Mamba2 mixer is heads x head_dim = {inner} wide, "
+                    f"not {key} x hidden_size = {expand * r.data['hidden_size']}"
+                )
+
+
+def _ssm_cache_dtype(r: Reader) -> str | None:
+    value = r.data.get("mamba_ssm_cache_dtype")
+    if value is None:
+        return None
+    name = STATE_DTYPES.get(str(value).removeprefix("torch."))
+    if name is None:
+        r.fail(f"mamba_ssm_cache_dtype {shown_json(value)} is not a dtype kvcalc knows (float32, bfloat16, float16)")
+    return name
+
+
+def _model_dtype(r: Reader) -> str | None:
+    for source in (r.data, r.outer):
+        for key in ("torch_dtype", "dtype"):
+            value = source.get(key)
+            if value is not None:
+                return STATE_DTYPES.get(str(value).removeprefix("torch."))
+    return None
+
+
+# --------------------------------------------------------------------------- own attention per kind
+
+SWA_FIELDS = ("swa_num_attention_heads", "swa_num_key_value_heads", "swa_head_dim", "swa_v_head_dim")
+GLOBAL_FIELDS = ("num_global_key_value_heads", "global_head_dim")
+
+
+def _with_local_global(r: Reader, order: list[str]) -> list:
+    """Sliding and full layers that carry their own K/V heads and head sizes: MiMo-V2's swa_*
+    fields for the sliding layers, num_global_key_value_heads / global_head_dim for the full
+    ones. Each such kind gets its own attention; other configs pass through untouched."""
+    swa = any(r.data.get(k) is not None for k in SWA_FIELDS)
+    glob = any(r.data.get(k) is not None for k in GLOBAL_FIELDS)
+    if not (swa or glob):
+        return order
+    if r.data.get("kv_lora_rank") is not None:
+        r.fail("swa_* or global_* head fields beside MLA's kv_lora_rank: kvcalc cannot tell which layers are MLA")
+    heads = r.integer("num_attention_heads")
+    kv, head_dim = _model_kv_heads(r, heads), _model_head_dim(r, heads)
+    v_dim = r.integer("v_head_dim", default=False)
+    full = _dense(r, heads, r.integer("num_global_key_value_heads", default=False) or kv,
+                  r.integer("global_head_dim", default=False) or head_dim, v_dim)
+    local = _dense(
+        r, r.integer("swa_num_attention_heads", default=False) or heads,
+        r.integer("swa_num_key_value_heads", default=False) or kv,
+        r.integer("swa_head_dim", default=False) or head_dim,
+        r.integer("swa_v_head_dim", default=False) or v_dim,
+    )
+    _window_size_note(r)
+    out: list = []
+    for token in order:
+        if token == "full":
+            out.append(("full", {"type": "full", "attention": full}))
+        elif token == "sliding":
+            window = r.once("window", _window)
+            if window is None:
+                note_once(r, "inferred: sliding layers hold the whole context (no sliding_window applies)")
+                out.append(("full_local", {"type": "full", "attention": local}))
+            else:
+                out.append(("sliding", {"type": "sliding", "window": window, "attention": local}))
+        else:
+            out.append(token)
+    return out
+
+
+def _window_size_note(r: Reader) -> None:
+    """MiMo-V2 states the window twice; transformers 5.24 reads sliding_window_size as the
+    tokens before the query and attends to one more, SGLang's reference does the same."""
+    size = r.data.get("sliding_window_size")
+    window = r.data.get("sliding_window")
+    if size is None:
+        return
+    if window is not None and window != size:
+        r.notes.append(f"ignored: sliding_window_size {shown_json(size)} (sliding_window {shown_json(window)} wins)")
+    if isinstance(size, int):
+        r.notes.append(
+            f"inferred: sliding layers hold {window if isinstance(window, int) else size} tokens; transformers "
+            f"5.24 attends to sliding_window_size {size} earlier tokens plus the current one ({size + 1})"
+        )
+
+
+def _dense(r: Reader, heads: int, kv: int, head_dim: int, v_dim: int | None) -> dict:
+    if heads % kv:
+        r.fail(f"{kv} KV heads do not divide {heads} query heads")
+    attention = {"kind": "mha" if kv == heads else "mqa" if kv == 1 else "gqa",
+                 "heads": heads, "kv_heads": kv, "head_dim": head_dim}
+    if v_dim is not None and v_dim != head_dim:
+        attention["v_head_dim"] = v_dim
+    return attention
+
+
+def _model_kv_heads(r: Reader, heads: int) -> int:
+    return r.integer("num_key_value_heads") or heads
+
+
+def _model_head_dim(r: Reader, heads: int) -> int:
+    explicit = r.integer("head_dim")
+    if explicit is not None:
+        return explicit
+    hidden = r.integer("hidden_size")
+    if hidden is None or hidden % heads:
+        r.fail("no head_dim, and hidden_size / num_attention_heads is not a whole number")
+    return hidden // heads
+
+
+# --------------------------------------------------------------------------- block_configs
+
+# The keys of a DeciLM / Nemotron-NAS block's "attention" object (transformers-style configs of
+# Llama-3.1-Nemotron-51B, Llama-3.3-Nemotron-Super-49B, Llama-3.1-Nemotron-Ultra-253B).
+DECI_ATTENTION_KEYS = frozenset({
+    "n_heads_in_group", "no_op", "replace_with_linear", "num_sink_tokens", "sparsify",
+    "unshifted_sink", "use_prefill_window_in_sink_attention", "window_length",
+})
+
+
+def block_configs_order(r: Reader, count: int) -> list[tuple[str, dict]]:
+    """One (name, kind) per layer from block_configs: no_op and replace_with_linear blocks keep
+    no cache; the others cache num_attention_heads / n_heads_in_group KV heads, over a window
+    where window_length says so. Each distinct shape is one kind."""
+    blocks = r.data["block_configs"]
+    if not isinstance(blocks, list) or len(blocks) != count:
+        r.fail(f"block_configs must list one block per layer ({count}), got {shown_json(blocks)}")
+    heads = r.integer("num_attention_heads")
+    head_dim = _model_head_dim(r, heads)
+    order: list[tuple[str, dict]] = []
+    for i, block in enumerate(blocks):
+        attention = block.get("attention") if isinstance(block, dict) else None
+        if not isinstance(attention, dict):
+            r.fail(f"block_configs[{i}].attention must be an object, got {shown_json(attention)}")
+        where = f"block_configs[{i}].attention"
+        for key in sorted(set(attention) - DECI_ATTENTION_KEYS):
+            if attention[key] is not None:
+                note_once(r, unread_note(f"block_configs[].attention.{key}", attention[key]))
+        order.append(_deci_block(r, attention, where, heads, head_dim))
+    _deci_notes(r, blocks)
+    return order
+
+
+def _deci_block(r: Reader, attention: dict, where: str, heads: int, head_dim: int) -> tuple[str, dict]:
+    if attention.get("no_op") is True:
+        return "no_attention", {"type": "none", "description": "block without attention (no_op): no cache"}
+    if attention.get("replace_with_linear") is True:
+        return "linear_replaced", {
+            "type": "none", "description": "attention replaced by a linear layer (replace_with_linear): no cache",
+        }
+    if attention.get("num_sink_tokens") is not None:
+        r.fail(f"{where}.num_sink_tokens {shown_json(attention['num_sink_tokens'])}: sink attention keeps "
+               "sink tokens beside a window, which kvcalc cannot describe")
+    group = attention.get("n_heads_in_group")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or heads % group:
+        r.fail(f"{where}.n_heads_in_group must be a whole number dividing num_attention_heads "
+               f"{heads}, got {shown_json(group)}")
+    kv = heads // group
+    dense = _dense(r, heads, kv, head_dim, None)
+    window = attention.get("window_length")
+    if window is None:
+        return f"full_kv{kv}", {"type": "full", "attention": dense}
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        r.fail(f"{where}.window_length must be a positive whole number, got {shown_json(window)}")
+    return f"sliding_kv{kv}_w{window}", {"type": "sliding", "window": window, "attention": dense}
+
+
+def _deci_notes(r: Reader, blocks: list) -> None:
+    attentions = [b["attention"] for b in blocks]
+    skipped = sum(1 for a in attentions if a.get("no_op") is True)
+    linear = sum(1 for a in attentions if a.get("no_op") is not True and a.get("replace_with_linear") is True)
+    r.notes.append(
+        f"inferred: per-layer attention from block_configs: {len(blocks) - skipped - linear} of "
+        f"{len(blocks)} layers cache K/V (num_attention_heads / n_heads_in_group KV heads each), "
+        f"{skipped} have no attention (no_op), {linear} replace it with a linear layer"
+    )
+    if r.data.get("num_key_value_heads") is None:
+        r.notes.append("ignored: the model-wide KV head count: each block's n_heads_in_group decides")
+    if any(a.get("sparsify") is not None for a in attentions):
+        r.notes.append("ignored: block_configs[].attention.sparsify: weight sparsity, not what is cached")
+    if any(a.get(k) is True for a in attentions for k in ("unshifted_sink", "use_prefill_window_in_sink_attention")):
+        r.notes.append("ignored: block_configs sink switches: no block has num_sink_tokens")
 
 
 def compact_pattern(order: list[str]) -> list[str]:
