@@ -4,12 +4,14 @@ Per token and layer, MHA/MQA/GQA cache ``2 * kv_heads * head_dim`` elements and 
 ``kv_lora_rank + qk_rope_head_dim`` (latent) or ``heads * (nope + rope + v)`` (expanded).
 A layer holds ``context`` tokens, ``min(context, window)`` when sliding and
 ``min(context, chunk)`` when chunked; no-KV layers hold none and report a constant state.
+DeepSeek-V3.2's lightning indexer caches one key per token beside the MLA latent, a group of
+its own (``indexer``) in the total.
 Sizes are counted in bits so int4 (half a byte) stays exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from kvcalc.dtypes import DTYPE_BITS
@@ -38,6 +40,7 @@ class GroupEstimate:
     bytes_per_token: int  # what one more token costs in this group (all its layers, batch 1)
     bytes: int  # the group's cache at this context and batch
     state_bytes: int  # constant state of no-KV layers at this batch
+    of: str | None = None  # an indexer group: the layer kind whose indexer it is (its layers are counted there)
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,18 @@ class Estimate:
     state_bytes: int
     groups: tuple[GroupEstimate, ...]
     warnings: tuple[str, ...] = ()
+    conventions: tuple[str, ...] = ()  # what a number rests on where engines differ (the indexer's key dtype)
+
+    @property
+    def layer_count(self) -> int:
+        """Layers of the model; an indexer group's layers are those of its kind, not more."""
+        return sum(g.layers for g in self.groups if g.of is None)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["groups"] = [asdict(g) for g in self.groups]
         data["warnings"] = list(self.warnings)
+        data["conventions"] = list(self.conventions)
         return data
 
 
@@ -92,6 +102,7 @@ def estimate(
 
     order = spec.layers.order()
     groups = []
+    indexers = []
     for name, kind in spec.layers.kinds.items():
         layers = order.count(name)
         if spec.is_encoder:
@@ -119,12 +130,19 @@ def estimate(
                     state_bytes=0,
                 )
             )
+            if getattr(attention, "indexer", None) is not None:
+                indexers.append(_indexer_group(name, kind, attention.indexer, layers, held, batch, kv_dtype))
+    if indexers:
+        if len(indexers) == 1:
+            indexers = [replace(indexers[0], name="indexer")]
+        groups.extend(indexers)
 
     if context > spec.max_context and not _context_unknown(spec):
         warnings.append(
             f"context {context} is beyond {spec.name}'s max context {spec.max_context}; computed anyway"
         )
     has_mla = any(g.attention == "mla" for g in groups)
+    conventions = indexer_notes(spec, kv_dtype) if indexers else []
     return Estimate(
         model=spec.name,
         context=context,
@@ -138,7 +156,38 @@ def estimate(
         state_bytes=sum(g.state_bytes for g in groups),
         groups=tuple(groups),
         warnings=tuple(warnings),
+        conventions=tuple(conventions),
     )
+
+
+def _indexer_group(name: str, kind, indexer, layers: int, held: int, batch: int, kv_dtype: str) -> GroupEstimate:
+    """The indexer keys of kind ``name``'s layers: as many tokens as the layer holds."""
+    per_token_bits = indexer.bits_per_token(kv_dtype) * layers
+    return GroupEstimate(
+        name=f"{name} indexer", kind="indexer", attention="mla", layers=layers,
+        window=getattr(kind, "span", None), tokens=held, bytes_per_token=_bytes(per_token_bits),
+        bytes=_bytes(per_token_bits * held * batch), state_bytes=0, of=name,
+    )
+
+
+def indexer_notes(spec: ModelSpec, kv_dtype: str) -> list[str]:
+    """What each indexer group rests on: its cached key dtype and scales, and how engines differ."""
+    seen = []
+    for name, kind in spec.layers.kinds.items():
+        indexer = None if isinstance(kind, NoKVLayer) else getattr(spec.attention_of(name), "indexer", None)
+        if indexer is not None and indexer not in seen:
+            seen.append(indexer)
+    notes = []
+    for ix in seen:
+        scales = f" + a {ix.scale_bytes}-byte scale per {ix.scale_block} elements" if ix.scale_block else ", no scale"
+        topk = f" {ix.topk:,}" if ix.topk else ""
+        notes.append(
+            f"indexer: one {ix.head_dim}-wide key per token and layer, shared by its {ix.heads} heads, cached in "
+            f"{ix.key_dtype or kv_dtype}{scales} = {_bytes(ix.bits_per_token(kv_dtype)):,} B (DeepSeek's inference "
+            "code, vLLM and SGLang: fp8 + fp32 scale, 132 B at width 128; transformers keeps it in the model "
+            f"dtype with no scale); index_topk{topk} picks tokens and does not change the cache"
+        )
+    return notes
 
 
 def spec_warnings(spec: ModelSpec, context_given: bool) -> list[str]:

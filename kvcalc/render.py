@@ -95,6 +95,8 @@ def _kind_label(group) -> str:
         return f"chunked {format_tokens(group.window)}"
     if group.kind == "none":
         return "no KV (state)"
+    if group.kind == "indexer":
+        return f"indexer keys ({group.of})"
     return "full"
 
 
@@ -105,10 +107,15 @@ def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
     if a.kind == "mla" and mla_layout == "expanded":
         per_head = a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim
         parts = f"K {a.qk_nope_head_dim}+{a.qk_rope_head_dim}, V {a.v_head_dim}"
-        return f"mla expanded: {a.heads} heads x {per_head} ({parts})"
+        return f"mla expanded: {a.heads} heads x {per_head} ({parts})" + _indexer_label(a)
     if a.kind == "mla":
-        return f"mla {a.kv_lora_rank}+{a.qk_rope_head_dim} latent, {a.heads} heads"
+        return f"mla {a.kv_lora_rank}+{a.qk_rope_head_dim} latent, {a.heads} heads" + _indexer_label(a)
     return f"{a.kind} {a.heads} heads / {a.kv_heads} KV x {head_widths(a)}"
+
+
+def _indexer_label(a) -> str:
+    ix = a.indexer
+    return "" if ix is None else f" + indexer key {ix.head_dim} ({ix.key_dtype or 'KV dtype'})"
 
 
 def estimate_table(result: Estimate, attention: str = "") -> Grid:
@@ -125,7 +132,7 @@ def estimate_table(result: Estimate, attention: str = "") -> Grid:
         rows.append(row)
     rows.append(RULE)
     total = [
-        Text("total", style="bold"), "", sum(g.layers for g in result.groups), "", f"{result.bytes_per_token:,}",
+        Text("total", style="bold"), "", result.layer_count, "", f"{result.bytes_per_token:,}",
         Text(format_bytes(result.total_bytes), style="bold"), f"{result.total_bytes:,}",
     ]
     if states:
@@ -143,10 +150,14 @@ def estimate_summary(result: Estimate) -> str:
             "no KV cache between steps (total 0 B)."
         )
     lines = [f"KV cache: {sized(result.total_bytes)}; {result.bytes_per_token:,} B per token"]
+    indexer = sum(g.bytes for g in result.groups if g.kind == "indexer")
+    if indexer:
+        lines.append(f"of which sparse-attention indexer keys: {sized(indexer)} (in the KV total)")
     if result.state_bytes:
         lines.append(
             f"Constant state of no-KV layers: {sized(result.state_bytes)} (not in the KV total)"
         )
+    lines.extend(f"note: {c}" for c in result.conventions)
     return "\n".join(lines)
 
 

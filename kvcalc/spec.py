@@ -86,8 +86,51 @@ def head_widths(attention: DenseAttention) -> str:
     return str(a.head_dim) if a.v_dim == a.head_dim else f"k{a.head_dim}/v{a.v_dim}"
 
 
+class Indexer(_Frozen):
+    """DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2, model_type deepseek_v32):
+    per layer, a small scorer picks the ``topk`` earlier tokens each query attends to, and it
+    caches one key per token beside the MLA latent: its own cache, sized here.
+
+    What is cached per token and layer, by source:
+
+    - DeepSeek's inference code (deepseek-ai/DeepSeek-V3.2-Exp, inference/model.py, class
+      Indexer): ``k_cache`` (batch, seq, index_head_dim) in float8_e4m3fn and ``k_scale_cache``
+      (batch, seq, index_head_dim // 128) in float32: 128 + 4 = 132 B for index_head_dim 128.
+      One key per token, shared by all index_n_heads query heads (``wk`` projects to a single
+      head); every tensor-parallel rank holds all of it (``wk`` is not split).
+    - vLLM (vllm/model_executor/models/deepseek_v2.py, DeepseekV32IndexerCache): one "head" of
+      index_head_dim + index_head_dim // 128 x 4 bytes (uint8) per token: 132 B, the same bytes.
+    - SGLang (NSATokenToKVPool's index_k_with_scale_buffer): 128 fp8 bytes + 4 scale bytes, 132 B.
+    - transformers (models/deepseek_v32, DeepseekV32Indexer): the key is kept unquantized, in
+      the model dtype, with no scale: index_head_dim x 2 = 256 B in bf16
+      (``key_dtype: null, scale_block: null`` describes it).
+
+    kvcalc's default is the first three (fp8 key, an fp32 scale per 128 elements).
+    """
+
+    heads: Heads  # index_n_heads: the indexer's query heads; keys are not per head
+    head_dim: Positive  # index_head_dim: each cached key's width
+    topk: Tokens | None = None  # index_topk: tokens each query keeps; does not change the cache
+    key_dtype: KVDtype | None = "fp8"  # the cached key's dtype; None: the KV cache's dtype
+    scale_block: Positive | None = 128  # one scale per this many key elements; None: no scale
+    scale_bytes: Annotated[int, Field(gt=0, le=8)] = 4  # each scale's bytes (fp32 in the sources above)
+
+    @model_validator(mode="after")
+    def _check_block(self):
+        if self.scale_block is not None and self.head_dim % self.scale_block:
+            raise ValueError(f"scale_block={self.scale_block} must divide head_dim={self.head_dim}")
+        return self
+
+    def bits_per_token(self, kv_dtype: str) -> int:
+        """One layer's indexer cache for one token, in bits: the key and its scales."""
+        key = self.head_dim * DTYPE_BITS[self.key_dtype or kv_dtype]
+        scales = self.head_dim // self.scale_block * self.scale_bytes * 8 if self.scale_block else 0
+        return key + scales
+
+
 class MLAAttention(_Frozen):
-    """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2)."""
+    """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2); with an ``indexer``, DeepSeek
+    Sparse Attention (DeepSeek-V3.2)."""
 
     kind: Literal["mla"]
     heads: Heads
@@ -96,6 +139,7 @@ class MLAAttention(_Frozen):
     qk_nope_head_dim: Positive
     v_head_dim: Positive
     q_lora_rank: Positive | None = None  # None: queries are not compressed
+    indexer: Indexer | None = None  # DeepSeek-V3.2's lightning indexer: its key cache is apart
 
     def kv_elements_per_token(self, mla_layout: str = "latent") -> int:
         if mla_layout == "expanded":
@@ -318,6 +362,7 @@ __all__ = [
     "DenseAttention",
     "DenseMLP",
     "FullLayer",
+    "Indexer",
     "LayerKind",
     "Layers",
     "MLAAttention",

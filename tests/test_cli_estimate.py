@@ -42,8 +42,19 @@ def test_estimate_json_fields(runner, kvcalc_app):
     assert data["groups"] == [
         {"name": "full", "kind": "full", "attention": "gqa", "layers": 80, "window": None,
          "tokens": 131072, "bytes_per_token": LLAMA3_70B_PER_TOKEN,
-         "bytes": LLAMA3_70B_PER_TOKEN * 131072 * 4, "state_bytes": 0}
+         "bytes": LLAMA3_70B_PER_TOKEN * 131072 * 4, "state_bytes": 0, "of": None}
     ]
+    assert data["conventions"] == []
+
+
+def test_deepseek_v32_indexer_is_its_own_group(runner, kvcalc_app):
+    data = json.loads(run(runner, kvcalc_app, "estimate", "deepseek-v3.2-exp", "-c", "1000", "--json").stdout)
+    latent, index = data["groups"]
+    assert (index["name"], index["kind"], index["of"], index["layers"]) == ("indexer", "indexer", "full", 61)
+    # 61 layers x (128 fp8 bytes + one 4-byte fp32 scale) x 1,000 tokens
+    assert index["bytes"] == 61 * (128 + 4) * 1000
+    assert data["total_bytes"] == 61 * (576 * 2 + 132) * 1000 == latent["bytes"] + index["bytes"]
+    assert len(data["conventions"]) == 1 and "transformers" in data["conventions"][0]
 
 
 def test_estimate_defaults_to_max_context(runner, kvcalc_app):

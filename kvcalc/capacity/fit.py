@@ -166,9 +166,12 @@ def stage_layers(count: int, pp: int) -> list[range]:
 def _token_bits(attention, tp: int, engine: eng.Engine, kv_dtype: str, mla_layout: str = "latent") -> int:
     bits = DTYPE_BITS[kv_dtype]
     if isinstance(attention, MLAAttention):
+        # DeepSeek-V3.2's indexer keys: one key per token, whole on every GPU of the group (the
+        # reference code's wk is not split; vLLM caches it as an MLA spec of one head)
+        index = attention.indexer.bits_per_token(kv_dtype) if attention.indexer else 0
         if mla_layout == "expanded":  # per-head K and V, split over TP like dense heads
-            return attention.kv_elements_per_token("expanded") // tp * bits
-        return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits
+            return attention.kv_elements_per_token("expanded") // tp * bits + index
+        return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits + index
     assert isinstance(attention, DenseAttention)
     heads = eng.kv_heads_per_gpu(attention.kv_heads, tp, engine)
     k_dim, v_dim = attention.head_dim, attention.v_dim
@@ -485,6 +488,12 @@ def fit(
         if tp > 1:
             notes.append(f"MLA: the {attention.kv_lora_rank}+{attention.qk_rope_head_dim} latent is not split by "
                          f"tensor parallelism; each of the {tp} GPUs holds all of it ({tp}x replication)")
+        if attention.indexer is not None:
+            ix = attention.indexer
+            notes.append(f"indexer keys ({eng.cdiv(ix.bits_per_token(kv_dtype_used), 8)} B per token and layer, "
+                         f"{ix.key_dtype or kv_dtype_used}" + (" + fp32 scale" if ix.scale_block else "")
+                         + ") are counted in the KV bytes and held whole on every GPU: one key per token, "
+                         "not split by tensor parallelism (DeepSeek's inference code, vLLM, SGLang)")
     else:
         heads_per_gpu = eng.kv_heads_per_gpu(attention.kv_heads, tp, rules)
         held = Fraction(heads_per_gpu * tp, attention.kv_heads)

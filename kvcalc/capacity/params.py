@@ -52,7 +52,11 @@ def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int,
             a.qk_nope_head_dim + a.v_head_dim
         )
         o = a.heads * a.v_head_dim * hidden
-        return q + kv + o, q_norm + a.kv_lora_rank
+        matrices, small = q + kv + o, q_norm + a.kv_lora_rank
+        if a.indexer is not None:
+            index_matrices, index_small = indexer_parameters(a, hidden)
+            matrices, small = matrices + index_matrices, small + index_small
+        return matrices, small
     assert isinstance(attention, DenseAttention)
     # q and k are head_dim wide per head; v (and so o's input) v_dim
     q_width = attention.heads * attention.head_dim
@@ -68,6 +72,18 @@ def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int,
     if weights.qk_norm:
         small += 2 * attention.head_dim
     return matrices, small
+
+
+def indexer_parameters(a: MLAAttention, hidden: int) -> tuple[int, int]:
+    """(matrix weights, 16-bit rest) of DeepSeek-V3.2's lightning indexer in one layer, shaped as in
+    deepseek-ai/DeepSeek-V3.2-Exp inference/model.py (class Indexer) and transformers'
+    DeepseekV32Indexer: wq_b (q_lora_rank -> heads x head_dim), wk (hidden -> head_dim), k_norm
+    (a LayerNorm: weight and bias, head_dim each) and weights_proj (hidden -> heads; kept in bf16 in
+    the released checkpoint, so it is counted with the parts quantization leaves alone)."""
+    ix = a.indexer
+    q_in = a.q_lora_rank or hidden  # the queries come from the compressed query when there is one
+    matrices = q_in * ix.heads * ix.head_dim + hidden * ix.head_dim
+    return matrices, 2 * ix.head_dim + hidden * ix.heads
 
 
 def _mlp(kind: str, hidden: int, inner: int) -> int:

@@ -164,6 +164,39 @@ def mla_attention(r: Reader, heads: int) -> dict | None:
             "counted, neither its KV cache nor its weights (it adds a layer only when used for "
             "speculative decoding; transformers does not load it)"
         )
-    return {"kind": "mla", "heads": heads, **dims, "q_lora_rank": q_lora}
+    attention = {"kind": "mla", "heads": heads, **dims, "q_lora_rank": q_lora}
+    indexer = _indexer(r)
+    if indexer is not None:
+        attention["indexer"] = indexer
+    return attention
+
+
+INDEXER_FIELDS = ("index_head_dim", "index_n_heads")
+
+
+def _indexer(r: Reader) -> dict | None:
+    """DeepSeek-V3.2's lightning indexer: one index_head_dim key per token and layer, cached
+    beside the latent. index_topk (how many tokens each query keeps) is read and changes nothing
+    cached. The cached dtype is not in config.json: kvcalc takes DeepSeek's, vLLM's and SGLang's
+    fp8 key plus an fp32 scale per 128 elements, and says so."""
+    present = [name for name in (*INDEXER_FIELDS, "index_topk") if r.data.get(name) is not None]
+    if not present:
+        return None
+    missing = [name for name in INDEXER_FIELDS if name not in present]
+    if missing:
+        r.fail(f"{present[0]} says a sparse-attention indexer, but {', '.join(missing)} is missing")
+    head_dim = r.integer("index_head_dim", default=False)
+    heads = r.integer("index_n_heads", default=False)
+    topk = r.integer("index_topk", default=False)
+    if head_dim % 128:
+        r.fail(f"index_head_dim {head_dim} is not a multiple of 128, the indexer's fp8 scale block")
+    r.notes.append(
+        f"inferred: indexer keys cached as fp8 + one fp32 scale per 128 elements = {head_dim + head_dim // 128 * 4} "
+        f"B per token and layer (DeepSeek's inference code, vLLM, SGLang; transformers keeps {head_dim} "
+        "bf16 values); config.json does not name the dtype"
+    )
+    if topk is not None:
+        r.notes.append(f"ignored: index_topk {topk}: it picks which tokens attention reads, not what is cached")
+    return {"heads": heads, "head_dim": head_dim, "topk": topk}
 
 

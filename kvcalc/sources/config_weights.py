@@ -49,6 +49,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "RefinedWebModel": _TIED,
     "deepseek_v2": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
     "deepseek_v3": {**_UNTIED, "attention_bias": False},
+    "deepseek_v32": {**_UNTIED, "attention_bias": False},  # the indexer's weights come with the attention
     "kimi_k2": {**_UNTIED, "attention_bias": False},
     "bert": {"type_vocab_size": 2, "add_cross_attention": False},
 }
@@ -84,6 +85,7 @@ DECODERS = {
     "phi3": Decoder(),
     "deepseek_v2": Decoder(bias="attention_bias", mlp_bias="mlp_bias", moe="deepseek"),
     "deepseek_v3": Decoder(bias="attention_bias", moe="deepseek"),
+    "deepseek_v32": Decoder(bias="attention_bias", moe="deepseek"),
     "kimi_k2": Decoder(bias="attention_bias", moe="deepseek"),
 }
 

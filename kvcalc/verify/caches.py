@@ -45,6 +45,10 @@ class Codec:
         self.compute = compute_dtype
         self.scaled = kv_dtype in ("int8", "int4")
 
+    def scale_feat(self, feat: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-token shape of a part's scales: one per row."""
+        return feat[:-1]
+
     def data_feat(self, feat: tuple[int, ...]) -> tuple[int, ...]:
         if self.kv_dtype != "int4":
             return feat
@@ -82,6 +86,42 @@ class Codec:
         return self.decode(*self.encode(x))
 
 
+class BlockScaleCodec(Codec):
+    """DeepSeek-V3.2's indexer keys as its inference code caches them: float8_e4m3fn values and
+    one float32 scale per ``block`` elements (amax / 448), both part of the cache's bytes."""
+
+    def __init__(self, compute_dtype: torch.dtype, block: int):
+        super().__init__("fp8", compute_dtype)
+        self.scaled, self.block = True, block
+
+    def scale_feat(self, feat):
+        return (*feat[:-1], feat[-1] // self.block)
+
+    def encode(self, x):
+        blocks = x.float().unflatten(-1, (-1, self.block))  # (..., d / block, block)
+        amax = blocks.abs().amax(dim=-1)  # (..., d / block)
+        scale = torch.where(amax > 0, amax / _FP8_MAX, torch.ones_like(amax))
+        data = (blocks / scale.unsqueeze(-1)).clamp(-_FP8_MAX, _FP8_MAX).flatten(-2).to(self.storage)
+        return data, scale
+
+    def decode(self, data, scale):
+        blocks = data.float().unflatten(-1, (-1, self.block)) * scale.unsqueeze(-1)
+        return blocks.flatten(-2).to(self.compute)
+
+
+def indexer_codec(indexer, kv_dtype: str, compute_dtype: torch.dtype) -> Codec:
+    """How an indexer's keys are stored: fp8 with block scales (DeepSeek's, vLLM's, SGLang's
+    convention), another dtype without scales, or the KV cache's own codec (key_dtype null)."""
+    if indexer.key_dtype is None:
+        return Codec(kv_dtype, compute_dtype)
+    if indexer.scale_block is None:
+        return Codec(indexer.key_dtype, compute_dtype)
+    if indexer.key_dtype != "fp8" or indexer.scale_bytes != 4:
+        raise KvcalcError(f"verify builds block-scaled indexer keys in fp8 with fp32 scales, not "
+                          f"{indexer.key_dtype} with {indexer.scale_bytes}-byte scales")
+    return BlockScaleCodec(compute_dtype, indexer.scale_block)
+
+
 class _Store:
     """One part's data tensor and, when quantized, its scale tensor; indexed alike."""
 
@@ -90,7 +130,7 @@ class _Store:
         # empty, not zeros: only written slots are ever read
         self.data = torch.empty((*lead, *codec.data_feat(feat)), dtype=codec.storage, device=device)
         self.scale = (
-            torch.empty((*lead, *feat[:-1]), dtype=torch.float32, device=device) if codec.scaled else None
+            torch.empty((*lead, *codec.scale_feat(feat)), dtype=torch.float32, device=device) if codec.scaled else None
         )
 
     def put(self, key, x: torch.Tensor) -> None:
@@ -263,7 +303,7 @@ class DynamicCache(LayerCache):
             torch.empty((batch, 0, *codec.data_feat(f)), dtype=codec.storage, device=device) for f in feats
         ]
         self.scale = [
-            torch.empty((batch, 0, *f[:-1]), dtype=torch.float32, device=device) for f in feats
+            torch.empty((batch, 0, *codec.scale_feat(f)), dtype=torch.float32, device=device) for f in feats
         ] if codec.scaled else []
         self.pos = torch.empty(0, dtype=torch.int64, device=device)
 

@@ -89,7 +89,7 @@ def attend(qs: list[torch.Tensor], ks: list[torch.Tensor], v: torch.Tensor, mask
            scale: float) -> torch.Tensor:
     """softmax(sum_i q_i k_i^T * scale, masked) @ v.
 
-    qs: each (B, T, Hq, d_i); ks: each (B, S, Hk, d_i); v (B, S, Hk, dv); mask (T, S).
+    qs: each (B, T, Hq, d_i); ks: each (B, S, Hk, d_i); v (B, S, Hk, dv); mask (T, S) or (B, T, S).
     Returns (B, T, Hq, dv). Query heads that share a KV head are grouped, so K and V are used
     as stored, never repeated per query head; queries go in blocks so scores stay bounded.
     """
@@ -107,7 +107,9 @@ def attend(qs: list[torch.Tensor], ks: list[torch.Tensor], v: torch.Tensor, mask
         tb = t1 - t0
         scores = sum(q[:, :, :, t0:t1].reshape(B, Hk, g * tb, -1) @ k for q, k in zip(qs, ks))
         scores = scores.view(B, Hk, g, tb, S) * scale  # (B, Hk, g, tb, S)
-        scores = scores.masked_fill(~mask[t0:t1], float("-inf"))
+        # mask (T, S), or (B, T, S) when each sequence keeps its own tokens (a sparse indexer's top-k)
+        block = mask[t0:t1] if mask.dim() == 2 else mask[:, None, None, t0:t1]
+        scores = scores.masked_fill(~block, float("-inf"))
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(v.dtype)
         out[:, :, :, t0:t1] = (probs.view(B, Hk, g * tb, S) @ vt).view(B, Hk, g, tb, dv)
     return out.permute(0, 3, 1, 2, 4).reshape(B, T, Hq, dv)
@@ -155,8 +157,59 @@ class DenseLayer(_Attention):
         return out.reshape(B, T, H * dv) @ self.wo
 
 
+class IndexerKeys(nn.Module):
+    """DeepSeek-V3.2's lightning indexer (deepseek-ai/DeepSeek-V3.2-Exp inference/model.py, class
+    Indexer): per token one key of ``head_dim`` (``wk``, a LayerNorm, RoPE on the first rope
+    dims), cached in its own cache; ``heads`` query heads (from the compressed query, ``wq_b``)
+    score every cached key, ReLU, weighted per head (``weights_proj``), and each query keeps the
+    ``topk`` best tokens. The Hadamard rotation and fp8 scoring kernel of the reference change
+    precision, not what is cached, and are left out."""
+
+    def __init__(self, a: MLAAttention, hidden: int, dtype, device, make: WeightMaker):
+        super().__init__()
+        ix = a.indexer
+        self.heads, self.head_dim, self.rope = ix.heads, ix.head_dim, min(a.qk_rope_head_dim, ix.head_dim)
+        self.topk = ix.topk
+        self.wq_b = make("index.wq_b", (a.q_lora_rank or hidden, ix.heads * ix.head_dim))
+        self.wk = make("index.wk", (hidden, ix.head_dim))
+        self.k_norm = nn.Parameter(torch.ones(ix.head_dim, dtype=dtype, device=device), False)
+        self.k_bias = nn.Parameter(torch.zeros(ix.head_dim, dtype=dtype, device=device), False)
+        self.weights_proj = make("index.weights_proj", (hidden, ix.heads))
+
+    def cache_feats(self) -> list[tuple[int, ...]]:
+        return [(self.head_dim,)]  # one key per token, shared by the indexer's heads
+
+    def _rope(self, x: torch.Tensor, cos, sin) -> torch.Tensor:
+        return torch.cat((apply_rope(x[..., : self.rope], cos, sin), x[..., self.rope:]), dim=-1)
+
+    def forward(self, x: torch.Tensor, q_in: torch.Tensor, pos: torch.Tensor, kpos: torch.Tensor,
+                allowed_mask: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """The keys each query may attend to: allowed_mask (T, S) narrowed to its top-k, (B, T, S)."""
+        B, T, _ = x.shape
+        cos, sin = rope_angles(pos, self.rope, x.dtype)
+        k = nn.functional.layer_norm(x @ self.wk, (self.head_dim,), self.k_norm, self.k_bias, _NORM_EPS)
+        k = self._rope(k[:, :, None], cos, sin)[:, :, 0]  # (B, T, d)
+        q = self._rope((q_in @ self.wq_b).view(B, T, self.heads, self.head_dim), cos, sin)  # (B, T, h, d)
+        (keys,), held = cache.update([k], pos)  # (B, S, d): the cached keys, read back
+        if not torch.equal(held, kpos):  # both caches hold the same tokens, in the same order
+            raise ValueError("the indexer's key cache and the latent cache hold different positions")
+        weights = (x @ self.weights_proj) * self.heads**-0.5  # (B, T, h)
+        S = keys.shape[1]
+        keep = torch.zeros(B, T, S, dtype=torch.bool, device=x.device)
+        rows = max(1, SCORE_BLOCK_BYTES // max(1, B * self.heads * S * 4))
+        for t0 in range(0, T, rows):  # query blocks, so the (B, tb, h, S) scores stay bounded
+            t1 = min(T, t0 + rows)
+            scores = torch.relu(torch.einsum("bthd,bsd->bths", q[:, t0:t1], keys)) * self.head_dim**-0.5
+            index = torch.einsum("bths,bth->bts", scores, weights[:, t0:t1])  # (B, tb, S)
+            index = index.masked_fill(~allowed_mask[t0:t1], float("-inf"))
+            top = index.topk(min(self.topk or S, S), dim=-1).indices  # (B, tb, k)
+            keep[:, t0:t1].scatter_(-1, top, True)
+        return keep & allowed_mask  # a query never gains a key the causal mask or window denies
+
+
 class MLALayer(_Attention):
-    """DeepSeek's multi-head latent attention, caching the latent or expanded K and V."""
+    """DeepSeek's multi-head latent attention, caching the latent or expanded K and V; with an
+    indexer (DeepSeek-V3.2), its keys in a second cache and attention limited to their top-k."""
 
     def __init__(self, a: MLAAttention, hidden: int, dtype, device, generator, layout: str = "latent",
                  window: int | None = None, chunk: int | None = None, make: WeightMaker | None = None):
@@ -176,6 +229,7 @@ class MLALayer(_Attention):
         self.kv_norm = nn.Parameter(torch.ones(a.kv_lora_rank, dtype=dtype, device=device), False)
         self.wkv_b = make("wkv_b", (a.kv_lora_rank, H * (nope + dv)))
         self.wo = make("wo", (H * dv, hidden))
+        self.indexer = IndexerKeys(a, hidden, dtype, device, make) if a.indexer is not None else None
 
     def cache_feats(self):
         a = self.a
@@ -183,11 +237,15 @@ class MLALayer(_Attention):
             return [(a.kv_lora_rank,), (a.qk_rope_head_dim,)]  # c_kv, k_rope
         return [(a.heads, a.qk_nope_head_dim + a.qk_rope_head_dim), (a.heads, a.v_head_dim)]  # K, V
 
+    def compressed_query(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised low-rank query (B, T, q_lora_rank), or x when queries are not compressed."""
+        return rms_norm(x @ self.wq_a, self.q_norm) if self.a.q_lora_rank else x
+
     def queries(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         a = self.a
         if a.q_lora_rank:
-            q = rms_norm(x @ self.wq_a, self.q_norm) @ self.wq_b
+            q = self.compressed_query(x) @ self.wq_b
         else:
             q = x @ self.wq
         return q.view(B, T, a.heads, a.qk_nope_head_dim + a.qk_rope_head_dim)  # (B, T, H, nope+rope)
@@ -203,7 +261,8 @@ class MLALayer(_Attention):
         w = self.wkv_b.view(a.kv_lora_rank, a.heads, a.qk_nope_head_dim + a.v_head_dim)
         return w[..., : a.qk_nope_head_dim], w[..., a.qk_nope_head_dim:]
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache,
+                index_cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         a = self.a
         H, nope, rope = a.heads, a.qk_nope_head_dim, a.qk_rope_head_dim
@@ -216,12 +275,12 @@ class MLALayer(_Attention):
         w_uk, w_uv = self.up_weights()
         if self.layout == "latent":
             (c_all, r_all), kpos = cache.update([c_kv, k_rope[:, :, 0]], pos)  # (B, S, rank), (B, S, rope)
+            mask = self._mask(x, pos, kpos, index_cache)
             # absorb W_UK into the query: q_nope . (W_UK c) == (q_nope W_UK^T) . c, so the cached
             # latent is attended to directly and never expanded per head
             q_lat = torch.einsum("bthn,rhn->bthr", q_nope, w_uk)  # (B, T, H, rank)
             c_heads = c_all[:, :, None]  # (B, S, 1, rank): one latent "KV head" for all H
-            o_lat = attend([q_lat, q_rope], [c_heads, r_all[:, :, None]], c_heads,
-                           self.mask(pos, kpos), scale)  # (B, T, H, rank)
+            o_lat = attend([q_lat, q_rope], [c_heads, r_all[:, :, None]], c_heads, mask, scale)  # (B, T, H, rank)
             out = torch.einsum("bthr,rhv->bthv", o_lat, w_uv)  # (B, T, H, dv); W_UV absorbed after
         else:
             k_nope = torch.einsum("btr,rhn->bthn", c_kv, w_uk)  # (B, T, H, nope)
@@ -229,5 +288,15 @@ class MLALayer(_Attention):
             k = torch.cat((k_nope, k_rope.expand(B, T, H, rope)), dim=-1)  # (B, T, H, nope+rope)
             (keys, values), kpos = cache.update([k, v], pos)
             q_full = torch.cat((q_nope, q_rope), dim=-1)  # (B, T, H, nope+rope)
-            out = attend([q_full], [keys], values, self.mask(pos, kpos), scale)  # (B, T, H, dv)
+            out = attend([q_full], [keys], values, self._mask(x, pos, kpos, index_cache), scale)  # (B, T, H, dv)
         return out.reshape(B, T, H * a.v_head_dim) @ self.wo
+
+    def _mask(self, x: torch.Tensor, pos: torch.Tensor, kpos: torch.Tensor,
+              index_cache: LayerCache | None) -> torch.Tensor:
+        """The causal (or windowed) mask, narrowed by the indexer's top-k when the layer has one."""
+        mask = self.mask(pos, kpos)  # (T, S)
+        if self.indexer is None:
+            return mask
+        if index_cache is None:
+            raise ValueError("this MLA layer has an indexer: its key cache must be given")
+        return self.indexer(x, self.compressed_query(x), pos, kpos, mask, index_cache)  # (B, T, S)

@@ -131,6 +131,8 @@ class VerifyResult:
 def _kind(g: GroupCheck) -> str:
     if g.kind in ("sliding", "chunked"):
         return f"{g.kind} {format_tokens(g.window)}"
+    if g.kind == "indexer":
+        return "indexer keys"  # DeepSeek-V3.2's lightning indexer: its own cache beside the latent
     return "no KV" if g.kind == "none" else g.kind
 
 

@@ -15,7 +15,16 @@ import torch
 
 from kvcalc.errors import KvcalcError
 from kvcalc.spec import ChunkedLayer, DenseAttention, ModelSpec, NoKVLayer, SlidingLayer
-from kvcalc.verify.caches import Codec, DynamicCache, LayerCache, PagedCache, PeakTracker, StaticCache
+from kvcalc.verify.caches import (
+    BlockScaleCodec,
+    Codec,
+    DynamicCache,
+    LayerCache,
+    PagedCache,
+    PeakTracker,
+    StaticCache,
+    indexer_codec,
+)
 from kvcalc.verify.device import check_fits, out_of_memory_as_error, resolve_device
 from kvcalc.verify.layers import DenseLayer, MLALayer, rms_norm
 from kvcalc.verify.measure import (
@@ -65,6 +74,7 @@ def build_layer(spec: ModelSpec, name: str, plan: Plan, dtype, device, generator
 
 def make_cache(plan: Plan, name: str, layer, codec: Codec, device, tracker: PeakTracker,
                generator: torch.Generator) -> LayerCache:
+    """The layer's cache (``layer``: anything with cache_feats(), an attention layer or its indexer)."""
     kind = plan.reduced.layers.kinds[name]
     tokens = cache_tokens(kind, plan.context)
     feats = layer.cache_feats()
@@ -93,7 +103,7 @@ def config_notes(spec: ModelSpec) -> list[str]:
     return [f"note: {n}" for n in spec.notes if n.startswith(("inferred:", "ignored:"))]
 
 
-def token_problems(plan: Plan, caches) -> tuple[str, ...]:
+def token_problems(plan: Plan, caches, what: str = "") -> tuple[str, ...]:
     """Caches not written with every token of the run, or not holding the tokens the plan says.
 
     Bytes alone cannot show this: a static cache counts all its slots, written or not.
@@ -102,17 +112,19 @@ def token_problems(plan: Plan, caches) -> tuple[str, ...]:
     """
     tokens = {g.name: g.tokens for g in (plan.paged or plan.analytic).groups}
     problems = []
+    label = f" {what}" if what else ""
     for index, (name, cache) in zip(plan.layer_indices, caches):  # caches: (kind name, cache) per layer
         if cache is None:
             continue
         if cache.length != plan.context:
-            problems.append(f"layer {index} ({name}) was written with {cache.length:,} of {plan.context:,} tokens")
+            problems.append(f"layer {index} ({name}){label} was written with {cache.length:,} of "
+                            f"{plan.context:,} tokens")
             continue
         want = min(plan.context, tokens[name])
         held = cache.positions().cpu().sort().values
         if not torch.equal(held, torch.arange(plan.context - want, plan.context)):
             first, last = plan.context - want, plan.context - 1
-            problems.append(f"layer {index} ({name}) does not hold exactly the last {want:,} positions "
+            problems.append(f"layer {index} ({name}){label} does not hold exactly the last {want:,} positions "
                             f"({first:,}-{last:,})")
     return tuple(problems)
 
@@ -167,22 +179,28 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
         (name, make_cache(plan, name, layer, codec, device, tracker, generator) if layer else None)
         for name, layer in built
     ]
+    # DeepSeek-V3.2: each MLA layer's indexer keys, a cache of their own beside the latent
+    index_caches = [
+        (name, make_cache(plan, name, layer.indexer, _indexer_codec(layer, plan, dtype), device, tracker, generator)
+         if getattr(layer, "indexer", None) is not None else None)
+        for name, layer in built
+    ]
     for start, end in run_steps(plan):
         pos = torch.arange(start, end, device=device)
         x = inputs[:, start:end]  # (B, T, C)
-        for (_, layer), (_, cache) in zip(built, caches):
+        for (_, layer), (_, cache), (_, keys) in zip(built, caches, index_caches):
             if layer is None:
                 continue  # no-KV layers (Mamba, linear attention) keep no KV cache
-            x = x + layer(rms_norm(x), pos, cache)
+            x = x + (layer(rms_norm(x), pos, cache) if keys is None else layer(rms_norm(x), pos, cache, keys))
         del x, pos  # nothing but the caches may stay allocated when the counters stop
     if counters is not None:
         counters.stop()
 
-    live = [c for _, c in caches if c is not None]
-    data = [t for c in live for t in c.data_tensors()]
-    scales = [t for c in live for t in c.scale_tensors()]
+    live = [c for _, c in caches + index_caches if c is not None]
+    data = [t for c in live for t in cache_data(c)]
+    scales = [t for c in live if not isinstance(c.codec, BlockScaleCodec) for t in c.scale_tensors()]
     index = [t for c in live for t in c.index_tensors()]
-    groups = _groups(plan, caches)
+    groups = _groups(plan, caches, index_caches)
     allocator = None
     if counters is not None:
         everything = data + scales + index
@@ -202,6 +220,7 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
                      "(no fast half-precision matmul); the cache keeps the KV dtype")
     for w in plan.analytic.warnings:
         notes.append(f"note: {w}")
+    notes += [f"note: {c}; verify stores it so, key and scales measured together" for c in plan.analytic.conventions]
     notes += config_notes(spec)
     return VerifyResult(
         model=spec.name,
@@ -224,7 +243,7 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
         full_model_bytes=plan.full_model.total_bytes,
         full_model_layers=plan.spec.layers.count,
         groups=groups,
-        token_problems=token_problems(plan, caches),
+        token_problems=token_problems(plan, caches) + token_problems(plan, index_caches, "indexer keys"),
         first_kv_layer=first_kv_layer(spec),
         prefill=plan.prefill,
         decode_steps=plan.decode_steps,
@@ -233,11 +252,25 @@ def _run(plan: Plan, device: torch.device, dtype, started: float, seed: int) -> 
     )
 
 
-def _groups(plan: Plan, caches) -> tuple[GroupCheck, ...]:
+def _indexer_codec(layer, plan: Plan, dtype) -> Codec:
+    return indexer_codec(layer.a.indexer, plan.kv_dtype, dtype)
+
+
+def cache_data(cache: LayerCache) -> list[torch.Tensor]:
+    """The tensors a cache's analytic bytes count: its data, and block scales where the convention
+    counts them (the indexer's fp32 scale per 128 fp8 values); int8/int4 row scales are apart."""
+    block = isinstance(cache.codec, BlockScaleCodec)
+    return cache.data_tensors() + (cache.scale_tensors() if block else [])
+
+
+def _groups(plan: Plan, caches, index_caches=()) -> tuple[GroupCheck, ...]:
     expected = {g.name: g for g in (plan.paged or plan.analytic).groups}
     out = []
     for g in plan.analytic.groups:
-        tensors = [t for name, c in caches if name == g.name and c is not None for t in c.data_tensors()]
+        if g.of is not None:  # an indexer group: the key caches of its kind's layers
+            tensors = [t for name, c in index_caches if name == g.of and c is not None for t in cache_data(c)]
+        else:
+            tensors = [t for name, c in caches if name == g.name and c is not None for t in c.data_tensors()]
         out.append(GroupCheck(
             name=g.name, kind=g.kind, attention=g.attention, layers=g.layers, window=g.window,
             tokens=g.tokens, analytic_bytes=g.bytes, expected_bytes=expected[g.name].bytes,
@@ -254,10 +287,13 @@ def _warm_up(built, codec: Codec, device) -> None:
         if layer is None:
             continue
         cache = StaticCache(codec, 1, layer.cache_feats(), device, capacity=3)
+        keys = () if getattr(layer, "indexer", None) is None else (
+            StaticCache(indexer_codec(layer.a.indexer, codec.kv_dtype, codec.compute), 1,
+                        layer.indexer.cache_feats(), device, capacity=3),)
         hidden = layer.wo.shape[1]
         x = torch.zeros(1, 2, hidden, dtype=layer.wo.dtype, device=device)
-        layer(x, torch.arange(2, device=device), cache)
-        layer(x[:, :1], torch.arange(2, 3, device=device), cache)
+        layer(x, torch.arange(2, device=device), cache, *keys)
+        layer(x[:, :1], torch.arange(2, 3, device=device), cache, *keys)
     del x
     torch.cuda.synchronize(device)
 

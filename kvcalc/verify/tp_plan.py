@@ -177,6 +177,10 @@ def make_tp_plan(
     if tp < 1 or pp < 1:
         raise FitUsageError("--tp and --pp must be at least 1")
     check_shape(spec, tp, 1, None)  # TP divides the attention heads, as fit requires
+    if any(getattr(spec.attention_of(n), "indexer", None) is not None
+           for n, k in spec.layers.kinds.items() if k.type != "none"):
+        raise KvcalcError(f"verify --tp/--pp does not build {spec.name}'s sparse-attention indexer on its ranks; "
+                          "plain verify measures the indexer keys, and fit counts them whole on every GPU")
     if (kv_dtype or spec.dtype) in UNSUPPORTED_KV:
         raise FitUsageError(f"--kv-dtype {kv_dtype or spec.dtype} with --tp/--pp: fit counts each engine's own "
                             "scale layout for int8/int4, which verify's caches do not follow; verify quantized "
