@@ -1,21 +1,35 @@
 """Which config.json model types kvcalc has checked, and which it refuses by name.
 
 A type in ``CHECKED_TYPES`` is read and its numbers are checked by tests against real
-configs. A type in ``REFUSED`` is one whose cache kvcalc cannot describe right today: its
-config is refused with the reason, never estimated. Any other type is read by field names
-alone, and a note says it is untested.
+configs. A type in ``DEFAULTS_MATCHED`` is read by field names and its cache, on transformers'
+default config for the type, equals what transformers itself builds (or differs only by a
+convention ``kvcalc verify --reference transformers`` names): see docs/model-types.md, written
+by benchmarks/model_types.py. A type in ``REFUSED`` is one whose cache kvcalc cannot describe
+right today: its config is refused with the reason, never estimated. A type in
+``UNVERIFIED`` is read by field names, but no check could settle it yet (the reason says why);
+its estimate carries the "untested" note like any other unknown type.
 """
 
 from __future__ import annotations
 
 FALCON_TYPES = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
-ENCODER_TYPES = frozenset({
+CHECKED_ENCODERS = frozenset({
     "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "distilbert", "albert", "electra",
     "camembert", "deberta", "deberta-v2", "mpnet", "modernbert", "ernie", "nomic_bert",
 })
+# BERT-family encoders that transformers also lists as causal LMs (a *ForCausalLM head that
+# caches only with is_decoder true, false in every default); read as encoders, not yet checked
+# against a real config.
+MORE_ENCODERS = frozenset({
+    "roberta-prelayernorm", "roc_bert", "data2vec-text", "megatron-bert", "rembert", "roformer", "big_bird",
+    "xmod",
+})
+ENCODER_TYPES = CHECKED_ENCODERS | MORE_ENCODERS
 ENCODER_DECODER_TYPES = frozenset({
     "t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "whisper",
     "blenderbot", "m2m_100", "switch_transformers",
+    # in transformers' causal-LM table too (their decoder alone), found by benchmarks/model_types.py
+    "bigbird_pegasus", "blenderbot-small", "musicgen", "musicgen_melody", "mvp", "plbart", "prophetnet",
 })
 # Model types whose config.json kvcalc's tests check against real configs.
 CHECKED_TYPES = frozenset({
@@ -23,12 +37,108 @@ CHECKED_TYPES = frozenset({
     "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
     "deepseek_v2", "deepseek_v3", "kimi_k2", "llama4", "llama4_text", "jamba",
     "bloom", "mpt", "chatglm",
-}) | FALCON_TYPES | ENCODER_TYPES
+}) | FALCON_TYPES | CHECKED_ENCODERS
+
+# Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
+# the meta device equals kvcalc's estimate, kind by kind, or differs only by a named convention
+# (window - 1 tokens in sliding layers, a float32 recurrent state). benchmarks/model_types.py.
+DEFAULTS_MATCHED = frozenset({
+    "afmoe", "apertus", "apertus1p5_text", "arcee", "aria_text", "axk1", "beam", "bitnet", "codegen",
+    "cohere", "cohere2", "cohere2_moe", "ctrl", "cwm", "diffllama", "doge", "emu3", "ernie4_5",
+    "ernie4_5_moe", "exaone", "exaone4", "exaone_moe", "flex_olmo", "flint", "fuyu", "gemma4_text",
+    "gemma4_unified_text", "git", "glm", "glm4", "glm4_moe_lite", "got_ocr2", "gpt-sw3", "gpt_bigcode",
+    "gpt_neo", "gpt_neox_japanese", "gpt_oss", "gptj", "granite", "granite_swa", "granitemoe",
+    "granitemoe_swa", "granitemoeshared", "helium", "hrm_text", "hy_v3", "hyperclovax", "internlm3",
+    "iquestcoder", "jais2", "kolibri1", "laguna", "lara_mini", "lfm2", "mellum", "minicpm3", "minimax_m2",
+    "minimax_m3_vl_text", "ministral3", "modernbert-decoder", "moss_transcribe_diarize", "nanochat", "olmo",
+    "olmo2", "olmo3", "olmo_hybrid", "olmoe", "persimmon", "phi", "phi4_multimodal", "phimoe", "qwen3_5",
+    "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
+    "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu",
+    "roberta-prelayernorm", "roc_bert", "data2vec-text",  # encoders: transformers returns no cache either
+})
 
 # model_type -> why kvcalc refuses it (the error names the type and says this).
-REFUSED: dict[str, str] = {}
+REFUSED: dict[str, str] = {
+    "mllama": "cross-attention layers (Mllama): its cross_attention_layers cache K/V of the image tokens, "
+              "not of the text, and kvcalc counts every layer over the text context",
+    "gemma3n": "per-layer KV sharing (Gemma-3n): the last num_kv_shared_layers layers reuse earlier layers' K/V "
+               "and keep none of their own",
+    "gemma3n_text": "per-layer KV sharing (Gemma-3n): the last num_kv_shared_layers layers reuse earlier layers' "
+                    "K/V and keep none of their own",
+    "longcat_flash": "two attention blocks per layer (LongCat-Flash): transformers' cache holds 2 x num_layers "
+                     "MLA caches, kvcalc's layer kinds one per layer",
+    "mamba": "Mamba (no attention): a constant SSM state per sequence and no KV cache, which kvcalc does not "
+             "derive from a pure-Mamba config",
+    "falcon_mamba": "Mamba (no attention): a constant SSM state per sequence and no KV cache, which kvcalc does "
+                    "not derive from a pure-Mamba config",
+    "mamba2": "Mamba-2 (no attention): its num_heads are SSM heads, not attention heads; the cache is a constant "
+              "state kvcalc does not derive from a pure-Mamba config",
+    "rwkv": "RWKV (recurrent, no attention): a constant state per sequence and no KV cache",
+    "xlstm": "xLSTM (recurrent, no attention): a constant state per sequence and no KV cache",
+    "recurrent_gemma": "RecurrentGemma: RG-LRU recurrent blocks with a local-attention block every third layer "
+                       "(attention_window_size), a layout kvcalc does not read",
+    "xlnet": "XLNet keeps a memory of hidden states (mem_len), not a KV cache",
+    "cpmant": "CPM-Ant prepends prompt_length learned prompt tokens to every sequence; its cache holds them and "
+              "kvcalc does not count them",
+    "trocr": "the decoder of an encoder-decoder (TrOCR): cross-attention to the image encoder's output",
+    "reformer": "LSH and chunked local attention (Reformer), a cache kvcalc does not describe",
+    "blt": "byte latent transformer: a local encoder, a global transformer and a local decoder of their own sizes",
+    "zamba": "Zamba: one shared attention block applied every attn_layer_period Mamba layers, whose layers "
+             "hold K/V and a Mamba state together",
+    "xlm": "XLM: a masked-LM encoder first; its causal head keeps a cache of its own, and it names its width "
+           "emb_dim",
+}
+
+# model_type -> why no check has settled it. Read by field names, with the "untested" note.
+UNVERIFIED: dict[str, str] = {
+    **dict.fromkeys(
+        ("dbrx", "hunyuan_v1_dense", "hunyuan_v1_moe", "ministral", "nemotron", "lfm2_moe", "dots1",
+         "cohere_compass_text", "gemma4_assistant"),
+        "transformers 5.24 cannot build the model from its own default config",
+    ),
+    **dict.fromkeys(
+        ("biogpt", "moshi", "gemma4", "gemma4_unified", "jetmoe", "gemma4_unified_assistant"),
+        "transformers cannot run the model on meta tensors (a data-dependent operation), so no reference",
+    ),
+    "bert-generation": "a BERT decoder that caches only with is_decoder true (false in its defaults)",
+    "openai-gpt": "transformers' OpenAIGPTLMHeadModel keeps no cache to compare with",
+    "glm4_moe": "the defaults give no head_dim and 96 heads for hidden 4096; released configs state head_dim",
+    "xglm": "XGLM names its heads attention_heads, not an alias kvcalc reads",
+    # hybrid and per-layer families read by the config_layers work of issue 9; re-run
+    # benchmarks/model_types.py once it lands
+    **dict.fromkeys(
+        ("bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "zamba2", "mimo_v2_flash", "kimi_linear",
+         "bailing_hybrid", "minimax", "lfm3", "dory", "zaya", "inkling_text", "inkling2_text",
+         "inkling2_loop_text", "deepseek_v4"),
+        "a hybrid or per-layer layout (Mamba-2, linear attention, swa_* heads, hybrid or conv layers) whose "
+        "reading is in progress",
+    ),
+    **dict.fromkeys(
+        ("deepseek_v32", "glm_moe_dsa", "axk2", "dots3_note", "dots3_note_text", "hy_v4", "qwen4_exp",
+         "qwen4_exp_text"),
+        "indexed_attention layers (a sparse-attention indexer's keys beside the cache), whose reading is in "
+        "progress",
+    ),
+}
 
 
 def refusal(model_type: str) -> str | None:
     """Why a model type is refused, or None when kvcalc reads it."""
     return REFUSED.get(model_type)
+
+
+def classify(model_type: str) -> str:
+    """checked | matched on defaults | encoder | encoder-decoder | refused | unverified | unknown."""
+    if model_type in CHECKED_TYPES:
+        return "checked"
+    if model_type in DEFAULTS_MATCHED:
+        return "matched on defaults"
+    if model_type in MORE_ENCODERS:
+        return "encoder"
+    if model_type in ENCODER_DECODER_TYPES:
+        return "encoder-decoder"
+    if model_type in REFUSED:
+        return "refused"
+    if model_type in UNVERIFIED:
+        return "unverified"
+    return "unknown"
