@@ -213,3 +213,15 @@ def test_cli_without_transformers_gives_the_install_hint(tmp_path):
                            "transformers"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
     assert "pip install 'kvcalc[transformers,torch]'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_deepseek_v32_indexer_keys_are_their_own_row():
+    _need_transformers()
+    # DeepSeek-V3.2-Exp (fixture from its released config): 61 layers, latent 512 + 64, index_head_dim 128.
+    # kvcalc: fp8 key + one fp32 scale per 128 = 128 + 4 bytes; transformers 5.24 keeps the key in bf16, no scale
+    result = _run("deepseek-v3.2-exp", 16)
+    rows = {r.name: r for r in result.rows}
+    assert rows["full"].transformers_bytes == rows["full"].kvcalc_bytes == 61 * 16 * (512 + 64) * 2
+    assert rows["indexer"].kvcalc_bytes == 61 * 16 * (128 + 4)
+    assert rows["indexer"].transformers_bytes == 61 * 16 * 128 * 2
+    assert rows["indexer"].rule == "indexer-unquantized" and result.ok

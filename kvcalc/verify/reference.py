@@ -46,6 +46,7 @@ PRESET_REFUSAL = (
 )
 # Names a decoder layer gives its feed-forward block, across transformers' causal LMs.
 MLP_NAMES = frozenset({"mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block", "dense"})
+INDEXER_PREFIX = "indexer_"  # transformers' DynamicIndexedLayer: indexer_keys beside keys and values
 TORCH_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
@@ -330,15 +331,23 @@ def compare(spec: ModelSpec, held: Held, context: int, batch: int = 1, mla_layou
     if held.dtype and held.dtype != dtype:
         notes.append(f"transformers' cache holds {held.dtype}, which kvcalc has no width for; compared in {dtype}")
     rows = []
+    indexed = {g.of for g in result.groups if g.of is not None}
     for group in result.groups:
-        indices = [i for i, name in enumerate(order) if name == group.name]
+        base = group.of or group.name  # an indexer group's layers are those of its kind
+        indices = [i for i, name in enumerate(order) if name == base]
         parts = [p for i in indices if i < len(held.layers) for p in held.layers[i]]
-        kind = spec.layers.kinds[group.name]
+        if base in indexed:  # the indexer's keys are their own row, the K/V theirs
+            parts = [p for p in parts if p.attr.startswith(INDEXER_PREFIX) == (group.of is not None)]
+        kind = spec.layers.kinds[base]
         mine = group.bytes + group.state_bytes
-        rule, reason, explained = _explain(spec, group.name, kind, len(indices), mine, parts, context, batch,
-                                           dtype, mla_layout)
-        rows.append(KindRow(group.name, kind.type, len(indices), mine, sum(p.bytes for p in parts), reason,
-                            explained, rule))
+        if group.of is not None:
+            rule, reason, explained = _explain_indexer(spec.attention_of(base).indexer, group, mine, parts, batch,
+                                                       dtype)
+        else:
+            rule, reason, explained = _explain(spec, group.name, kind, len(indices), mine, parts, context, batch,
+                                               dtype, mla_layout)
+        rows.append(KindRow(group.name, group.kind if group.of else kind.type, len(indices), mine,
+                            sum(p.bytes for p in parts), reason, explained, rule))
     extra = held.per_layer[len(order):]
     if extra and sum(extra):
         rows.append(KindRow(
@@ -401,6 +410,22 @@ def _explain(spec, name, kind, layers, mine, parts, context, batch, dtype, mla_l
             if count == elements and why_tokens is None and why_width is None:
                 return "dtype", _dtype_reason(parts, dtype, count, "K/V"), True
     why = f"no known convention gives transformers' {measured:,} bytes ({_attrs(parts)}); kvcalc: {mine:,}"
+    return None, why, False
+
+
+def _explain_indexer(indexer, group, mine, parts, batch, dtype):
+    """DeepSeek-V3.2's indexer keys: transformers keeps them unquantized in the model dtype, one
+    key of index_head_dim per token and layer, with no scales."""
+    measured = sum(p.bytes for p in parts)
+    if measured == mine:
+        return None, None, True
+    count = indexer.head_dim * group.layers * group.tokens * batch
+    if sum(p.elements for p in parts) == count and measured == count * DTYPE_BITS[dtype] // 8:
+        return "indexer-unquantized", (
+            f"transformers keeps each indexer key unquantized in {dtype} ({indexer.head_dim} elements, no scale); "
+            "kvcalc counts the key as DeepSeek's inference code, vLLM and SGLang cache it (its key dtype and "
+            "scales, see the estimate's conventions)"), True
+    why = f"no known convention gives transformers' {measured:,} indexer bytes ({_attrs(parts)}); kvcalc: {mine:,}"
     return None, why, False
 
 
