@@ -771,7 +771,7 @@ def transformers_layers(layers) -> list[tuple[str, int | None]]:
     rows = []
     for layer in layers:
         cls = type(layer).__name__
-        if "Linear" in cls or "Mamba" in cls:
+        if "Linear" in cls or "Mamba" in cls or cls == "DummyLayer":  # DummyLayer: an MLP-only layer (Nemotron-H)
             rows.append(("state", None))
         elif "Sliding" in cls:
             rows.append(("window", layer.sliding_window))

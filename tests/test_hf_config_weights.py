@@ -53,6 +53,8 @@ def skip_note(spec) -> str:
 NOT_DERIVED = {
     "jamba-v0.1": "Mamba", "llama-4-scout": "vision", "qwen3-next-80b-a3b": "DeltaNet",
     "bloom-560m": "'bloom' is not one", "mpt-7b-instruct": "'mpt' is not one", "chatglm3-6b": "'chatglm' is not one",
+    "nemotron-h-8b-base-8k": "'nemotron_h' is not one", "nemotron-3-nano-30b-a3b": "'nemotron_h' is not one",
+    "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
 PRESET_OF = {name: name for name in FIXTURES if (PRESETS / f"{name}.yaml").is_file()} | {"falcon-7b-rw": "falcon-7b"}
