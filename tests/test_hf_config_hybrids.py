@@ -148,6 +148,9 @@ def test_nemotron_super_49b_by_hand():
     # 49 attention layers x (64 / 8 = 8 KV heads) x (128 + 128) x 2 bytes; no-op blocks keep nothing
     assert e.bytes_per_token == 49 * 8 * (128 + 128) * 2 == 200_704
     assert e.total_bytes == 200_704 * 131072 and e.state_bytes == 0
+    # the model-wide label follows the blocks (64 / 8), not an MHA guess from the missing field
+    assert (spec.attention.kind, spec.attention.kv_heads) == ("gqa", 8)
+    assert not any(note.startswith("inferred: MHA") for note in spec.notes)
 
 
 def block_config(**attention) -> dict:

@@ -54,6 +54,9 @@ def _kv_heads(r: Reader, heads: int) -> int:
         return _falcon_kv_heads(r, heads, found, stated)
     if stated is not None:
         return stated
+    nas = _block_configs_kv_heads(r, heads)
+    if nas is not None:
+        return nas
     glm = _glm_kv_heads(r, heads)
     if glm is not None:
         return glm
@@ -65,6 +68,29 @@ def _kv_heads(r: Reader, heads: int) -> int:
         return 1
     r.notes.append(f"inferred: MHA, {heads} KV heads (no num_key_value_heads in config.json)")
     return heads
+
+
+def _block_configs_kv_heads(r: Reader, heads: int) -> int | None:
+    """Nemotron-NAS: no model-wide KV head count; each block's n_heads_in_group sets its own
+    (config_layers gives every layer kind its attention). The model-wide figure shown is the
+    one most attending blocks use."""
+    blocks = r.data.get("block_configs")
+    if not isinstance(blocks, list):
+        return None
+    groups = [
+        block["attention"].get("n_heads_in_group") for block in blocks
+        if isinstance(block, dict) and isinstance(block.get("attention"), dict)
+        and not block["attention"].get("no_op") and not block["attention"].get("replace_with_linear")
+    ]
+    groups = [g for g in groups if isinstance(g, int) and not isinstance(g, bool) and g > 0 and heads % g == 0]
+    if not groups:
+        return None  # config_layers refuses what is malformed, naming the block
+    common = max(set(groups), key=groups.count)
+    r.notes.append(
+        f"inferred: {heads // common} KV heads shown for the model (num_attention_heads {heads} / "
+        f"n_heads_in_group {common}, the most common of block_configs); each layer kind has its own"
+    )
+    return heads // common
 
 
 def _glm_kv_heads(r: Reader, heads: int) -> int | None:
