@@ -288,7 +288,7 @@ class Weights(_Frozen):
 
     vocab_size: Positive
     tied_embeddings: bool
-    dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] | None = None  # the released checkpoint's
+    dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"] | None = None  # the released checkpoint's
     # layer matrices (fp8 for DeepSeek-V3); None: the model dtype
     position_embeddings: NonNegativeTokens = 0  # learned absolute positions (GPT-2, BERT)
     token_type_embeddings: NonNegative = 0  # BERT

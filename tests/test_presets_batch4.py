@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import kvcalc
+from kvcalc.capacity.fit import fit
 from kvcalc.capacity.params import parameter_count
 from kvcalc.capacity.weights import weights_bytes
 from kvcalc.sources.presets import load_file
@@ -248,20 +249,25 @@ def test_gpt_oss_active_is_the_model_cards_without_the_embedding():
         assert active - 201088 * 2880 - layers * unchosen * (2 * 2880 + 2880) == card
 
 
-def test_gpt_oss_int4_stand_in_undercounts_mxfp4():
-    # MXFP4 experts: 4 bits per value + one 8-bit scale per 32 values; the rest BF16.
-    experts = 24 * 32 * 3 * 2880 * 2880
-    mxfp4 = experts // 2 + experts // 32 + 2 * (20_914_757_184 - experts)
-    assert mxfp4 == 13_761_264_768
-    # The int4 stand-in: every layer matrix (attention too) at half a byte, per 128 a 16-bit scale
-    # and a 4-bit zero; embedding, head, norms, biases, sinks and router 16-bit.
-    linear = 24 * (2 * 2880 * 64 * 64 + 2 * 2880 * 8 * 64) + experts
-    groups = linear // 128
-    assert linear % 256 == 0 and groups % 2 == 0
-    int4 = linear // 2 + 2 * groups + groups // 2 + 2 * (20_914_757_184 - linear)
-    assert int4 == 12_594_242_688 < mxfp4  # the figures in the preset's note
-    assert spec_of("gpt-oss-20b").weights.dtype == "int4"
-    assert weights_bytes(parameter_count(spec_of("gpt-oss-20b")), "int4") == int4
+@pytest.mark.parametrize("name, layers, experts_per_layer, total, released", [
+    ("gpt-oss-20b", 24, 32, 20_914_757_184, 13_761_264_768),
+    ("gpt-oss-120b", 36, 128, 116_829_156_672, 65_248_815_744),
+])
+def test_gpt_oss_weights_are_mxfp4_experts_and_bf16_rest(name, layers, experts_per_layer, total, released):
+    # MXFP4 experts (gate_up 2880 x 2*2880 and down 2880 x 2880 each): 4 bits per value + one
+    # 8-bit scale per 32 values; everything else (attention, router, biases, sinks, embedding,
+    # head) BF16, as quantization_config.modules_to_not_convert says.
+    experts = layers * experts_per_layer * 3 * 2880 * 2880
+    mxfp4 = experts // 2 + experts // 32 + 2 * (total - experts)
+    assert mxfp4 == released  # the checkpoint's tensor bytes
+    spec = spec_of(name)
+    assert spec.weights.dtype == "mxfp4"
+    assert weights_bytes(parameter_count(spec), "mxfp4") == released
+
+
+def test_gpt_oss_fit_counts_the_released_bytes():
+    result = fit(spec_of("gpt-oss-120b"), 80 * 2**30, context=8192, reserve=0)
+    assert result.weights_bytes == 65_248_815_744 and result.weights_dtype == "mxfp4"
 
 
 def test_glm_hub_checkpoints_add_the_mtp_layer():
@@ -294,3 +300,15 @@ def test_deepseek_r1_is_deepseek_v3():
 def test_smollm3_counts_the_tied_embedding_once():
     count = parameter_count(spec_of("smollm3-3b"))
     assert count.head == 0 and count.embedding == 128256 * 2048
+
+
+def test_gpt_oss_decode_reads_the_touched_experts_in_mxfp4():
+    from kvcalc.capacity.speed import weights_read
+
+    spec = spec_of("gpt-oss-20b")
+    count = parameter_count(spec)
+    bf16, experts = weights_read(spec, count, "bf16", batch=1)
+    mxfp4, _ = weights_read(spec, count, "mxfp4", batch=1)
+    assert experts == 4  # one token touches its 4 experts in each layer
+    read = 24 * 4 * 3 * 2880 * 2880  # the routed weights one token reads
+    assert bf16 - mxfp4 == 2 * read - (read // 2 + read // 32)

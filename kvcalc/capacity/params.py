@@ -26,6 +26,7 @@ class ParamCount:
     other: int  # norms, biases, routers, extra parameters
     moe_layers: int
     expert_parameters: int  # one routed expert's weights
+    routed: int = 0  # matrix weights of every routed expert, all layers (part of ``linear``)
 
     def to_dict(self) -> dict:
         return {
@@ -156,6 +157,7 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     other += w.extra_parameters
     total = embedding + head + linear + other
     expert = _mlp("gated", hidden, w.moe.intermediate_size) if w.moe else 0
+    routed = moe_layers * w.moe.experts * expert if w.moe else 0
     return ParamCount(
         total=total,
         active=total - inactive,
@@ -165,4 +167,5 @@ def _count(spec: ModelSpec) -> ParamCount | None:
         other=other,
         moe_layers=moe_layers,
         expert_parameters=expert,
+        routed=routed,
     )

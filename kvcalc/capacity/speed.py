@@ -67,16 +67,18 @@ def weights_read(spec: ModelSpec, count: ParamCount, dtype: str, batch: int) -> 
     embedding only the batch's rows."""
     w = spec.weights
     linear, other = Fraction(count.linear), Fraction(count.other + count.head)
-    experts = None
+    experts, routed = None, Fraction(count.routed)
     if w.moe is not None and count.moe_layers:
         experts = distinct_experts(w.moe.experts, w.moe.experts_per_token, batch)
-        linear -= count.moe_layers * (w.moe.experts - experts) * count.expert_parameters
+        unread = count.moe_layers * (w.moe.experts - experts) * count.expert_parameters
+        linear -= unread
+        routed -= unread
     if w.tied_embeddings:
         other += count.embedding  # the head reads the whole shared matrix
     else:
         other += min(batch, w.vocab_size) * spec.hidden_size  # the batch's rows, at most every row
     read = ParamCount(total=round(linear + other), active=0, embedding=0, head=0, linear=round(linear),
-                      other=round(other), moe_layers=0, expert_parameters=0)
+                      other=round(other), moe_layers=0, expert_parameters=0, routed=round(routed))
     return weights_bytes(read, dtype), experts
 
 

@@ -10,14 +10,19 @@ checkpoints keep them:
 - ``int4``: half a byte per matrix weight, plus per group of 128 weights a 16-bit scale and a
   4-bit zero point (AWQ's and GPTQ's ``scales`` and ``qzeros``, group size 128); GPTQ's
   act-order index (``g_idx``, 4 bytes per input row) is not counted; the rest 16-bit.
+- ``mxfp4``: the routed experts' matrices only, as gpt-oss ships them: 4-bit E2M1 values and
+  one 8-bit E8M0 scale per block of 32 (4.25 bits a weight); attention, router, embeddings and
+  head stay 16-bit (gpt-oss's ``modules_to_not_convert``). A model without routed experts is
+  all 16-bit.
 """
 
 from __future__ import annotations
 
 from kvcalc.capacity.params import ParamCount
 
-WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4")
 INT4_GROUP = 128
+MXFP4_BLOCK = 32
 
 
 def weights_bytes(count: ParamCount, dtype: str) -> int:
@@ -32,4 +37,7 @@ def weights_bytes(count: ParamCount, dtype: str) -> int:
     if dtype == "int4":
         groups = -(-count.linear // INT4_GROUP)
         return -(-count.linear // 2) + 2 * groups + -(-groups // 2) + rest
+    if dtype == "mxfp4":
+        experts = count.routed
+        return -(-experts // 2) + -(-experts // MXFP4_BLOCK) + 2 * (count.total - experts)
     raise ValueError(f"unknown weights dtype {dtype!r}")
