@@ -37,6 +37,8 @@ CHECKED_TYPES = frozenset({
     "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
     "deepseek_v2", "deepseek_v3", "kimi_k2", "llama4", "llama4_text", "jamba",
     "bloom", "mpt", "chatglm",
+    # fixtures and hand-derived tests of issue 9's hybrid, per-layer and indexer work
+    "deepseek_v32", "nemotron_h", "nemotron-nas", "mimo_v2",
 }) | FALCON_TYPES | CHECKED_ENCODERS
 
 # Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
@@ -107,14 +109,14 @@ UNVERIFIED: dict[str, str] = {
     # hybrid and per-layer families read by the config_layers work of issue 9; re-run
     # benchmarks/model_types.py once it lands
     **dict.fromkeys(
-        ("bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "zamba2", "mimo_v2_flash", "kimi_linear",
+        ("bamba", "granitemoehybrid", "falcon_h1", "zamba2", "mimo_v2_flash", "kimi_linear",
          "bailing_hybrid", "minimax", "lfm3", "dory", "zaya", "inkling_text", "inkling2_text",
          "inkling2_loop_text", "deepseek_v4"),
         "a hybrid or per-layer layout (Mamba-2, linear attention, swa_* heads, hybrid or conv layers) whose "
         "reading is in progress",
     ),
     **dict.fromkeys(
-        ("deepseek_v32", "glm_moe_dsa", "axk2", "dots3_note", "dots3_note_text", "hy_v4", "qwen4_exp",
+        ("glm_moe_dsa", "axk2", "dots3_note", "dots3_note_text", "hy_v4", "qwen4_exp",
          "qwen4_exp_text"),
         "indexed_attention layers (a sparse-attention indexer's keys beside the cache), whose reading is in "
         "progress",
