@@ -538,7 +538,7 @@ def write(tmp_path: Path, text: str) -> Path:
                      "max_position_embeddings": 4096}), "missing num_hidden_layers"),
         (json.dumps({"model_type": "mystery", "hidden_size": 64}),
          "model_type 'mystery' is missing num_hidden_layers (or n_layer, n_layers, num_layers), "
-         "num_attention_heads (or n_head, n_heads, num_heads);"),
+         "num_attention_heads (or n_head, n_heads, num_heads, attention_heads);"),
         (json.dumps({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
                      "max_position_embeddings": 64}), "missing head_dim (or hidden_size"),
         (json.dumps({"model_type": "t5", "num_layers": 6, "num_heads": 8, "d_model": 512}),
@@ -565,7 +565,7 @@ def test_every_missing_field_in_one_line(tmp_path):
     with pytest.raises(PresetError) as info:
         load_config_path(path)
     assert str(info.value) == (
-        f"{path}: model_type 'llama' is missing num_attention_heads (or n_head, n_heads, num_heads), "
+        f"{path}: model_type 'llama' is missing num_attention_heads (or n_head, n_heads, num_heads, attention_heads), "
         "head_dim (or hidden_size, n_embd, d_model, dim to derive it); write a preset YAML instead "
         "(see 'kvcalc presets show llama-3-8b' for the format)"
     )
@@ -576,7 +576,7 @@ def test_missing_fields_skip_class_defaults_and_mla():
     falcon = {"model_type": "falcon", "num_hidden_layers": 32}
     with pytest.raises(PresetError) as info:
         from_dict(falcon)
-    assert "missing num_attention_heads (or n_head, n_heads, num_heads), head_dim" in str(info.value)
+    assert "missing num_attention_heads (or n_head, n_heads, num_heads, attention_heads), head_dim" in str(info.value)
     assert "max_position_embeddings" not in str(info.value)
     mla = {k: v for k, v in raw("deepseek-v3").items() if k not in ("hidden_size", "num_attention_heads")}
     with pytest.raises(PresetError) as info:

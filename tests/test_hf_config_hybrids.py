@@ -248,6 +248,9 @@ def test_falcon_h1_parallel_layers_are_refused():
     data = raw("nemotron-h-8b-base-8k")
     del data["hybrid_override_pattern"]
     data.update(model_type="falcon_h1", mamba_d_ssm=1536)
+    with pytest.raises(PresetError, match="model_type 'falcon_h1' is not supported: attention and a Mamba2 mixer"):
+        from_dict(data)
+    data["model_type"] = "someones_hybrid"  # the field alone refuses it too
     with pytest.raises(PresetError, match="both a KV cache and a state"):
         from_dict(data)
 

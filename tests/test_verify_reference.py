@@ -36,7 +36,8 @@ def _held(per_layer: list[list[Part]]) -> Held:
 
 def _kv(tokens: int, kv_heads: int, width: int, dtype: str = "bf16", size: int = 2) -> list[Part]:
     n = tokens * kv_heads * width
-    return [Part("keys", dtype, n, n * size), Part("values", dtype, n, n * size)]
+    shape = (1, kv_heads, tokens, width)
+    return [Part("keys", dtype, n, n * size, shape), Part("values", dtype, n, n * size, shape)]
 
 
 # --------------------------------------------------------------------------- no torch: the explanations
@@ -69,6 +70,15 @@ def test_repeated_kv_heads_are_named():
     row = result.rows[0]
     assert row.transformers_bytes == 32 * 16 * 32 * 256 * 2 and row.kvcalc_bytes == 32 * 16 * 8 * 256 * 2
     assert row.rule == "repeated-kv" and result.ok
+
+
+def test_equal_bytes_over_other_shapes_are_not_called_repeated_kv_heads():
+    # 8 KV heads of 512 hold as many bytes as 32 heads of 128, but are not repeated heads: a wider
+    # head size kvcalc missed (Gemma-4's global_head_dim) must stay unexplained
+    spec = load_config_path(CONFIGS / "llama-3-8b")
+    result = compare(spec, _held([_kv(16, 8, 512)] * 32), context=16)
+    assert result.rows[0].transformers_bytes == 32 * 16 * 32 * 256 * 2
+    assert result.rows[0].rule is None and not result.ok
 
 
 def test_a_wider_state_type_with_the_same_elements_is_named():

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from kvcalc.errors import PresetError
-from kvcalc.sources.model_types import CHECKED_TYPES, ENCODER_DECODER_TYPES, refusal
+from kvcalc.sources.model_types import (
+    CHECKED_TYPES,
+    DEFAULTS_MATCHED,
+    ENCODER_DECODER_TYPES,
+    UNVERIFIED,
+    refusal,
+)
 from kvcalc.spec import MAX_HEADS, MAX_LAYERS, MAX_TOKENS
 
 HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for the format)"
@@ -21,7 +27,7 @@ HINT = "write a preset YAML instead (see 'kvcalc presets show llama-3-8b' for th
 # One concept -> the field names configs use for it, preferred first.
 ALIASES: dict[str, tuple[str, ...]] = {
     "num_hidden_layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
-    "num_attention_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads", "attention_heads"),
     "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
     # ChatGLM/GLM-4: kv_channels is each head's width; Nemotron-H (older configs) and Zamba2
@@ -82,7 +88,7 @@ TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
 KV_WORDS = (
     "head", "kv", "layer", "window", "chunk", "pattern", "block", "attention", "attn", "latent",
     "lora", "sliding", "global", "local", "swa", "mamba", "ssm", "linear", "hybrid", "query",
-    "nope", "group",
+    "nope", "group", "index", "compress", "loop", "recurrent", "shared",
 )
 # Keys with a KV word that do not change what is cached, each pattern with its reason; a key
 # inside MPT's attn_config is matched as "attn_config.key".
@@ -98,6 +104,11 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^mamba_dt_rank$", "Mamba's time-step projection rank: weights, not state"),
     (r"^parallel_attn$", "attention and MLP side by side (Falcon): the same cache"),
     (r"^sliding_window_size$", "Gemma-2's legacy name; transformers reads sliding_window"),
+    (r"token_index$|token_id$", "a special token's id in the vocabulary, not a size"),
+    (r"^output_attentions$|^output_hidden_states$", "what the forward returns, not what it caches"),
+    (r"^chunk_size_feed_forward$", "feed-forward chunking: the MLP, not the cache"),
+    (r"per_layer_input", "per-layer input embeddings (Gemma-3n, Gemma-4): weights, not the cache"),
+    (r"^for_llm_compressor$", "a flag for the llm-compressor tool: how weights were quantized"),
     (r"^(mamba_)?chunk_size$", "Mamba2's scan chunk length: how the state is computed, not its size"),
     (r"^mamba_hidden_act$", "the Mamba mixer's activation"),
     (r"^attention_value_scale$", "MiMo-V2 scales values inside attention: the same K and V are cached"),
@@ -199,11 +210,18 @@ class Reader:
 
 def require(r: Reader) -> None:
     """Every field a spec cannot do without, all missing ones named in a single error."""
-    missing = [r.describe(c) for c in ("num_hidden_layers", "num_attention_heads") if not r.available(c)]
+    missing = [r.describe(c) for c in ("num_attention_heads",) if not r.available(c)]
+    if not r.available("num_hidden_layers") and not _pattern_gives_count(r):
+        missing.insert(0, r.describe("num_hidden_layers"))
     if r.data.get("kv_lora_rank") is None and not (r.available("head_dim") or r.available("hidden_size")):
         missing.append(f"head_dim (or {', '.join(ALIASES['hidden_size'])} to derive it)")
     if missing:
         r.fail(f"{r.what()} is missing {', '.join(missing)}")
+
+
+def _pattern_gives_count(r: Reader) -> bool:
+    """Nemotron-H may leave num_hidden_layers out: its pattern has one entry per layer."""
+    return isinstance(r.data.get("hybrid_override_pattern"), str) or isinstance(r.data.get("layers_block_type"), list)
 
 
 def make_reader(data: dict, origin: str) -> Reader:
@@ -220,15 +238,22 @@ def make_reader(data: dict, origin: str) -> Reader:
         reader.notes.append(f"read text_config: the language model inside this {outer_type or 'config'}")
     else:
         reader = Reader(outer, outer, origin, outer_type)
-    refused = refusal(reader.model_type)
-    if refused:
-        reader.fail(f"model_type {reader.model_type!r} is not supported: {refused}")
+    for model_type in dict.fromkeys((reader.model_type, outer_type)):  # a wrapper's type may be the refused one
+        refused = refusal(model_type)
+        if refused:
+            reader.fail(f"model_type {model_type!r} is not supported: {refused}")
     if not reader.model_type:
         reader.notes.append("inferred: no model_type in config.json; read by field names alone")
+    elif reader.model_type in DEFAULTS_MATCHED:
+        reader.notes.append(
+            f"untested: model_type {reader.model_type!r} is checked only on transformers' default config for it "
+            "(docs/model-types.md), not on a released one; check the notes, or kvcalc verify --reference transformers"
+        )
     elif reader.model_type not in CHECKED_TYPES:
+        why = UNVERIFIED.get(reader.model_type)
         reader.notes.append(
             f"untested: model_type {reader.model_type!r} has not been tested with kvcalc; it was "
-            "read by field names alone, check the notes"
+            "read by field names alone, check the notes" + (f" (unchecked: {why})" if why else "")
         )
     return reader
 
@@ -262,7 +287,7 @@ def unread_notes(r: Reader) -> list[str]:
     notes = []
     for prefix, source in sources:
         for key, value in dict.items(source):
-            if (value is None or isinstance(value, dict) or key in source.read
+            if (value is None or isinstance(value, Tracked) or key in source.read
                     or not any(word in str(key).lower() for word in KV_WORDS)
                     or any(re.search(pattern, f"{prefix}{key}".lower()) for pattern, _ in IGNORED)):
                 continue

@@ -39,7 +39,7 @@ from kvcalc.sources.config_fields import (
     require,
     unread_notes,
 )
-from kvcalc.sources.config_layers import layers_block
+from kvcalc.sources.config_layers import layer_count, layers_block
 from kvcalc.sources.config_weights import weights_block
 from kvcalc.sources.model_types import ENCODER_TYPES
 from kvcalc.spec import ModelSpec
@@ -87,7 +87,7 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             "decoder-only and encoder-only configs"
         )
     require(reader)
-    count, heads = reader.integer("num_hidden_layers"), reader.integer("num_attention_heads")
+    count, heads = layer_count(reader), reader.integer("num_attention_heads")
     attention = mla_attention(reader, heads) or dense_attention(reader, heads)
     encoder = reader.model_type in ENCODER_TYPES
     if encoder:

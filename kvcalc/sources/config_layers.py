@@ -14,6 +14,11 @@ LAYER_TYPES = {
     "sliding_attention": "sliding",
     "chunked_attention": "chunked",
     "linear_attention": "state", "mamba": "state", "linear": "state",
+    # MLA with a sparse-attention indexer (DeepSeek-V3.2 and kin, as transformers 5.24 writes
+    # layer_types): a full layer whose indexer keys the attention reader counts
+    "indexed_attention": "indexed",
+    # LFM2's gated short convolution: a constant conv state, no K/V
+    "conv": "conv",
     # Nemotron-H's layers_block_type (transformers' NemotronHConfig): a layer that is only an
     # MLP or a mixture of experts has neither attention nor a recurrent state
     "mlp": "ffn", "moe": "ffn",
@@ -32,9 +37,22 @@ MAMBA2_HEADS = ("mamba_num_heads", "mamba_n_heads")
 # Integer fields where 0 means something: Jamba's layer 0 is attention; no layer is below
 # max_window_layers 0. Every other integer field must be at least 1.
 
+def layer_count(r: Reader) -> int:
+    """num_hidden_layers, or for Nemotron-H without it the length of hybrid_override_pattern or
+    layers_block_type (NemotronHConfig derives the count from the pattern)."""
+    count = r.integer("num_hidden_layers")
+    if count is not None:
+        return count
+    # require() let a missing count through only with one of these
+    field = "hybrid_override_pattern" if isinstance(r.data.get("hybrid_override_pattern"), str) else "layers_block_type"
+    pattern = r.data[field]
+    r.notes.append(f"inferred: num_hidden_layers = {len(pattern)}, one per entry of {field}")
+    return len(pattern)
+
+
 def layers_block(r: Reader, count: int) -> dict:
     """Each layer's kind in order, folded into the shortest pattern that tiles to it."""
-    order = _layer_order(r, count)
+    order = _with_per_layer_attention(r, _layer_order(r, count))
     kinds: dict[str, dict] = {}
     names: list[str] = []
     for token in order:
@@ -229,12 +247,53 @@ def _kind(r: Reader, token: str) -> tuple[str, dict]:
         return "full", {"type": "full"}
     if token == "state":
         return r.once("state", _state)
+    if token == "indexed":
+        return r.once("indexed", _indexed)
+    if token == "conv":
+        return r.once("conv", _short_conv)
     if token == "ffn":
         return "ffn", {
             "type": "none",
             "description": "MLP or mixture-of-experts layer: no attention and no recurrent state",
         }
     return "full", {"type": "full"}
+
+
+def _indexed(r: Reader) -> tuple[str, dict]:
+    """layer_types "indexed_attention": MLA with an indexer on every such layer. indexer_types
+    "shared" (a layer reusing another layer's indexer keys) is refused: kvcalc counts an indexer
+    cache on every MLA layer."""
+    if r.data.get("kv_lora_rank") is None or r.data.get("index_head_dim") is None:
+        r.fail("layer_types says indexed_attention, but kvcalc reads an indexer only beside MLA "
+               "(kv_lora_rank with index_head_dim, index_n_heads)")
+    kinds = r.data.get("indexer_types")
+    if kinds is not None:
+        if not isinstance(kinds, list) or any(kind != "full" for kind in kinds):
+            shown = sorted({str(kind) for kind in kinds}) if isinstance(kinds, list) else kinds
+            r.fail(f"indexer_types {shown_json(shown)}: layers that share another layer's indexer keep no indexer "
+                   "cache of their own, and kvcalc counts one on every MLA layer")
+        note_once(r, "inferred: indexer_types is 'full' on every layer: each layer caches its own indexer keys")
+    return "full", {"type": "full"}
+
+
+def _short_conv(r: Reader) -> tuple[str, dict]:
+    """LFM2's short-convolution layer: a depthwise conv over hidden_size channels whose state
+    holds conv_L_cache columns, as transformers allocates it (vLLM keeps conv_L_cache - 1)."""
+    hidden, kernel = r.integer("hidden_size"), r.integer("conv_L_cache", default=False)
+    if hidden is None or kernel is None:
+        r.fail("conv layers (LFM2's short convolution) need hidden_size and conv_L_cache")
+    r.data.get("conv_bias")  # read, and moot: a bias is a weight, not state
+    note_once(r, (
+        f"inferred: each conv layer's state holds conv_L_cache ({kernel}) columns of hidden_size ({hidden}), as "
+        f"transformers allocates it; vLLM keeps conv_L_cache - 1 ({kernel - 1}), {hidden} elements less per layer"
+    ))
+    return "conv", {
+        "type": "none",
+        "state_elements": hidden * kernel,
+        "description": (
+            f"short-convolution layer: conv state hidden_size x conv_L_cache = {hidden} x {kernel} = {hidden * kernel}"
+        ),
+    }
 
 
 def _chunk(r: Reader) -> int | None:
@@ -394,8 +453,11 @@ def _with_local_global(r: Reader, order: list[str]) -> list:
     fields for the sliding layers, num_global_key_value_heads / global_head_dim for the full
     ones. Each such kind gets its own attention; other configs pass through untouched."""
     swa = any(r.data.get(k) is not None for k in SWA_FIELDS)
-    glob = any(r.data.get(k) is not None for k in GLOBAL_FIELDS)
-    if not (swa or glob):
+    glob = any(r.data.get(k) is not None for k in GLOBAL_FIELDS) and not _is_gemma4(r)
+    # transformers' MiMoV2FlashConfig keeps no swa_* fields: its attention gives sliding layers
+    # twice num_key_value_heads, as MiMo-V2-Flash's own config states in swa_num_key_value_heads
+    doubled = r.model_type == "mimo_v2_flash" and r.data.get("swa_num_key_value_heads") is None
+    if not (swa or glob or doubled):
         return order
     if r.data.get("kv_lora_rank") is not None:
         r.fail("swa_* or global_* head fields beside MLA's kv_lora_rank: kvcalc cannot tell which layers are MLA")
@@ -404,9 +466,16 @@ def _with_local_global(r: Reader, order: list[str]) -> list:
     v_dim = r.integer("v_head_dim", default=False)
     full = _dense(r, heads, r.integer("num_global_key_value_heads", default=False) or kv,
                   r.integer("global_head_dim", default=False) or head_dim, v_dim)
+    local_kv = r.integer("swa_num_key_value_heads", default=False) or kv
+    if doubled:
+        local_kv = 2 * kv
+        r.notes.append(
+            f"inferred: sliding layers cache 2 x num_key_value_heads = {local_kv} KV heads (no "
+            "swa_num_key_value_heads; transformers' MiMoV2Flash attention doubles them there)"
+        )
     local = _dense(
         r, r.integer("swa_num_attention_heads", default=False) or heads,
-        r.integer("swa_num_key_value_heads", default=False) or kv,
+        local_kv,
         r.integer("swa_head_dim", default=False) or head_dim,
         r.integer("swa_v_head_dim", default=False) or v_dim,
     )
@@ -465,6 +534,92 @@ def _model_head_dim(r: Reader, heads: int) -> int:
     if hidden is None or hidden % heads:
         r.fail("no head_dim, and hidden_size / num_attention_heads is not a whole number")
     return hidden // heads
+
+
+# --------------------------------------------------------------------------- per_layer_config (Gemma-4)
+
+GEMMA4_GLOBAL_HEAD_DIM = 512  # Gemma4TextConfig's global_head_dim when a config leaves it out
+PER_LAYER_FIELDS = ("head_dim", "num_key_value_heads")
+
+
+def _is_gemma4(r: Reader) -> bool:
+    return r.model_type.startswith("gemma4")
+
+
+def _with_per_layer_attention(r: Reader, order: list) -> list:
+    """Layers with their own head size or KV heads, as transformers' Gemma-4 builds them: an
+    explicit per_layer_config ({"5": {"head_dim": 512, "num_key_value_heads": 2}, ...}) decides;
+    without one, Gemma-4's full layers take global_head_dim (512 by default) and, only with
+    attention_k_eq_v, num_global_key_value_heads."""
+    shared = r.data.get("num_kv_shared_layers")
+    if isinstance(shared, int) and not isinstance(shared, bool) and shared > 0:
+        r.fail(f"num_kv_shared_layers {shared}: the last {shared} layers reuse earlier layers' K/V and keep none "
+               "of their own (and the layers they read keep the whole context); kvcalc counts a cache in every layer")
+    overrides = _per_layer_config(r, len(order)) if r.data.get("per_layer_config") is not None else (
+        _gemma4_globals(r, order) if _is_gemma4(r) else None)
+    if not overrides:
+        return order
+    heads = r.integer("num_attention_heads")
+    kv, head_dim = _model_kv_heads(r, heads), _model_head_dim(r, heads)
+    out = list(order)
+    for index, override in sorted(overrides.items()):
+        token = order[index]
+        if not isinstance(token, str) or token not in ("full", "sliding", "chunked"):
+            r.fail(f"per_layer_config gives layer {index} its own attention, but it is not an attention layer")
+        name, kind = _kind(r, token)
+        layer_kv, layer_dim = override.get("num_key_value_heads", kv), override.get("head_dim", head_dim)
+        if (layer_kv, layer_dim) == (kv, head_dim):
+            continue
+        attention = _dense(r, heads, layer_kv, layer_dim, None)
+        out[index] = (f"{name}_kv{layer_kv}_d{layer_dim}", {**kind, "attention": attention})
+    k_eq_v = r.data.get("attention_k_eq_v")
+    if k_eq_v is True:
+        r.notes.append(
+            "inferred: attention_k_eq_v: full layers take V from K's projection; transformers still caches K and V "
+            "apart, as kvcalc counts (an engine that kept one tensor would hold half on those layers)"
+        )
+    return out
+
+
+def _per_layer_config(r: Reader, count: int) -> dict[int, dict]:
+    table = r.data["per_layer_config"]
+    if not isinstance(table, dict):
+        r.fail(f"per_layer_config must map layer numbers to objects, got {shown_json(table)}")
+    overrides: dict[int, dict] = {}
+    for key, value in table.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < count):
+            r.fail(f"per_layer_config key {shown_json(key)} is not a layer number below {count}")
+        if not isinstance(value, dict):
+            r.fail(f"per_layer_config[{key}] must be an object, got {shown_json(value)}")
+        unknown = sorted(set(value) - set(PER_LAYER_FIELDS))
+        if unknown:
+            r.fail(f"per_layer_config[{key}] sets {', '.join(unknown)}, which kvcalc does not read "
+                   f"(it reads {', '.join(PER_LAYER_FIELDS)})")
+        for field, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                r.fail(f"per_layer_config[{key}].{field} must be a positive whole number, got {shown_json(number)}")
+        overrides[int(key)] = value
+    for field in ("global_head_dim", "num_global_key_value_heads"):
+        if r.data.get(field) is not None:
+            r.notes.append(f"ignored: {field} {shown_json(r.data[field])}: per_layer_config decides each layer")
+    return overrides
+
+
+def _gemma4_globals(r: Reader, order: list) -> dict[int, dict]:
+    global_dim = r.integer("global_head_dim", default=False)
+    if global_dim is None:
+        global_dim = GEMMA4_GLOBAL_HEAD_DIM
+        r.notes.append(f"inferred: global_head_dim = {global_dim} (transformers' default for Gemma-4; not in "
+                       "config.json): full layers cache heads of this size")
+    override = {"head_dim": global_dim}
+    global_kv = r.integer("num_global_key_value_heads", default=False)
+    if global_kv is not None:
+        if r.data.get("attention_k_eq_v") is True:
+            override["num_key_value_heads"] = global_kv
+        else:
+            r.notes.append(f"ignored: num_global_key_value_heads {global_kv}: transformers' Gemma-4 uses it only "
+                           "with attention_k_eq_v true")
+    return {i: override for i, token in enumerate(order) if token == "full"}
 
 
 # --------------------------------------------------------------------------- block_configs

@@ -57,6 +57,9 @@ DEFAULTS_MATCHED = frozenset({
     "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
     "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu",
     "roberta-prelayernorm", "roc_bert", "data2vec-text",  # encoders: transformers returns no cache either
+    # read since the survey's first run: indexed_attention, LFM conv layers, MiMo-V2-Flash's doubled
+    # sliding KV heads, XGLM's attention_heads
+    "axk2", "glm_moe_dsa", "lfm3", "mimo_v2_flash", "xglm",
 })
 
 # model_type -> why kvcalc refuses it (the error names the type and says this).
@@ -89,6 +92,31 @@ REFUSED: dict[str, str] = {
              "hold K/V and a Mamba state together",
     "xlm": "XLM: a masked-LM encoder first; its causal head keeps a cache of its own, and it names its width "
            "emb_dim",
+    "dory": "looped layers (Dory): n_recurrent_layers run n_recurrent_loops times, each loop keeping a cache of "
+            "its own (recurrent_kv_cache_mode), which kvcalc's one-cache-per-layer count does not describe",
+    "deepseek_v4": "compressed sparse attention (DeepSeek-V4's compressed_sparse_attention and "
+                   "heavily_compressed_attention layers) caches compressed blocks kvcalc does not size",
+    "inkling_text": "hybrid layers that hold attention K/V and convolution states together (hybrid, hybrid_sliding)",
+    "inkling2_text": "hybrid layers that hold attention K/V and convolution states together (hybrid, hybrid_sliding)",
+    "inkling2_loop_text": "hybrid layers that hold attention K/V and convolution states together, run in loops",
+    "zaya": "hybrid layers that hold a Mamba state and a KV cache together",
+    "zamba2": "shared attention blocks inside Mamba2 layers (hybrid): one layer holds a Mamba state and a KV cache",
+    "falcon_h1": "attention and a Mamba2 mixer in parallel in every layer: each holds a KV cache and a state",
+    "minimax": "lightning (linear) attention layers whose recurrent state kvcalc does not size",
+    "kimi_linear": "Kimi Delta Attention layers (linear_num_heads, linear_head_dim, short convolutions) whose "
+                   "recurrent state kvcalc does not size",
+    "bailing_hybrid": "Kimi Delta Attention style linear layers whose recurrent state kvcalc does not size",
+    "qwen4_exp": "indexed attention on dense (not MLA) layers beside linear attention: an indexer kvcalc does not read",
+    "qwen4_exp_text": "indexed attention on dense (not MLA) layers beside linear attention: an indexer kvcalc does "
+                      "not read",
+    "gemma4_unified_assistant": "an assistant whose every layer reuses the target model's K/V "
+                                "(num_kv_shared_layers = num_hidden_layers): it keeps no cache of its own",
+    "dots3_note": "sliding layers with a dense attention of their own beside MLA layers with an indexer, a "
+                  "mix kvcalc does not read",
+    "dots3_note_text": "sliding layers with a dense attention of their own beside MLA layers with an indexer, a "
+                       "mix kvcalc does not read",
+    "hy_v4": "layers that share another layer's indexer keys (indexer_types shared): kvcalc counts an indexer "
+             "cache on every MLA layer",
 }
 
 # model_type -> why no check has settled it. Read by field names, with the "untested" note.
@@ -99,27 +127,16 @@ UNVERIFIED: dict[str, str] = {
         "transformers 5.24 cannot build the model from its own default config",
     ),
     **dict.fromkeys(
-        ("biogpt", "moshi", "gemma4", "gemma4_unified", "jetmoe", "gemma4_unified_assistant"),
+        ("biogpt", "moshi", "gemma4", "gemma4_unified", "jetmoe"),
         "transformers cannot run the model on meta tensors (a data-dependent operation), so no reference",
     ),
     "bert-generation": "a BERT decoder that caches only with is_decoder true (false in its defaults)",
     "openai-gpt": "transformers' OpenAIGPTLMHeadModel keeps no cache to compare with",
     "glm4_moe": "the defaults give no head_dim and 96 heads for hidden 4096; released configs state head_dim",
-    "xglm": "XGLM names its heads attention_heads, not an alias kvcalc reads",
-    # hybrid and per-layer families read by the config_layers work of issue 9; re-run
-    # benchmarks/model_types.py once it lands
     **dict.fromkeys(
-        ("bamba", "granitemoehybrid", "falcon_h1", "zamba2", "mimo_v2_flash", "kimi_linear",
-         "bailing_hybrid", "minimax", "lfm3", "dory", "zaya", "inkling_text", "inkling2_text",
-         "inkling2_loop_text", "deepseek_v4"),
-        "a hybrid or per-layer layout (Mamba-2, linear attention, swa_* heads, hybrid or conv layers) whose "
-        "reading is in progress",
-    ),
-    **dict.fromkeys(
-        ("glm_moe_dsa", "axk2", "dots3_note", "dots3_note_text", "hy_v4", "qwen4_exp",
-         "qwen4_exp_text"),
-        "indexed_attention layers (a sparse-attention indexer's keys beside the cache), whose reading is in "
-        "progress",
+        ("bamba", "granitemoehybrid"),
+        "Mamba2 hybrids read like Nemotron-H; transformers cannot run them on meta tensors (get_seq_length "
+        "on a cache of Mamba layers only), so no reference",
     ),
 }
 

@@ -65,6 +65,7 @@ class Part:
     dtype: str  # kvcalc's name (fp32, bf16, fp16) or torch's for others
     elements: int
     bytes: int
+    shape: tuple[int, ...] = ()  # as held: (batch, heads, tokens, head size) for transformers' K and V
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ def _walk(cache, torch) -> tuple[tuple[tuple[Part, ...], ...], tuple[str, ...]]:
                     continue
                 seen.add(id(tensor))
                 dtype = TORCH_DTYPES.get(str(tensor.dtype), str(tensor.dtype))
-                parts.append(Part(attr, dtype, tensor.numel(), tensor.numel() * tensor.element_size()))
+                parts.append(Part(attr, dtype, tensor.numel(), tensor.numel() * tensor.element_size(),
+                                  tuple(tensor.shape)))
         held.append(tuple(parts))
         classes.append(type(layer).__name__)
     return tuple(held), tuple(classes)
@@ -397,7 +399,7 @@ def _explain(spec, name, kind, layers, mine, parts, context, batch, dtype, mla_l
             "--mla-layout expanded" if other == "expanded" else
             f"transformers caches MLA compressed: the latent ({attention.kv_lora_rank}) and the shared rope key "
             f"({attention.qk_rope_head_dim}) per token, kvcalc's --mla-layout latent (as vLLM and SGLang)")))
-    elif attention.kv_heads < attention.heads:
+    elif attention.kv_heads < attention.heads and _holds_heads(parts, attention):
         widths.append((attention.heads * (attention.head_dim + attention.v_dim), "repeated-kv", (
             f"transformers holds all {attention.heads} heads' K and V, not the {attention.kv_heads} KV heads "
             "(KV heads repeated to the query heads)")))
@@ -411,6 +413,16 @@ def _explain(spec, name, kind, layers, mine, parts, context, batch, dtype, mla_l
                 return "dtype", _dtype_reason(parts, dtype, count, "K/V"), True
     why = f"no known convention gives transformers' {measured:,} bytes ({_attrs(parts)}); kvcalc: {mine:,}"
     return None, why, False
+
+
+def _holds_heads(parts, attention) -> bool:
+    """Every K and V tensor held is (batch, heads, tokens, size) with the query heads' count and
+    kvcalc's K and V widths: only then are the KV heads repeated, rather than bytes that happen
+    to agree (a wider global head_dim over fewer heads gives the same product)."""
+    kv = [p for p in parts if p.attr in ("keys", "values")]
+    widths = {"keys": attention.head_dim, "values": attention.v_dim}
+    return bool(kv) and all(len(p.shape) == 4 and p.shape[1] == attention.heads and p.shape[3] == widths[p.attr]
+                            for p in kv)
 
 
 def _explain_indexer(indexer, group, mine, parts, batch, dtype):
