@@ -692,7 +692,7 @@ def _fraction(value: str):
     return fraction
 
 
-WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
 Engine = Literal["vllm", "sglang", "trtllm"]
 
 
@@ -1101,21 +1101,26 @@ def presets_show(
 
 @app.command("import")
 def import_cmd(
-    path: Annotated[Path, typer.Argument(metavar="PATH", help="A Hugging Face config.json, or a folder holding one.")],
+    path: Annotated[str, typer.Argument(
+        metavar="PATH|ORG/NAME",
+        help="A Hugging Face config.json, a folder holding one, or a Hub id (only config.json is fetched).")],
     output_name: Annotated[
         str | None,
         typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE.yaml (a regular file only).")] = False,
+    revision: RevisionOpt = None,
 ) -> None:
-    """Convert a config.json into a preset YAML to review, correct and keep."""
+    """Convert a config.json (a file, a folder, or a Hub id) into a preset YAML to review, correct and keep."""
     from kvcalc.files import check_target, write_text
     from kvcalc.sources.config_json import load_config_path, preset_yaml
+    from kvcalc.sources.resolve import is_hub_ref, load_hub
 
     output = None if output_name is None else Path(output_name)
     if output is not None:
         check_target(output, force=force, given=output_name)
-    spec = load_config_path(path)
+    revision = _revision(revision, [path])
+    spec = load_hub(path, revision) if is_hub_ref(path) else load_config_path(Path(path))
     if output is not None:
         spec = _named_for(spec, output)
     text = preset_yaml(spec)

@@ -232,6 +232,18 @@ def test_compare_and_presets_show_take_hub_ids(hub, tmp_path):
     assert json.loads(proc.stdout)["source"][0] == f"{hub}/meta/llama-3-8b/blob/{COMMIT}/config.json"
 
 
+def test_import_takes_a_hub_id(hub, tmp_path):
+    out = tmp_path / "llama-from-hub.yaml"
+    proc, _ = run(["import", "meta/llama-3-8b", "-o", str(out)], hub, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = run(["estimate", str(out), "-c", "8k", "--json"], hub, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    # 32 layers x 8 KV heads x (128 + 128) x 2 bytes x 8192 tokens
+    assert data["total_bytes"] == 32 * 8 * 256 * 2 * 8192
+    assert any(n.startswith("read config.json of meta/llama-3-8b") for n in data["notes"])
+
+
 def test_fit_reads_checkpoint_bytes_from_safetensors_headers(hub, tmp_path):
     FakeHub.requests.clear()
     proc, _ = run(["fit", "meta/llama-3-8b", "--gpu", "h100", "-c", "8k", "--json"], hub, tmp_path)

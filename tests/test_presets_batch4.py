@@ -312,3 +312,17 @@ def test_gpt_oss_decode_reads_the_touched_experts_in_mxfp4():
     assert experts == 4  # one token touches its 4 experts in each layer
     read = 24 * 4 * 3 * 2880 * 2880  # the routed weights one token reads
     assert bf16 - mxfp4 == 2 * read - (read // 2 + read // 32)
+
+
+def test_cli_weights_dtype_mxfp4(runner, kvcalc_app):
+    import json
+
+    result = runner.invoke(kvcalc_app, ["fit", "gpt-oss-20b", "--gpu", "h100", "--weights-dtype", "mxfp4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["weights_bytes"] == 13_761_264_768
+    # a dense model has no routed experts: all 16-bit, and said so
+    result = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu", "h100", "--weights-dtype", "mxfp4", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["weights_bytes"] == 2 * 8_030_261_248
+    assert any("mxfp4 shrinks routed experts only" in w for w in data["warnings"])

@@ -448,6 +448,9 @@ def fit(
 
     count = parameter_count(spec)
     total_weights, weights_label, weights_source = _weights(spec, count, weights_dtype, weights_bytes, checkpoint)
+    if weights_label == "mxfp4" and count is not None and not count.routed:
+        warnings.append(f"mxfp4 shrinks routed experts only, and {spec.name} has none: every weight is counted "
+                        "16-bit")
     per_gpu_weights = eng.cdiv(total_weights, tp * pp)
     if reserve is None:
         parts = estimate_reserve(spec, tp, batched, eng.default_max_seqs(sized_for, gpu))
