@@ -75,10 +75,12 @@ def test_nemotron_h_8b_by_hand():
     # 4 attention layers x 8 KV heads x (128 + 128) x 2 bytes; head_dim from attention_head_dim
     assert e.bytes_per_token == 4 * 8 * (128 + 128) * 2 == 16_384
     assert e.total_bytes == 16_384 * 8192
-    # Mamba2: SSM 128 heads x 64 x 128 + conv (128 x 64 + 2 x 8 x 128) x 4, bf16, 24 layers
-    per_layer = 128 * 64 * 128 + (128 * 64 + 2 * 8 * 128) * 4
-    assert per_layer == 1_089_536
-    assert e.state_bytes == 24 * per_layer * 2 == 52_297_728
+    # Mamba2: SSM 128 heads x 64 x 128 in float32 (NemotronHConfig's mamba_ssm_cache_dtype default,
+    # which vLLM reads too) + conv (128 x 64 + 2 x 8 x 128) x 4 in bf16, 24 layers
+    ssm, conv = 128 * 64 * 128, (128 * 64 + 2 * 8 * 128) * 4
+    assert ssm + conv == 1_089_536
+    assert e.state_bytes == 24 * (ssm * 4 + conv * 2) == 102_629_376
+    assert any("mamba_ssm_cache_dtype float32 (NemotronHConfig's default" in n for n in spec.notes)
 
 
 def test_nemotron_3_nano_by_hand_with_fp32_ssm_state():

@@ -38,8 +38,16 @@ def test_shared_indexer_layers_are_refused_naming_the_field():
     data = raw("deepseek-v3.2-exp")
     data["layer_types"] = ["indexed_attention"] * 61
     data["indexer_types"] = ["full", "shared", "shared", "shared"] * 15 + ["full"]
-    with pytest.raises(PresetError, match=r"indexer_types \[\"full\", \"shared\"\]"):
+    with pytest.raises(PresetError, match=r"indexer_types gives \[\"full\", \"shared\"\] layers"):
         read(data)
+    del data["layer_types"], data["indexer_types"]  # the DeepSeek-V3.2 fields alone, as GLM's DSA writes them
+    with pytest.raises(PresetError, match="index_topk_pattern gives"):
+        read(data | {"index_topk_pattern": "FSSS" * 15 + "F"})
+    # GlmMoeDsaConfig: layer i runs its own indexer iff max(i - offset + 1, 0) % freq == 0
+    with pytest.raises(PresetError, match="index_topk_freq 4 gives"):
+        read(data | {"index_topk_freq": 4})
+    spec = read(data | {"index_topk_freq": 1})  # every layer its own: read, and said
+    assert any("index_topk_freq 1: every layer runs its own indexer" in n for n in spec.notes)
 
 
 def test_indexed_attention_without_mla_is_refused():
@@ -215,3 +223,47 @@ def test_a_wrapper_of_a_refused_type_is_refused():
                                                      "hidden_size": 4096}}
     with pytest.raises(PresetError, match="model_type 'mllama' is not supported: cross-attention"):
         read(data)
+
+
+def test_gemma4_without_layer_types_builds_transformers_pattern():
+    # Gemma4TextConfig without layer_types: every sixth layer full, and the last layer forced full;
+    # 32 layers: full at 5, 11, 17, 23, 29 and 31 (6 full, 26 sliding)
+    data = gemma4_text(num_hidden_layers=32)
+    del data["layer_types"], data["sliding_window"]  # the class default window, 512, applies
+    spec = read(data)
+    order = spec.layers.order()
+    assert [i for i, kind in enumerate(order) if kind.startswith("full")] == [5, 11, 17, 23, 29, 31]
+    e = estimate(spec, context=1024)
+    # sliding: 26 layers x 512 tokens x 4 KV heads x (256 + 256) x 2 B; full: 6 x 1024 x 4 x (512 + 512) x 2 B
+    assert e.total_bytes == 26 * 512 * 4 * 512 * 2 + 6 * 1024 * 4 * 1024 * 2
+
+
+def test_gemma4_layer_types_ending_in_sliding_gets_a_full_last_layer():
+    data = gemma4_text()
+    data["layer_types"][-1] = "sliding_attention"
+    spec = read(data)
+    assert spec.layers.order()[-1].startswith("full")
+    assert any("the last layer is full attention" in note for note in spec.notes)
+
+
+def test_mimo_v2_sliding_window_size_alone_is_the_window_plus_one():
+    data = raw("mimo-v2.5")
+    del data["sliding_window"]
+    spec = read(data)
+    windows = {kind.window for kind in spec.layers.kinds.values() if kind.type == "sliding"}
+    assert windows == {data["sliding_window_size"] + 1}
+    assert not any("hold the whole context" in note for note in spec.notes)
+
+
+def test_layers_block_type_must_match_the_layer_count():
+    data = raw("nemotron-h-8b-base-8k")
+    kinds = {"M": "mamba", "*": "attention", "-": "mlp"}
+    data["layers_block_type"] = [kinds[c] for c in data.pop("hybrid_override_pattern")]
+    data["num_hidden_layers"] = 30
+    with pytest.raises(PresetError, match="layers_block_type has 52 layers, but num_hidden_layers is 30"):
+        read(data)
+
+
+def test_multi_token_prediction_fields_are_not_unread_kv_keys():
+    data = raw("nemotron-h-8b-base-8k") | {"mtp_layers_block_type": ["attention"], "num_nextn_predict_layers": 0}
+    assert not [note for note in read(data).notes if note.startswith("unread:")]

@@ -159,8 +159,11 @@ def test_mimo_config_reads_k_and_v_widths():
     a = spec.attention
     assert (a.kind, a.heads, a.kv_heads, a.head_dim, a.v_head_dim) == ("gqa", 64, 4, 192, 128)
     assert not [n for n in spec.notes if n.startswith("unread:")]
-    # 48 layers x 4 KV heads x (192 + 128) x 2 bytes, as every layer were full attention here
-    assert estimate(spec, context=1).bytes_per_token == 48 * 4 * (192 + 128) * 2
+    # no layer_types: as MiMoV2FlashConfig builds them, layers 0, 5, 11, ..., 47 (9) are full with
+    # 4 KV heads, the other 39 slide with twice the KV heads; (192 + 128) x 2 bytes each
+    assert estimate(spec, context=1).bytes_per_token == 9 * 4 * (192 + 128) * 2 + 39 * 8 * (192 + 128) * 2
+    # the sliding layers hold MiMoV2FlashConfig's default window of 129 tokens
+    assert estimate(spec, context=4096).total_bytes == (9 * 4096 * 4 + 39 * 129 * 8) * 320 * 2
 
 
 def test_equal_v_head_dim_is_left_unset():

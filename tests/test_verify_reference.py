@@ -29,9 +29,9 @@ from kvcalc.verify.reference import Held, Part, compare
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
 
-def _held(per_layer: list[list[Part]]) -> Held:
+def _held(per_layer: list[list[Part]], model_type: str = "") -> Held:
     return Held(layers=tuple(tuple(p) for p in per_layer), classes=("DynamicLayer",) * len(per_layer),
-                dtype="bf16", model_class="M", cache_class="DynamicCache", version="test")
+                dtype="bf16", model_class="M", cache_class="DynamicCache", version="test", model_type=model_type)
 
 
 def _kv(tokens: int, kv_heads: int, width: int, dtype: str = "bf16", size: int = 2) -> list[Part]:
@@ -88,7 +88,7 @@ def test_a_wider_state_type_with_the_same_elements_is_named():
     conv, recurrent = (2 * 16 * 128 + 32 * 128) * 4, 32 * 128 * 128
     linear = [Part("conv_states", "bf16", conv, conv * 2), Part("recurrent_states", "fp32", recurrent, recurrent * 4)]
     layers = [_kv(8, 2, 256) if i % 4 == 3 else linear for i in range(48)]
-    result = compare(spec, _held(layers), context=8)
+    result = compare(spec, _held(layers, "qwen3_next"), context=8)
     rows = {r.name: r for r in result.rows}
     state = next(r for r in result.rows if r.kind == "none")
     assert state.kvcalc_bytes == 36 * (conv + recurrent) * 2
@@ -96,6 +96,11 @@ def test_a_wider_state_type_with_the_same_elements_is_named():
     assert state.rule == "dtype" and "recurrent_states in fp32" in state.reason
     assert rows["full"].difference == 0 and rows["full"].kvcalc_bytes == 12 * 8 * 2 * (256 + 256) * 2
     assert result.ok
+    # the same held tensors for a family with no known convention: a state dtype kvcalc may have
+    # misread (as it once did Nemotron-H's float32 SSM state) is shown, not explained
+    other = compare(spec, _held(layers, "someones_hybrid"), context=8)
+    state = next(r for r in other.rows if r.kind == "none")
+    assert state.rule == "dtype" and not state.explained and not other.ok
 
 
 def test_more_cache_layers_than_kvcalc_counts_is_unexplained():

@@ -200,6 +200,33 @@ def mla_attention(r: Reader, heads: int) -> dict | None:
 INDEXER_FIELDS = ("index_head_dim", "index_n_heads")
 
 
+def _every_layer_indexes(r: Reader) -> None:
+    """kvcalc counts indexer keys on every MLA layer. GLM's DSA configs may let layers share
+    another layer's indexer ("shared": no indexer of their own), by indexer_types, or, as
+    transformers' GlmMoeDsaConfig derives them, index_topk_pattern ("FSSF...") or
+    index_topk_freq with index_skip_topk_offset; such a config is refused, not miscounted."""
+    kinds = r.data.get("indexer_types")
+    source = "indexer_types"
+    if kinds is None and r.data.get("index_topk_pattern") is not None:
+        pattern, source = r.data["index_topk_pattern"], "index_topk_pattern"
+        kinds = [{"F": "full", "S": "shared"}.get(c, c) for c in pattern] if isinstance(pattern, str) else pattern
+    elif kinds is None and r.data.get("index_topk_freq") is not None:
+        freq, offset = r.data["index_topk_freq"], r.data.get("index_skip_topk_offset", 2)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (freq, offset)):
+            r.fail("index_topk_freq and index_skip_topk_offset must be whole numbers")
+        count = r.data.get("num_hidden_layers")
+        count = count if isinstance(count, int) and not isinstance(count, bool) and 0 < count <= 100_000 else 0
+        kinds = ["full" if max(i - offset + 1, 0) % max(freq, 1) == 0 else "shared" for i in range(count)]
+        source = f"index_topk_freq {freq}"
+    if kinds is None:
+        return
+    if not isinstance(kinds, list) or any(kind != "full" for kind in kinds):
+        shown = sorted({str(kind) for kind in kinds}) if isinstance(kinds, list) else kinds
+        r.fail(f"{source} gives {shown_json(shown)} layers: a layer that shares another layer's indexer keeps no "
+               "indexer cache of its own, and kvcalc counts one on every MLA layer")
+    r.notes.append(f"inferred: {source}: every layer runs its own indexer and caches its keys")
+
+
 def _indexer(r: Reader) -> dict | None:
     """DeepSeek-V3.2's lightning indexer: one index_head_dim key per token and layer, cached
     beside the latent. index_topk (how many tokens each query keeps) is read and changes nothing
@@ -211,6 +238,7 @@ def _indexer(r: Reader) -> dict | None:
     missing = [name for name in INDEXER_FIELDS if name not in present]
     if missing:
         r.fail(f"{present[0]} says a sparse-attention indexer, but {', '.join(missing)} is missing")
+    _every_layer_indexes(r)
     head_dim = r.integer("index_head_dim", default=False)
     heads = r.integer("index_n_heads", default=False)
     topk = r.integer("index_topk", default=False)

@@ -66,6 +66,9 @@ CLASS_DEFAULTS: dict[str, dict[str, int]] = {
     "qwen3": {"head_dim": 128, "max_window_layers": 28, "sliding_window": 4096},
     "qwen3_moe": {"sliding_window": 4096},
     "qwen3_next": {"full_attention_interval": 4},
+    "gemma4_text": {"sliding_window": 512},
+    "gemma4_unified_text": {"sliding_window": 1024},
+    "mimo_v2_flash": {"sliding_window": 129},
     "llama4_text": {"head_dim": 128, "attention_chunk_size": 8192, "no_rope_layer_interval": 4},
     "jamba": {
         "attn_layer_period": 8, "attn_layer_offset": 4,
@@ -74,7 +77,7 @@ CLASS_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 # A multimodal config names its language model's type only through the wrapper's type.
-TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
+TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "gemma4": "gemma4_text", "llama4": "llama4_text"}
 
 
 # When a config names no length at all (BLOOM: ALiBi has no position table), kvcalc does as
@@ -103,7 +106,9 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"(^|\.)(attn_uses_sequence_id|use_bidirectional_attention)$", "the attention mask, not what is cached"),
     (r"^mamba_dt_rank$", "Mamba's time-step projection rank: weights, not state"),
     (r"^parallel_attn$", "attention and MLP side by side (Falcon): the same cache"),
-    (r"^sliding_window_size$", "Gemma-2's legacy name; transformers reads sliding_window"),
+    (r"^sliding_window_size$", "Gemma-2's legacy name for sliding_window (MiMo-V2's is read)"),
+    (r"^mtp_layers_block_type$|^num_nextn_predict_layers$",
+     "multi-token-prediction layers, loaded only for speculative decoding: not counted"),
     (r"token_index$|token_id$", "a special token's id in the vocabulary, not a size"),
     (r"^output_attentions$|^output_hidden_states$", "what the forward returns, not what it caches"),
     (r"^chunk_size_feed_forward$", "feed-forward chunking: the MLP, not the cache"),

@@ -88,7 +88,13 @@ def _layer_order(r: Reader, count: int) -> list:
             for i in range(count)
         ]:
             r.notes.append(f"ignored: {pattern[0]} {shown_json(pattern[1])}: layer_types decides, and differs")
+        if _is_gemma4(r) and order and order[-1] != "full":
+            order[-1] = "full"
+            r.notes.append("inferred: the last layer is full attention, as transformers' Gemma-4 forces it "
+                           "(layer_types ends in a sliding layer)")
         return _with_local_global(r, order)
+    if _is_gemma4(r) or r.model_type == "mimo_v2_flash":
+        return _with_local_global(r, _class_pattern(r, count))
     if r.has("attn_layer_period") or r.model_type == "jamba":
         period, offset = r.integer("attn_layer_period"), r.integer("attn_layer_offset")
         if period is None or offset is None:
@@ -140,6 +146,8 @@ def _qwen_window_order(r: Reader, count: int) -> list[str]:
 def _from_layer_types(r: Reader, layer_types: object, count: int, field: str = "layer_types") -> list[str]:
     if not isinstance(layer_types, list) or len(layer_types) < count:
         r.fail(f"{field} must list one type per layer ({count}), got {json.dumps(layer_types)[:80]}")
+    if field == "layers_block_type" and len(layer_types) != count:  # NemotronHConfig counts layers by the list
+        r.fail(f"layers_block_type has {len(layer_types)} layers, but num_hidden_layers is {count}")
     order = []
     for i, name in enumerate(layer_types[:count]):
         if name == "hybrid":  # Zamba2: a Mamba2 mixer and a shared attention block in one layer
@@ -155,6 +163,21 @@ def _from_layer_types(r: Reader, layer_types: object, count: int, field: str = "
             )
         order.append(token)
     return order
+
+
+def _class_pattern(r: Reader, count: int) -> list[str]:
+    """The layer order transformers' config class builds when config.json has no layer_types:
+    Gemma-4 makes every sliding_window_pattern-th layer (6) full, and the last layer full;
+    MiMo-V2-Flash makes layer 0 and every sixth layer full."""
+    if _is_gemma4(r):
+        every = r.integer("sliding_window_pattern", default=False) or 6
+        order = ["full" if (i + 1) % every == 0 or i == count - 1 else "sliding" for i in range(count)]
+        r.notes.append(f"inferred: no layer_types; as transformers' Gemma-4 builds them, every {every}th layer "
+                       "and the last are full attention, the rest sliding")
+        return order
+    r.notes.append("inferred: no layer_types; as transformers' MiMoV2FlashConfig builds them, layer 0 and every "
+                   "sixth layer are full attention, the rest sliding")
+    return ["full" if i == 0 or (i + 1) % 6 == 0 else "sliding" for i in range(count)]
 
 
 def _hybrid_override_order(r: Reader, pattern: object, count: int) -> list[str]:
@@ -228,6 +251,13 @@ def _window(r: Reader) -> int | None:
         return None
     if value is None and "sliding_window" in r.data:
         return None  # an explicit null: no window
+    size = r.data.get("sliding_window_size")
+    if value is None and r.model_type.startswith("mimo_v2") and isinstance(size, int) and not isinstance(size, bool) \
+            and size > 0:
+        # MiMo-V2: transformers sets sliding_window = sliding_window_size + 1 (the earlier tokens and the query)
+        r.notes.append(f"inferred: sliding window = sliding_window_size + 1 = {size + 1} (no sliding_window; "
+                       "transformers reads it so: the earlier tokens plus the current one)")
+        return size + 1
     return r.integer("sliding_window") if value != 0 else None
 
 
@@ -260,20 +290,11 @@ def _kind(r: Reader, token: str) -> tuple[str, dict]:
 
 
 def _indexed(r: Reader) -> tuple[str, dict]:
-    """layer_types "indexed_attention": MLA with an indexer on every such layer. indexer_types
-    "shared" (a layer reusing another layer's indexer keys) is refused: kvcalc counts an indexer
-    cache on every MLA layer."""
+    """layer_types "indexed_attention": an MLA layer with its indexer (read with the attention)."""
     if r.data.get("kv_lora_rank") is None or r.data.get("index_head_dim") is None:
         r.fail("layer_types says indexed_attention, but kvcalc reads an indexer only beside MLA "
                "(kv_lora_rank with index_head_dim, index_n_heads)")
-    kinds = r.data.get("indexer_types")
-    if kinds is not None:
-        if not isinstance(kinds, list) or any(kind != "full" for kind in kinds):
-            shown = sorted({str(kind) for kind in kinds}) if isinstance(kinds, list) else kinds
-            r.fail(f"indexer_types {shown_json(shown)}: layers that share another layer's indexer keep no indexer "
-                   "cache of their own, and kvcalc counts one on every MLA layer")
-        note_once(r, "inferred: indexer_types is 'full' on every layer: each layer caches its own indexer keys")
-    return "full", {"type": "full"}
+    return "full", {"type": "full"}  # the indexer itself is read with the attention (config_attention)
 
 
 def _short_conv(r: Reader) -> tuple[str, dict]:
@@ -425,6 +446,10 @@ def _check_expand(r: Reader, inner: int) -> None:
 
 def _ssm_cache_dtype(r: Reader) -> str | None:
     value = r.data.get("mamba_ssm_cache_dtype")
+    if value is None and r.model_type == "nemotron_h":
+        r.notes.append("inferred: mamba_ssm_cache_dtype float32 (NemotronHConfig's default, which vLLM reads too; "
+                       "not in config.json)")
+        return "fp32"
     if value is None:
         return None
     name = STATE_DTYPES.get(str(value).removeprefix("torch."))

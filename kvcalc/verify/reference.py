@@ -79,6 +79,7 @@ class Held:
     cache_class: str
     version: str
     passthrough: tuple[str, ...] = ()  # module classes replaced by a pass-through
+    model_type: str = ""  # the config's, so a known convention of that family can be named
 
     @property
     def per_layer(self) -> tuple[int, ...]:
@@ -157,7 +158,7 @@ def hold(config: dict, context: int, batch: int = 1, dtype: str | None = None) -
     return Held(
         layers=layers, classes=classes, dtype=TORCH_DTYPES.get(first, first), model_class=type(model).__name__,
         cache_class="no cache" if cache is None else type(cache).__name__, version=transformers.__version__,
-        passthrough=replaced,
+        passthrough=replaced, model_type=model_type,
     )
 
 
@@ -346,7 +347,8 @@ def compare(spec: ModelSpec, held: Held, context: int, batch: int = 1, mla_layou
             rule, reason, explained = _explain_indexer(spec.attention_of(base).indexer, group, mine, parts, batch,
                                                        dtype)
         else:
-            rule, reason, explained = _explain(spec, group.name, kind, len(indices), mine, parts, context, batch,
+            rule, reason, explained = _explain(spec, held.model_type, group.name, kind, len(indices), mine, parts,
+                                               context, batch,
                                                dtype, mla_layout)
         rows.append(KindRow(group.name, group.kind if group.of else kind.type, len(indices), mine,
                             sum(p.bytes for p in parts), reason, explained, rule))
@@ -363,7 +365,18 @@ def compare(spec: ModelSpec, held: Held, context: int, batch: int = 1, mla_layou
     )
 
 
-def _explain(spec, name, kind, layers, mine, parts, context, batch, dtype, mla_layout):
+# Families whose recurrent state transformers keeps wider than the model dtype while engines keep
+# the model dtype, as kvcalc counts it. Elsewhere a state dtype that differs is not explained: it
+# may be kvcalc that misread the state's dtype (Nemotron-H's float32 mamba_ssm_cache_dtype).
+STATE_DTYPE_CONVENTIONS = {
+    "qwen3_next": "transformers keeps the Gated DeltaNet recurrent state in float32; vLLM keeps the model dtype "
+                  "unless --mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
+    "jamba": "transformers keeps the Mamba state in float32; vLLM keeps the model dtype unless "
+             "--mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
+}
+
+
+def _explain(spec, model_type, name, kind, layers, mine, parts, context, batch, dtype, mla_layout):
     """(rule, reason, explained) for one kind. Equal bytes need no reason; otherwise each known
     convention (and each pair of them) is tried, and one that gives transformers' bytes exactly
     is the reason. Nothing else is explained."""
@@ -378,7 +391,12 @@ def _explain(spec, name, kind, layers, mine, parts, context, batch, dtype, mla_l
     if isinstance(kind, NoKVLayer):
         mine_elements = kind.state_elements * layers * batch
         if elements == mine_elements:
-            return "dtype", _dtype_reason(parts, kind.state_dtype or dtype, mine_elements, "state"), True
+            reason = _dtype_reason(parts, kind.state_dtype or dtype, mine_elements, "state")
+            convention = STATE_DTYPE_CONVENTIONS.get(model_type)
+            if convention:
+                return "dtype", f"{reason} ({convention})", True
+            return "dtype", (f"{reason}; which dtype an engine keeps for model_type {model_type or '(none)'} is not "
+                             "a convention kvcalc knows: check the config's state dtype field"), False
         return None, (f"transformers holds {elements:,} state elements ({_attrs(parts)}), kvcalc counts "
                 f"{mine_elements:,}"), False
     attention = spec.attention_of(name)
