@@ -267,3 +267,21 @@ def test_layers_block_type_must_match_the_layer_count():
 def test_multi_token_prediction_fields_are_not_unread_kv_keys():
     data = raw("nemotron-h-8b-base-8k") | {"mtp_layers_block_type": ["attention"], "num_nextn_predict_layers": 0}
     assert not [note for note in read(data).notes if note.startswith("unread:")]
+
+
+def test_nemotron_h_state_dtype_is_what_transformers_holds():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from typer.testing import CliRunner
+
+    from kvcalc.cli import app
+
+    folder = str(CONFIGS / "nemotron-h-8b-base-8k")
+    result = CliRunner().invoke(app, ["verify", folder, "--reference", "transformers", "-c", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = {row["name"]: row for row in data["rows"]}
+    # 24 Mamba2 layers: SSM 128 x 64 x 128 in float32, conv (8192 + 2 x 8 x 128) x 4 in bf16
+    assert rows["mamba2"]["transformers_bytes"] == rows["mamba2"]["kvcalc_bytes"] == 24 * (
+        128 * 64 * 128 * 4 + 10240 * 4 * 2)
+    assert data["ok"] and data["difference"] == 0
