@@ -1264,6 +1264,7 @@ def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dir
     """verify --reference transformers: kvcalc's estimate beside the cache transformers builds."""
     from kvcalc.verify.reference import TRANSFORMERS_HINT, compare, hold, load_config
 
+    spec, data, _ = load_config(model, dirs, revision)  # a preset is refused before any extra is needed
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401  (the kvcalc[transformers] extra)
@@ -1272,7 +1273,6 @@ def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dir
     from kvcalc.verify.plan import DEFAULT_CONTEXT
     from kvcalc.verify.reference import reference_lines, reference_table, reference_verdict
 
-    spec, data, _ = load_config(model, dirs, revision)
     context = context or min(DEFAULT_CONTEXT, spec.max_context)
     result = compare(spec, hold(data, context, batch, kv_dtype), context, batch, mla_layout)
     if json_out:
