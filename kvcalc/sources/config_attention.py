@@ -9,15 +9,29 @@ from kvcalc.sources.model_types import FALCON_TYPES
 MLA_FIELDS = ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
 
 
-def dense_attention(r: Reader, heads: int) -> dict:
-    head_dim = _head_dim(r, heads)
-    kv_heads = _kv_heads(r, heads)
+def model_attention(r: Reader) -> dict:
+    """The model-wide attention (MLA, else dense), read once per config: the layer reader asks
+    for it again when layers carry their own heads, without a second set of notes."""
+    def read(r: Reader) -> dict:
+        heads = r.integer("num_attention_heads")
+        return mla_attention(r, heads) or dense_attention(r, heads)
+
+    return r.once("attention", read)
+
+
+def dense_dict(heads: int, kv_heads: int, head_dim: int, v_dim: int | None = None) -> dict:
+    """A DenseAttention as data: MHA when every head has its K/V, MQA with one, GQA between;
+    ``v_head_dim`` only where V's width differs from K's."""
     kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
     attention = {"kind": kind, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}
-    v_dim = _v_head_dim(r, head_dim)
-    if v_dim is not None:
+    if v_dim is not None and v_dim != head_dim:
         attention["v_head_dim"] = v_dim
     return attention
+
+
+def dense_attention(r: Reader, heads: int) -> dict:
+    head_dim = _head_dim(r, heads)
+    return dense_dict(heads, _kv_heads(r, heads), head_dim, _v_head_dim(r, head_dim))
 
 
 def _v_head_dim(r: Reader, head_dim: int) -> int | None:

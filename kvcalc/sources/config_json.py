@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from kvcalc.errors import PresetError
 from kvcalc.estimate import UNKNOWN_CONTEXT_NOTE
-from kvcalc.sources.config_attention import dense_attention, mla_attention
+from kvcalc.sources.config_attention import model_attention
 from kvcalc.sources.config_fields import (
     ALIASES,
     HINT,
@@ -87,8 +87,8 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             "decoder-only and encoder-only configs"
         )
     require(reader)
-    count, heads = layer_count(reader), reader.integer("num_attention_heads")
-    attention = mla_attention(reader, heads) or dense_attention(reader, heads)
+    count = layer_count(reader)
+    attention = model_attention(reader)
     encoder = reader.model_type in ENCODER_TYPES
     if encoder:
         reader.notes.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from kvcalc.sources.config_attention import dense_dict, model_attention
 from kvcalc.sources.config_fields import Reader, note_once, shown_json, unread_note
 
 MAX_KINDS = 64  # Layers.kinds holds at most this many
@@ -486,8 +487,8 @@ def _with_local_global(r: Reader, order: list[str]) -> list:
         return order
     if r.data.get("kv_lora_rank") is not None:
         r.fail("swa_* or global_* head fields beside MLA's kv_lora_rank: kvcalc cannot tell which layers are MLA")
-    heads = r.integer("num_attention_heads")
-    kv, head_dim = _model_kv_heads(r, heads), _model_head_dim(r, heads)
+    model = model_attention(r)
+    heads, kv, head_dim = model["heads"], model["kv_heads"], model["head_dim"]
     v_dim = r.integer("v_head_dim", default=False)
     full = _dense(r, heads, r.integer("num_global_key_value_heads", default=False) or kv,
                   r.integer("global_head_dim", default=False) or head_dim, v_dim)
@@ -540,25 +541,7 @@ def _window_size_note(r: Reader) -> None:
 def _dense(r: Reader, heads: int, kv: int, head_dim: int, v_dim: int | None) -> dict:
     if heads % kv:
         r.fail(f"{kv} KV heads do not divide {heads} query heads")
-    attention = {"kind": "mha" if kv == heads else "mqa" if kv == 1 else "gqa",
-                 "heads": heads, "kv_heads": kv, "head_dim": head_dim}
-    if v_dim is not None and v_dim != head_dim:
-        attention["v_head_dim"] = v_dim
-    return attention
-
-
-def _model_kv_heads(r: Reader, heads: int) -> int:
-    return r.integer("num_key_value_heads") or heads
-
-
-def _model_head_dim(r: Reader, heads: int) -> int:
-    explicit = r.integer("head_dim")
-    if explicit is not None:
-        return explicit
-    hidden = r.integer("hidden_size")
-    if hidden is None or hidden % heads:
-        r.fail("no head_dim, and hidden_size / num_attention_heads is not a whole number")
-    return hidden // heads
+    return dense_dict(heads, kv, head_dim, v_dim)
 
 
 # --------------------------------------------------------------------------- per_layer_config (Gemma-4)
@@ -584,8 +567,11 @@ def _with_per_layer_attention(r: Reader, order: list) -> list:
         _gemma4_globals(r, order) if _is_gemma4(r) else None)
     if not overrides:
         return order
-    heads = r.integer("num_attention_heads")
-    kv, head_dim = _model_kv_heads(r, heads), _model_head_dim(r, heads)
+    model = model_attention(r)
+    if model["kind"] == "mla":
+        r.fail("per_layer_config or Gemma-4 global heads beside MLA's kv_lora_rank: kvcalc reads them for dense "
+               "attention only")
+    heads, kv, head_dim = model["heads"], model["kv_heads"], model["head_dim"]
     out = list(order)
     for index, override in sorted(overrides.items()):
         token = order[index]
@@ -664,8 +650,10 @@ def block_configs_order(r: Reader, count: int) -> list[tuple[str, dict]]:
     blocks = r.data["block_configs"]
     if not isinstance(blocks, list) or len(blocks) != count:
         r.fail(f"block_configs must list one block per layer ({count}), got {shown_json(blocks)}")
-    heads = r.integer("num_attention_heads")
-    head_dim = _model_head_dim(r, heads)
+    model = model_attention(r)
+    if model["kind"] == "mla":
+        r.fail("block_configs beside MLA's kv_lora_rank: kvcalc reads per-block heads for dense attention only")
+    heads, head_dim = model["heads"], model["head_dim"]
     order: list[tuple[str, dict]] = []
     for i, block in enumerate(blocks):
         attention = block.get("attention") if isinstance(block, dict) else None
