@@ -146,6 +146,10 @@ def _shown(value, limit: int = 40) -> str:
 
 
 # Options shared by several commands, declared once.
+Engine = Literal["vllm", "sglang", "trtllm"]
+EngineOpt = Annotated[
+    Engine | None, typer.Option("--engine", "-e", help="Whose rules: vllm (default), sglang or trtllm.")
+]
 ContextOpt = Annotated[
     int | None,
     typer.Option(
@@ -414,6 +418,7 @@ def compare_cmd(
         typer.Option("--gpus", parser=_whole(1, 2**20), metavar="INTEGER",
                      help="With --gpu: GPUs (TP as heads allow, then replicas).")
     ] = 1,
+    engine: EngineOpt = None,
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
     strict: StrictOpt = False,
@@ -444,8 +449,9 @@ def compare_cmd(
     _warn(dict.fromkeys(w for spec in specs for w in spec_warnings(spec, contexts is not None)))
     if no_windows:
         specs = [_no_windows(spec) for spec in specs]
-    if gpu is None and (gpus != 1 or speed and bandwidth is None):
-        raise typer.BadParameter("--gpus and --speed describe a deployment: give --gpu NAME too", param_hint="--gpu")
+    if gpu is None and (gpus != 1 or engine is not None or speed and bandwidth is None):
+        raise typer.BadParameter("--gpus, --engine and --speed describe a deployment: give --gpu NAME too",
+                                 param_hint="--gpu")
     mla_layout = _layout_for(specs, mla_layout)
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
     deployment = None
@@ -454,9 +460,11 @@ def compare_cmd(
         from kvcalc.compare import with_requests
 
         found = find_gpu(gpu, tuple(gpu_catalog or ()))
-        rows = with_requests(rows, found.memory_bytes, found.key, gpus, kv_dtype)
-        deployment = (f"{gpus} x {found.name}, vLLM rules, default reserve; TP over as many of the GPUs as "
-                      "the heads allow, replicas for the rest; MLA in the latent layout engines cache")
+        template = _deployment(engine or "vllm", None, found.memory_bytes, found, 1, 1, None, kv_dtype=kv_dtype)
+        rows = with_requests(rows, template, gpus)
+        deployment = (f"{gpus} x {found.name}, {template.engine.label.split(':')[0]} rules, default reserve; each "
+                      "model on the TP x PP x replicas within the GPUs that holds the most; MLA in the latent "
+                      "layout engines cache")
     if speed:
         from kvcalc.compare import with_speed
 
@@ -464,6 +472,8 @@ def compare_cmd(
     if json_out:
         def extra(row):
             found = {"requests_fit": row.requests} if gpu else {}
+            if gpu and row.shape:
+                found["shape"] = dict(zip(("tp", "pp", "replicas"), row.shape))
             if speed:
                 found["speed"] = row.speed.to_dict() if row.speed else None
             return found
@@ -693,19 +703,18 @@ def _fraction(value: str):
 
 
 WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
-Engine = Literal["vllm", "sglang", "trtllm"]
 
 
 def _memory_of(gpu: str | None, gpu_memory: int | None, catalogs):
-    """(bytes, catalog key, display name) from --gpu or --gpu-memory (exactly one)."""
+    """(bytes, catalog entry or None) from --gpu or --gpu-memory (exactly one)."""
     from kvcalc.capacity.gpus import find_gpu
 
     if (gpu is None) == (gpu_memory is None):
         raise typer.BadParameter("give one of --gpu NAME and --gpu-memory SIZE", param_hint="--gpu")
     if gpu_memory is not None:
-        return gpu_memory, None, None
+        return gpu_memory, None
     found = find_gpu(gpu, tuple(catalogs or ()))
-    return found.memory_bytes, found.key, found.name
+    return found.memory_bytes, found
 
 
 def _rate(value: str) -> int:
@@ -787,18 +796,10 @@ TPOpt = Annotated[
     typer.Option("--tp", parser=_whole(1, 2**20), metavar="INTEGER",
                  help="Tensor-parallel size (divides the heads).")
 ]
-PPOpt = Annotated[
-    int,
-    typer.Option("--pp", parser=_whole(1, 2**20), metavar="INTEGER",
-                 help="Pipeline-parallel stages.")
-]
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",
                  help="Weights as stored (int4 with its group scales). Default: the checkpoint's, or the model's."),
-]
-EngineOpt = Annotated[
-    Engine | None, typer.Option("--engine", "-e", help="Whose rules: vllm (default), sglang or trtllm.")
 ]
 EmitOpt = Annotated[
     Engine | None,
@@ -807,7 +808,40 @@ EmitOpt = Annotated[
 GPUUtilOpt = Annotated[
     str | None,
     typer.Option("--gpu-util", metavar="FRACTION",
-                 help="Memory fraction the engine may use (default: vLLM 0.92, SGLang and TRT-LLM 0.9)."),
+                 help="Memory fraction the engine may use: vLLM's --gpu-memory-utilization (default 0.92), "
+                      "SGLang's --mem-fraction-static (default: its own heuristic), TRT-LLM's 0.9."),
+]
+EngineVersionOpt = Annotated[
+    str | None,
+    typer.Option("--engine-version", metavar="VERSION",
+                 help="Whose release's rules: vLLM 0.10.2 .. 0.33.0 (default: the newest kvcalc follows; "
+                      "--json says which), SGLang 0.5.23."),
+]
+AsyncOpt = Annotated[
+    bool | None,
+    typer.Option("--async-scheduling/--no-async-scheduling",
+                 help="vLLM: batches in flight (default: on for CUDA in releases that made it the default)."),
+]
+PrefixCachingOpt = Annotated[
+    bool | None,
+    typer.Option("--enable-prefix-caching/--no-enable-prefix-caching",
+                 help="vLLM: on by default; on hybrids it sets the Mamba cache mode 'align'. SGLang: its radix cache."),
+]
+EagerOpt = Annotated[
+    bool, typer.Option("--enforce-eager", help="No CUDA graphs (vLLM --enforce-eager, SGLang --disable-cuda-graph).")
+]
+SpecTokensOpt = Annotated[
+    int,
+    typer.Option("--num-speculative-tokens", parser=_whole(0, 64), metavar="INTEGER",
+                 help="vLLM: speculative tokens, retained in window charges and extra Mamba pages."),
+]
+MambaModeOpt = Annotated[
+    Literal["none", "align"] | None,
+    typer.Option("--mamba-cache-mode", help="vLLM: pages per Mamba group (default: align with prefix caching)."),
+]
+PlatformOpt = Annotated[
+    Literal["cuda", "cpu"],
+    typer.Option("--platform", help="vLLM's platform: cpu has no async scheduling and 32-token kernel blocks."),
 ]
 ReserveOpt = Annotated[
     int | None,
@@ -838,7 +872,10 @@ def fit_cmd(
     gpu_memory: GPUMemoryOpt = None,
     gpus: GPUsOpt = None,
     tp: TPOpt = None,
-    pp: PPOpt = 1,
+    pp: Annotated[
+        int | None,
+        typer.Option("--pp", parser=_whole(1, 2**20), metavar="INTEGER", help="Pipeline-parallel stages.")
+    ] = None,
     context: Annotated[
         str | None,
         typer.Option("--context", "-c", metavar="LIST",
@@ -852,11 +889,18 @@ def fit_cmd(
     weights_dtype: WeightsDtypeOpt = None,
     kv_dtype: KVDtypeOpt = None,
     engine: EngineOpt = None,
+    engine_version: EngineVersionOpt = None,
     emit: EmitOpt = None,
     gpu_util: GPUUtilOpt = None,
     reserve: ReserveOpt = None,
     block_size: BlockSizeOpt = None,
     max_batched_tokens: BatchedTokensOpt = None,
+    async_scheduling: AsyncOpt = None,
+    prefix_caching: PrefixCachingOpt = None,
+    enforce_eager: EagerOpt = False,
+    speculative_tokens: SpecTokensOpt = 0,
+    mamba_cache_mode: MambaModeOpt = None,
+    platform: PlatformOpt = "cuda",
     weights_bytes: WeightsBytesOpt = None,
     speed: SpeedOpt = False,
     batch: Annotated[
@@ -876,7 +920,8 @@ def fit_cmd(
     With --concurrency N it also works backwards: the memory N requests need per GPU, the
     smallest --gpu-util that holds them, and the fewest GPUs when one is not enough.
     """
-    from kvcalc.capacity.fit import FitUsageError, fit
+    from kvcalc.capacity.deployment import FitUsageError, Switches
+    from kvcalc.capacity.fit import Weights, fit, refit
     from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
     from kvcalc.sources.resolve import resolve
 
@@ -898,35 +943,32 @@ def fit_cmd(
             raise typer.BadParameter(str(exc), param_hint="--kv-dtype") from None
     engine = emit or engine or "vllm"
     if gpu is None and gpu_memory is None and concurrency is not None:
-        memory, key, name = None, None, None  # backwards without a GPU: what the requests need
+        memory, found = None, None  # backwards without a GPU: what the requests need
     else:
-        memory, key, name = _memory_of(gpu, gpu_memory, gpu_catalog)
+        memory, found = _memory_of(gpu, gpu_memory, gpu_catalog)
+    switches = Switches(async_scheduling=async_scheduling, prefix_caching=prefix_caching, enforce_eager=enforce_eager,
+                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
+    d = _deployment(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
+                    gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
+                    kv_dtype=kv_dtype, platform=platform, switches=switches)
     spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
     _strict([spec], strict)
     _warn(spec_warnings(spec, context is not None))
     notes = []
-    derived = None
-    if tp is None:
-        tp = 1
-        if gpus is not None and gpus % pp == 0 and gpus > pp:
-            tp = gpus // pp
-            derived = (f"--tp not given: {gpus} GPUs in one tensor-parallel group of {tp}" if pp == 1 else
-                       f"--tp not given: {gpus} GPUs / PP {pp} = TP {tp}")
-            notes.append(derived + " (--tp 1 for replicas)")
     checkpoint = (None if weights_bytes is not None or weights_dtype is not None
                   else _checkpoint_of(model, revision, notes))
+    weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
     results = []
     try:
+        if tp is None and gpus is not None and gpus > (pp or 1):
+            from kvcalc.capacity.fit import best_shape
+
+            d = best_shape(spec, d, gpus, contexts[0], weights) if pp is None else _tp_for(spec, d, gpus, pp)
+            notes.append(d.shape_note)
         for length in contexts:
-            results.append(fit(
-                spec, memory, gpu=key, gpus=gpus, tp=tp, pp=pp, context=length, weights_dtype=weights_dtype,
-                kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve, block_size=block_size,
-                max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes, checkpoint=checkpoint,
-                concurrency=concurrency,
-            ))
+            results.append(fit(spec, d, length, concurrency, weights))
     except FitUsageError as exc:
-        prefix = f"{derived}: " if derived else ""
-        raise typer.BadParameter(prefix + str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
     if notes:
         results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
     _warn(dict.fromkeys(w for r in results for w in r.warnings))
@@ -940,13 +982,8 @@ def fit_cmd(
         else:
             held = chosen.required_gpu_util is not None and chosen.required_gpu_util <= min(chosen.gpu_util, 0.95)
         if not held and chosen.min_gpus_shape:  # launch the fewest-GPU shape that holds them instead
-            shape = chosen.min_gpus_shape
-            chosen = fit(
-                spec, memory, gpu=key, gpus=shape["gpus"], tp=shape["tp"], pp=shape["pp"], context=chosen.context,
-                weights_dtype=weights_dtype, kv_dtype=kv_dtype, engine=engine, gpu_util=fraction, reserve=reserve,
-                block_size=block_size, max_batched_tokens=max_batched_tokens, weights_bytes=weights_bytes,
-                checkpoint=checkpoint, concurrency=concurrency, search_min=False,
-            )
+            chosen = refit(spec, d, chosen.min_gpus_shape, context=chosen.context, concurrency=concurrency,
+                           weights=weights)
             moved = (f"they do not fit on {results[0].gpus} GPU(s) at TP {results[0].tp} x PP {results[0].pp}; "
                      f"this is the fewest-GPU shape that holds them")
         launch_text = launch(chosen, spec, model, emit, moved)
@@ -954,6 +991,7 @@ def fit_cmd(
     if speed:
         rate = _bandwidth_of(gpu, gpu_catalog, bandwidth)
         speeds = [_speeds(spec, r, rate, batch, weights_dtype, kv_dtype) for r in results]
+    name = found.name if found else None
     if json_out:
         read = spec_warnings(spec, context is not None)  # config keys unread, untested types
         objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
@@ -985,6 +1023,28 @@ def fit_cmd(
     for note in dict.fromkeys(n for r in results for n in r.notes):
         out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
+
+
+def _deployment(engine: str, version: str | None, memory, found, tp: int, pp: int, gpus: int | None, **fields):
+    """A Deployment from the options; an unknown engine version or a shape that cannot be is exit 2."""
+    from kvcalc.capacity.deployment import FitUsageError, deployment
+
+    try:
+        return deployment(engine, memory, version=version, gpu=found, tp=tp, pp=pp, gpus=gpus, **fields)
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpus") from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--engine-version") from None
+
+
+def _tp_for(spec, d, gpus: int, pp: int):
+    """--gpus N with --pp P and no --tp: TP = N / P, as the user's stages ask."""
+    from kvcalc.capacity.deployment import FitUsageError
+
+    if gpus % pp:
+        raise FitUsageError(f"--gpus {gpus} is not a multiple of --pp {pp}")
+    tp = gpus // pp
+    return d.with_shape(tp, pp, 1, f"--tp not given: {gpus} GPUs / PP {pp} = TP {tp}")
 
 
 def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:

@@ -20,6 +20,7 @@ class CompareRow:
     result: Estimate
     requests: int | None = None  # requests of this context that fit on the --gpu deployment (None: unknown)
     speed: object | None = None  # its DecodeSpeed at this batch and context (--speed), None: unknown
+    shape: tuple[int, int, int] | None = None  # (tp, pp, replicas) the requests were counted on
 
     @property
     def beyond_max(self) -> bool:
@@ -92,35 +93,38 @@ def to_csv(rows: list[CompareRow], requests: bool = False) -> str:
 
 
 def deployment_shape(spec: ModelSpec, gpus: int) -> tuple[int, int]:
-    """(tp, replicas) for ``gpus`` GPUs: the largest TP that divides both the GPU count and the
-    model's heads (and splits or replicates its KV heads evenly); the rest are replicas."""
-    from kvcalc.capacity.fit import tp_allowed
+    """(tp, replicas) for ``gpus`` GPUs when no memory decides: the largest TP that divides both the
+    GPU count and the model's heads (and splits or replicates its KV heads evenly); the rest are
+    replicas. With a GPU's memory, ``capacity.fit.best_shape`` decides instead."""
+    from kvcalc.capacity.deployment import tp_allowed
 
     tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and tp_allowed(spec, t))
     return tp, gpus // tp
 
 
-def with_requests(rows: list[CompareRow], memory: int, gpu: str | None, gpus: int, kv_dtype: str | None,
-                  engine: str = "vllm") -> list[CompareRow]:
-    """Each row with how many requests of its context fit on ``gpus`` GPUs (``deployment_shape``:
-    TP, then replicas), by ``fit``'s rules and default reserve, in the latent MLA layout engines use."""
-    from kvcalc.capacity.fit import fit
+def with_requests(rows: list[CompareRow], template, gpus: int) -> list[CompareRow]:
+    """Each row with how many requests of its context fit on ``gpus`` GPUs of the deployment
+    ``template`` (engine, GPU, switches): the shape ``best_shape`` picks for that model and
+    context, by the engine's budget and default reserve, in the latent MLA layout engines use."""
+    from kvcalc.capacity.fit import best_shape, fit
 
     def requests(row: CompareRow, tp: int) -> dict:
-        r = fit(row.spec, memory, gpu=gpu, gpus=gpus, tp=tp, context=row.result.context, kv_dtype=kv_dtype,
-                engine=engine, search_min=False)
-        return {"requests": r.total_concurrency}
+        d = best_shape(row.spec, template, gpus, row.result.context)
+        r = fit(row.spec, d, row.result.context, search_min=False)
+        return {"requests": r.total_concurrency, "shape": (r.tp, r.pp, r.replicas)}
 
     return _each(rows, gpus, requests)
 
 
 def with_speed(rows: list[CompareRow], bandwidth: int, gpus: int, kv_dtype: str | None) -> list[CompareRow]:
-    """Each row with its decode ceiling at the row's batch and context on ``gpus`` GPUs in TP."""
+    """Each row with its decode ceiling at the row's batch and context on ``gpus`` GPUs in TP (the
+    row's shape when requests were counted)."""
     from kvcalc.capacity.speed import decode_speed
 
     def speed(row: CompareRow, tp: int) -> dict:
+        tp, pp = (row.shape[0], row.shape[1]) if row.shape else (tp, 1)
         return {"speed": decode_speed(row.spec, bandwidth, context=row.result.context, batch=row.result.batch,
-                                      tp=tp, kv_dtype=kv_dtype)}
+                                      tp=tp, pp=pp, kv_dtype=kv_dtype)}
 
     return _each(rows, gpus, speed)
 

@@ -108,7 +108,7 @@ def estimate(
         if spec.is_encoder:
             groups.append(_empty_group(name, kind, layers))
         elif isinstance(kind, NoKVLayer):
-            state_bits = kind.state_elements * DTYPE_BITS[kind.state_dtype or spec.dtype]
+            state_bits = kind.bits(spec.dtype)
             groups.append(
                 GroupEstimate(name, "none", None, layers, None, 0, 0, 0,
                               _bytes(state_bits * layers * batch))

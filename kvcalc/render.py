@@ -198,6 +198,14 @@ def bar(value: int, largest: int, width: int = 12) -> str:
     return "█" * full + (_EIGHTHS[part] if part else "")
 
 
+def _shape_label(shape) -> str:
+    """' (TP 4)', ' (TP 1 x PP 3)', ' (TP 2 x 3)': the shape a compare row's requests were counted on."""
+    if not shape or shape == (1, 1, 1):
+        return ""
+    tp, pp, replicas = shape
+    return f" (TP {tp}" + (f" x PP {pp}" if pp > 1 else "") + (f" x {replicas}" if replicas > 1 else "") + ")"
+
+
 def compare_table(rows, title: str, requests: str | None = None, speed: bool = False) -> Grid:
     """One row per model and context, a bar scaled to the largest total; with ``requests`` (the
     deployment's label) a column of how many requests of that context fit there."""
@@ -214,7 +222,8 @@ def compare_table(rows, title: str, requests: str | None = None, speed: bool = F
             f"{r.total_bytes:,}", Text(bar(r.total_bytes, largest), style="cyan"),
         ])
         if requests:
-            cells[-1].insert(-1, "-" if r.encoder else "?" if row.requests is None else f"{row.requests:,}")
+            cells[-1].insert(-1, "-" if r.encoder else "?" if row.requests is None else
+                             f"{row.requests:,}" + _shape_label(row.shape))
         if speed:
             d = row.speed
             cells[-1].insert(-1, "-" if r.encoder else "?" if d is None else f"{d.tokens_per_s_per_sequence:,.1f}")

@@ -16,7 +16,8 @@ from fractions import Fraction
 import pytest
 
 import kvcalc
-from kvcalc.capacity.fit import FitUsageError, fit
+from kvcalc.capacity.fit import FitUsageError
+from fitting import fit_with as fit
 
 GiB = 1024**3
 
@@ -25,19 +26,44 @@ def cdiv(a, b):
     return -(-a // b)
 
 
+def llama_weights_per_gpu(total, vocab, hidden, layers, tp, pp=1):
+    """Bytes of bf16 weights on the fullest GPU as vLLM loads a Llama (untied, RMS norms, no
+    biases): layer matrices split over TP, the 2 norms per layer and the final norm whole on
+    every GPU of a stage, embedding and head split over TP by rows of the vocabulary padded to
+    64, the embedding on the first stage and the head on the last."""
+    embedding = vocab * hidden
+    norms = layers * 2 * hidden + hidden
+    linear = total - 2 * embedding - norms
+    rows = cdiv(cdiv(vocab, 64) * 64, tp) * hidden
+    sizes = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        sizes[-i] += 1
+    fullest = 0
+    for i, n in enumerate(sizes):
+        here = cdiv(2 * linear * n, layers * tp) + 2 * (norms * n // layers)
+        here += 2 * rows * ((i == 0) + (i == pp - 1))
+        fullest = max(fullest, here)
+    return fullest
+
+
+LLAMA_70B_TP4 = llama_weights_per_gpu(70_553_706_496, 128256, 8192, 80, 4)
+
+
 def test_llama_3_70b_on_4_x_80gib_follows_vllm_exactly():
     # the issue's pinned case: TP 4, bf16 weights and KV, util 0.9, 8k, no reserve
     spec = kvcalc.load_preset("llama-3-70b")
     r = fit(spec, 80 * GiB, gpus=4, tp=4, context=8192, gpu_util=Fraction(9, 10), reserve=0)
-    weights_per_gpu = 70_553_706_496 * 2 // 4
-    assert r.weights_bytes_per_gpu == weights_per_gpu == 35_276_853_248
+    # as loaded: 68,451,041,280 matrix weights / 4, 1,318,912 norms whole, 128,256 / 4 vocabulary rows
+    # of embedding and head: 34,225,520,640 + 2,637,824 + 1,050,673,152 bytes
+    weights_per_gpu = LLAMA_70B_TP4
+    assert r.weights_bytes_per_gpu == weights_per_gpu == 35_278_831_616
     per_token = 80 * 2 * (8 // 4) * 128 * 2  # layers x K,V x KV heads per GPU x head_dim x bf16
     assert r.kv_bytes_per_token_per_gpu == per_token == 81_920
     budget = 85_899_345_920 * 9 // 10 - weights_per_gpu
     assert r.kv_budget_bytes_per_gpu == budget
     blocks = budget // (16 * per_token)
-    assert r.kv_blocks_per_gpu == blocks == 32_068
-    assert r.kv_tokens == blocks * 16 == 513_088
+    assert r.kv_blocks_per_gpu == blocks == 32_066
+    assert r.kv_tokens == blocks * 16 == 513_056
     assert r.max_concurrency == blocks // (8192 // 16) == 62
     assert r.kv_heads_per_gpu == 2 and r.kv_replication == 1
     assert r.fits and r.max_context == 8192
@@ -51,7 +77,7 @@ def test_llama_3_70b_at_tp_16_replicates_kv_heads():
     assert r.kv_heads_per_gpu == 1  # max(1, 8 // 16)
     assert r.kv_replication == 2  # 16 GPUs hold 16 heads of 8
     assert r.kv_bytes_per_token_per_gpu == 80 * 2 * 1 * 128 * 2 == 40_960
-    weights = cdiv(70_553_706_496 * 2, 16)
+    weights = llama_weights_per_gpu(70_553_706_496, 128256, 8192, 80, 16)
     budget = 85_899_345_920 * 9 // 10 - weights
     assert r.kv_blocks_per_gpu == budget // (16 * 40_960)
     assert any("stored 2 times" in n for n in r.notes)
@@ -64,8 +90,7 @@ def test_trtllm_budgets_free_memory_in_32_token_blocks():
     r = fit(spec, 80 * GiB, tp=16, context=8192, engine="trtllm", reserve=0)
     assert r.kv_heads_per_gpu == cdiv(8, 16) == 1
     r = fit(spec, 80 * GiB, tp=4, context=8192, engine="trtllm", reserve=0)
-    weights = 70_553_706_496 * 2 // 4
-    budget = (85_899_345_920 - weights) * 9 // 10  # a fraction of what is free after loading
+    budget = (85_899_345_920 - LLAMA_70B_TP4) * 9 // 10  # a fraction of what is free after loading
     assert r.kv_budget_bytes_per_gpu == budget
     assert r.block_size == 32
     assert r.kv_blocks_per_gpu == budget // (32 * 81_920)
@@ -109,11 +134,18 @@ def test_gemma_3_27b_windows_in_vllm_hybrid_groups():
         ("local", 6, 6 * sliding), ("global", 1, full)]
     assert r.kv_bytes_per_request_per_gpu == per_request * group * page
     assert r.max_context == 131072  # 6 x 1089 + 131072 / 16 pages still fit: the model's own limit
-    # SGLang's token pool charges every layer the whole context
+    # SGLang forces Gemma-3 off its sliding-window pool: every layer is charged the whole context.
+    # Its default fraction (memory_hook.py) on 81,920 MiB (no nvidia-smi total for --gpu-memory):
+    # reserved 512 + 1.5 x 8192 + 1 x 1 / 8 x 1024 + 2 x 256 (decode graphs) + 8 x 58 (prefill
+    # graph sizes up to 8192) = 13,904 MiB; round((81920 - 13904) / 81920, 3) = 0.830
     s = fit(spec, 80 * GiB, context=32768, weights_bytes=weights, reserve=0, engine="sglang")
+    assert s.gpu_util == 0.83
     cell = 62 * 2 * 16 * 128 * 2
-    assert s.kv_tokens == (85_899_345_920 * 9 // 10 - weights) // cell
-    assert s.max_concurrency == (85_899_345_920 * 9 // 10 - weights) // (32768 * cell)
+    budget = 85_899_345_920 * 830 // 1000 - weights  # f x the memory free before loading - weights
+    assert s.kv_budget_bytes_per_gpu == budget
+    assert s.kv_tokens == s.max_total_num_tokens == budget // cell
+    assert s.max_concurrency == budget // (32768 * cell)
+    assert s.max_running_requests == min(max(budget // cell * 512 // 32768, 2048), 4096)
 
 
 def test_jamba_mamba_hybrid_raises_the_block_size():
@@ -122,15 +154,18 @@ def test_jamba_mamba_hybrid_raises_the_block_size():
     weights = 100 * 10**9
     r = fit(spec, 141 * 10**9, context=262144, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10))
     per_token_layer = 2 * 8 * 128 * 2  # 4096 B
-    state = 163_840 * 2  # 327,680 B per Mamba layer
+    # vLLM keeps kernel - 1 conv columns: SSM 8192 x 16 + conv 8192 x (4 - 1), bf16
+    state = (8192 * 16 + 8192 * 3) * 2  # 311,296 B per Mamba layer
     block = 16 * cdiv(state, 16 * per_token_layer)
     assert r.block_size == block == 80
-    page = block * per_token_layer  # 327,680: one page holds one state
+    page = block * per_token_layer  # 327,680: one page holds one state (padded)
     group = 4  # 28 Mamba layers are not under 1.5 x 4: groups of 4, 7 Mamba groups
     budget = cdiv(141 * 10**9 * 9, 10) - weights
     blocks = budget // (group * page)
     assert r.kv_blocks_per_gpu == blocks
-    per_request = cdiv(262144, block) + 7  # attention pages + one state page per Mamba group
+    # attention pages + per Mamba group, with prefix caching on (mamba cache mode 'align'): the running
+    # state, the last cached one and a prefill checkpoint
+    per_request = cdiv(262144, block) + 7 * 3
     assert r.max_concurrency == blocks // per_request
     assert r.kv_bytes_per_token_per_gpu == 4 * per_token_layer
     assert r.state_bytes_per_request_per_gpu == 28 * state
@@ -221,7 +256,7 @@ def test_cli_json_keys(runner, kvcalc_app):
             "kv_bytes_per_token_per_gpu kv_blocks_per_gpu kv_tokens max_concurrency max_context fits min_gpus "
             "warnings notes").split()
     assert all(k in data for k in keys), [k for k in keys if k not in data]
-    assert (data["kv_blocks_per_gpu"], data["kv_tokens"], data["max_concurrency"]) == (32_068, 513_088, 62)
+    assert (data["kv_blocks_per_gpu"], data["kv_tokens"], data["max_concurrency"]) == (32_066, 513_056, 62)
     assert data["gpu_memory_bytes"] == 80 * GiB and data["gpu"] is None
 
 
@@ -255,7 +290,7 @@ def test_cli_table_reads_like_an_answer(runner, kvcalc_app):
     assert result.exit_code == 0, result.output
     out = result.stdout
     for text in ("weights", "reserve", "KV budget", "Requests of 8K tokens", "Longest single request",
-                 "vLLM will log", "4 GPUs in one tensor-parallel group of 4"):
+                 "vLLM will log", "--gpus 4: TP 4 x PP 1 x 1 replica holds the most requests"):
         assert text in out, text
 
 
@@ -327,7 +362,11 @@ def test_released_fp8_checkpoints_count_fp8_weights():
     # layer matrices in fp8 (1 byte), embeddings, head, norms and routers in bf16
     assert r.weights_dtype == "fp8"
     assert r.weights_bytes == count.linear + 2 * (count.total - count.linear)
-    assert r.weights_bytes_per_gpu == cdiv(r.weights_bytes, 8)
+    # as loaded: fp8 layer matrices split over 8, bf16 norms, biases and routers whole on every GPU,
+    # embedding and head (129,280 rows, a multiple of 64) split by rows
+    rows = cdiv(129280, 8) * 7168 * 2
+    matrices = count.linear  # one byte each
+    assert r.weights_bytes_per_gpu == cdiv(matrices, 8) + 2 * count.other + 2 * rows
 
 
 def test_compare_adds_requests_that_fit(runner, kvcalc_app):
@@ -340,11 +379,13 @@ def test_compare_adds_requests_that_fit(runner, kvcalc_app):
 
     memory = find_gpu("h100").memory_bytes
     # the default reserve as docs/fit.md derives it: activations of 8192 batched tokens, 1024
-    # sequences' fp32 logits (vLLM's max_num_seqs from 70 GiB), 1 GiB runtime
+    # sequences' fp32 logits (vLLM's max_num_seqs from 70 GiB), non-torch memory (1/4 GiB, 2 GiB more
+    # at TP > 1) and 1/2 GiB of CUDA graphs (profiled into the budget since vLLM 0.21)
     activations = 8192 * (4 * 8192 + (64 + 2 * 8) * 128 // 4 + 3 * 28672 // 4) * 2
-    reserve = activations + 1024 * 128256 * 4 + GiB
-    budget = cdiv(memory * 92, 100) - 70_553_706_496 * 2 // 4 - reserve
+    reserve = activations + 1024 * 128256 * 4 + GiB // 4 + 2 * GiB + GiB // 2
+    budget = cdiv(memory * 92, 100) - LLAMA_70B_TP4 - reserve
     blocks = budget // (80 * 16 * 2 * 2 * 128 * 2)
+    assert rows[0]["shape"] == {"tp": 4, "pp": 1, "replicas": 1}  # the most requests of 4 GPUs' shapes
     assert rows[0]["requests_fit"] == blocks // (8192 // 16) > 0
     assert fit(spec, memory, gpu="h100-sxm", gpus=4, tp=4, context=8192).reserve_bytes_per_gpu == reserve
     assert rows[1]["requests_fit"] is None  # an encoder holds no requests' KV
@@ -362,11 +403,11 @@ def test_backwards_llama_3_70b_twenty_requests():
     r = fit(spec, 80 * GiB, tp=4, context=8192, gpu_util=Fraction(9, 10), reserve=0, concurrency=20)
     kv = 20 * (8192 // 16) * 80 * (16 * 2 * 2 * 128 * 2)  # requests x pages x layers x page bytes
     assert r.required_kv_bytes_per_gpu == kv == 20 * 8192 * 81_920
-    assert r.required_bytes_per_gpu == 35_276_853_248 + kv
-    assert r.required_gpu_util == cdiv(100 * (35_276_853_248 + kv), 80 * GiB) / 100 == 0.57
+    assert r.required_bytes_per_gpu == LLAMA_70B_TP4 + kv
+    assert r.required_gpu_util == cdiv(100 * (LLAMA_70B_TP4 + kv), 80 * GiB) / 100 == 0.57
     assert r.fits  # 62 fit at 0.9
     r = fit(spec, 80 * GiB, tp=4, context=8192, engine="trtllm", reserve=0, concurrency=20)
-    free = 80 * GiB - 35_276_853_248
+    free = 80 * GiB - LLAMA_70B_TP4
     kv = 20 * 80 * (8192 // 32) * (32 * 2 * 2 * 128 * 2)  # 32-token blocks
     assert r.required_gpu_util == cdiv(100 * kv, free) / 100
 
@@ -382,8 +423,8 @@ def test_backwards_without_a_gpu_answers_only_the_need():
 
 
 def test_backwards_fewest_gpus_uses_replicas_and_pipeline_stages():
-    # llama-3-8b on L4s, 100 requests of 8k, util 0.9, no reserve. Per (tp, pp): weights
-    # 16,060,522,496 / (tp x pp) per GPU, vLLM's stage split, pages of 16 x 2 x kv heads x 128 x 2.
+    # llama-3-8b on L4s, 100 requests of 8k, util 0.9, no reserve. Per (tp, pp): weights on the
+    # fullest GPU as loaded, vLLM's stage split, pages of 16 x 2 x kv heads x 128 x 2.
     from kvcalc.capacity.gpus import find_gpu
 
     memory = find_gpu("l4").memory_bytes
@@ -393,7 +434,7 @@ def test_backwards_fewest_gpus_uses_replicas_and_pipeline_stages():
         sizes = [32 // pp] * pp
         for i in range(2, 32 % pp + 2):
             sizes[-i] += 1
-        budget = cdiv(memory * 9, 10) - cdiv(16_060_522_496, tp * pp)
+        budget = cdiv(memory * 9, 10) - llama_weights_per_gpu(8_030_261_248, 128256, 4096, 32, tp, pp)
         page = 16 * 2 * max(1, 8 // tp) * 128 * 2
         return max(budget, 0) // (max(sizes) * page) // (8192 // 16)
 
@@ -402,7 +443,9 @@ def test_backwards_fewest_gpus_uses_replicas_and_pipeline_stages():
     r = fit(spec, memory, context=8192, gpu_util=Fraction(9, 10), reserve=0, concurrency=100)
     gpus, replicas, pp, tp = best
     assert r.min_gpus_shape == {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
-    assert (gpus, tp, pp) == (6, 2, 3)  # worked by hand: 11 layers on the fullest stage hold exactly 100
+    # worked by hand: TP 2 x PP 3 (11 layers on the fullest stage) held exactly 100 when weights were
+    # split evenly; with the embedding on the first stage it holds fewer, and PP 7 (5 layers) is the fewest
+    assert (gpus, tp, pp) == (7, 1, 7)
     assert not r.fits and r.required_gpu_util is None
 
 
@@ -539,8 +582,18 @@ def test_vllm_groups_the_whole_model_across_pipeline_stages():
     page = 16 * 2 * 16 * 128 * 2
     budget = 85_899_345_920 * 9 // 10 - cdiv(weights, 2)
     assert r.kv_blocks_per_gpu == budget // (5 * page)
-    sliding = cdiv(min(1023 + 2 * 8192, 32768), 16) + 1  # PP 2: two batches in flight
+    # PP 2 with async scheduling and the V2 model runner (vLLM's default now): pp + 1 = 3 batches in flight
+    sliding = cdiv(min(1023 + 3 * 8192, 32768), 16) + 1
     assert r.max_concurrency == r.kv_blocks_per_gpu // (6 * sliding + 32768 // 16)
+    # vLLM 0.26 to 0.28 (the V1 runner for Gemma): max(2, pp) = 2 batches; before 0.26 one batch's tokens
+    old = fit(spec, 80 * GiB, tp=1, pp=2, context=32768, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10),
+              max_batched_tokens=8192, version="0.28.0")
+    sliding = cdiv(min(1023 + 2 * 8192, 32768), 16) + 1
+    assert old.max_concurrency == old.kv_blocks_per_gpu // (6 * sliding + 32768 // 16)
+    old = fit(spec, 80 * GiB, tp=1, pp=2, context=32768, weights_bytes=weights, reserve=0, gpu_util=Fraction(9, 10),
+              max_batched_tokens=8192, version="0.20.0")
+    sliding = cdiv(min(1023 + 8192, 32768), 16) + 1
+    assert old.max_concurrency == old.kv_blocks_per_gpu // (6 * sliding + 32768 // 16)
     assert r.kv_bytes_per_token_per_gpu == 31 * 2 * 16 * 128 * 2
 
 
@@ -595,7 +648,7 @@ def test_emit_refuses_what_it_cannot_launch(runner, kvcalc_app):
 def test_emit_splits_token_budgets_per_replica(runner, kvcalc_app):
     for engine, key in (("sglang", "--max-total-tokens"), ("trtllm", "max_tokens:")):
         result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "-n", "100", "-c", "8k", "--gpus", "12", "--tp",
-                     "2", "--emit", engine)
+                     "2", "--gpu-util", "0.9", "--emit", engine)
         assert f"{key} {cdiv(100, 6) * 8192}" in result.stdout, engine
 
 
@@ -612,7 +665,7 @@ def test_emitted_fraction_is_derived_by_hand(runner, kvcalc_app):
     from kvcalc.capacity.gpus import find_gpu
 
     memory = find_gpu("h100").memory_bytes
-    weights = 70_553_706_496 * 2 // 4
+    weights = LLAMA_70B_TP4
     kv = 20 * (8192 // 16) * 80 * (16 * 2 * 2 * 128 * 1)
     hundredths = cdiv(100 * (weights + kv), memory)
     result = run(runner, kvcalc_app, "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k", "-n", "20",

@@ -289,10 +289,9 @@ def test_transformers_builds_the_same_nemotron_h_layers_and_state():
         state = mixer.num_heads * mixer.head_dim * mixer.ssm_state_size + conv_channels * kernel
         mamba = config(folder).layers.kinds["mamba2"]
         ssm = mixer.num_heads * mixer.head_dim * mixer.ssm_state_size
-        if mamba.state_dtype == "fp32":  # the bf16 conv state counted in fp32-sized units
-            assert mamba.state_elements == ssm + conv_channels * kernel // 2
-        else:
-            assert mamba.state_elements == state
+        assert mamba.state_elements == state  # the SSM state and the full conv kernel, as transformers holds them
+        assert (mamba.conv_channels, mamba.conv_kernel, mamba.mixer) == (conv_channels, kernel, "mamba2")
+        assert state - mamba.conv_channels * mamba.conv_kernel == ssm
 
 
 def test_transformers_builds_the_same_mimo_heads_and_windows():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kvcalc.capacity.fit import fit
+from fitting import fit_with as fit
 from kvcalc.capacity.params import attention_parameters
 from kvcalc.errors import PresetError
 from kvcalc.estimate import estimate

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import kvcalc
-from kvcalc.capacity.fit import fit
+from fitting import fit_with as fit
 from kvcalc.capacity.params import parameter_count
 from kvcalc.capacity.weights import weights_bytes
 from kvcalc.sources.presets import load_file

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvcalc.capacity.fit import fit
+from fitting import fit_with as fit
 from kvcalc.capacity.params import attention_parameters, parameter_count
 from kvcalc.compare import compare_rows
 from kvcalc.estimate import estimate

@@ -25,6 +25,9 @@ class GPU(BaseModel):
     vendor: Literal["nvidia", "amd", "intel", "other"] = "nvidia"
     memory_bytes: Annotated[StrictInt, Field(gt=0)]
     memory_source: str
+    # nvidia-smi's total (NVML), which SGLang's default memory fraction is computed on; None: unknown
+    smi_memory_bytes: Annotated[StrictInt, Field(gt=0)] | None = None
+    smi_memory_source: str | None = None
     bandwidth_bytes_per_s: Annotated[StrictInt, Field(gt=0)] | None = None
     bandwidth_source: str | None = None
     notes: list[str] = Field(default_factory=list)

@@ -8,7 +8,8 @@ comment, never invented. What kvcalc assumed is written beside each flag.
 
 from __future__ import annotations
 
-from kvcalc.capacity.fit import FitResult, serving_dtype
+from kvcalc.capacity.fit import FitResult
+from kvcalc.capacity.layers import serving_dtype
 from kvcalc.spec import ModelSpec
 
 # kvcalc KV dtype -> each engine's --kv-cache-dtype value; None: the engine has none

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
-from kvcalc.capacity import engines as eng
-from kvcalc.capacity.fit import layer_types, serving_dtype, stage_layers
+from kvcalc.capacity import engines
+from kvcalc.capacity.layers import cdiv, layer_types, serving_dtype, stage_layers
 from kvcalc.capacity.params import ParamCount, parameter_count
 from kvcalc.capacity.weights import weights_bytes
 from kvcalc.errors import KvcalcError
@@ -86,16 +86,16 @@ def kv_read(spec: ModelSpec, context: int, batch: int, tp: int, pp: int, kv_dtyp
             engine: str = "vllm", mla_layout: str = "latent") -> int:
     """Bytes of KV (and constant states) one decode step reads for the batch, per GPU of each
     stage, stages summed: each layer reads the tokens it holds (windows and chunks capped)."""
-    rules = eng.BY_NAME[engine]
+    rules = engines.get(engine)
     total_bits = 0
     for layers in stage_layers(spec.layers.count, pp):
-        for t in layer_types(spec, layers, tp, rules, kv_dtype, serving_dtype(spec.dtype), mla_layout):
+        for t in layer_types(spec, layers, tp, rules, kv_dtype, mla_layout):
             if t.kind == "none":
                 total_bits += 8 * t.layers * t.state_bytes * batch
             else:
                 held = min(context, t.span) if t.span else context
                 total_bits += t.layers * held * t.token_bits * batch
-    return eng.cdiv(total_bits, 8)
+    return cdiv(total_bits, 8)
 
 
 def decode_speed(
@@ -130,7 +130,7 @@ def decode_speed(
         full_weights = full_weights * weights_total // counted
         notes_weights.append(f"weights read scaled to the {weights_total:,} B given or in the checkpoint "
                              f"(the parameter count gives {counted:,} B as {dtype})")
-    weights = eng.cdiv(full_weights, tp * pp) * pp  # one GPU per stage, stages in turn
+    weights = cdiv(full_weights, tp * pp) * pp  # one GPU per stage, stages in turn
     kv = kv_read(spec, context, batch, tp, pp, kv_dtype, engine, mla_layout)
     total = weights + kv
     seconds = total / bandwidth

@@ -41,3 +41,31 @@ def weights_bytes(count: ParamCount, dtype: str) -> int:
         experts = count.routed
         return -(-experts // 2) + -(-experts // MXFP4_BLOCK) + 2 * (count.total - experts)
     raise ValueError(f"unknown weights dtype {dtype!r}")
+
+
+VOCAB_PADDING = 64  # vLLM's VocabParallelEmbedding pads the vocabulary to a multiple of 64
+
+
+def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool, layers: int,
+                    stages: list[int], tp: int, extra: int = 0) -> int:
+    """Bytes of weights on the fullest GPU as engines load them (vLLM's layers): the matrices
+    inside the layers split over TP, norms, biases and routers whole on every GPU, the
+    embedding and the head split over TP by rows of a vocabulary padded to 64, the embedding on
+    the first pipeline stage and the head (a copy of a tied one at PP > 1) on the last.
+    ``stages``: layers per pipeline stage; ``extra``: parameters outside the layers (a vision
+    tower), split over TP on the first stage."""
+    wide = 4 if dtype == "fp32" else 2  # what is not a matrix inside a layer stays 16-bit (fp32: 32-bit)
+    linear = weights_bytes(count, dtype) - wide * (count.total - count.linear)
+    padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
+    rows = -(-padded // tp) * hidden * wide  # one TP rank's share of an embedding or head
+    token_embedding = vocab * hidden
+    other_embedding = max(count.embedding - token_embedding, 0)  # positions, token types, embedding norm
+    fullest = 0
+    for i, n in enumerate(stages):
+        here = -(-linear * n // (layers * tp)) + wide * ((count.other - extra) * n // layers)
+        if i == 0:
+            here += rows + wide * other_embedding + -(-wide * extra // tp)
+        if i == len(stages) - 1 and (not tied or len(stages) > 1):
+            here += rows
+        fullest = max(fullest, here)
+    return fullest

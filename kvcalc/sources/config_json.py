@@ -106,6 +106,7 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         "max_context": _max_context(reader),
         "dtype": _dtype(reader),
         "architecture": "encoder" if encoder else "decoder",
+        "model_type": str(reader.model_type)[:64] if reader.model_type else None,
         "hidden_size": hidden,
         "attention": attention,
         "layers": layers,

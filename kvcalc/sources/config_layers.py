@@ -312,6 +312,7 @@ def _short_conv(r: Reader) -> tuple[str, dict]:
     return "conv", {
         "type": "none",
         "state_elements": hidden * kernel,
+        "conv_channels": hidden, "conv_kernel": kernel, "mixer": "short_conv",
         "description": (
             f"short-convolution layer: conv state hidden_size x conv_L_cache = {hidden} x {kernel} = {hidden * kernel}"
         ),
@@ -340,6 +341,7 @@ def _state(r: Reader) -> tuple[str, dict]:
         return "linear", {
             "type": "none",
             "state_elements": recurrent + conv_dim * kernel,
+            "conv_channels": conv_dim, "conv_kernel": kernel, "mixer": "gated_deltanet",
             "description": (
                 f"Gated DeltaNet layer: recurrent state {nv} value heads x {dk} x {dv} = {recurrent} "
                 f"plus conv state (conv dim 2*{nk}*{dk} + {nv}*{dv} = {conv_dim}) x kernel {kernel} "
@@ -358,6 +360,7 @@ def _state(r: Reader) -> tuple[str, dict]:
         return "mamba", {
             "type": "none",
             "state_elements": inner * d_state + inner * d_conv,
+            "conv_channels": inner, "conv_kernel": d_conv, "mixer": "mamba",
             "description": (
                 f"Mamba layer: SSM state d_inner x d_state = {inner} x {d_state} = {inner * d_state} "
                 f"plus conv state d_inner x d_conv = {inner} x {d_conv} = {inner * d_conv}"
@@ -374,7 +377,6 @@ def _state(r: Reader) -> tuple[str, dict]:
 
 # config.json dtype names -> kvcalc's, for mamba_ssm_cache_dtype and the model dtype beside it
 STATE_DTYPES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-STATE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16}
 
 
 def _mamba2_state(r: Reader) -> tuple[str, dict]:
@@ -401,19 +403,15 @@ def _mamba2_state(r: Reader) -> tuple[str, dict]:
         f"inferred: Mamba2 conv state holds conv_kernel ({kernel}) columns, as transformers allocates "
         f"it; vLLM keeps conv_kernel - 1 ({kernel - 1}), {conv_dim} elements less per Mamba2 layer"
     ))
-    kind = {"type": "none", "state_elements": ssm + conv, "description": description}
+    kind = {"type": "none", "state_elements": ssm + conv, "conv_channels": conv_dim, "conv_kernel": kernel,
+            "mixer": "mamba2", "description": description}
     ssm_dtype = _ssm_cache_dtype(r)
     model = _model_dtype(r)
     if ssm_dtype is not None and model is not None and ssm_dtype != model:
-        # one state dtype per kind: count the whole state in units of the SSM dtype, exactly
-        ssm_bits, model_bits = STATE_BITS[ssm_dtype], STATE_BITS[model]
-        if (conv * model_bits) % ssm_bits:
-            r.fail(f"mamba_ssm_cache_dtype {ssm_dtype}: the {model} conv state ({conv} elements) is no "
-                   f"whole number of {ssm_dtype} elements")
-        units = conv * model_bits // ssm_bits
-        kind.update(state_dtype=ssm_dtype, state_elements=ssm + units, description=(
+        # the SSM part in its own dtype, the conv part in the model's
+        kind.update(state_dtype=ssm_dtype, conv_dtype=model, description=(
             f"{description}; the SSM state is kept in {ssm_dtype} (mamba_ssm_cache_dtype) and the conv "
-            f"state in {model}, so the state is counted as {ssm} + {units} {ssm_dtype} elements"
+            f"state in {model}"
         ))
     return "mamba2", kind
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from kvcalc.capacity.fit import FitUsageError, check_shape, fit, stage_layers
+from kvcalc.capacity.deployment import FitUsageError, check_shape, deployment
+from kvcalc.capacity.fit import Weights, fit
+from kvcalc.capacity.layers import stage_layers
 from kvcalc.errors import KvcalcError
 from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer
 from kvcalc.units import format_bytes
@@ -146,8 +148,8 @@ def kind_spec(spec: ModelSpec, name: str, layers: int) -> ModelSpec:
 
 def fit_share(spec: ModelSpec, name: str, layers: int, tp: int, engine: str, plan: Plan) -> KindShare:
     """fit's per-GPU bytes per token for ``layers`` layers of kind ``name``, times the tokens held."""
-    result = fit(kind_spec(spec, name, layers), None, tp=tp, pp=1, context=plan.context,
-                 kv_dtype=plan.kv_dtype, engine=engine, reserve=0, weights_bytes=0, search_min=False)
+    d = deployment(engine, None, tp=tp, kv_dtype=plan.kv_dtype, reserve=0)
+    result = fit(kind_spec(spec, name, layers), d, plan.context, weights=Weights(total_bytes=0), search_min=False)
     tokens = {g.name: g.tokens for g in plan.analytic.groups}[name]
     expected = {g.name: g.tokens for g in (plan.paged or plan.analytic).groups}[name]
     per_token = result.kv_bytes_per_token_per_gpu
@@ -176,7 +178,7 @@ def make_tp_plan(
     """Raises FitUsageError for a shape or option that cannot be verified this way (exit 2)."""
     if tp < 1 or pp < 1:
         raise FitUsageError("--tp and --pp must be at least 1")
-    check_shape(spec, tp, 1, None)  # TP divides the attention heads, as fit requires
+    check_shape(spec, tp, 1)  # TP divides the attention heads, as fit requires
     if any(getattr(spec.attention_of(n), "indexer", None) is not None
            for n, k in spec.layers.kinds.items() if k.type != "none"):
         raise KvcalcError(f"verify --tp/--pp does not build {spec.name}'s sparse-attention indexer on its ranks; "

@@ -1,0 +1,190 @@
+"""What every engine has, and the rules they share.
+
+An ``Engine`` holds every difference between engines and versions as its own methods: the
+default memory fraction, the budget, KV heads and bytes per GPU, how a constant state is
+stored, the pages a request is charged, the reserve, what it logs. ``fit`` calls these and
+never asks which engine it has. Each engine's module cites the source of each of its rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from kvcalc.capacity.layers import LayerType, cdiv, state_bits
+from kvcalc.dtypes import DTYPE_BITS
+from kvcalc.spec import MLAAttention, NoKVLayer
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one GPU's budget holds for one stage's layers, as one engine counts it."""
+
+    block_size: int
+    blocks: int
+    tokens: int
+    per_token_bytes: int
+    state_bytes_per_request: int
+    max_concurrency: int
+    concurrency_exact: Fraction  # blocks / blocks one request needs (what vLLM logs)
+    max_context: int  # longest single request, capped at the context limit searched
+    request_bytes: int  # what one request of the context takes from the pool, pages and states
+    groups: tuple[dict, ...] = ()  # vLLM's KV-cache groups: type, layers, groups, pages per request
+    notes: tuple[str, ...] = ()
+    log: tuple[tuple[str, object], ...] = ()  # the engine's own start-up figures, predicted
+
+
+def largest_context(needs, fits_in, cap: int) -> int:
+    """The largest L in [1, cap] with needs(L) <= fits_in (needs grows with L); 0 if none."""
+    if needs(1) > fits_in:
+        return 0
+    low, high = 1, cap
+    while low < high:
+        mid = (low + high + 1) // 2
+        if needs(mid) <= fits_in:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+class Engine:
+    """The shared rules; each engine overrides what it does differently."""
+
+    name = ""
+    version = ""
+    block_size = 16  # default tokens per page
+    windows = True  # sliding and chunked layers charged only their span
+    label = ""
+
+    # -- the deployment's defaults ------------------------------------------------------------
+    def default_util(self, spec, deployment) -> Fraction:
+        return Fraction(9, 10)
+
+    def batched_tokens(self, deployment) -> int:
+        """Tokens of one prefill step (what the profiling run and window charges use)."""
+        return default_batched_tokens(deployment.memory_or_default, deployment.gpu_key)
+
+    # -- how a token and a state are stored ---------------------------------------------------
+    def heads_per_gpu(self, kv_heads: int, tp: int) -> int:
+        """vLLM and SGLang: max(1, kv // tp), replicating past the head count."""
+        return max(1, kv_heads // tp)
+
+    def scale_bits(self, heads: int, k_dim: int, v_dim: int, kv_dtype: str) -> int:
+        """Bits of quantization scales per token per layer (none unless the engine stores them)."""
+        return 0
+
+    def token_bits(self, attention, tp: int, kv_dtype: str, mla_layout: str = "latent") -> int:
+        bits = DTYPE_BITS[kv_dtype]
+        if isinstance(attention, MLAAttention):
+            # DeepSeek-V3.2's indexer keys: one key per token, whole on every GPU of the group (the
+            # reference code's wk is not split; vLLM caches it as an MLA spec of one head)
+            index = attention.indexer.bits_per_token(kv_dtype) if attention.indexer else 0
+            if mla_layout == "expanded":  # per-head K and V, split over TP like dense heads
+                return attention.kv_elements_per_token("expanded") // tp * bits + index
+            return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits + index
+        heads = self.heads_per_gpu(attention.kv_heads, tp)
+        k_dim, v_dim = attention.head_dim, attention.v_dim
+        return heads * (k_dim + v_dim) * bits + self.scale_bits(heads, k_dim, v_dim, kv_dtype)
+
+    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int) -> int:
+        """One request's state in one layer on one GPU: engines keep kernel - 1 conv columns
+        (vLLM's and SGLang's mamba_utils), split over TP with the heads."""
+        return cdiv(cdiv(state_bits(kind, model_dtype, -1), 8), tp)
+
+    # -- the budget and what it holds ---------------------------------------------------------
+    def requested_bytes(self, memory: int, fraction: Fraction) -> int:
+        return memory * fraction.numerator // fraction.denominator
+
+    def budget(self, deployment, fraction: Fraction, weights: int, reserve: int) -> int:
+        """Bytes left for KV on one GPU; negative when weights and reserve do not fit."""
+        return self.requested_bytes(deployment.memory, fraction) - weights - reserve
+
+    def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
+        return estimate_activations(spec, deployment.tp, batched, default_max_seqs(
+            deployment.memory_or_default, deployment.gpu_key)) | {"runtime": GiB}
+
+    def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
+                 context: int, cap: int, batched: int) -> Capacity:
+        raise NotImplementedError
+
+    def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
+        """The smallest fraction, in hundredths as engines take it, whose budget holds ``kv`` bytes."""
+        if deployment.memory is None:
+            return None
+        hundredths = cdiv(100 * (weights + reserve + kv), deployment.memory)
+        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
+
+    def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
+        return []
+
+
+def pool_capacity(types: list[LayerType], budget: int, block: int, context: int, windows: bool,
+                  cap: int) -> Capacity:
+    """One byte pool: a request takes whole pages of each layer's held tokens (all of them in a
+    token pool; windows capped where ``windows``) and its states."""
+    attention = [t for t in types if t.attends]
+    cell_bits = sum(t.layers * t.token_bits for t in attention)
+    states = sum(t.layers * t.state_bytes for t in types if not t.attends)
+    budget = max(budget, 0)
+    blocks = budget // cdiv(block * cell_bits, 8) if cell_bits else 0
+
+    def needs(length: int) -> int:
+        bits = 0
+        for t in attention:
+            held = t.held(length) if windows else length
+            bits += t.layers * cdiv(held, block) * block * t.token_bits
+        return cdiv(bits, 8) + states
+
+    per_request = needs(context)
+    return Capacity(
+        block_size=block, blocks=blocks, tokens=blocks * block, per_token_bytes=cdiv(cell_bits, 8),
+        state_bytes_per_request=states, max_concurrency=budget // per_request,
+        concurrency_exact=Fraction(budget, per_request), max_context=largest_context(needs, budget, cap),
+        request_bytes=per_request,
+    )
+
+
+def default_batched_tokens(memory: int, gpu_key: str | None) -> int:
+    """vLLM's default --max-num-batched-tokens for its OpenAI server (arg_utils.get_batch_defaults):
+    16384 from 160 GiB, 8192 from 70 GiB except A100s, 2048 below."""
+    if memory >= 160 * GiB:
+        return 16384
+    if memory >= 70 * GiB and "a100" not in (gpu_key or ""):
+        return 8192
+    return 2048
+
+
+def default_max_seqs(memory: int, gpu_key: str | None) -> int:
+    """vLLM's default --max-num-seqs: 1024 from 70 GiB except A100s, 256 below."""
+    return 1024 if memory >= 70 * GiB and "a100" not in (gpu_key or "") else 256
+
+
+def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> dict[str, int]:
+    """The activation peak of a profiling run and the sampler's logits per GPU: an estimate.
+
+    activations: max_batched_tokens x (4 x hidden + q, k, v widths / tp + 3 x MLP width / tp)
+    x 2 bytes (the residual, normed input, attention and MLP outputs, projections, gate/up/act);
+    logits: max_num_seqs x vocab x 4 bytes (fp32), as the sampler's profiling run holds.
+    """
+    a = spec.attention
+    hidden = spec.hidden_size or a.heads * (getattr(a, "head_dim", None) or a.v_head_dim)
+    if isinstance(a, MLAAttention):
+        qkv = a.heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) + a.kv_lora_rank
+    else:
+        qkv = (a.heads + a.kv_heads) * a.head_dim + a.kv_heads * a.v_dim
+    inner = 4 * hidden
+    vocab = 0
+    w = spec.weights
+    if w is not None:
+        vocab = w.vocab_size
+        widths = [w.mlp.intermediate_size] if w.mlp else []
+        if w.moe:
+            widths.append(w.moe.intermediate_size * w.moe.experts_per_token
+                          + w.moe.shared_experts * (w.moe.shared_intermediate_size or w.moe.intermediate_size))
+        inner = max(widths)
+    activations = batched_tokens * (4 * hidden + cdiv(qkv, tp) + 3 * cdiv(inner, tp)) * 2
+    return {"activations": activations, "logits": max_seqs * vocab * 4}

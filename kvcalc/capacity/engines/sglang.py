@@ -1,0 +1,219 @@
+"""SGLang 0.5.x, read from its own code (sglang 0.5.23; paths under python/sglang/srt/).
+
+- Default ``--mem-fraction-static``: ``arg_groups/memory_hook.py`` 281-343, on nvidia-smi's total
+  (``utils/common.py`` 802-837, the smallest GPU's); the chunked-prefill and CUDA-graph batch
+  defaults by memory tier at 89-167; the prefill-graph sizes at ``arg_groups/cuda_graph_hook.py``
+  480-497.
+- Budget: ``mem_cache/kv_cache_configurator.py`` 2990-3060: ``A - P x (1 - f)`` with P the free
+  memory before the weights load and A after, so ``f x P - weights``; tokens ``budget // cell``
+  in whole pages (``model_executor/pool_configurator.py`` 640-646).
+- Pools: MHA/GQA and MLA cells (pool_configurator.py 340-536), the sliding-window pool
+  (656-921, ``swa_full_tokens_ratio`` 0.8), the hybrid Mamba split (kv_cache_configurator.py
+  3229-3409, ``mamba_full_memory_ratio`` 0.9, slots per request 3062-3088).
+- ``max_running_requests``: kv_cache_configurator.py 3120-3150.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from kvcalc.capacity.engines.base import Capacity, Engine, GiB, MiB, largest_context
+from kvcalc.capacity.layers import LayerType, cdiv, state_bits
+from kvcalc.spec import MLAAttention, NoKVLayer
+
+VERSIONS = ("0.5.23",)
+# model_types on SGLang's sliding-window pool (configs/model_config.py 2651-2698) and those forced
+# off it (arg_groups/model_overrides/gemma2_gemma3.py 13-26)
+SWA_POOL = {"gpt_oss", "llama4", "gemma4", "gemma4_text", "mimo_v2", "mimo_v2_flash", "step3p5"}
+SWA_OFF = {"gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text"}
+SWA_RATIO = Fraction(4, 5)  # swa_full_tokens_ratio (arg_groups/fields/schedule.py 150-163)
+MAMBA_RATIO = Fraction(9, 10)  # mamba_full_memory_ratio (schedule.py 220-228)
+MAMBA_SLOTS_PER_REQUEST = 5  # 3 + 2 extra-buffer slots with the overlap schedule (allocation_sizing.py 11-19)
+CONTEXT_RESERVE = GiB // 2  # CUDA context and allocator before the weights load: an estimate
+NCCL_RESERVE = GiB  # NCCL and custom all-reduce buffers at TP or PP > 1, before the weights load: an estimate
+
+
+def prefill_graph_sizes(max_bs: int) -> list[int]:
+    """generate_prefill_cuda_graph_batch_sizes: 4..32 by 4, 48..256 by 16, 288..512 by 32,
+    576..1024 by 64, 1280..4096 by 256, then by 512; those <= max_bs."""
+    sizes = [*range(4, 33, 4), *range(48, 257, 16), *range(288, 513, 32), *range(576, 1025, 64),
+             *range(1280, 4097, 256), *range(4608, max_bs + 1, 512)]
+    return [s for s in sizes if s <= max_bs]
+
+
+def tier_defaults(smi_mib: float, tp: int) -> tuple[int, int]:
+    """(chunked_prefill_size, decode CUDA-graph max batch size) by nvidia-smi MiB (memory_hook.py 89-167)."""
+    if smi_mib < 20 * 1024:
+        return 2048, 8
+    if smi_mib < 35 * 1024:
+        return 4096, 48 if tp < 4 else 160
+    if smi_mib < 60 * 1024:
+        return 4096, 32 if tp < 4 else 160
+    if smi_mib < 160 * 1024:
+        return 8192, 256 if tp < 4 else 512
+    return 16384, 512
+
+
+class SGLang(Engine):
+    name = "sglang"
+    block_size = 1  # --page-size 1 on CUDA (arg_groups/overrides.py 1342-1363)
+    windows = False
+
+    def __init__(self, version: str | None = None):
+        if version is not None and version.lstrip("v") not in VERSIONS:
+            raise ValueError(f"unknown SGLang version {version!r}; kvcalc follows " + ", ".join(VERSIONS))
+        self.version = VERSIONS[-1] if version is None else version.lstrip("v")
+        self.label = (f"SGLang {self.version}: --mem-fraction-static of the memory free before the weights "
+                      "load; token pool with --page-size 1")
+
+    def smi_mib(self, deployment) -> float:
+        """nvidia-smi's total in MiB (the catalog's), else the CUDA total SGLang falls back to."""
+        return (deployment.smi_memory or deployment.memory_or_default) / MiB
+
+    def batched_tokens(self, deployment) -> int:
+        return tier_defaults(self.smi_mib(deployment), deployment.tp)[0]
+
+    def fraction_parts(self, spec, deployment) -> dict:
+        """The default --mem-fraction-static and each MiB it reserves (memory_hook.py 281-398)."""
+        smi = self.smi_mib(deployment)
+        chunk, max_bs = tier_defaults(smi, deployment.tp)
+        chunk = deployment.max_batched_tokens or chunk
+        eager = deployment.switches.enforce_eager  # --disable-cuda-graph: no decode or prefill graphs
+        mla = isinstance(spec.attention, MLAAttention)
+        parts = {"base": 512.0, "activations": max(chunk, 2048) * 1.5,
+                 "parallel": deployment.tp * deployment.pp / 8 * 1024}
+        parts["decode_graphs"] = 0.0 if eager else max_bs * 2.0
+        prefill_graph = not eager and deployment.pp == 1  # off at PP > 1 (cuda_graph_hook.py 125-315)
+        sizes = prefill_graph_sizes(min(8192, chunk) if mla else chunk)
+        parts["prefill_graphs"] = 0.0 if not prefill_graph else (1536.0 if mla else 8.0 * len(sizes))
+        reserved = sum(parts.values())
+        if smi > 60 * 1024 and reserved < 10 * 1024:
+            parts["floor"] = 10 * 1024 - reserved  # a 10 GiB floor above 60 GiB
+            reserved = 10 * 1024
+        fraction = round((smi - reserved) / smi, 3)
+        return {"fraction": fraction, "smi_mib": smi, "reserved_mib": reserved, "parts_mib": parts,
+                "chunked_prefill_size": chunk, "cuda_graph_max_bs": 0 if eager else max_bs}
+
+    def default_util(self, spec, deployment) -> Fraction:
+        return Fraction(str(self.fraction_parts(spec, deployment)["fraction"]))
+
+    def budget(self, deployment, fraction: Fraction, weights: int, reserve: int) -> int:
+        """A - P x (1 - f) = f x P - weights, P the memory free before the weights load (the
+        runtime's ``reserve`` taken from the total)."""
+        free = deployment.memory - reserve
+        return free * fraction.numerator // fraction.denominator - weights
+
+    def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
+        if deployment.memory is None:
+            return None
+        free = deployment.memory - reserve
+        hundredths = cdiv(100 * (weights + kv), free) if free > 0 else 101
+        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
+
+    def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
+        """What is held before the weights load, taken from the total to give P: the CUDA
+        context and, at TP or PP > 1, NCCL and custom all-reduce buffers. Activations and CUDA
+        graphs come out of P x (1 - f), not out of the KV budget."""
+        parts = {"cuda_context": CONTEXT_RESERVE}
+        if deployment.tp * deployment.pp > 1:
+            parts["nccl"] = NCCL_RESERVE
+        return parts
+
+    def token_bits(self, attention, tp: int, kv_dtype: str, mla_layout: str = "latent") -> int:
+        if isinstance(attention, MLAAttention) and attention.indexer is not None and kv_dtype == "fp8":
+            # DSA's fp8 latent (kv_cache_configurator.py 3439-3474): 512 fp8 + a 4-byte scale per 128 +
+            # the rope part in bf16 = 656 B, plus the indexer's key + scale (pool_configurator.py 401-409)
+            a = attention
+            latent = a.kv_lora_rank + a.kv_lora_rank // 128 * 4 + a.qk_rope_head_dim * 2
+            return 8 * latent + a.indexer.bits_per_token(kv_dtype)
+        return super().token_bits(attention, tp, kv_dtype, mla_layout)
+
+    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int) -> int:
+        """mamba_utils.py 47-241: conv (conv_dim / tp, kernel - 1) in bf16 and the SSM state in
+        float32 unless the config names another dtype (mamba_ssm_dtype)."""
+        ssm_dtype = kind.state_dtype or "fp32"
+        as_sglang = kind.model_copy(update={"state_dtype": ssm_dtype, "conv_dtype": kind.conv_dtype or "bf16"})
+        return cdiv(cdiv(state_bits(as_sglang, model_dtype, -1), 8), tp)
+
+    def swa_pool(self, spec) -> bool:
+        return spec.model_type in SWA_POOL
+
+    def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
+                 context: int, cap: int, batched: int) -> Capacity:
+        page = deployment.block_size or self.block_size
+        budget = max(budget, 0)
+        attention = [t for t in types if t.attends]
+        states = [t for t in types if not t.attends and t.state_bytes]
+        notes = []
+        slots = None
+        if states:  # the hybrid Mamba split: state slots first, the rest for full-attention tokens
+            s = sum(t.layers * t.state_bytes for t in states)
+            mamba_budget = budget * MAMBA_RATIO.numerator // (MAMBA_RATIO.numerator + MAMBA_RATIO.denominator)
+            slots = max((mamba_budget - s) // s, 0)
+            budget = max(budget - (slots + 1) * s, 0)
+            notes.append(f"SGLang's hybrid pool: {slots:,} state slots of {s:,} B (0.9/1.9 of the budget), "
+                         f"{MAMBA_SLOTS_PER_REQUEST} per running request; the rest holds full-attention tokens")
+        swa = self.swa_pool(spec) and any(t.kind == "sliding" for t in attention)
+        full_bits = sum(t.layers * t.token_bits for t in attention if not (swa and t.kind == "sliding"))
+        swa_bits = sum(t.layers * t.token_bits for t in attention if swa and t.kind == "sliding")
+        cell = Fraction(full_bits, 8) + SWA_RATIO * Fraction(swa_bits, 8)
+        tokens = int(budget // cell) // page * page if cell else 0
+        swa_tokens = int(tokens * SWA_RATIO) // page * page if swa_bits else None
+        if swa_bits:
+            notes.append(f"SGLang's sliding-window pool: {tokens:,} full-layer tokens and {swa_tokens:,} "
+                         "sliding-layer tokens (swa_full_tokens_ratio 0.8)")
+
+        def fits(length: int) -> int:
+            held = cdiv(length, page) * page
+            n = tokens // held if held else 0
+            if swa_bits:
+                window = min(length, max(t.span for t in attention if t.kind == "sliding"))
+                n = min(n, swa_tokens // (cdiv(window, page) * page))
+            if slots is not None:
+                n = min(n, slots // MAMBA_SLOTS_PER_REQUEST)
+            return n
+
+        running = self.max_running_requests(tokens, context, deployment)
+        if slots is not None:
+            running = min(running, slots // MAMBA_SLOTS_PER_REQUEST)
+        per_token = cdiv(full_bits + swa_bits, 8)
+        request = cdiv(context, page) * page * per_token + sum(t.layers * t.state_bytes for t in states)
+        held = fits(context)
+        longest = largest_context(lambda n: 0 if fits(n) else 1, 0, cap)
+        return Capacity(
+            block_size=page, blocks=tokens // page, tokens=tokens, per_token_bytes=per_token,
+            state_bytes_per_request=sum(t.layers * t.state_bytes for t in states),
+            max_concurrency=held, concurrency_exact=Fraction(held), max_context=longest,
+            request_bytes=request, notes=tuple(notes),
+            log=(("max_total_num_tokens", tokens), ("max_running_requests", running))
+            + ((("swa_tokens", swa_tokens),) if swa_bits else ()) + ((("max_mamba_cache_size", slots),)
+                                                                     if slots is not None else ()),
+        )
+
+    def max_running_requests(self, tokens: int, context: int, deployment) -> int:
+        """A slot cap, not requests of the context: clamp(int(T / context_len x 512), 2048, 4096),
+        at most T // 2 (kv_cache_configurator.py 3120-3133)."""
+        estimate = min(max(tokens * 512 // context, 2048), 4096)
+        return min(estimate, tokens // 2)
+
+    def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
+        out = []
+        if deployment.gpu_util is None:
+            f = self.fraction_parts(spec, deployment)
+            smi = ("nvidia-smi's total" if deployment.smi_memory else
+                   "the CUDA total (no nvidia-smi total in the catalog)")
+            out.append(f"SGLang's default --mem-fraction-static {f['fraction']:.3f}: ({f['smi_mib']:,.0f} - "
+                       f"{f['reserved_mib']:,.0f}) / {f['smi_mib']:,.0f} MiB of {smi}, reserving activations "
+                       f"for chunked prefill {f['chunked_prefill_size']}, TP x PP, and CUDA graphs up to batch "
+                       f"{f['cuda_graph_max_bs']} (memory_hook.py)")
+        if any(k.type in ("sliding", "chunked") for k in spec.layers.kinds.values()) and not self.swa_pool(spec):
+            why = ("is forced off its sliding-window pool" if spec.model_type in SWA_OFF else
+                   "is not on its sliding-window pool list" if spec.model_type else
+                   "cannot be matched to its sliding-window pool list (no model_type)")
+            out.append(f"SGLang: {spec.name} {why}, so sliding and chunked layers are charged the whole context")
+        if kv_dtype in ("int8", "int4"):
+            out.append("sglang: KV quantization scales are not counted")
+        if any(k.conv_kernel and k.state_dtype is None for k in spec.layers.kinds.values() if isinstance(k, NoKVLayer)):
+            out.append("SGLang keeps Mamba SSM states in float32 and conv states in bf16 unless the config says "
+                       "otherwise (mamba_utils.py)")
+        return out

@@ -1,0 +1,65 @@
+"""TensorRT-LLM's PyTorch backend, modelled coarsely (docs/fit.md says what is and is not).
+
+Modelled: ``KvCacheConfig.free_gpu_memory_fraction`` (0.9) of the memory free after the model
+is loaded (``tensorrt_llm/_torch/pyexecutor/resource_manager.py``, docs/source/reference/memory.md),
+``tokens_per_block`` 32, KV heads per GPU ``ceil(kv_heads / tp)``, windows charged only their
+span. Not modelled: its own activation and CUDA-graph profiling, per-window pools, Mamba
+states' pages, quantization scales, host offloading.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from kvcalc.capacity.engines.base import Capacity, Engine, pool_capacity
+from kvcalc.capacity.layers import LayerType, cdiv
+
+VERSIONS = ("1.0",)
+
+
+class TensorRTLLM(Engine):
+    name = "trtllm"
+    block_size = 32
+    windows = True
+
+    def __init__(self, version: str | None = None):
+        if version is not None and version.lstrip("v") not in VERSIONS:
+            raise ValueError(f"unknown TensorRT-LLM version {version!r}; kvcalc follows " + ", ".join(VERSIONS))
+        self.version = VERSIONS[-1] if version is None else version.lstrip("v")
+        self.label = ("TensorRT-LLM: free_gpu_memory_fraction of memory free after loading; tokens_per_block 32 "
+                      "(modelled coarsely)")
+
+    def default_util(self, spec, deployment) -> Fraction:
+        return Fraction(9, 10)
+
+    def heads_per_gpu(self, kv_heads: int, tp: int) -> int:
+        return cdiv(kv_heads, tp)
+
+    def budget(self, deployment, fraction: Fraction, weights: int, reserve: int) -> int:
+        free = deployment.memory - weights - reserve
+        return free * fraction.numerator // fraction.denominator
+
+    def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
+        if deployment.memory is None:
+            return None
+        free = deployment.memory - weights - reserve
+        hundredths = cdiv(100 * kv, free) if free > 0 else 101
+        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
+
+    def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
+                 context: int, cap: int, batched: int) -> Capacity:
+        found = []
+        for stage in stages:
+            mine = [LayerType(t.name, t.kind, t.span, stage[t.name], t.token_bits, t.state_bytes, t.mixer)
+                    for t in types if stage.get(t.name)]
+            if any(t.attends or t.state_bytes for t in mine):
+                found.append(pool_capacity(mine, budget, deployment.block_size or self.block_size, context,
+                                           True, cap))
+        return min(found, key=lambda c: (c.max_concurrency, c.max_context, -c.request_bytes))
+
+    def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
+        out = ["TensorRT-LLM is modelled coarsely: its budget base and block size, not its own profiling, "
+               "per-window pools or Mamba pages"]
+        if kv_dtype in ("int8", "int4"):
+            out.append("trtllm: KV quantization scales are not counted")
+        return out

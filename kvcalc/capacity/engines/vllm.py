@@ -1,0 +1,318 @@
+"""vLLM's v1 engine, by release: budget, pages per layer kind, groups, tokens in flight, logs.
+
+Every rule cites the file it was read from; docs/fit.md has the table of what changed in
+which release. The arithmetic of ``capacity`` is ``kv_cache_utils.get_kv_cache_configs``:
+the whole model's layers grouped by kind with one page size, every group drawing blocks
+from one pool, each kind charging a request what its ``KVCacheSpec.max_memory_usage_bytes``
+says (``vllm/v1/kv_cache_interface.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import lcm
+
+from kvcalc.capacity.engines.base import (
+    Capacity,
+    Engine,
+    GiB,
+    default_max_seqs,
+    estimate_activations,
+    largest_context,
+)
+from kvcalc.capacity.layers import LayerType, cdiv
+
+
+@dataclass(frozen=True)
+class Release:
+    """The rules that changed between vLLM releases, read from each release's wheel
+    (docs/fit.md has the table with files and lines)."""
+
+    version: str
+    gpu_util: Fraction  # default --gpu-memory-utilization (vllm/config/cache.py): 0.92 from 0.20.0
+    group_ratio: Fraction  # hybrid groups (kv_cache_utils): the largest kind's count when under ratio x the smallest
+    runner_v2: bool  # the V2 model runner for every model (0.29.0): pp + 1 batches in flight with async
+    window_in_flight: bool  # sliding charge counts every batch in flight (0.26.0); before, 1 x batched tokens
+    log_groups: bool  # "GPU KV cache size" = blocks // groups x block (to 0.20.0); then int(concurrency x L)
+    cuda_graphs_profiled: bool  # the CUDA-graph estimate taken from the budget by default (0.20.0)
+    mamba2_checkpoint: bool  # align mode charges Mamba2 a prefill checkpoint page (0.32.0)
+    gdn_checkpoint: bool  # ... and Gated DeltaNet on Hopper, where its prefill runs on FlashInfer (0.33.0)
+
+
+# Oldest first; the last is the default. Async scheduling is on by default in all of them (0.14.0).
+RELEASES = (
+    Release("0.18.0", Fraction(9, 10), Fraction(3, 2), False, False, True, False, False, False),
+    Release("0.20.0", Fraction(92, 100), Fraction(3, 2), False, False, True, True, False, False),
+    Release("0.20.1", Fraction(92, 100), Fraction(3, 2), False, False, False, True, False, False),
+    Release("0.26.0", Fraction(92, 100), Fraction(3, 2), False, True, False, True, False, False),
+    Release("0.29.0", Fraction(92, 100), Fraction(3, 2), True, True, False, True, False, False),
+    Release("0.32.0", Fraction(92, 100), Fraction(3, 2), True, True, False, True, True, False),
+    Release("0.33.0", Fraction(92, 100), Fraction(3, 2), True, True, False, True, True, True),
+)
+NEWER = "0.34"  # sizes the KV cache after warmup by default on CUDA (the extensible KV cache): not followed
+KERNEL_BLOCK = {"cuda": 16, "cpu": 32}  # the attention backend's block alignment (FlashAttention; CPU)
+GDN_ALIGNMENT = 64  # FlashInfer's Gated DeltaNet prefill checkpoints (v1/attention/backends/gdn_attn.py)
+HOPPER = ("h100", "h200", "h20", "h800", "gh200")  # SM90: Gated DeltaNet prefill on FlashInfer by default
+NON_TORCH = GiB // 4  # non-torch memory at TP 1 (cuBLAS workspaces, allocator): an estimate
+NON_TORCH_PARALLEL = 2 * GiB  # more with TP or PP > 1 (NCCL and custom all-reduce buffers): an estimate
+CUDA_GRAPHS = GiB // 2  # captured graphs' memory when profiled (no --enforce-eager): an estimate
+
+
+def release(version: str | None) -> Release:
+    """The newest release whose rules apply to ``version`` (None: the newest kvcalc follows)."""
+    if version is None:
+        return RELEASES[-1]
+    wanted = _key(version)
+    if wanted is not None and wanted >= _key(NEWER):
+        raise ValueError(f"vLLM {version} sizes the KV cache after warmup (the extensible KV cache, on by default on "
+                         f"CUDA from {NEWER}.0): kvcalc follows " + ", ".join(r.version for r in RELEASES)
+                         + "; 0.34 with --no-enable-extensible-kv-cache follows 0.33.0's rules")
+    if wanted is None or wanted < _key(RELEASES[0].version):
+        raise ValueError(f"unknown vLLM version {version!r}; kvcalc follows " + ", ".join(r.version for r in RELEASES)
+                         + " (a later patch release takes its minor release's rules)")
+    return [r for r in RELEASES if _key(r.version) <= wanted][-1]
+
+
+def _key(version: str) -> tuple[int, ...] | None:
+    parts = version.strip().lstrip("v").split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() and len(p) < 6 for p in parts):
+        return None
+    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+
+
+class VLLM(Engine):
+    name = "vllm"
+    block_size = 16
+    windows = True
+
+    def __init__(self, version: str | None = None):
+        self.rules = release(version)
+        self.version = version.lstrip("v") if version else self.rules.version
+        self.label = (f"vLLM {self.version} (v1 engine): --gpu-memory-utilization of total memory; pages of "
+                      "--block-size tokens")
+
+    def default_util(self, spec, deployment) -> Fraction:
+        return self.rules.gpu_util
+
+    # vllm/v1/worker/utils.py request_memory: math.ceil(total x utilization)
+    def requested_bytes(self, memory: int, fraction: Fraction) -> int:
+        return cdiv(memory * fraction.numerator, fraction.denominator)
+
+    def scale_bits(self, heads: int, k_dim: int, v_dim: int, kv_dtype: str) -> int:
+        if kv_dtype == "int8":
+            return 2 * heads * 32  # an fp32 scale per token, head, K and V (int8_per_token_head)
+        if kv_dtype == "int4":
+            return heads * (k_dim // 16 + v_dim // 16) * 8  # NVFP4: an fp8 scale per 16 values
+        return 0
+
+    def async_scheduling(self, deployment) -> bool:
+        """On by default since 0.14.0 (vllm/config/vllm.py); vLLM's CPU platform turns it off
+        (platforms/cpu.py)."""
+        chosen = deployment.switches.async_scheduling
+        if chosen is not None:
+            return chosen
+        return deployment.platform == "cuda"
+
+    def batches_in_flight(self, deployment) -> int:
+        """vllm/config/vllm.py max_concurrent_batches: async scheduling with the V2 model runner
+        pp + 1; async with the V1 runner 2 at PP 1; otherwise pp."""
+        pp = deployment.pp
+        if self.async_scheduling(deployment):
+            return pp + 1 if self.rules.runner_v2 else max(2, pp)
+        return pp
+
+    def window_in_flight(self, deployment, batched: int) -> int:
+        """Tokens a sliding window keeps beyond itself: every batch in flight (0.26.0 on), else one."""
+        return self.batches_in_flight(deployment) * batched if self.rules.window_in_flight else batched
+
+    def mamba_mode(self, deployment) -> str:
+        """models/config.py MambaModelConfig: prefix caching (on by default) sets mamba_cache_mode
+        'align' (always from 0.28.0; before, 'all' for models that support Mamba prefix caching,
+        which kvcalc does not follow); without it, 'none'."""
+        if deployment.switches.mamba_cache_mode:
+            return deployment.switches.mamba_cache_mode
+        prefix = deployment.switches.prefix_caching
+        return "none" if prefix is False else "align"
+
+    def checkpoint_pages(self, mixer: str | None, deployment) -> int:
+        """num_prefill_checkpoint_blocks in align mode: Mamba2 1 (mamba_mixer2.py, 0.32.0); Gated
+        DeltaNet 1 where its prefill runs on FlashInfer, Hopper by default (qwen_gdn_linear_attn.py,
+        0.33.0); otherwise 0."""
+        if self.mamba_mode(deployment) != "align":
+            return 0
+        if mixer == "mamba2":
+            return int(self.rules.mamba2_checkpoint)
+        if mixer == "gated_deltanet":
+            return int(self.rules.gdn_checkpoint and self.hopper(deployment))
+        return 0
+
+    def hopper(self, deployment) -> bool:
+        return deployment.platform == "cuda" and (deployment.gpu_key or "").startswith(HOPPER)
+
+    def state_pages(self, t: LayerType, deployment) -> int:
+        """Pages of a Mamba group per request (MambaSpec.max_memory_usage_bytes,
+        kv_cache_interface.py): 'none' one state page plus one per speculative block; 'align'
+        two (the running state and the last cached one) plus the speculative blocks plus the
+        prefill checkpoint pages."""
+        spec_blocks = deployment.switches.speculative_tokens
+        if self.mamba_mode(deployment) == "none":
+            return 1 + spec_blocks
+        return 2 + spec_blocks + self.checkpoint_pages(t.mixer, deployment)
+
+    def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
+        """gpu_worker.determine_available_memory: the profiling run's activation peak at
+        max_num_batched_tokens (and the sampler's logits), non-torch memory, CUDA graphs."""
+        parts = estimate_activations(spec, deployment.tp, batched,
+                                     default_max_seqs(deployment.memory_or_default, deployment.gpu_key))
+        parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if deployment.tp * deployment.pp > 1 else 0)
+        if self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
+            parts["cuda_graphs"] = CUDA_GRAPHS
+        elif not self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
+            parts["cuda_graphs"] = 0  # captured after the budget was fixed: from the slack, not the budget
+        return parts
+
+    def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
+                 context: int, cap: int, batched: int) -> Capacity:
+        """``types`` count whole-model layers, ``stages`` the kinds' layers per pipeline stage.
+        Each pipeline worker needs as many tensors as the largest group has layers on it; the
+        block count is the smallest any worker can afford."""
+        notes = []
+        block = deployment.block_size or self.block_size
+        in_flight = self.window_in_flight(deployment, batched)
+        retained = deployment.switches.speculative_tokens
+        attention = [t for t in types if t.attends]
+        states = [t for t in types if not t.attends and t.state_bytes]
+        types = attention + states  # a no-KV kind without a state takes no pages
+        widest = max((t.token_bits for t in attention), default=0)
+        state = max((t.state_bytes for t in states), default=0)
+        kernel = max(KERNEL_BLOCK[deployment.platform], block)  # platforms/interface.py _align_hybrid_block_size
+        if any(self.checkpoint_pages(t.mixer, deployment) for t in states if t.mixer == "gated_deltanet"):
+            kernel = lcm(kernel, GDN_ALIGNMENT)
+        if attention and states and cdiv(block * widest, 8) < state:
+            raised = kernel * cdiv(state, kernel * cdiv(widest, 8))
+            notes.append(f"block size raised from {block} to {raised} tokens (a multiple of the attention kernel's "
+                         f"{kernel}) so one attention page holds a whole constant state ({state:,} B), as vLLM does "
+                         "for hybrid models")
+            block = raised
+        page = cdiv(block * widest, 8) if attention else state
+        blocks_of = {}
+        for t in attention:
+            own = cdiv(block * t.token_bits, 8)
+            if page % own == 0:
+                blocks_of[t.name] = block * (page // own)  # vLLM raises a narrower kind's block size
+                if own != page:
+                    notes.append(f"{t.name} layers are narrower: vLLM gives their pages {blocks_of[t.name]} tokens "
+                                 "so every page is the same size")
+            else:
+                blocks_of[t.name] = block
+                notes.append(f"{t.name} pages are padded to the widest kind's page size ({page:,} B)")
+        if states and page > state:
+            notes.append(f"each no-KV layer's state ({state:,} B) is padded to one page ({page:,} B)")
+        if states:
+            mode = self.mamba_mode(deployment)
+            pages = ", ".join(f"{t.name} {self.state_pages(t, deployment)}" for t in states)
+            notes.append(f"mamba cache mode '{mode}'" + (
+                " (prefix caching on): a state group is charged the running state, the last cached one and"
+                " any prefill checkpoint pages" if mode == "align" else "") + f"; pages per request per state "
+                f"group: {pages}")
+            if any(t.mixer not in ("mamba2", "gated_deltanet") for t in states):
+                notes.append("vLLM's checkpoint pages are read for Mamba2 and Gated DeltaNet layers only; other "
+                             "state layers are charged none, and whether the model supports prefix caching (else "
+                             "mode 'none') is not checked")
+        counts = [t.layers for t in types]
+        group = counts[0] if len(types) == 1 else self.group_size(counts)
+        groups = {t.name: cdiv(t.layers, group) for t in types}
+        padding = sum(groups.values()) * group - sum(counts)
+        if padding:
+            notes.append(f"vLLM groups layers {group} at a time; {padding} padding layer slot(s) hold pages "
+                         f"that are never used ({padding}/{sum(groups.values()) * group} of the pool)")
+        tensors = _tensors_per_stage(types, groups, stages, group)
+        blocks = min(budget // (n * page) for n in tensors if n) if budget > 0 and page else 0
+
+        def pages(t: LayerType, length: int) -> int:
+            if not t.attends:
+                return self.state_pages(t, deployment)
+            b = blocks_of[t.name]
+            if t.kind == "sliding":  # SlidingWindowSpec: the window need not start on a page boundary
+                return cdiv(min(t.span - 1 + retained + in_flight, length), b) + 1
+            if t.kind == "chunked":  # ChunkedLocalAttentionSpec
+                return cdiv(min(t.span + in_flight, length), b)
+            return cdiv(length, b)
+
+        def needs(length: int) -> int:
+            return sum(groups[t.name] * pages(t, length) for t in types)
+
+        per_request = needs(context)
+        bits = {t.name: t.token_bits for t in types}
+        state_of = {t.name: t.state_bytes for t in types}
+        described = tuple(
+            {"name": t.name, "kind": t.kind, "layers": t.layers, "groups": groups[t.name],
+             "block_size": blocks_of.get(t.name), "pages_per_request": groups[t.name] * pages(t, context)}
+            for t in types
+        )
+        exact = Fraction(blocks, per_request)
+        return Capacity(
+            block_size=block,
+            blocks=blocks,
+            tokens=blocks * block,
+            per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8) for s in stages),
+            state_bytes_per_request=max(sum(n * state_of.get(k, 0) for k, n in s.items()) for s in stages),
+            max_concurrency=blocks // per_request,
+            concurrency_exact=exact,
+            max_context=largest_context(needs, blocks, cap),
+            request_bytes=per_request * max(tensors) * page,
+            groups=described if len(types) > 1 else (),
+            notes=tuple(notes),
+            log=(("gpu_kv_cache_tokens", self.logged_tokens(blocks, block, len(described) or 1, exact, context)),
+                 ("max_concurrency", round(float(exact), 2))),
+        )
+
+    def group_size(self, counts: list[int]) -> int:
+        """Layers per KV-cache group when kinds are mixed (kv_cache_utils
+        _get_kv_cache_groups_uniform_page_size): the smallest kind's count, or the largest's when
+        that is under the release's ratio x the smallest."""
+        smallest, largest = min(counts), max(counts)
+        ratio = self.rules.group_ratio
+        return largest if largest * ratio.denominator < ratio.numerator * smallest else smallest
+
+    def logged_tokens(self, blocks: int, block: int, groups: int, exact: Fraction, context: int) -> int:
+        """The "GPU KV cache size: N tokens" line (kv_cache_utils): blocks // groups x block size in
+        the releases that printed that, later int(max concurrency x max_model_len)."""
+        if self.rules.log_groups:
+            return blocks // groups * block
+        return int(exact * context)
+
+    def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
+        out = []
+        windows = any(k.type in ("sliding", "chunked") for k in spec.layers.kinds.values())
+        if windows and self.async_scheduling(deployment):
+            n = self.batches_in_flight(deployment)
+            out.append(f"async scheduling: {n} batches of max_num_batched_tokens in flight (window pages are "
+                       "freed only once they are done)")
+        return out
+
+
+def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: list[dict[str, int]],
+                       group: int) -> list[int]:
+    """Per pipeline stage, the most layers any one group has there: the KV tensors that worker
+    allocates. A type's layers go to its groups round-robin, as vLLM assigns them (layers[i::n]);
+    with one stage that is the group size, padding slots included."""
+    if len(stages) == 1:
+        return [group]
+    found = []
+    offset = {t.name: 0 for t in types}
+    for stage in stages:
+        most = 0
+        for t in types:
+            n = stage.get(t.name, 0)
+            if not n:
+                continue
+            k = groups[t.name]
+            first = offset[t.name]
+            per_group = [len(range((j - first) % k, n, k)) for j in range(k)]
+            most = max(most, *per_group)
+            offset[t.name] += n
+        found.append(most)
+    return found
+
