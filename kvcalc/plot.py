@@ -44,7 +44,8 @@ _GPU_LINE = re.compile(r"^\s*(?:([0-9]{1,6})\s*[x×*]\s*)?(.+?)\s*$", re.IGNOREC
 
 
 def parse_lines(text: str | None, catalogs=()) -> list[Line]:
-    """'24GiB,h100,8xh200' -> a 24 GiB line, one H100, eight H200s (memory as the driver reports it)."""
+    """'24GiB,h100,8xh200' -> a 24 GiB line, one H100, eight H200s (for a GPU: the memory vLLM may use at
+    its default utilization, of the total the driver reports)."""
     from kvcalc.capacity.gpus import UnknownGPUError, find_gpu
     from kvcalc.units import parse_bytes
 
@@ -68,8 +69,13 @@ def parse_lines(text: str | None, catalogs=()) -> list[Line]:
             raise ValueError(f"{part.strip()!r} is neither a size (24GiB) nor a GPU: {exc}") from None
         if count < 1:
             raise ValueError(f"{part.strip()!r}: a GPU count is at least 1")
-        label = (f"{count} x " if count > 1 else "") + gpu.key
-        lines.append(Line(label, count * gpu.memory_bytes, True))
+        # what the engine may use of each GPU: vLLM's default --gpu-memory-utilization of the total
+        from kvcalc.capacity import engines
+
+        vllm = engines.get("vllm")
+        fraction = vllm.default_util(None, None)
+        label = (f"{count} x " if count > 1 else "") + f"{gpu.key} (vLLM {vllm.version}: {float(fraction):g} usable)"
+        lines.append(Line(label, count * vllm.requested_bytes(gpu.memory_bytes, fraction), True))
     return lines
 
 

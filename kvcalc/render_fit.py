@@ -21,7 +21,8 @@ def _title(r: FitResult, gpu_name: str | None) -> str:
         where = f"{r.gpus} GPU{'s' if r.gpus > 1 else ''} (no GPU given)"
     else:
         where = f"{r.gpus} x {gpu_name or 'GPU'} ({format_bytes(r.gpu_memory_bytes)})"
-    return f"{r.model} on {where} · {_shape(r.tp, r.pp, r.replicas)} · {ENGINE_LABEL[r.engine]} rules"
+    return (f"{r.model} on {where} · {_shape(r.tp, r.pp, r.replicas)} · {ENGINE_LABEL[r.engine]} "
+            f"{r.engine_version} rules")
 
 
 def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
@@ -32,7 +33,10 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
     def row(label, n, style="cyan", what=""):
         rows.append([label, format_bytes(n), f"{n:,}", Text(bar(max(n, 0), scale, 16), style=style), what])
 
-    weights_what = r.weights_source + (f" / {r.tp * r.pp} GPUs" if r.tp * r.pp > 1 else "")
+    split = r.weights_bytes_per_gpu * r.tp * r.pp != r.weights_bytes and r.weights_source.startswith("parameter")
+    weights_what = r.weights_source + ("" if r.tp * r.pp == 1 else
+                                       f", as loaded on the fullest of {r.tp * r.pp} GPUs" if split else
+                                       f" / {r.tp * r.pp} GPUs")
     row("weights", r.weights_bytes_per_gpu, "magenta", weights_what)
     reserve_what = ("estimate: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in r.reserve_parts.items())
                     if r.reserve_estimated else "--reserve")
@@ -116,6 +120,11 @@ def _forward(r: FitResult) -> list[str]:
         if r.engine_log_kv_tokens != r.kv_tokens:
             lines.append(f"  (its token figure is concurrency x {r.context:,}, not the {r.kv_tokens:,} token slots "
                          "the pool has: windows, groups or partial pages make them differ)")
+    if r.max_total_num_tokens is not None and r.kv_budget_bytes_per_gpu > 0:
+        lines.append(f"SGLang will log (with --context-length {r.context}): \"max_total_num_tokens="
+                     f"{r.max_total_num_tokens}, ... max_running_requests={r.max_running_requests}\"")
+        lines.append("  (max_running_requests is a cap on request slots, clamp(T / context x 512, 2048, 4096), "
+                     f"not requests of {r.context:,} tokens that fit: those are {r.max_concurrency:,})")
     if r.concurrency is None:
         if r.min_gpus_shape:
             verdict = "fits" if r.fits else "does not fit"
@@ -133,7 +142,7 @@ def _backwards(r: FitResult) -> list[str]:
              f"{format_bytes(r.required_bytes_per_gpu)} ({r.required_bytes_per_gpu:,} B) per GPU."]
     if r.gpu_memory_bytes is None:
         return lines
-    name = "--gpu-util" if r.engine == "vllm" else "the memory fraction"
+    name = "--gpu-util"
     if r.required_gpu_util is not None:
         lines.append(f"Smallest {name} that holds them: {r.required_gpu_util:.2f}"
                      + (f" (--gpu-util {r.gpu_util:g} holds them)" if r.fits else "") + ".")

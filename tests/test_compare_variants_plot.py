@@ -370,8 +370,13 @@ def test_plot_gpu_lines_take_gpu_names_and_count_weights(runner, kvcalc_app):
     from kvcalc.plot import parse_lines
 
     lines = parse_lines("24GiB,h100,8xH200")
+
+    def usable(memory):  # vLLM's default 0.92 of the total, rounded up as its request_memory does
+        return -(-memory * 92 // 100)
+
     assert [(line.bytes, line.gpu) for line in lines] == [
-        (24 * 1024**3, False), (find_gpu("h100").memory_bytes, True), (8 * find_gpu("h200").memory_bytes, True)]
+        (24 * 1024**3, False), (usable(find_gpu("h100").memory_bytes), True),
+        (8 * usable(find_gpu("h200").memory_bytes), True)]
     result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "-r", "1k..8k", "--gpu-lines", "l4"])
     assert result.exit_code == 0, result.output
     # 8,030,261,248 parameters x 2 bytes (bf16) = 14.96 GiB added to the KV curve

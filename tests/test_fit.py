@@ -14,10 +14,10 @@ import json
 from fractions import Fraction
 
 import pytest
+from fitting import fit_with as fit
 
 import kvcalc
 from kvcalc.capacity.fit import FitUsageError
-from fitting import fit_with as fit
 
 GiB = 1024**3
 

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fitting import fit_with as fit
+
 from kvcalc.capacity.params import attention_parameters
 from kvcalc.errors import PresetError
 from kvcalc.estimate import estimate

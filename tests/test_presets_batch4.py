@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fitting import fit_with as fit
 
 import kvcalc
-from fitting import fit_with as fit
 from kvcalc.capacity.params import parameter_count
 from kvcalc.capacity.weights import weights_bytes
 from kvcalc.sources.presets import load_file

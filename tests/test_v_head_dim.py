@@ -17,8 +17,8 @@ tests/fixtures/configs/, so they are left out here: this file checks the model-w
 from __future__ import annotations
 
 import pytest
-
 from fitting import fit_with as fit
+
 from kvcalc.capacity.params import attention_parameters, parameter_count
 from kvcalc.compare import compare_rows
 from kvcalc.estimate import estimate

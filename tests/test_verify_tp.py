@@ -19,9 +19,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from fitting import fit_with as fit
 
 from kvcalc.capacity.fit import FitUsageError
-from fitting import fit_with as fit
 from kvcalc.sources.presets import load_file, preset_dirs
 from kvcalc.sources.resolve import resolve
 from kvcalc.verify.plan import reduced_spec

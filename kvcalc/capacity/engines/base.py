@@ -121,6 +121,13 @@ class Engine:
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         return []
 
+    # -- the launch command (capacity/launch.py adds the header and the model) -------------------
+    kv_cache_dtypes: dict[str, str] = {}  # kvcalc KV dtype -> the engine's --kv-cache-dtype value
+
+    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+                     kv_what: str) -> list[str]:
+        raise NotImplementedError
+
 
 def pool_capacity(types: list[LayerType], budget: int, block: int, context: int, windows: bool,
                   cap: int) -> Capacity:
@@ -188,3 +195,15 @@ def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> d
         inner = max(widths)
     activations = batched_tokens * (4 * hidden + cdiv(qkv, tp) + 3 * cdiv(inner, tp)) * 2
     return {"activations": activations, "logits": max_seqs * vocab * 4}
+
+
+def command_lines(command: str, flags: list[tuple[str, object, str]], comments: list[str]) -> list[str]:
+    """A command with one flag a line, joined by backslashes (a value None: the flag alone); what
+    each flag assumes follows as comments (a comment cannot sit inside a continued line)."""
+    out = [f"# {c}" for c in comments]
+    out.append(command + " \\")
+    for i, (flag, value, _) in enumerate(flags):
+        text = flag if value is None else f"{flag} {value}"
+        out.append(f"  {text}" + ("" if i == len(flags) - 1 else " \\"))
+    out.extend(f"#   {flag}: {why}" for flag, _, why in flags if why)
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kvcalc.capacity.engines.base import Capacity, Engine, GiB, MiB, largest_context
+from kvcalc.capacity.engines.base import Capacity, Engine, GiB, MiB, command_lines, largest_context
 from kvcalc.capacity.layers import LayerType, cdiv, state_bits
 from kvcalc.spec import MLAAttention, NoKVLayer
 
@@ -58,6 +58,7 @@ class SGLang(Engine):
     name = "sglang"
     block_size = 1  # --page-size 1 on CUDA (arg_groups/overrides.py 1342-1363)
     windows = False
+    kv_cache_dtypes = {"bf16": "bf16", "fp8": "fp8_e4m3", "int4": "fp4_e2m1"}  # server_args.py
 
     def __init__(self, version: str | None = None):
         if version is not None and version.lstrip("v") not in VERSIONS:
@@ -217,3 +218,30 @@ class SGLang(Engine):
             out.append("SGLang keeps Mamba SSM states in float32 and conv states in bf16 unless the config says "
                        "otherwise (mamba_utils.py)")
         return out
+
+    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+                     kv_what: str) -> list[str]:
+        flags = [("--model-path", model, ""), ("--tp-size", r.tp, ""), ("--pp-size", r.pp, "")]
+        if r.replicas > 1:
+            flags.append(("--dp-size", r.replicas, "replicas"))
+        flags += [
+            ("--context-length", r.context, "tokens per request"),
+            ("--max-running-requests", requests, "requests held at once"),
+            ("--mem-fraction-static", f"{util:.3f}" if r.concurrency is None else f"{util:.2f}",
+             "weights + KV pool as a fraction of the memory free before loading"),
+        ]
+        comments = [f"counted by SGLang {r.engine_version}'s rules"]
+        if kv_value is None:
+            comments.append(f"SGLang has no --kv-cache-dtype for {kv_what}; left out")
+        else:
+            flags.append(("--kv-cache-dtype", kv_value, kv_what))
+        flags += [("--page-size", r.block_size, "tokens per page"),
+                  ("--chunked-prefill-size", r.max_batched_tokens, "tokens per prefill step")]
+        if r.deployment["enforce_eager"]:
+            flags.append(("--disable-cuda-graph", None, "no CUDA graphs, as counted"))
+        if r.deployment["prefix_caching"] is False:
+            flags.append(("--disable-radix-cache", None, "as counted"))
+        if r.concurrency is not None:
+            tokens = requests * r.context
+            comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens)")
+        return command_lines("python -m sglang.launch_server", flags, comments)

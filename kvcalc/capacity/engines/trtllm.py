@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kvcalc.capacity.engines.base import Capacity, Engine, pool_capacity
+from kvcalc.capacity.engines.base import Capacity, Engine, command_lines, pool_capacity
 from kvcalc.capacity.layers import LayerType, cdiv
 
 VERSIONS = ("1.0",)
@@ -21,6 +21,7 @@ class TensorRTLLM(Engine):
     name = "trtllm"
     block_size = 32
     windows = True
+    kv_cache_dtypes = {"fp16": "float16", "fp8": "fp8", "int4": "nvfp4"}  # llmapi/llm_args.py KvCacheConfig
 
     def __init__(self, version: str | None = None):
         if version is not None and version.lstrip("v") not in VERSIONS:
@@ -63,3 +64,28 @@ class TensorRTLLM(Engine):
         if kv_dtype in ("int8", "int4"):
             out.append("trtllm: KV quantization scales are not counted")
         return out
+
+    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+                     kv_what: str) -> list[str]:
+        yaml_lines = ["kv_cache_config:", f"  tokens_per_block: {r.block_size}",
+                      f"  free_gpu_memory_fraction: {util:.2f}"]
+        comments = []
+        if kv_value is None:
+            comments.append(f"TensorRT-LLM has no KV dtype for {kv_what}; left out")
+        else:
+            yaml_lines.append(f"  dtype: {kv_value}")
+        if r.concurrency is not None:
+            held = -(-r.context // r.block_size) * r.block_size
+            yaml_lines.append(f"  max_tokens: {requests * held}")
+        if r.replicas > 1:
+            comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
+        flags = [
+            ("--tp_size", r.tp, ""),
+            ("--pp_size", r.pp, ""),
+            ("--max_seq_len", r.context, "tokens per request"),
+            ("--max_batch_size", requests, "requests held at once"),
+            ("--max_num_tokens", r.max_batched_tokens, "tokens per step"),
+            ("--extra_llm_api_options", "kvcalc-trtllm.yaml", "KV pool settings (no CLI flags for them)"),
+        ]
+        out = ["cat > kvcalc-trtllm.yaml <<'YAML'", *yaml_lines, "YAML"]
+        return out + command_lines(f"trtllm-serve {model}", flags, comments)

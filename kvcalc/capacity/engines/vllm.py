@@ -17,6 +17,7 @@ from kvcalc.capacity.engines.base import (
     Capacity,
     Engine,
     GiB,
+    command_lines,
     default_max_seqs,
     estimate_activations,
     largest_context,
@@ -85,6 +86,9 @@ class VLLM(Engine):
     name = "vllm"
     block_size = 16
     windows = True
+    # flag names from vllm/engine/arg_utils.py EngineArgs.add_cli_args, vllm/config/cache.py
+    kv_cache_dtypes = {"fp16": "float16", "bf16": "bfloat16", "fp8": "fp8", "int8": "int8_per_token_head",
+                       "int4": "nvfp4"}
 
     def __init__(self, version: str | None = None):
         self.rules = release(version)
@@ -293,6 +297,40 @@ class VLLM(Engine):
         return out
 
 
+    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+                     kv_what: str) -> list[str]:
+        flags = [("--tensor-parallel-size", r.tp, ""), ("--pipeline-parallel-size", r.pp, "")]
+        if r.replicas > 1:
+            flags.append(("--data-parallel-size", r.replicas, "replicas"))
+        flags += [
+            ("--max-model-len", r.context, "tokens per request"),
+            ("--max-num-seqs", requests, "requests held at once"),
+            ("--gpu-memory-utilization", f"{util:.2f}", "fraction of total memory per GPU"),
+        ]
+        comments = [f"counted by vLLM {r.engine_version}'s rules"]
+        if kv_value is None:
+            comments.append(f"vLLM has no --kv-cache-dtype for {kv_what}; left out")
+        else:
+            flags.append(("--kv-cache-dtype", kv_value, kv_what))
+        flags += [("--block-size", r.block_size, "tokens per page"),
+                  ("--max-num-batched-tokens", r.max_batched_tokens, "tokens per prefill step")]
+        d = r.deployment
+        if d["enforce_eager"]:
+            flags.append(("--enforce-eager", None, "no CUDA graphs (none in the reserve)"))
+        if d["async_scheduling"] is not None:
+            flags.append(("--async-scheduling" if d["async_scheduling"] else "--no-async-scheduling", None,
+                          "batches in flight, as counted"))
+        if d["prefix_caching"] is not None:
+            flags.append(("--enable-prefix-caching" if d["prefix_caching"] else "--no-enable-prefix-caching", None,
+                          "as counted (Mamba cache mode)"))
+        if d["mamba_cache_mode"]:
+            flags.append(("--mamba-cache-mode", d["mamba_cache_mode"], "pages per Mamba group, as counted"))
+        if r.concurrency is not None:
+            comments.append(f"or exactly: --kv-cache-memory-bytes {r.required_kv_bytes_per_gpu} "
+                            "(KV bytes per GPU; overrides --gpu-memory-utilization)")
+        return command_lines(f"vllm serve {model}", flags, comments)
+
+
 def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: list[dict[str, int]],
                        group: int) -> list[int]:
     """Per pipeline stage, the most layers any one group has there: the KV tensors that worker
@@ -315,4 +353,5 @@ def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: l
             offset[t.name] += n
         found.append(most)
     return found
+
 
