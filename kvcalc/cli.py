@@ -814,8 +814,8 @@ GPUUtilOpt = Annotated[
 EngineVersionOpt = Annotated[
     str | None,
     typer.Option("--engine-version", metavar="VERSION",
-                 help="Whose release's rules: vLLM 0.10.2 .. 0.33.0 (default: the newest kvcalc follows; "
-                      "--json says which), SGLang 0.5.23."),
+                 help="Whose release's rules: vLLM 0.18.0 .. 0.33.x (default 0.33.0), SGLang 0.5.23 (default), "
+                      "TensorRT-LLM 1.0; the JSON's engine_version says which applied."),
 ]
 AsyncOpt = Annotated[
     bool | None,

@@ -237,3 +237,21 @@ def test_sglang_json_has_its_log_figures(runner, kvcalc_app):
     assert data["gpu_util"] == 0.83  # its own default on nvidia-smi's total
     assert data["max_total_num_tokens"] > 0 and 2048 <= data["max_running_requests"] <= 4096
     assert set(data["reserve_parts"]) == {"cuda_context"}
+
+
+def test_sglang_deepseek_v32_fp8_layout():
+    # kv_cache_configurator.py 3439-3474: the fp8 latent is 512 + 512 / 128 x 4 (scales) + 64 x 2 (rope in
+    # bf16) = 656 B, plus the indexer's 128 fp8 + 4 scale bytes = 132 B, in each of 61 layers
+    spec = kvcalc.load_preset("deepseek-v3.2-exp")
+    r = fit(spec, 150_109_945_856, tp=8, context=8192, engine="sglang", kv_dtype="fp8", reserve=0,
+            weights_bytes=8 * 80 * 10**9, gpu_util=Fraction(9, 10))
+    assert r.kv_bytes_per_token_per_gpu == 61 * (656 + 132) == 48_068
+
+
+def test_emitted_vllm_command_carries_the_switches_it_was_counted_with(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["fit", "nemotron-h-8b-base-8k", "--gpu", "h100", "-c", "8k",
+                                        "--weights-bytes", "16GB", "--no-enable-prefix-caching", "--enforce-eager",
+                                        "--emit", "vllm"])
+    assert result.exit_code == 0, result.output
+    assert "  --no-enable-prefix-caching" in result.stdout and "  --enforce-eager" in result.stdout
+    assert "vLLM 0.33.0's rules" in result.stdout

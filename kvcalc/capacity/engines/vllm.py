@@ -184,7 +184,6 @@ class VLLM(Engine):
         notes = []
         block = deployment.block_size or self.block_size
         in_flight = self.window_in_flight(deployment, batched)
-        retained = deployment.switches.speculative_tokens
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
         types = attention + states  # a no-KV kind without a state takes no pages
@@ -239,7 +238,7 @@ class VLLM(Engine):
                 return self.state_pages(t, deployment)
             b = blocks_of[t.name]
             if t.kind == "sliding":  # SlidingWindowSpec: the window need not start on a page boundary
-                return cdiv(min(t.span - 1 + retained + in_flight, length), b) + 1
+                return cdiv(min(t.span - 1 + in_flight, length), b) + 1
             if t.kind == "chunked":  # ChunkedLocalAttentionSpec
                 return cdiv(min(t.span + in_flight, length), b)
             return cdiv(length, b)
@@ -268,7 +267,7 @@ class VLLM(Engine):
             request_bytes=per_request * max(tensors) * page,
             groups=described if len(types) > 1 else (),
             notes=tuple(notes),
-            log=(("gpu_kv_cache_tokens", self.logged_tokens(blocks, block, len(described) or 1, exact, context)),
+            log=(("gpu_kv_cache_tokens", self.logged_tokens(blocks, block, sum(groups.values()), exact, context)),
                  ("max_concurrency", round(float(exact), 2))),
         )
 
