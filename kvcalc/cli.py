@@ -833,7 +833,7 @@ EagerOpt = Annotated[
 SpecTokensOpt = Annotated[
     int,
     typer.Option("--num-speculative-tokens", parser=_whole(0, 64), metavar="INTEGER",
-                 help="vLLM: speculative tokens, retained in window charges and extra Mamba pages."),
+                 help="vLLM: speculative tokens: one more page per Mamba group each (not charged to windows)."),
 ]
 MambaModeOpt = Annotated[
     Literal["none", "align"] | None,

@@ -310,7 +310,9 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
     times replicas when one is not enough (TP preferred, then PP, at an equal count); None when
     no shape up to 512 GPUs per replica holds even one."""
     best = None
-    for tp, pp in _shapes(spec):
+    for tp, pp in sorted(_shapes(spec), key=lambda s: (s[0] * s[1], s[1], s[0])):
+        if best is not None and tp * pp > best[0]:
+            break  # every shape from here needs more GPUs than the best found
         held = _held(spec, d, tp, pp, context, weights, mla_layout)
         if not held:
             continue
