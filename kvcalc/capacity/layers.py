@@ -75,13 +75,14 @@ def kind_counts(spec: ModelSpec, layers: range) -> dict[str, int]:
 
 
 def layer_types(spec: ModelSpec, layers: range, tp: int, engine, kv_dtype: str,
-                mla_layout: str = "latent") -> list[LayerType]:
+                mla_layout: str = "latent", platform: str = "cuda") -> list[LayerType]:
     """Each kind's layers among ``layers``, as ``engine`` stores one token (or one state) on a GPU."""
     types = []
     for name, n in kind_counts(spec, layers).items():
         kind = spec.layers.kinds[name]
         if isinstance(kind, NoKVLayer):
-            types.append(LayerType(name, "none", None, n, 0, engine.state_bytes(kind, spec.dtype, tp), kind.mixer))
+            state = engine.state_bytes(kind, spec.dtype, tp, platform)
+            types.append(LayerType(name, "none", None, n, 0, state, kind.mixer))
         else:
             bits = engine.token_bits(spec.attention_of(name), tp, kv_dtype, mla_layout)
             types.append(LayerType(name, kind.type, getattr(kind, "span", None), n, bits, 0))

@@ -90,7 +90,7 @@ class Engine:
         k_dim, v_dim = attention.head_dim, attention.v_dim
         return heads * (k_dim + v_dim) * bits + self.scale_bits(heads, k_dim, v_dim, kv_dtype)
 
-    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int) -> int:
+    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int, platform: str = "cuda") -> int:
         """One request's state in one layer on one GPU: engines keep kernel - 1 conv columns
         (vLLM's and SGLang's mamba_utils), split over TP with the heads."""
         return cdiv(cdiv(state_bits(kind, model_dtype, -1), 8), tp)

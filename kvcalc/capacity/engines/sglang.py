@@ -129,7 +129,7 @@ class SGLang(Engine):
             return 8 * latent + a.indexer.bits_per_token(kv_dtype)
         return super().token_bits(attention, tp, kv_dtype, mla_layout)
 
-    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int) -> int:
+    def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int, platform: str = "cuda") -> int:
         """mamba_utils.py 47-241: conv (conv_dim / tp, kernel - 1) in bf16 and the SSM state in
         float32 unless the config names another dtype (mamba_ssm_dtype)."""
         ssm_dtype = kind.state_dtype or "fp32"

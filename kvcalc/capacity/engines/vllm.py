@@ -23,6 +23,7 @@ from kvcalc.capacity.engines.base import (
     largest_context,
 )
 from kvcalc.capacity.layers import LayerType, cdiv
+from kvcalc.spec import MLAAttention
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class VLLM(Engine):
         Each pipeline worker needs as many tensors as the largest group has layers on it; the
         block count is the smallest any worker can afford."""
         notes = []
-        block = deployment.block_size or self.block_size
+        block = deployment.block_size or self.default_block(spec, deployment)
         in_flight = self.window_in_flight(deployment, batched)
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
@@ -270,6 +271,23 @@ class VLLM(Engine):
             log=(("gpu_kv_cache_tokens", self.logged_tokens(blocks, block, sum(groups.values()), exact, context)),
                  ("max_concurrency", round(float(exact), 2))),
         )
+
+    def state_bytes(self, kind, model_dtype: str, tp: int, platform: str = "cuda") -> int:
+        """As every engine keeps it (kernel - 1 conv columns), except that vLLM's CPU platform resets
+        an SSM state dtype left to 'auto' to float32 on CPUs with AVX512-BF16 (platforms/cpu.py,
+        accelerated GDN/Mamba backends); kvcalc's cpu platform is such a CPU."""
+        if platform == "cpu" and kind.state_dtype is None and kind.conv_kernel and kind.mixer != "short_conv":
+            kind = kind.model_copy(update={"state_dtype": "fp32", "conv_dtype": kind.conv_dtype or model_dtype})
+        return super().state_bytes(kind, model_dtype, tp, platform)
+
+    def default_block(self, spec, deployment) -> int:
+        """--block-size when not given: 16 on CUDA; vLLM's CPU platform takes 128 (16 for MLA),
+        platforms/cpu.py check_and_update_config."""
+        if deployment.platform == "cpu":
+            mla = any(isinstance(spec.attention_of(n), MLAAttention) for n, k in spec.layers.kinds.items()
+                      if k.type != "none")
+            return 16 if mla else 128
+        return self.block_size
 
     def group_size(self, counts: list[int]) -> int:
         """Layers per KV-cache group when kinds are mixed (kv_cache_utils
