@@ -112,11 +112,14 @@ class Engine:
         raise NotImplementedError
 
     def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
-        """The smallest fraction, in hundredths as engines take it, whose budget holds ``kv`` bytes."""
+        """The smallest fraction, in hundredths as engines take it, whose budget (by this engine's
+        own rule) holds ``kv`` bytes; None when not even the whole GPU does."""
         if deployment.memory is None:
             return None
-        hundredths = cdiv(100 * (weights + reserve + kv), deployment.memory)
-        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
+        for hundredths in range(1, 101):
+            if self.budget(deployment, Fraction(hundredths, 100), weights, reserve) >= kv:
+                return hundredths / 100
+        return None
 
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         return []

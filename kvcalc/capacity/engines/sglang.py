@@ -104,13 +104,6 @@ class SGLang(Engine):
         free = deployment.memory - reserve
         return free * fraction.numerator // fraction.denominator - weights
 
-    def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
-        if deployment.memory is None:
-            return None
-        free = deployment.memory - reserve
-        hundredths = cdiv(100 * (weights + kv), free) if free > 0 else 101
-        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
-
     def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
         """What is held before the weights load, taken from the total to give P: the CUDA
         context and, at TP or PP > 1, NCCL and custom all-reduce buffers. Activations and CUDA

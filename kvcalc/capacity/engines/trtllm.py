@@ -40,13 +40,6 @@ class TensorRTLLM(Engine):
         free = deployment.memory - weights - reserve
         return free * fraction.numerator // fraction.denominator
 
-    def required_util(self, deployment, weights: int, reserve: int, kv: int) -> float | None:
-        if deployment.memory is None:
-            return None
-        free = deployment.memory - weights - reserve
-        hundredths = cdiv(100 * kv, free) if free > 0 else 101
-        return hundredths / 100 if 0 < hundredths <= 100 else (0.01 if hundredths <= 0 else None)
-
     def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
                  context: int, cap: int, batched: int) -> Capacity:
         found = []
