@@ -23,7 +23,7 @@ from kvcalc.compare import SortKey
 from kvcalc.dtypes import KVDtype
 from kvcalc.errors import KvcalcError, torch_hint
 from kvcalc.estimate import MLALayout, estimate, spec_warnings
-from kvcalc.terminal import clean, default_width
+from kvcalc.terminal import clean, default_width, one_line
 from kvcalc.units import parse_tokens
 
 out = Console(highlight=False, width=default_width())
@@ -34,7 +34,7 @@ def _report(message: str, hint: str | None, code: int, as_json: bool):
     """One error, one line (or one JSON object with --json) on stderr, then exit ``code``."""
     import sys
 
-    message, hint = clean(message), None if hint is None else clean(hint)
+    message, hint = one_line(message), None if hint is None else one_line(hint)
     if as_json:
         import json
 
@@ -59,23 +59,52 @@ class KvcalcGroup(TyperGroup):
                                 standalone_mode=False, **extra)
         import sys
 
-        _JSON[0] = "--json" in (sys.argv[1:] if args is None else list(args))
+        _JSON[0] = _asks_json(self, sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
-        except typer.Abort:
+        except typer.Abort as exc:
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                _report("interrupted", None, 130, _wants_json())
             _report("aborted", None, 1, _wants_json())
+        except KeyboardInterrupt:
+            _report("interrupted", None, 130, _wants_json())
         except Exception as exc:  # click's usage errors, vendored by Typer: duck-typed, not imported
             if not (hasattr(exc, "exit_code") and hasattr(exc, "format_message")):
                 raise
             context = getattr(exc, "ctx", None)
             path = context.command_path if context is not None else "kvcalc"
             _report(exc.format_message(), f"try '{path} --help'", exc.exit_code, _wants_json())
+        if code == 130:  # Typer turns Ctrl-C into a silent exit 130; say it in one line
+            _report("interrupted", None, 130, _wants_json())
         sys.exit(code if isinstance(code, int) else 0)
 
 
 def _wants_json() -> bool:
     return _JSON[0]
+
+
+def _asks_json(group, args: list[str]) -> bool:
+    """Whether --json is an option of the command the arguments name: not another option's value
+    (``--preset-dir --json``), not a word after ``--``. Decided before parsing, so that a usage
+    error of this very run can already be JSON."""
+    command, i = group, 0
+    while i < len(args) and hasattr(command, "commands"):  # walk down to the command named
+        if not args[i].startswith("-"):
+            command = command.commands.get(args[i])
+            if command is None:
+                return False
+        i += 1
+    valued = {name for p in getattr(command, "params", ()) if getattr(p, "param_type_name", "") == "option"
+              and not getattr(p, "is_flag", False) and not getattr(p, "count", False) for name in p.opts}
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return False
+        if word == "--json":
+            return True
+        i += 2 if word in valued else 1
+    return False
 
 
 _JSON = [False]  # whether this run asked for --json: its errors are JSON too
@@ -218,6 +247,17 @@ def _dirs(preset_dir: list[str] | None):
         _warn(["an empty preset folder entry (--preset-dir or KVCALC_PRESET_DIR) is ignored, "
                "not read as the current folder"])
     return preset_dirs(tuple(Path(entry) for entry in entries if entry.strip()))
+
+
+def _catalogs(gpu_catalog: list[Path] | None) -> tuple[Path, ...]:
+    """The user's GPU catalog files; an empty entry (``KVCALC_GPU_CATALOG=:/x.yaml``) is skipped
+    with a warning, as an empty preset folder entry is."""
+    import os
+
+    entries = [part for entry in gpu_catalog or () for part in str(entry).split(os.pathsep)]
+    if any(not entry.strip() or entry == "." for entry in entries):
+        _warn(["an empty GPU catalog entry (--gpu-catalog or KVCALC_GPU_CATALOG) is ignored"])
+    return tuple(Path(entry) for entry in entries if entry.strip() and entry != ".")
 
 
 def _revision(revision: str | None, refs) -> str | None:
@@ -371,13 +411,27 @@ def _actual(spec) -> str:
     return actual_name(spec)
 
 
+MAX_LIST_ITEMS = 64  # contexts, group counts, variants, GPU lines: more is a mistake, not a plan
+
+
+def _items(text: str, option: str, example: str) -> list[str]:
+    """The comma-separated items of an option: none empty, at most MAX_LIST_ITEMS."""
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise typer.BadParameter(f"the list is empty (try {example})", param_hint=option)
+    if not all(parts):
+        raise typer.BadParameter(f"an empty item in {_shown(text)} (two commas, or one at an end)",
+                                 param_hint=option)
+    if len(parts) > MAX_LIST_ITEMS:
+        raise typer.BadParameter(f"{len(parts):,} items; at most {MAX_LIST_ITEMS} in one list", param_hint=option)
+    return parts
+
+
 def _context_list(text: str | None) -> list[int] | None:
     """'4k,32k,128k,1M' -> [4096, 32768, 131072, 1048576]."""
     if text is None:
         return None
-    parts = [p for p in text.split(",") if p.strip()]
-    if not parts:
-        raise typer.BadParameter("the list of contexts is empty (try 4k,32k,128k)", param_hint="--context")
+    parts = _items(text, "--context", "4k,32k,128k")
     try:
         return [parse_tokens(p) for p in parts]
     except ValueError as exc:
@@ -459,7 +513,7 @@ def compare_cmd(
         from kvcalc.capacity.gpus import find_gpu
         from kvcalc.compare import with_requests
 
-        found = find_gpu(gpu, tuple(gpu_catalog or ()))
+        found = find_gpu(gpu, _catalogs(gpu_catalog))
         template = _deployment(engine or "vllm", None, found.memory_bytes, found, 1, 1, None, kv_dtype=kv_dtype)
         rows = with_requests(rows, template, gpus)
         deployment = (f"{gpus} x {found.name}, {template.engine.label.split(':')[0]} rules, default reserve; each "
@@ -506,12 +560,12 @@ def variants_cmd(
     ] = None,
     mla_rank: Annotated[
         int | None,
-        typer.Option("--mla-rank", parser=_whole(1), metavar="INTEGER",
+        typer.Option("--mla-rank", parser=_whole(1, 2**24), metavar="INTEGER",
                      help="kv_lora_rank of the MLA rows (default 4 x head_dim).")
     ] = None,
     rope_dim: Annotated[
         int | None,
-        typer.Option("--rope-dim", parser=_whole(1), metavar="INTEGER",
+        typer.Option("--rope-dim", parser=_whole(1, 2**24), metavar="INTEGER",
                      help="Rope part of the MLA rows (default head_dim / 2).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="A JSON list, one object per variant.")] = False,
@@ -537,9 +591,7 @@ def variants_cmd(
     group_list = None
     if groups is not None:
         try:
-            group_list = [_group_count(g) for g in groups.split(",") if g.strip()]
-            if not group_list:
-                raise ValueError("the list of group counts is empty (try 2,4,8)")
+            group_list = [_group_count(g) for g in _items(groups, "--groups", "2,4,8")]
             check_groups(spec, group_list)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--groups") from None
@@ -614,7 +666,9 @@ def plot_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--context-range") from None
     try:
-        sizes = parse_lines(gpu_lines, gpu_catalog or ())
+        if gpu_lines is not None:
+            _items(gpu_lines, "--gpu-lines", "24GiB,h100")
+        sizes = parse_lines(gpu_lines, _catalogs(gpu_catalog))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpu-lines") from None
     out_file = None if out_name is None else Path(out_name)
@@ -713,7 +767,7 @@ def _memory_of(gpu: str | None, gpu_memory: int | None, catalogs):
         raise typer.BadParameter("give one of --gpu NAME and --gpu-memory SIZE", param_hint="--gpu")
     if gpu_memory is not None:
         return gpu_memory, None
-    found = find_gpu(gpu, tuple(catalogs or ()))
+    found = find_gpu(gpu, _catalogs(catalogs))
     return found.memory_bytes, found
 
 
@@ -745,7 +799,7 @@ def _bandwidth_of(gpu: str | None, catalogs, given: int | None) -> int:
     if gpu is None:
         raise typer.BadParameter("--speed needs a GPU's bandwidth: --gpu NAME, or --bandwidth 3.35TB/s",
                                  param_hint="--speed")
-    found = find_gpu(gpu, tuple(catalogs or ()))
+    found = find_gpu(gpu, _catalogs(catalogs))
     if found.bandwidth_bytes_per_s is None:
         raise typer.BadParameter(f"the catalog has no bandwidth for {found.key}: give --bandwidth",
                                  param_hint="--speed")
@@ -1079,7 +1133,7 @@ def gpus_cmd(json_out: JsonOpt = False, gpu_catalog: GPUCatalogOpt = None) -> No
     from kvcalc.capacity.gpus import catalog
     from kvcalc.render_fit import gpus_table
 
-    entries = list(catalog(tuple(gpu_catalog or ())).values())
+    entries = list(catalog(_catalogs(gpu_catalog)).values())
     if json_out:
         _print_json([gpu.model_dump() for gpu in entries])
         return
@@ -1402,7 +1456,7 @@ def bench_cmd(
     if variants is not None:
         from kvcalc.variants import build_variant
 
-        names = list(dict.fromkeys(v.strip().lower() for v in variants.split(",") if v.strip()))
+        names = list(dict.fromkeys(v.lower() for v in _items(variants, "--variants", "mha,gqa-8,mqa")))
         try:
             for name in names:
                 build_variant(spec, name)
@@ -1484,4 +1538,37 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
 
 
 def main() -> None:
-    app()
+    """``kvcalc``: the app, with the streams made safe first and the ways output can fail turned
+    into one line (a full disk, a closed stdout) or a quiet end (a closed pipe: ``| head -1``)."""
+    import errno
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):  # an ASCII-only encoding gets '?' for bars and dots
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        _report("cannot write the output: standard output is closed", None, 1, False)
+    try:
+        try:
+            app()
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(141)  # the reader went away: end quietly, as SIGPIPE would
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        _report(f"cannot write the output: {exc.strerror or exc}", None, 1, _wants_json())
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail a second time."""
+    import os
+    import sys
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

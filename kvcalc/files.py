@@ -11,6 +11,23 @@ from pathlib import Path
 from kvcalc.errors import KvcalcError
 
 
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, in a few words: 'no such file' only when nothing is
+    there; a folder, FIFO, device or socket is 'not a regular file (a FIFO)'."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as exc:
+        return f"not a usable path ({getattr(exc, 'strerror', None) or exc})"
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a plain file")
+    return f"not a regular file ({kind})"
+
+
 def check_target(path: Path, force: bool = False, given: str | None = None) -> None:
     """Refuse early: a name ending in a separator, a missing or unwritable folder, anything
     but a regular file in the file's place (a folder, device or FIFO, even with ``force``),

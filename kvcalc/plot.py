@@ -142,10 +142,18 @@ def check_output(path: Path, force: bool = False, given: str | None = None) -> N
 def save_image(series: list[Series], path: Path, gpu_lines: list[Line], title: str,
                ylabel: str = "KV cache (bytes, log scale)", force: bool = False) -> None:
     """Draw with matplotlib into a temporary file beside ``path``, then move it into place."""
+    import os
+
+    # kvcalc draws into a file with Agg whatever MPLBACKEND names (an unknown name would make
+    # matplotlib's import itself fail)
+    os.environ.pop("MPLBACKEND", None)
     try:
         import matplotlib
     except ImportError:
         raise KvcalcError(f"writing {path} needs matplotlib: {PLOT_HINT}") from None
+    except Exception as exc:  # a broken matplotlibrc or installation
+        raise KvcalcError(f"matplotlib could not start ({str(exc).splitlines()[0][:200]}), so {path} was "
+                          "not written") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter

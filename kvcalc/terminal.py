@@ -19,9 +19,19 @@ def clean(text: object) -> str:
     return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
 
 
+def one_line(text: object) -> str:
+    """``clean`` with line breaks and tabs escaped too: an error is one line, whatever it quotes."""
+    return clean(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def default_width() -> int | None:
     """None (Rich's own choice) on a terminal or when COLUMNS is set; WIDE when output goes
     to a pipe or a file, so scripts and files get every column."""
-    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+    stream = sys.stdout
+    try:
+        terminal = stream is not None and stream.isatty()
+    except (OSError, ValueError):  # a closed stream
+        terminal = False
+    if os.environ.get("COLUMNS") or terminal:
         return None
     return WIDE

@@ -477,7 +477,7 @@ def _parse(text: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     yaml_values = {}
-    if lines[0].startswith("cat > "):
+    if lines[0].startswith(("cat > ", "(set -C; cat > ")):
         end = lines.index("YAML")
         yaml_values = dict(ln.strip().split(": ", 1) for ln in lines[2:end])
         lines = lines[end + 1:]

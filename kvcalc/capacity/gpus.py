@@ -68,8 +68,14 @@ def catalog(extra_files: tuple[Path, ...] = ()) -> dict[str, GPU]:
     merged = dict(_load(BUNDLED))
     for path in extra_files:
         if not Path(path).is_file():
-            raise PresetError(f"GPU catalog {path}: no such file")
-        merged.update(_load(Path(path)))
+            from kvcalc.files import why_not_a_file
+
+            raise PresetError(f"GPU catalog {path}: {why_not_a_file(Path(path))}")
+        for key, gpu in _load(Path(path)).items():
+            known = merged.get(key)
+            if known is not None and "aliases" not in gpu.model_fields_set:
+                gpu = gpu.model_copy(update={"aliases": known.aliases})  # an override keeps the built-in names
+            merged[key] = gpu
     return merged
 
 

@@ -19,22 +19,32 @@ def _count(n: int, word: str) -> str:
 
 
 def model_reference(spec: ModelSpec, given: str) -> tuple[str, str | None]:
-    """(what to pass as the model, shell-quoted; a comment or None): a Hub id as given, a
-    config.json's folder, else the Hub id of the spec's first Hugging Face source."""
+    """(what to pass as the model, shell-quoted; a comment or None): a config.json's folder as a
+    path that cannot read as an option (``./`` kept or added), a Hub id only when it is one
+    (``org/name`` in the Hub's spelling), else the Hub id of the spec's first Hugging Face
+    source, else a placeholder. Nothing from a path, preset or config becomes an engine flag."""
     import shlex
     from pathlib import Path
+
+    from kvcalc.sources.hub import is_hub_id
 
     hub = "https://huggingface.co/"
     path = Path(given)
     if path.name == "config.json" or path.is_dir():
-        folder = path.parent if path.name == "config.json" else path
-        return shlex.quote(str(folder)), None  # engines take the model's folder
-    if "/" in given and not given.endswith((".json", ".yaml", ".yml")) and not path.exists():
-        return shlex.quote(given), None  # a Hub id
+        folder = str(path.parent if path.name == "config.json" else path)
+        if not Path(folder).is_absolute() and not folder.startswith(("./", "../")):
+            folder = "./" + folder  # Path drops the ./ that keeps '-name' a path
+        return shlex.quote(folder), None  # engines take the model's folder
+    if "/" in given and not path.exists():
+        if is_hub_id(given) and not given.startswith("-"):
+            return shlex.quote(given), None
+        return "MODEL", f"replace MODEL with the model's Hub id or local path ({given!r} is not a Hub id)"
     for source in spec.source:
         if source.startswith(hub):
-            return shlex.quote(source[len(hub):].split("/blob/")[0].split(" ")[0]), None
-    return shlex.quote(spec.name), "replace MODEL with the model's Hub id or local path"
+            repo = source[len(hub):].split("/blob/")[0].split(" ")[0]
+            if is_hub_id(repo) and not repo.startswith("-"):
+                return shlex.quote(repo), None
+    return "MODEL", "replace MODEL with the model's Hub id or local path"
 
 
 def check_kv_dtype(engine: str, kv_dtype: str) -> None:

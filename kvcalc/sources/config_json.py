@@ -64,7 +64,9 @@ def load_config_path(path: Path) -> ModelSpec:
         if path.is_dir() and not file.is_file():
             raise PresetError(f"{path}: no config.json in this folder")
         if not file.is_file():
-            raise PresetError(f"{file}: no such file or folder")
+            from kvcalc.files import why_not_a_file
+
+            raise PresetError(f"{file}: {why_not_a_file(file)}")
     except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
         raise PresetError(f"{str(path)[:80]}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
     from kvcalc.readers import load_json, read_text

@@ -104,5 +104,7 @@ def load_path(path: Path) -> ModelSpec:
 
         return load_config_path(path)
     if not is_file:
-        raise PresetError(f"{cut(str(path))}: no such file")
+        from kvcalc.files import why_not_a_file
+
+        raise PresetError(f"{cut(str(path))}: {why_not_a_file(path)}")
     return load_file(path)

@@ -105,7 +105,10 @@ def load_config(ref: str, dirs, revision: str | None = None) -> tuple[ModelSpec,
             raise PresetError(f"{ref}: {PRESET_REFUSAL}")
         file = path / "config.json" if path.is_dir() else path
         if not file.is_file():
-            raise PresetError(f"{path}: no config.json in this folder" if path.is_dir() else f"{file}: no such file")
+            from kvcalc.files import why_not_a_file
+
+            raise PresetError(f"{path}: no config.json in this folder" if path.is_dir()
+                              else f"{file}: {why_not_a_file(file)}")
         spec = None
     data = load_json(read_text(file), str(file))
     if spec is None:

@@ -80,5 +80,7 @@ class TensorRTLLM(Engine):
             ("--max_num_tokens", r.max_batched_tokens, "tokens per step"),
             ("--extra_llm_api_options", "kvcalc-trtllm.yaml", "KV pool settings (no CLI flags for them)"),
         ]
-        out = ["cat > kvcalc-trtllm.yaml <<'YAML'", *yaml_lines, "YAML"]
+        # set -C: the snippet refuses to overwrite a kvcalc-trtllm.yaml already in the folder
+        comments.append("the YAML file is written only if none of that name exists (set -C); move an old one away")
+        out = ["(set -C; cat > kvcalc-trtllm.yaml) <<'YAML'", *yaml_lines, "YAML"]
         return out + command_lines(f"trtllm-serve {model}", flags, comments)
