@@ -263,10 +263,15 @@ def _catalogs(gpu_catalog: list[Path] | None) -> tuple[Path, ...]:
 def _revision(revision: str | None, refs) -> str | None:
     """--revision is for Hub ids; given with presets or paths only, it is said, not silently dropped."""
     if revision is not None:
+        from kvcalc.sources.hub import check_revision
         from kvcalc.sources.resolve import is_hub_ref
 
+        try:  # before anything reaches the Hub client: a revision names a file in its cache
+            check_revision(revision)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--revision") from None
         if not any(is_hub_ref(ref) for ref in refs):
-            _warn([f"--revision {revision} applies to Hub ids (org/name) only; ignored"])
+            _warn([f"--revision {clean(revision)} applies to Hub ids (org/name) only; ignored"])
     return revision
 
 

@@ -184,3 +184,12 @@ def test_an_override_keeps_the_built_in_aliases_unless_it_names_its_own(runner, 
         assert (result.exit_code == 0) is found, (catalog, alias, result.output)
         if found:
             assert json.loads(result.stdout)["gpu_memory_bytes"] == 80 * 2**30
+
+
+@pytest.mark.parametrize("revision", ["../../../../x", "/etc/passwd", "main\n", "a" * 201, "refs/../../x", "v1.lock"])
+def test_a_revision_that_walks_out_of_the_cache_is_a_usage_error(runner, kvcalc_app, tmp_path, revision):
+    result = runner.invoke(kvcalc_app, ["estimate", "some-org/some-model", "--revision", revision],
+                           env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 2 and "--revision" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # the Hub client never saw it
