@@ -962,6 +962,12 @@ def fit_cmd(
     mamba_cache_mode: MambaModeOpt = None,
     platform: PlatformOpt = "cuda",
     weights_bytes: WeightsBytesOpt = None,
+    from_log: Annotated[
+        str | None,
+        typer.Option("--from-log", metavar="LOG",
+                     help="Plan from an engine's start-up log: its settings, weights and measured non-KV memory "
+                          "replace kvcalc's estimates; the options you give are the what-ifs."),
+    ] = None,
     speed: SpeedOpt = False,
     batch: Annotated[
         int,
@@ -986,6 +992,19 @@ def fit_cmd(
     from kvcalc.sources.resolve import resolve
 
     fraction = None if gpu_util is None else _fraction_opt(gpu_util)
+    logged = None
+    if from_log is not None:
+        logged = _logged_deployment(from_log, engine or emit)
+        engine = engine or logged["engine"]
+        tp = tp if tp is not None else logged["tp"]
+        pp = pp if pp is not None else logged["pp"]
+        context = context if context is not None else (str(logged["context"]) if logged["context"] else None)
+        block_size = block_size if block_size is not None else logged["block_size"]
+        max_batched_tokens = max_batched_tokens if max_batched_tokens is not None else logged["max_batched_tokens"]
+        engine_version = engine_version if engine_version is not None else logged["known_version"]
+        fraction = fraction if fraction is not None else logged["gpu_util"]
+        if gpu is None and gpu_memory is None:
+            gpu = logged["gpu"]
     contexts = _context_list(context) or [None]
     if emit is not None and engine is not None and emit != engine:
         raise typer.BadParameter(f"--emit {emit} with --engine {engine}: the command must follow the rules "
@@ -1015,6 +1034,21 @@ def fit_cmd(
     _strict([spec], strict)
     _warn(spec_warnings(spec, context is not None))
     notes = []
+    if logged is not None:
+        from dataclasses import replace
+
+        from kvcalc.logs.measured import measured
+
+        if memory is None:
+            raise typer.BadParameter("the log names no GPU the catalog knows: give --gpu or --gpu-memory",
+                                     param_hint="--from-log")
+        at = logged["gpu_util"] or d.engine.default_util(spec, d)
+        weights_bytes, measured_reserve, said = measured(logged["parsed"], memory, at)
+        d = replace(d, reserve=measured_reserve if reserve is None else reserve)
+        notes += [f"from {from_log}: {n}" for n in said]
+        if max_batched_tokens != logged["max_batched_tokens"] and logged["max_batched_tokens"]:
+            notes.append("--max-batched-tokens differs from the log's: the measured activation peak belongs to the "
+                         "log's value, so the non-KV memory is not re-estimated")
     checkpoint = (None if weights_bytes is not None or weights_dtype is not None
                   else _checkpoint_of(model, revision, notes))
     weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
@@ -1085,6 +1119,32 @@ def fit_cmd(
     _print_inferences([spec])
 
 
+def _logged_deployment(path: str, engine: str | None) -> dict:
+    """What a start-up log says of its deployment, for --from-log (the engine must be the log's)."""
+    import sys
+
+    from kvcalc.capacity.engines.vllm import release
+    from kvcalc.logs.measured import settings
+    from kvcalc.logs.parse import parse_log
+
+    parsed = parse_log(sys.stdin.buffer if path == "-" else path)
+    if parsed.engine is None:
+        raise KvcalcError(f"{path}: no vLLM or SGLang start-up lines in {parsed.lines_read:,} lines read")
+    if engine is not None and engine != parsed.engine:
+        raise typer.BadParameter(f"the log is {parsed.engine}'s; its measurements cannot plan {engine}",
+                                 param_hint="--engine")
+    found = settings(parsed)
+    version = found["version"]
+    if version and parsed.engine == "vllm":
+        try:
+            release(version)
+        except ValueError:
+            version = None
+    gpu = parsed.first("gpu_name")
+    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version if parsed.engine == "vllm"
+            else None, "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}
+
+
 def _deployment(engine: str, version: str | None, memory, found, tp: int, pp: int, gpus: int | None, **fields):
     """A Deployment from the options; an unknown engine version or a shape that cannot be is exit 2."""
     from kvcalc.capacity.deployment import FitUsageError, deployment
@@ -1130,6 +1190,97 @@ def _fraction_opt(value: str):
         return _fraction(value)
     except typer.BadParameter as exc:
         raise typer.BadParameter(exc.message, param_hint="--gpu-util") from None
+
+
+KV_FACTS = ("available_kv_gib", "kv_cache_tokens", "max_concurrency", "max_total_num_tokens", "kv_alloc_tokens",
+            "k_size_gib", "kv_size_gib", "weights_gib")
+
+
+@app.command("explain")
+def explain_cmd(
+    log: Annotated[str, typer.Argument(metavar="LOG", help="A vLLM or SGLang start-up log file, or - for stdin.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", metavar="MODEL",
+                     help="The model, when its name in the log matches no preset (preset, path or Hub id)."),
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", "-g", help="The GPU, when the log does not name one the catalog knows.")
+    ] = None,
+    tp: Annotated[
+        int | None,
+        typer.Option("--tp", parser=_whole(1, 2**20), metavar="INTEGER",
+                     help="Tensor-parallel size, when the log's excerpt does not say it."),
+    ] = None,
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
+) -> None:
+    """Read an engine's start-up log: what each memory figure means, checked against kvcalc's rules."""
+    import sys
+
+    from kvcalc.logs.explain import explain
+    from kvcalc.logs.parse import parse_log
+
+    parsed = parse_log(sys.stdin.buffer if log == "-" else log)
+    where = "stdin" if log == "-" else log
+    if parsed.engine is None:
+        raise KvcalcError(f"{where}: no vLLM or SGLang start-up lines in {parsed.lines_read:,} lines read"
+                          + (f" ({parsed.notes[0]})" if parsed.notes else ""))
+    found = [name for name in KV_FACTS if parsed.facts.get(name)]
+    if not found:
+        settings = [name for name in ("version", "model", "tp", "max_model_len", "gpu_memory_utilization",
+                                      "mem_fraction_static") if parsed.facts.get(name)]
+        raise KvcalcError(f"{where}: a {parsed.engine} log ({parsed.lines_read:,} lines) with no memory or KV-cache "
+                          f"lines; found {', '.join(settings) or 'no settings'}; missing the lines a start-up prints "
+                          "once the KV cache is sized (cut before them?)")
+    if tp is not None:
+        from kvcalc.logs.parse import Fact
+
+        logged = parsed.first("tp")
+        if logged is not None and logged.value != tp:
+            raise typer.BadParameter(f"the log says TP {logged.value} (line {logged.line})", param_hint="--tp")
+        parsed.facts["tp"] = [Fact("tp", tp, 0, "--tp (given on the command line)", None)]
+    spec, label = _log_model(parsed, model, _dirs(preset_dir))
+    found_gpu = _log_gpu(parsed, gpu, gpu_catalog)
+    result = explain(parsed, spec, found_gpu, label)
+    if json_out:
+        _print_json({**result.to_dict(), "log": parsed.to_dict()})
+        return
+    from kvcalc.render_explain import explain_lines
+
+    for line in explain_lines(result, parsed):
+        out.print(line, markup=False, soft_wrap=True)
+
+
+def _log_model(parsed, given: str | None, dirs):
+    """(spec, label): --model as any MODEL; else the bundled preset the log's model name names.
+    Nothing the log names is read or fetched."""
+    from kvcalc.logs.explain import preset_for
+    from kvcalc.sources.presets import available
+    from kvcalc.sources.resolve import resolve
+
+    if given is not None:
+        return resolve(given, dirs), given
+    logged = parsed.first("model")
+    name = preset_for(str(logged.value) if logged else None, available(dirs))
+    if name is None:
+        return None, None
+    return resolve(name, dirs), f"{name} (preset matched by name to {clean(str(logged.value))!r})"
+
+
+def _log_gpu(parsed, given: str | None, catalogs):
+    from kvcalc.capacity.gpus import UnknownGPUError, find_gpu
+
+    if given is not None:
+        return find_gpu(given, _catalogs(catalogs))
+    logged = parsed.first("gpu_name")
+    if logged is None:
+        return None
+    try:
+        return find_gpu(str(logged.value).replace("NVIDIA_", "NVIDIA "), _catalogs(catalogs))
+    except UnknownGPUError:
+        return None
 
 
 @app.command("gpus")
