@@ -32,6 +32,9 @@ def test_vllm_qwen3_14b_log_is_reproduced_from_its_budget(runner, kvcalc_app):
     # 163,840-byte tokens (40 layers x 2 x 8 heads x 128 x 2 B) in 16-token blocks gives 2,664..2,668
     # blocks, 2,666 of which are the logged 42,656 tokens
     assert verdicts(data) == {"kv_cache_tokens_is_concurrency_x_length": "equal", "kv_pool_from_budget": "equal"}
+    pool = next(c for c in data["checks"] if c["name"] == "kv_pool_from_budget")
+    page = 16 * 163_840  # every layer's 16-token page
+    assert f"budgets from {2666 * page:,} to {2667 * page - 1:,} B reproduce" in pool["why"]
     facts = data["log"]["facts"]
     assert facts["available_kv_gib"][0]["printed"] == "6.51" and facts["available_kv_gib"][0]["line"] == 1
     assert {f["name"] for f in data["figures"]} >= {"available_kv_gib", "kv_cache_tokens", "max_concurrency"}

@@ -175,18 +175,19 @@ def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int)
     version = parsed.first("version")
     options = {"tp": _int(parsed, "tp") or 1, "pp": _int(parsed, "pp") or 1,
                "block_size": _int(parsed, "block_size"), "max_batched_tokens": _int(parsed, "max_num_batched_tokens")}
-    results = []
+    prefix = parsed.first("enable_prefix_caching")
+
+    def at(b: int):
+        d = deployment("vllm", b, version=_known_vllm(version.value if version else None), gpu_util=Fraction(1),
+                       reserve=0, kv_dtype=kv_dtype, switches=Switches(prefix_caching=prefix.value if prefix else None),
+                       **options)
+        return fit(spec, d, length, weights=Weights(total_bytes=0), search_min=False)
+
     try:
-        for b in (low, high):
-            d = deployment("vllm", b, version=_known_vllm(version.value if version else None),
-                           gpu_util=Fraction(1), reserve=0, kv_dtype=kv_dtype,
-                           switches=Switches(prefix_caching=parsed.first("enable_prefix_caching").value
-                                             if parsed.first("enable_prefix_caching") else None), **options)
-            results.append(fit(spec, d, length, weights=Weights(total_bytes=0), search_min=False))
+        lo, hi = at(low), at(high)
     except (FitUsageError, ValueError) as exc:
         return Check("kv_pool_from_budget", "not checked", tokens.value, None, f"kvcalc cannot plan it: {exc}",
                      tokens.line)
-    lo, hi = results
     ok = lo.engine_log_kv_tokens <= tokens.value <= hi.engine_log_kv_tokens
     if conc is not None:
         ok = ok and lo.engine_log_max_concurrency <= float(conc.value) <= hi.engine_log_max_concurrency
@@ -195,10 +196,30 @@ def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int)
                   f"{lo.kv_blocks_per_gpu:,}..{hi.kv_blocks_per_gpu:,} blocks of {lo.block_size}")
     why = (f"from the smallest logged budget, {budget.value} GiB ({low:,}..{high:,} B), with kvcalc's vLLM "
            f"{lo.engine_version} rules for {spec.name} ({lo.kv_bytes_per_token_per_gpu:,} B per token per GPU)")
-    if not ok:
+    if ok:
+        first, last = _budgets_giving(at, tokens.value, low, high)
+        why += f"; budgets from {first:,} to {last:,} B reproduce the logged line"
+    else:
         why += ("; they differ: another block size, KV dtype, release or model than kvcalc assumed "
                 "(give --model, or check block_size and kv_cache_dtype in the log)")
     return Check("kv_pool_from_budget", "equal" if ok else "differs", tokens.value, recomputed, why, tokens.line)
+
+
+def _budgets_giving(at, tokens: int, low: int, high: int) -> tuple[int, int]:
+    """The smallest and largest budget in [low, high] whose predicted log line is ``tokens`` (the
+    prediction grows with the budget), by bisection."""
+    def first_with(predicate) -> int:
+        a, b = low, high
+        while a < b:
+            mid = (a + b) // 2
+            if predicate(at(mid).engine_log_kv_tokens):
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    return first_with(lambda t: t >= tokens), first_with(lambda t: t > tokens) - 1 if at(high).engine_log_kv_tokens \
+        > tokens else high
 
 
 def _known_vllm(version: str | None) -> str | None:
