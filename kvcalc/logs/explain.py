@@ -141,6 +141,10 @@ def _vllm_checks(parsed: ParsedLog, spec) -> list[Check]:
                             + ("" if close else "; this log's figure is not that product: an older release, "
                                "which logged blocks // groups x block size"), tokens.line))
     budgets = parsed.facts.get("available_kv_gib", ())
+    exact = parsed.first("kv_cache_memory_bytes")  # --kv-cache-memory-bytes: the budget, exactly
+    if exact is not None and not budgets and tokens is not None and spec is not None and length:
+        checks.append(_vllm_pool_check(parsed, spec, None, tokens, conc, length, exact=exact.value))
+        return checks
     if not budgets or tokens is None:
         return checks
     if spec is None:
@@ -163,24 +167,29 @@ def _vllm_checks(parsed: ParsedLog, spec) -> list[Check]:
     return checks
 
 
-def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int) -> Check:
+def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int, exact: int | None = None) -> Check:
     """The logged tokens and concurrency recomputed with kvcalc's vLLM rules from every budget the
-    logged GiB figure can stand for."""
+    logged GiB figure can stand for (or the exact --kv-cache-memory-bytes)."""
     from kvcalc.capacity.deployment import FitUsageError, Switches, deployment
     from kvcalc.capacity.fit import Weights, fit
 
-    low = int((Decimal(budget.value) - Decimal("0.005")) * GiB) + 1
-    high = int((Decimal(budget.value) + Decimal("0.005")) * GiB) - 1
+    if exact is not None:
+        low = high = exact
+    else:
+        low = int((Decimal(budget.value) - Decimal("0.005")) * GiB) + 1
+        high = int((Decimal(budget.value) + Decimal("0.005")) * GiB) - 1
     kv_dtype = _kv_dtype(parsed)
     version = parsed.first("version")
     options = {"tp": _int(parsed, "tp") or 1, "pp": _int(parsed, "pp") or 1,
                "block_size": _int(parsed, "block_size"), "max_batched_tokens": _int(parsed, "max_num_batched_tokens")}
     prefix = parsed.first("enable_prefix_caching")
+    device = parsed.first("kv_cache_device")
+    platform = "cpu" if device is not None and str(device.value).upper() == "CPU" else "cuda"
 
     def at(b: int):
         d = deployment("vllm", b, version=_known_vllm(version.value if version else None), gpu_util=Fraction(1),
                        reserve=0, kv_dtype=kv_dtype, switches=Switches(prefix_caching=prefix.value if prefix else None),
-                       **options)
+                       platform=platform, **options)
         return fit(spec, d, length, weights=Weights(total_bytes=0), search_min=False)
 
     try:
@@ -194,9 +203,11 @@ def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int)
     recomputed = (f"{lo.engine_log_kv_tokens:,}..{hi.engine_log_kv_tokens:,} tokens, "
                   f"{lo.engine_log_max_concurrency:.2f}..{hi.engine_log_max_concurrency:.2f}x from "
                   f"{lo.kv_blocks_per_gpu:,}..{hi.kv_blocks_per_gpu:,} blocks of {lo.block_size}")
-    why = (f"from the smallest logged budget, {budget.value} GiB ({low:,}..{high:,} B), with kvcalc's vLLM "
-           f"{lo.engine_version} rules for {spec.name} ({lo.kv_bytes_per_token_per_gpu:,} B per token per GPU)")
-    if ok:
+    source = (f"the exact --kv-cache-memory-bytes {exact:,} B" if exact is not None else
+              f"the smallest logged budget, {budget.value} GiB ({low:,}..{high:,} B)")
+    why = (f"from {source}, with kvcalc's vLLM {lo.engine_version} rules on {platform.upper()} for {spec.name} "
+           f"({lo.kv_bytes_per_token_per_gpu:,} B per token per GPU)")
+    if ok and exact is None:
         first, last = _budgets_giving(at, tokens.value, low, high)
         why += f"; budgets from {first:,} to {last:,} B reproduce the logged line"
     else:
