@@ -962,6 +962,48 @@ def fit_cmd(
     mamba_cache_mode: MambaModeOpt = None,
     platform: PlatformOpt = "cuda",
     weights_bytes: WeightsBytesOpt = None,
+    draft: Annotated[
+        str | None,
+        typer.Option("--draft", metavar="MODEL",
+                     help="A draft model for speculative decoding: its weights and KV share each GPU."),
+    ] = None,
+    mtp: Annotated[
+        int,
+        typer.Option("--mtp", parser=_whole(0, 16), metavar="INTEGER",
+                     help="MTP layers served with the model (DeepSeek's, GLM's num_nextn_predict_layers)."),
+    ] = 0,
+    max_loras: Annotated[
+        int,
+        typer.Option("--max-loras", parser=_whole(0, 4096), metavar="INTEGER",
+                     help="LoRA adapter slots on each GPU (vLLM --max-loras, SGLang --max-loras-per-batch)."),
+    ] = 0,
+    max_lora_rank: Annotated[
+        int,
+        typer.Option("--max-lora-rank", parser=_whole(1, 512), metavar="INTEGER",
+                     help="LoRA rank every slot is sized for (vLLM allows 1..512; default 16)."),
+    ] = 16,
+    lora_targets: Annotated[
+        str | None,
+        typer.Option("--lora-targets", metavar="LIST",
+                     help="Modules adapted: q,k,v,o,gate,up,down,embed,lm_head (default: the engine's; vLLM all nine, "
+                          "SGLang the seven projections)."),
+    ] = None,
+    cpu_kv: Annotated[
+        int | None,
+        typer.Option("--cpu-kv", parser=_size("--cpu-kv"), metavar="SIZE",
+                     help="A CPU KV tier as the engine sizes it (vLLM --kv-offloading-size: all ranks; SGLang "
+                          "--hicache-size: per rank): tokens it holds and the reload time."),
+    ] = None,
+    host_bandwidth: Annotated[
+        int | None,
+        typer.Option("--host-bandwidth", parser=_rate, metavar="RATE",
+                     help="Host-to-GPU bandwidth for reloads (default 64GB/s, PCIe Gen5 x16)."),
+    ] = None,
+    shared_prefix: Annotated[
+        int | None,
+        typer.Option("--shared-prefix", parser=_tokens, metavar="TOKENS",
+                     help="A prefix every request shares (system prompt): held once with prefix caching."),
+    ] = None,
     from_log: Annotated[
         str | None,
         typer.Option("--from-log", metavar="LOG",
@@ -1052,15 +1094,18 @@ def fit_cmd(
     checkpoint = (None if weights_bytes is not None or weights_dtype is not None
                   else _checkpoint_of(model, revision, notes))
     weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
+    extras = _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision,
+                     engine, cpu_kv, host_bandwidth)
     results = []
     try:
         if tp is None and gpus is not None and gpus > (pp or 1):
             from kvcalc.capacity.fit import best_shape
 
-            d = best_shape(spec, d, gpus, contexts[0], weights) if pp is None else _tp_for(spec, d, gpus, pp)
+            d = best_shape(spec, d, gpus, contexts[0], weights, extras=extras) if pp is None else \
+                _tp_for(spec, d, gpus, pp)
             notes.append(d.shape_note)
         for length in contexts:
-            results.append(fit(spec, d, length, concurrency, weights))
+            results.append(fit(spec, d, length, concurrency, weights, extras=extras))
     except FitUsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
     if notes:
@@ -1077,7 +1122,7 @@ def fit_cmd(
             held = chosen.required_gpu_util is not None and chosen.required_gpu_util <= min(chosen.gpu_util, 0.95)
         if not held and chosen.min_gpus_shape:  # launch the fewest-GPU shape that holds them instead
             chosen = refit(spec, d, chosen.min_gpus_shape, context=chosen.context, concurrency=concurrency,
-                           weights=weights)
+                           weights=weights, extras=extras)
             moved = (f"they do not fit on {results[0].gpus} GPU(s) at TP {results[0].tp} x PP {results[0].pp}; "
                      f"this is the fewest-GPU shape that holds them")
         launch_text = launch(chosen, spec, model, emit, moved)
@@ -1117,6 +1162,37 @@ def fit_cmd(
     for note in dict.fromkeys(n for r in results for n in r.notes):
         out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)
     _print_inferences([spec])
+
+
+def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision, engine,
+            cpu_kv, host_bandwidth):
+    """What else the engine holds, from the options (capacity/extras.py)."""
+    from kvcalc.capacity.extras import LORA_TARGETS, PROJECTIONS, LoRA
+    from kvcalc.capacity.fit import Extras
+
+    lora = None
+    if max_loras:
+        if lora_targets is None:  # vLLM adapts the embedding and head too by default; SGLang the projections
+            targets = LORA_TARGETS if engine == "vllm" else PROJECTIONS
+        else:
+            targets = tuple(dict.fromkeys(t.lower() for t in _items(lora_targets, "--lora-targets", "q,k,v,o")))
+        lora = LoRA(max_loras, max_lora_rank, targets)
+    if cpu_kv is not None and engine == "trtllm":
+        raise typer.BadParameter("TensorRT-LLM's host cache is not modelled; --engine vllm or sglang",
+                                 param_hint="--cpu-kv")
+    draft_spec = None
+    if draft is not None:
+        from kvcalc.sources.resolve import resolve
+
+        draft_spec = resolve(draft, _dirs(preset_dir), _revision(revision, [draft]))
+    ref = None
+    if draft_spec is not None:
+        from kvcalc.capacity.launch import model_reference
+
+        named, comment = model_reference(draft_spec, draft)
+        ref = None if comment else named
+    return Extras(lora=lora, draft=draft_spec, draft_ref=ref, mtp=mtp, shared_prefix=shared_prefix or 0,
+                  cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9)
 
 
 def _logged_deployment(path: str, engine: str | None) -> dict:
@@ -1281,6 +1357,73 @@ def _log_gpu(parsed, given: str | None, catalogs):
         return find_gpu(str(logged.value).replace("NVIDIA_", "NVIDIA "), _catalogs(catalogs))
     except UnknownGPUError:
         return None
+
+
+def _link_rate(value: str) -> int:
+    """'400Gb/s', '400Gbps' (bits) or '50GB/s' (bytes) -> bytes per second."""
+    text = str(value).strip().removesuffix("/s").removesuffix("ps")
+    match = re.fullmatch(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([kKMGT])b", text, re.ASCII)
+    if match:
+        scale = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match.group(2)]
+        from fractions import Fraction
+
+        return int(Fraction(match.group(1)) * scale / 8)
+    return _rate(value)
+
+
+@app.command("handoff")
+def handoff_cmd(
+    model: ModelArg,
+    context: ContextOpt = None,
+    prefill_tp: Annotated[
+        int, typer.Option("--prefill-tp", parser=_whole(1, 2**20), metavar="INTEGER", help="TP of the prefill side.")
+    ] = 1,
+    decode_tp: Annotated[
+        int, typer.Option("--decode-tp", parser=_whole(1, 2**20), metavar="INTEGER", help="TP of the decode side.")
+    ] = 1,
+    link: Annotated[
+        int, typer.Option("--link", parser=_link_rate, metavar="RATE",
+                          help="Link bandwidth, bits (400Gb/s, the default) or bytes (50GB/s) per second.")
+    ] = "400Gb/s",
+    kv_dtype: KVDtypeOpt = None,
+    engine: EngineOpt = None,
+    block_size: BlockSizeOpt = None,
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Bytes and time to hand one request's KV from prefill to decode (disaggregated serving)."""
+    from kvcalc.capacity import engines
+    from kvcalc.capacity.deployment import FitUsageError
+    from kvcalc.capacity.handoff import handoff
+    from kvcalc.sources.resolve import resolve
+
+    spec = resolve(model, _dirs(preset_dir), _revision(revision, [model]))
+    if spec.is_encoder:
+        raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache to hand off")
+    try:
+        h = handoff(spec, engines.get(engine or "vllm"), context or 8192, prefill_tp, decode_tp, kv_dtype, link,
+                    block_size)
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--prefill-tp/--decode-tp") from None
+    if json_out:
+        _print_json(h.to_dict())
+        return
+    from kvcalc.units import format_bytes
+
+    gbit = h.link_bytes_per_s * 8 / 10**9
+    lines = [
+        f"{h.model}: one {h.context:,}-token prompt from prefill TP {h.prefill_tp} to decode TP {h.decode_tp}, "
+        f"{h.kv_dtype} KV in pages of {h.block_size} ({h.engine} layout)",
+        f"Each decode GPU receives {format_bytes(h.bytes_per_decode_gpu)} ({h.bytes_per_decode_gpu:,} B); "
+        f"{format_bytes(h.bytes_moved)} ({h.bytes_moved:,} B) move in all, over {h.streams} rank-to-rank stream(s).",
+        f"At {gbit:g} Gb/s: {h.seconds_one_link * 1000:.1f} ms over one link, "
+        f"{h.seconds_parallel * 1000:.1f} ms with each decode GPU on its own link.",
+    ]
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)
+    for note in h.notes:
+        out.print(f"note: {note}", markup=False, style="dim", soft_wrap=True)
 
 
 @app.command("gpus")

@@ -50,6 +50,7 @@ class Deployment:
     platform: str = "cuda"  # cuda | cpu (vLLM's CPU platform: no async scheduling, 128-token blocks, fp32 SSM)
     switches: Switches = field(default_factory=Switches)
     shape_note: str | None = None  # why this shape, when kvcalc chose it
+    shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
 
     @property
     def gpus(self) -> int:
@@ -69,7 +70,8 @@ class Deployment:
                 "async_scheduling": self.switches.async_scheduling, "prefix_caching": self.switches.prefix_caching,
                 "enforce_eager": self.switches.enforce_eager,
                 "speculative_tokens": self.switches.speculative_tokens,
-                "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note}
+                "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note,
+                "shared_prefix": self.shared_prefix}
 
 
 def deployment(engine: str = "vllm", memory: int | None = None, *, version: str | None = None, gpu=None,

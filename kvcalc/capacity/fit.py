@@ -18,6 +18,7 @@ from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype
 from kvcalc.capacity.params import ParamCount, parameter_count
 from kvcalc.capacity.weights import per_gpu_weights
 from kvcalc.capacity.weights import weights_bytes as bytes_at
+from kvcalc.dtypes import DTYPE_BITS
 from kvcalc.errors import KvcalcError
 from kvcalc.spec import MLAAttention, ModelSpec
 
@@ -34,6 +35,25 @@ class Weights:
     dtype: str | None = None
     total_bytes: int | None = None
     checkpoint: object = None  # a checkpoint.Checkpoint
+
+
+class ExtrasUsageError(FitUsageError):
+    """An extra the model cannot take, whatever the shape (a draft of another vocabulary, LoRA on MLA)."""
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What else the engine holds (capacity/extras.py): LoRA slots, a draft model and its weights
+    source, MTP layers, a prompt prefix shared by every request."""
+
+    lora: object = None  # extras.LoRA
+    draft: ModelSpec | None = None
+    draft_ref: str | None = None  # what to name the draft in a launch command (a Hub id or path)
+    draft_weights: Weights = Weights()
+    mtp: int = 0
+    shared_prefix: int = 0
+    cpu_kv: int = 0  # a CPU tier of this many bytes, as the engine's flag sizes it
+    host_bandwidth: int = 64 * 10**9  # bytes per second a reload runs at (PCIe Gen5 x16's peak)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class FitResult:
     required_kv_bytes_per_gpu: int  # KV the asked-for requests (default: one) need on one GPU, as the engine pages it
     required_bytes_per_gpu: int  # that plus weights and reserve
     required_gpu_util: float | None  # the smallest --gpu-util (two decimals) that holds them; None if none does
+    extras: dict  # LoRA, draft and MTP bytes per GPU, the shared prefix (0 / None when not asked)
     engine_log: dict  # the figures the engine will log at start-up, predicted
     engine_log_kv_tokens: int | None  # vLLM's "GPU KV cache size"
     engine_log_max_concurrency: float | None  # vLLM's "Maximum concurrency"
@@ -139,12 +160,20 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
 
 
 def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency: int | None = None,
-        weights: Weights = Weights(), mla_layout: str = "latent", search_min: bool = True) -> FitResult:
+        weights: Weights = Weights(), mla_layout: str = "latent", search_min: bool = True,
+        extras: Extras = Extras()) -> FitResult:
     """Forward: what ``d.memory`` per GPU holds. Backwards (``concurrency``): what that many requests
     of ``context`` tokens need, the smallest utilization for it, and the fewest GPUs that hold it.
-    ``d.memory`` None answers only the backwards part."""
+    ``d.memory`` None answers only the backwards part. ``extras``: what else the engine holds."""
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache, so there is no capacity to plan")
+    base_spec = spec
+    if extras.shared_prefix != d.shared_prefix:
+        d = replace(d, shared_prefix=extras.shared_prefix)
+    if extras.mtp:
+        from kvcalc.capacity.extras import with_extra_layers
+
+        spec = with_extra_layers(spec, extras.mtp)
     engine = d.engine
     gpu_util = engine.default_util(spec, d) if d.gpu_util is None else d.gpu_util
     if not 0 < gpu_util <= 1:
@@ -167,25 +196,34 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     per_gpu, weights_note = _weights_per_gpu(spec, count, weights_label, total_weights, d, from_count)
     if weights_note:
         notes.append(weights_note)
+    held, extra_notes = _extras_held(spec, base_spec, d, extras, count, weights_label, from_count, kv_dtype)
+    notes += extra_notes
+    per_gpu_all = (per_gpu + held["lora_bytes_per_gpu"] + held["draft_weights_bytes_per_gpu"]
+                   + held["mtp_weights_bytes_per_gpu"])
     if d.reserve is None:
         parts = engine.reserve_parts(spec, d, batched)
         reserve, estimated = sum(parts.values()), True
     else:
         parts, reserve, estimated = {"given": d.reserve}, d.reserve, False
     known = d.memory is not None
-    budget = engine.budget(d, gpu_util, per_gpu, reserve) if known else None
+    budget = engine.budget(d, gpu_util, per_gpu_all, reserve) if known else None
 
     cap = max(spec.max_context, context)
     whole = layer_types(spec, range(spec.layers.count), d.tp, engine, kv_dtype, mla_layout, d.platform)
     per_stage = [kind_counts(spec, layers) for layers in stage_layers(spec.layers.count, d.pp)]
+    if extras.draft is not None:  # the draft's layers join the pool (vLLM: its own KV-cache groups)
+        draft = extras.draft
+        for t in layer_types(draft, range(draft.layers.count), d.tp, engine, kv_dtype, mla_layout, d.platform):
+            whole.append(replace(t, name=f"draft/{t.name}"))
+            per_stage[0][f"draft/{t.name}"] = t.layers
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)
     notes.extend(engine.notes(spec, d, kv_dtype))
     wanted = concurrency or 1
     per_replica = cdiv(wanted, d.replicas)  # data-parallel replicas share the requests
     required_kv = per_replica * worst.request_bytes
-    required = per_gpu + reserve + required_kv
-    required_util = engine.required_util(d, per_gpu, reserve, required_kv)
+    required = per_gpu_all + reserve + required_kv
+    required_util = engine.required_util(d, per_gpu_all, reserve, required_kv)
 
     heads_per_gpu, replication = _replication(spec, d, kv_dtype, notes)
     if d.pp > 1:
@@ -202,11 +240,14 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         warnings.append(f"--gpu-util {required_util:.2f} leaves under 5% for the CUDA context and other "
                         "processes; vLLM refuses to start when free memory is below util x total")
     if budget is not None and budget <= 0:
-        warnings.append(f"weights ({per_gpu:,} B) and reserve ({reserve:,} B) per GPU leave no "
+        warnings.append(f"weights ({per_gpu_all:,} B) and reserve ({reserve:,} B) per GPU leave no "
                         f"room for KV within {float(gpu_util):g} of {d.memory:,} B")
 
+    if extras.cpu_kv:
+        held["cpu_tier"] = _cpu_tier(spec, d, extras, worst, context)
+        notes.append(held["cpu_tier"].pop("note"))
     fits = worst.max_concurrency >= per_replica if known else None
-    shape = min_shape(spec, d, wanted, context, weights, mla_layout) if search_min and known else None
+    shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
     log = dict(worst.log) if known else {}
     return FitResult(
         model=spec.name, engine=engine.name, engine_version=engine.version, gpu=d.gpu_key, gpu_memory_bytes=d.memory,
@@ -225,11 +266,82 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         max_context=worst.max_context if known else None,
         fits=fits, min_gpus=shape["gpus"] if shape else None, min_gpus_shape=shape, concurrency=concurrency,
         required_kv_bytes_per_gpu=required_kv, required_bytes_per_gpu=required, required_gpu_util=required_util,
-        engine_log=log, engine_log_kv_tokens=log.get("gpu_kv_cache_tokens"),
+        extras=held, engine_log=log, engine_log_kv_tokens=log.get("gpu_kv_cache_tokens"),
         engine_log_max_concurrency=log.get("max_concurrency"),
         max_total_num_tokens=log.get("max_total_num_tokens"), max_running_requests=log.get("max_running_requests"),
         deployment=d.describe(), warnings=tuple(warnings), notes=tuple(notes),
     )
+
+
+def _extras_held(spec: ModelSpec, base: ModelSpec, d: Deployment, extras: Extras, count, dtype: str,
+                 from_count: bool, kv_dtype: str) -> tuple[dict, list[str]]:
+    """Bytes per GPU of LoRA slots and a draft model's weights, and what MTP and a shared prefix add."""
+    from kvcalc.capacity.extras import ExtrasError, lora_bytes_per_gpu, lora_parameters
+
+    notes = []
+    held = {"lora_bytes_per_gpu": 0, "lora_parameters_per_adapter": None, "lora_slots": 0, "lora_rank": None,
+            "lora_targets": [], "draft": None, "draft_model_ref": extras.draft_ref, "draft_weights_bytes_per_gpu": 0,
+            "mtp_layers": extras.mtp, "shared_prefix": extras.shared_prefix}
+    if extras.lora is not None:
+        try:
+            held["lora_parameters_per_adapter"] = lora_parameters(spec, extras.lora.rank, extras.lora.targets)
+            held.update(lora_slots=extras.lora.slots, lora_rank=extras.lora.rank,
+                        lora_targets=list(extras.lora.targets))
+            held["lora_bytes_per_gpu"] = lora_bytes_per_gpu(spec, extras.lora, d.tp, DTYPE_BITS[
+                serving_dtype(spec.dtype)] // 8)
+        except ExtrasError as exc:
+            raise ExtrasUsageError(str(exc)) from None
+        notes.append(f"LoRA: {extras.lora.slots} slot(s) of rank {extras.lora.rank} on "
+                     f"{','.join(extras.lora.targets)}: {held['lora_parameters_per_adapter']:,} parameters per "
+                     f"adapter; each GPU holds every slot, A or B split over TP as the layer is, taken from the "
+                     f"budget like weights ({held['lora_bytes_per_gpu']:,} B per GPU)")
+    if extras.draft is not None:
+        draft = extras.draft
+        if d.pp > 1:
+            raise FitUsageError("a draft model with --pp is not modelled (vLLM runs speculative decoding at PP 1)")
+        total, label, _ = _weights(draft, parameter_count(draft), extras.draft_weights)
+        held["draft"] = draft.name
+        held["draft_weights_bytes_per_gpu"] = cdiv(total, d.tp)
+        notes.append(f"draft model {draft.name}: its weights ({label}) on every GPU of the TP group, split as the "
+                     "target's, and its layers' KV in the same pool, every request holding both")
+        if spec.weights and draft.weights and spec.weights.vocab_size != draft.weights.vocab_size:
+            raise ExtrasUsageError(f"the draft {draft.name} has a vocabulary of {draft.weights.vocab_size:,} and "
+                                f"{base.name} one of {spec.weights.vocab_size:,}: engines refuse a draft whose "
+                                "vocabulary differs from the target's")
+    held["mtp_weights_bytes_per_gpu"] = 0
+    if extras.mtp:
+        hidden = spec.hidden_size or 0
+        wide = 4 if dtype == "fp32" else 2
+        # each MTP module: eh_proj (2 x hidden -> hidden), enorm, hnorm and its head's norm, whole on every GPU
+        # (vLLM's deepseek_mtp.py: a ReplicatedLinear); the decoder layer itself is in the weights above
+        held["mtp_weights_bytes_per_gpu"] = extras.mtp * (2 * hidden * hidden + 3 * hidden) * wide if from_count else 0
+        notes.append(f"{extras.mtp} MTP layer(s): the model's last decoder layer again, counted in the weights and "
+                     "holding KV like the others, plus eh_proj and its norms whole on every GPU; the embedding and "
+                     "head are the target's (vLLM shares them)"
+                     + ("" if from_count else "; the weights were given as a total, so the MTP layer's are not added"))
+    if extras.shared_prefix:
+        notes.append(f"a {extras.shared_prefix:,}-token prefix shared by every request: with prefix caching its "
+                     "whole pages are held once")
+    return held, notes
+
+
+def _cpu_tier(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int) -> dict:
+    """What a CPU tier holds for this model and shape, and what reloading one request costs."""
+    from kvcalc.capacity.extras import cpu_tier_tokens
+
+    mla = isinstance(spec.attention, MLAAttention)
+    tokens = cpu_tier_tokens(d.engine.name, extras.cpu_kv, worst.block_size, worst.per_token_bytes,
+                             d.tp * d.pp, mla and d.pp == 1)
+    request = cdiv(context, worst.block_size) * worst.block_size
+    seconds = worst.per_token_bytes * request / extras.host_bandwidth
+    how = ("vLLM native offloading: chunks of one block of every rank's layers" if d.engine.name == "vllm" else
+           "SGLang HiCache: the size per TP rank over its bytes per token")
+    return {"bytes": extras.cpu_kv, "tokens": tokens, "requests": tokens // request if request else 0,
+            "reload_seconds_per_request": seconds,
+            "note": f"CPU tier of {extras.cpu_kv:,} B ({how}): {tokens:,} tokens, {tokens // request:,} requests of "
+                    f"{context:,}; reloading one takes {seconds * 1000:.1f} ms per GPU at "
+                    f"{extras.host_bandwidth / 10**9:g} GB/s (the link's peak; a prefill to recompute it is not "
+                    "modelled)"}
 
 
 def _replication(spec: ModelSpec, d: Deployment, kv_dtype: str, notes: list[str]) -> tuple[int | None, float]:
@@ -268,16 +380,18 @@ def _shapes(spec: ModelSpec, most: int = MAX_SHAPE_GPUS) -> list[tuple[int, int]
 
 
 def _held(spec: ModelSpec, d: Deployment, tp: int, pp: int, context: int | None, weights: Weights,
-          mla_layout: str) -> int | None:
+          mla_layout: str, extras: Extras = Extras()) -> int | None:
     try:
         return fit(spec, d.with_shape(tp, pp), context, weights=weights, mla_layout=mla_layout,
-                   search_min=False).max_concurrency
+                   search_min=False, extras=extras).max_concurrency
+    except ExtrasUsageError:
+        raise
     except FitUsageError:
         return None
 
 
 def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = None, weights: Weights = Weights(),
-               mla_layout: str = "latent") -> Deployment:
+               mla_layout: str = "latent", extras: Extras = Extras()) -> Deployment:
     """The one rule that turns ``--gpus N`` into a shape: of every TP x PP x replicas within N
     GPUs, the one that holds the most requests of the context in all; at equal requests the
     fewest GPUs, then the fewest pipeline stages, then the largest TP. More GPUs never hold
@@ -287,7 +401,7 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
         return d.with_shape(tp, 1, gpus // tp)
     best = None
     for tp, pp in _shapes(spec, gpus):
-        held = _held(spec, d, tp, pp, context, weights, mla_layout)
+        held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
         if held is None:
             continue
         replicas = gpus // (tp * pp)
@@ -305,7 +419,7 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
 
 
 def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | None = None,
-              weights: Weights = Weights(), mla_layout: str = "latent") -> dict | None:
+              weights: Weights = Weights(), mla_layout: str = "latent", extras: Extras = Extras()) -> dict | None:
     """The fewest GPUs that hold ``requests`` requests of the context: TP x PP for one replica,
     times replicas when one is not enough (TP preferred, then PP, at an equal count); None when
     no shape up to 512 GPUs per replica holds even one."""
@@ -313,7 +427,7 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
     for tp, pp in sorted(_shapes(spec), key=lambda s: (s[0] * s[1], s[1], s[0])):
         if best is not None and tp * pp > best[0]:
             break  # every shape from here needs more GPUs than the best found
-        held = _held(spec, d, tp, pp, context, weights, mla_layout)
+        held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
         if not held:
             continue
         replicas = cdiv(requests, held)

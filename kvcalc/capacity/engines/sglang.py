@@ -157,9 +157,12 @@ class SGLang(Engine):
             notes.append(f"SGLang's sliding-window pool: {tokens:,} full-layer tokens and {swa_tokens:,} "
                          "sliding-layer tokens (swa_full_tokens_ratio 0.8)")
 
+        prefix = deployment.shared_prefix if deployment.switches.prefix_caching is not False else 0
+
         def fits(length: int) -> int:
             held = cdiv(length, page) * page
-            n = tokens // held if held else 0
+            shared = min(prefix, length) // page * page  # the radix cache keeps a shared prefix once
+            n = (tokens - shared) // (held - shared) if held > shared and tokens > shared else 0
             if swa_bits:
                 window = min(length, max(t.span for t in attention if t.kind == "sliding"))
                 n = min(n, swa_tokens // (cdiv(window, page) * page))
@@ -234,6 +237,22 @@ class SGLang(Engine):
             flags.append(("--disable-cuda-graph", None, "no CUDA graphs, as counted"))
         if r.deployment["prefix_caching"] is False:
             flags.append(("--disable-radix-cache", None, "as counted"))
+        x = r.extras
+        if x["lora_bytes_per_gpu"]:
+            modules = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
+                       "up": "up_proj", "down": "down_proj"}
+            flags += [("--enable-lora", None, "LoRA slots counted in the budget"),
+                      ("--max-loras-per-batch", x["lora_slots"], "adapters on each GPU at once"),
+                      ("--max-lora-rank", x["lora_rank"], "every slot sized for it"),
+                      ("--lora-target-modules", " ".join(modules[t] for t in x["lora_targets"]), "")]
+        if x.get("cpu_tier"):
+            flags += [("--enable-hierarchical-cache", None, "a host KV tier"),
+                      ("--hicache-size", f"{x['cpu_tier']['bytes'] / 10**9:g}", "GB per TP rank")]
+        if x.get("draft_model_ref"):
+            flags += [("--speculative-algorithm", "STANDALONE", "a separate draft model"),
+                      ("--speculative-draft-model-path", x["draft_model_ref"], "its KV counted in the pool")]
+        elif x.get("mtp_layers"):
+            flags.append(("--speculative-algorithm", "NEXTN", "the model's MTP layers (SGLang's name for them)"))
         if r.concurrency is not None:
             tokens = requests * r.context
             comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens)")

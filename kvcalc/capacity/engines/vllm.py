@@ -248,6 +248,12 @@ class VLLM(Engine):
             return sum(groups[t.name] * pages(t, length) for t in types)
 
         per_request = needs(context)
+        # a prefix every request shares: its whole pages of full attention are held once (prefix caching)
+        shared = 0
+        if deployment.shared_prefix and deployment.switches.prefix_caching is not False:
+            prefix = min(deployment.shared_prefix, context)
+            shared = sum(groups[t.name] * (prefix // blocks_of[t.name]) for t in attention if t.kind == "full")
+        held = (blocks - shared) // (per_request - shared) if blocks > shared and per_request > shared else 0
         bits = {t.name: t.token_bits for t in types}
         state_of = {t.name: t.state_bytes for t in types}
         described = tuple(
@@ -262,7 +268,7 @@ class VLLM(Engine):
             tokens=blocks * block,
             per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8) for s in stages),
             state_bytes_per_request=max(sum(n * state_of.get(k, 0) for k, n in s.items()) for s in stages),
-            max_concurrency=blocks // per_request,
+            max_concurrency=held if shared else blocks // per_request,
             concurrency_exact=exact,
             max_context=largest_context(needs, blocks, cap),
             request_bytes=per_request * max(tensors) * page,
@@ -342,10 +348,36 @@ class VLLM(Engine):
                           "as counted (Mamba cache mode)"))
         if d["mamba_cache_mode"]:
             flags.append(("--mamba-cache-mode", d["mamba_cache_mode"], "pages per Mamba group, as counted"))
+        x = r.extras
+        if x["lora_bytes_per_gpu"]:
+            flags += [("--enable-lora", None, "LoRA slots counted in the budget"),
+                      ("--max-loras", x["lora_slots"], "adapters on each GPU at once"),
+                      ("--max-lora-rank", x["lora_rank"], "every slot sized for it")]
+        if x.get("cpu_tier"):
+            size = x["cpu_tier"]["bytes"]
+            flags += [("--kv-offloading-size", f"{size / 2**30:g}", "GiB of CPU tier, all ranks together"),
+                      ("--kv-offloading-backend", "native", "")]
+        speculative = _speculative_config(x, d["speculative_tokens"])
+        if speculative:
+            flags.append(("--speculative-config", speculative, "draft or MTP layers counted in the pool"))
         if r.concurrency is not None:
             comments.append(f"or exactly: --kv-cache-memory-bytes {r.required_kv_bytes_per_gpu} "
                             "(KV bytes per GPU; overrides --gpu-memory-utilization)")
         return command_lines(f"vllm serve {model}", flags, comments)
+
+
+def _speculative_config(extras: dict, tokens: int) -> str | None:
+    """vLLM's --speculative-config JSON, shell-quoted: a draft model or the model's MTP layers."""
+    import json
+    import shlex
+
+    if extras.get("draft_model_ref"):
+        config = {"model": extras["draft_model_ref"], "num_speculative_tokens": tokens or 1}
+    elif extras.get("mtp_layers"):
+        config = {"method": "mtp", "num_speculative_tokens": tokens or extras["mtp_layers"]}
+    else:
+        return None
+    return shlex.quote(json.dumps(config, separators=(",", ":")))
 
 
 def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: list[dict[str, int]],
