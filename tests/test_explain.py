@@ -119,3 +119,30 @@ def test_fit_from_log_takes_the_measured_memory(runner, kvcalc_app):
     result = runner.invoke(kvcalc_app, ["fit", "gpt-oss-20b", "--from-log", log, "--gpu", "a100-80gb",
                                         "--engine", "sglang"])
     assert result.exit_code == 2 and "the log is vllm's" in result.stderr
+
+
+def test_fit_from_an_sglang_log(runner, kvcalc_app, tmp_path):
+    # No public excerpt has both "Load weight begin" and "Load weight end", so this log is written
+    # from SGLang 0.5.23's own format strings (model_runner.py 1273-1379, scheduler.py 1264-1276,
+    # docs/engines/sglang.md section 6) with figures for llama-3-8b on one H100 at f = 0.83.
+    log = tmp_path / "sglang.log"
+    log.write_text(
+        "[2026-12-06 10:00:00] server_args=ServerArgs(model_path='meta-llama/Meta-Llama-3-8B', tp_size=1, "
+        "mem_fraction_static=0.83, context_length=8192, chunked_prefill_size=8192, page_size=1)\n"
+        "[2026-12-06 10:00:01 TP0] Load weight begin. avail mem=78.50 GB\n"
+        "[2026-12-06 10:00:09 TP0] Load weight end. elapsed=8.00 s, type=LlamaForCausalLM, avail mem=63.54 GB, "
+        "mem usage=14.96 GB.\n"
+        "[2026-12-06 10:00:10 TP0] KV Cache is allocated. #tokens: 411197, K size: 25.10 GB, V size: 25.10 GB\n")
+    result = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--from-log", str(log), "--gpu", "h100", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    memory = 85_045_477_376  # the catalog's H100 (CUDA total)
+    weights = int(Decimal("14.96") * GiB)
+    held_before = memory - int(Decimal("78.50") * GiB)  # what the runtime held before the weights loaded
+    assert data["engine"] == "sglang" and data["gpu_util"] == 0.83 and data["context"] == 8192
+    assert data["weights_bytes_per_gpu"] == weights and data["reserve_bytes_per_gpu"] == held_before
+    # SGLang's budget, A - P x (1 - f) = f x P - weights, with P = 78.50 GiB
+    budget = (memory - held_before) * 83 // 100 - weights
+    assert data["kv_budget_bytes_per_gpu"] == budget
+    assert data["max_total_num_tokens"] == budget // (32 * 2 * 8 * 128 * 2)
+    assert abs(data["max_total_num_tokens"] - 411_197) <= 411_197 // 1000  # the logged pool, within its rounding
