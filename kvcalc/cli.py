@@ -994,6 +994,12 @@ def fit_cmd(
                      help="A CPU KV tier as the engine sizes it (vLLM --kv-offloading-size: all ranks; SGLang "
                           "--hicache-size: per rank): tokens it holds and the reload time."),
     ] = None,
+    tier_backend: Annotated[
+        str | None,
+        typer.Option("--kv-tier-backend", metavar="NAME",
+                     help="How --cpu-kv is held: vLLM native (default) or lmcache (per worker), SGLang hicache, "
+                          "TensorRT-LLM host."),
+    ] = None,
     host_bandwidth: Annotated[
         int | None,
         typer.Option("--host-bandwidth", parser=_rate, metavar="RATE",
@@ -1095,7 +1101,7 @@ def fit_cmd(
                   else _checkpoint_of(model, revision, notes))
     weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
     extras = _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision,
-                     engine, cpu_kv, host_bandwidth)
+                     engine, cpu_kv, host_bandwidth, tier_backend)
     results = []
     try:
         if tp is None and gpus is not None and gpus > (pp or 1):
@@ -1165,21 +1171,22 @@ def fit_cmd(
 
 
 def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision, engine,
-            cpu_kv, host_bandwidth):
+            cpu_kv, host_bandwidth, tier_backend=None):
     """What else the engine holds, from the options (capacity/extras.py)."""
-    from kvcalc.capacity.extras import LORA_TARGETS, PROJECTIONS, LoRA
+    from kvcalc.capacity import engines
+    from kvcalc.capacity.extras import LoRA
     from kvcalc.capacity.fit import Extras
 
     lora = None
     if max_loras:
-        if lora_targets is None:  # vLLM adapts the embedding and head too by default; SGLang the projections
-            targets = LORA_TARGETS if engine == "vllm" else PROJECTIONS
+        if lora_targets is None:  # the engine's own default (vLLM also adapts the embedding and head)
+            targets = engines.get(engine).lora_default_targets
         else:
             targets = tuple(dict.fromkeys(t.lower() for t in _items(lora_targets, "--lora-targets", "q,k,v,o")))
         lora = LoRA(max_loras, max_lora_rank, targets)
-    if cpu_kv is not None and engine == "trtllm":
-        raise typer.BadParameter("TensorRT-LLM's host cache is not modelled; --engine vllm or sglang",
-                                 param_hint="--cpu-kv")
+    backends = engines.get(engine).tier_backends
+    if tier_backend is not None and tier_backend not in backends:
+        raise typer.BadParameter(f"{engine} takes {', '.join(backends)}", param_hint="--kv-tier-backend")
     draft_spec = None
     if draft is not None:
         from kvcalc.sources.resolve import resolve
@@ -1192,14 +1199,14 @@ def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, p
         named, comment = model_reference(draft_spec, draft)
         ref = None if comment else named
     return Extras(lora=lora, draft=draft_spec, draft_ref=ref, mtp=mtp, shared_prefix=shared_prefix or 0,
-                  cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9)
+                  cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9, tier_backend=tier_backend)
 
 
 def _logged_deployment(path: str, engine: str | None) -> dict:
     """What a start-up log says of its deployment, for --from-log (the engine must be the log's)."""
     import sys
 
-    from kvcalc.capacity.engines.vllm import release
+    from kvcalc.capacity import engines
     from kvcalc.logs.measured import settings
     from kvcalc.logs.parse import parse_log
 
@@ -1211,14 +1218,14 @@ def _logged_deployment(path: str, engine: str | None) -> dict:
                                  param_hint="--engine")
     found = settings(parsed)
     version = found["version"]
-    if version and parsed.engine == "vllm":
-        try:
-            release(version)
+    if version:
+        try:  # a release whose rules kvcalc follows, else its default
+            engines.get(parsed.engine, version)
         except ValueError:
             version = None
     gpu = parsed.first("gpu_name")
-    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version if parsed.engine == "vllm"
-            else None, "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}
+    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version,
+            "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}
 
 
 def _deployment(engine: str, version: str | None, memory, found, tp: int, pp: int, gpus: int | None, **fields):
@@ -1388,9 +1395,14 @@ def handoff_cmd(
     kv_dtype: KVDtypeOpt = None,
     engine: EngineOpt = None,
     block_size: BlockSizeOpt = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option("--gpu", "-g", help="The decode GPU: how many requests the decode group holds as they arrive."),
+    ] = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
     """Bytes and time to hand one request's KV from prefill to decode (disaggregated serving)."""
     from kvcalc.capacity import engines
@@ -1406,8 +1418,17 @@ def handoff_cmd(
                     block_size)
     except FitUsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--prefill-tp/--decode-tp") from None
+    held = None
+    if gpu is not None:
+        from kvcalc.capacity.deployment import deployment
+        from kvcalc.capacity.fit import fit
+        from kvcalc.capacity.gpus import find_gpu
+
+        found = find_gpu(gpu, _catalogs(gpu_catalog))
+        d = deployment(engine or "vllm", None, gpu=found, tp=decode_tp, kv_dtype=kv_dtype, block_size=block_size)
+        held = fit(spec, d, h.context, search_min=False).max_concurrency
     if json_out:
-        _print_json(h.to_dict())
+        _print_json({**h.to_dict(), "decode_gpu": gpu, "decode_requests": held})
         return
     from kvcalc.units import format_bytes
 
@@ -1420,6 +1441,10 @@ def handoff_cmd(
         f"At {gbit:g} Gb/s: {h.seconds_one_link * 1000:.1f} ms over one link, "
         f"{h.seconds_parallel * 1000:.1f} ms with each decode GPU on its own link.",
     ]
+    if held is not None:
+        lines.append(f"The decode group (TP {h.decode_tp} on {gpu}) holds {held:,} requests of {h.context:,} tokens "
+                     f"(fit's rules and reserve); arriving one at a time over one link, it fills in "
+                     f"{held * h.seconds_one_link:.2f} s.")
     for line in lines:
         out.print(line, markup=False, soft_wrap=True)
     for note in h.notes:

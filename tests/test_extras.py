@@ -168,3 +168,29 @@ def test_emitted_flags_parse_back(runner, kvcalc_app):
     assert w[w.index("--hicache-size") + 1] == "50"
     w = words(["llama-3-8b", "--gpu", "h100", "-c", "8k", "--max-loras", "4", "--emit", "sglang"])
     assert w[w.index("--max-loras-per-batch") + 1] == "4"
+
+
+def test_other_tier_backends(runner, kvcalc_app):
+    def tier(*args):
+        result = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--gpus", "4", "--tp", "4", "-c",
+                                            "8k", "--cpu-kv", "5GB", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["extras"]["cpu_tier"]
+
+    # LMCache (max_local_cpu_size per worker): chunks of 256 tokens of one rank's 81,920 B per token
+    assert tier("--kv-tier-backend", "lmcache")["tokens"] == 5 * 10**9 // (256 * 81_920) * 256 == 60_928
+    # TensorRT-LLM's host_cache_size per rank: whole 32-token blocks
+    assert tier("--engine", "trtllm")["tokens"] == 5 * 10**9 // (32 * 81_920) * 32 == 61_024
+    # SGLang HiCache (--hicache-size per rank): bytes over the rank's bytes per token
+    assert tier("--engine", "sglang")["tokens"] == 5 * 10**9 // 81_920
+    result = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--cpu-kv", "5GB", "--engine", "sglang",
+                                        "--kv-tier-backend", "native"])
+    assert result.exit_code == 2 and "sglang takes hicache" in result.stderr
+
+
+def test_handoff_says_what_the_decode_group_holds(runner, kvcalc_app):
+    fitted = json.loads(runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--gpus", "4", "--tp", "4",
+                                                   "-c", "8k", "--json"]).stdout)
+    h = json.loads(runner.invoke(kvcalc_app, ["handoff", "llama-3-70b", "-c", "8k", "--prefill-tp", "4", "--decode-tp",
+                                              "4", "--gpu", "h100", "--json"]).stdout)
+    assert h["decode_requests"] == fitted["max_concurrency"] > 0

@@ -118,15 +118,9 @@ def with_extra_layers(spec: ModelSpec, n: int, name: str = "mtp") -> ModelSpec:
     return ModelSpec.model_validate(data)
 
 
-def cpu_tier_tokens(engine: str, size: int, block: int, bytes_per_token_per_gpu: int, world: int, mla: bool) -> int:
-    """Tokens a CPU tier of ``size`` bytes holds for one request stream of this shape.
 
-    vLLM's native offloading (``--kv-offloading-size``, all ranks together; v1/kv_offload): chunks of
-    one GPU block, ``size // round_up(block bytes x world, 4096)`` of them (an MLA model on one node
-    keeps one copy, not one per rank); SGLang's HiCache (``--hicache-size``, per TP rank):
-    ``size // bytes per token on the rank``."""
-    if engine == "sglang":
-        return size // bytes_per_token_per_gpu if bytes_per_token_per_gpu else 0
-    chunk = block * bytes_per_token_per_gpu * (1 if mla else world)
-    chunk = cdiv(chunk, 4096) * 4096
-    return size // chunk * block if chunk else 0
+def chunked_tokens(size: int, chunk_tokens: int, chunk_bytes: int, align: int = 1) -> int:
+    """Tokens a tier of ``size`` bytes holds in whole chunks of ``chunk_tokens`` tokens, each chunk
+    ``chunk_bytes`` rounded up to ``align``."""
+    chunk = cdiv(chunk_bytes, align) * align
+    return size // chunk * chunk_tokens if chunk else 0

@@ -53,6 +53,7 @@ class Extras:
     mtp: int = 0
     shared_prefix: int = 0
     cpu_kv: int = 0  # a CPU tier of this many bytes, as the engine's flag sizes it
+    tier_backend: str | None = None  # None: the engine's first (vLLM native, SGLang hicache, TRT-LLM host)
     host_bandwidth: int = 64 * 10**9  # bytes per second a reload runs at (PCIe Gen5 x16's peak)
 
 
@@ -326,19 +327,19 @@ def _extras_held(spec: ModelSpec, base: ModelSpec, d: Deployment, extras: Extras
 
 
 def _cpu_tier(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int) -> dict:
-    """What a CPU tier holds for this model and shape, and what reloading one request costs."""
-    from kvcalc.capacity.extras import cpu_tier_tokens
-
+    """What a CPU (or disk) tier holds for this model and shape, and what reloading one request costs."""
     mla = isinstance(spec.attention, MLAAttention)
-    tokens = cpu_tier_tokens(d.engine.name, extras.cpu_kv, worst.block_size, worst.per_token_bytes,
-                             d.tp * d.pp, mla and d.pp == 1)
+    backend = extras.tier_backend or (d.engine.tier_backends[0] if d.engine.tier_backends else "")
+    try:
+        tokens, how = d.engine.tier_tokens(backend, extras.cpu_kv, worst.block_size, worst.per_token_bytes,
+                                           d.tp * d.pp, mla and d.pp == 1)
+    except ValueError as exc:
+        raise ExtrasUsageError(str(exc)) from None
     request = cdiv(context, worst.block_size) * worst.block_size
     seconds = worst.per_token_bytes * request / extras.host_bandwidth
-    how = ("vLLM native offloading: chunks of one block of every rank's layers" if d.engine.name == "vllm" else
-           "SGLang HiCache: the size per TP rank over its bytes per token")
-    return {"bytes": extras.cpu_kv, "tokens": tokens, "requests": tokens // request if request else 0,
-            "reload_seconds_per_request": seconds,
-            "note": f"CPU tier of {extras.cpu_kv:,} B ({how}): {tokens:,} tokens, {tokens // request:,} requests of "
+    return {"bytes": extras.cpu_kv, "backend": backend, "tokens": tokens,
+            "requests": tokens // request if request else 0, "reload_seconds_per_request": seconds,
+            "note": f"KV tier of {extras.cpu_kv:,} B ({how}): {tokens:,} tokens, {tokens // request:,} requests of "
                     f"{context:,}; reloading one takes {seconds * 1000:.1f} ms per GPU at "
                     f"{extras.host_bandwidth / 10**9:g} GB/s (the link's peak; a prefill to recompute it is not "
                     "modelled)"}

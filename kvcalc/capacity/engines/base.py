@@ -124,6 +124,15 @@ class Engine:
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         return []
 
+    # -- what else it holds ------------------------------------------------------------------------
+    lora_default_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+    tier_backends: tuple[str, ...] = ()  # CPU/disk KV tiers kvcalc models for this engine; the first is the default
+
+    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
+                    mla: bool) -> tuple[int, str]:
+        """(tokens a KV tier of ``size`` bytes holds for this shape, how it was counted)."""
+        raise ValueError(f"{self.name}'s KV tiers are not modelled")
+
     # -- the launch command (capacity/launch.py adds the header and the model) -------------------
     kv_cache_dtypes: dict[str, str] = {}  # kvcalc KV dtype -> the engine's --kv-cache-dtype value
 

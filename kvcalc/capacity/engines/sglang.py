@@ -129,6 +129,17 @@ class SGLang(Engine):
         as_sglang = kind.model_copy(update={"state_dtype": ssm_dtype, "conv_dtype": kind.conv_dtype or "bf16"})
         return cdiv(cdiv(state_bits(as_sglang, model_dtype, -1), 8), tp)
 
+    tier_backends = ("hicache",)
+
+    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
+                    mla: bool) -> tuple[int, str]:
+        """HiCache (``--hicache-size``, per TP rank; mem_cache/hicache): the size over the rank's bytes
+        per token (an MLA latent repeated on every rank)."""
+        if backend != "hicache":
+            raise ValueError(f"SGLang has no KV tier backend {backend!r} kvcalc models (hicache)")
+        return (size // bytes_per_token if bytes_per_token else 0,
+                "SGLang HiCache: per TP rank, the size over the rank's bytes per token")
+
     def swa_pool(self, spec) -> bool:
         return spec.model_type in SWA_POOL
 

@@ -30,6 +30,18 @@ class TensorRTLLM(Engine):
         self.label = ("TensorRT-LLM: free_gpu_memory_fraction of memory free after loading; tokens_per_block 32 "
                       "(modelled coarsely)")
 
+    tier_backends = ("host",)
+
+    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
+                    mla: bool) -> tuple[int, str]:
+        """KvCacheConfig.host_cache_size (bytes per rank): whole blocks of tokens_per_block tokens."""
+        from kvcalc.capacity.extras import chunked_tokens
+
+        if backend != "host":
+            raise ValueError(f"TensorRT-LLM has no KV tier backend {backend!r} kvcalc models (host)")
+        return (chunked_tokens(size, block, block * bytes_per_token),
+                "TensorRT-LLM host cache: per rank, whole blocks of tokens_per_block")
+
     def default_util(self, spec, deployment) -> Fraction:
         return Fraction(9, 10)
 
@@ -70,6 +82,8 @@ class TensorRTLLM(Engine):
         if r.concurrency is not None:
             held = -(-r.context // r.block_size) * r.block_size
             yaml_lines.append(f"  max_tokens: {requests * held}")
+        if r.extras.get("cpu_tier"):
+            yaml_lines.append(f"  host_cache_size: {r.extras['cpu_tier']['bytes']}")
         if r.replicas > 1:
             comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
         flags = [

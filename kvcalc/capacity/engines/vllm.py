@@ -286,6 +286,24 @@ class VLLM(Engine):
             kind = kind.model_copy(update={"state_dtype": "fp32", "conv_dtype": kind.conv_dtype or model_dtype})
         return super().state_bytes(kind, model_dtype, tp, platform)
 
+    lora_default_targets = ("q", "k", "v", "o", "gate", "up", "down", "embed", "lm_head")  # vllm/lora: all supported
+    tier_backends = ("native", "lmcache")
+
+    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
+                    mla: bool) -> tuple[int, str]:
+        """native (``--kv-offloading-size``, all ranks together; v1/kv_offload): chunks of one GPU block of
+        every rank's layers, rounded up to 4096 B (an MLA model on one node keeps one copy); lmcache
+        (its ``max_local_cpu_size`` / ``max_local_disk_size``, per worker): chunks of 256 tokens."""
+        from kvcalc.capacity.extras import chunked_tokens
+
+        if backend == "lmcache":
+            return (chunked_tokens(size, 256, 256 * bytes_per_token),
+                    "LMCache: per worker, chunks of 256 tokens of the rank's layers")
+        if backend != "native":
+            raise ValueError(f"vLLM has no KV tier backend {backend!r} kvcalc models (native, lmcache)")
+        return (chunked_tokens(size, block, block * bytes_per_token * (1 if mla else world), 4096),
+                "vLLM native offloading: all ranks together, chunks of one block of every rank's layers")
+
     def default_block(self, spec, deployment) -> int:
         """--block-size when not given: 16 on CUDA; vLLM's CPU platform takes 128 (16 for MLA),
         platforms/cpu.py check_and_update_config."""
@@ -353,9 +371,13 @@ class VLLM(Engine):
             flags += [("--enable-lora", None, "LoRA slots counted in the budget"),
                       ("--max-loras", x["lora_slots"], "adapters on each GPU at once"),
                       ("--max-lora-rank", x["lora_rank"], "every slot sized for it")]
-        if x.get("cpu_tier"):
-            size = x["cpu_tier"]["bytes"]
-            flags += [("--kv-offloading-size", f"{size / 2**30:g}", "GiB of CPU tier, all ranks together"),
+        tier = x.get("cpu_tier")
+        if tier and tier["backend"] == "lmcache":  # vLLM does not pass a size to LMCache: its own config does
+            flags.append(("--kv-offloading-backend", "lmcache", ""))
+            comments.append(f"LMCache holds the tier: set its max_local_cpu_size to {tier['bytes'] / 10**9:g} (GB, "
+                            "per worker) in its config")
+        elif tier:
+            flags += [("--kv-offloading-size", f"{tier['bytes'] / 2**30:g}", "GiB of CPU tier, all ranks together"),
                       ("--kv-offloading-backend", "native", "")]
         speculative = _speculative_config(x, d["speculative_tokens"])
         if speculative:
