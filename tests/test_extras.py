@@ -194,3 +194,14 @@ def test_handoff_says_what_the_decode_group_holds(runner, kvcalc_app):
     h = json.loads(runner.invoke(kvcalc_app, ["handoff", "llama-3-70b", "-c", "8k", "--prefill-tp", "4", "--decode-tp",
                                               "4", "--gpu", "h100", "--json"]).stdout)
     assert h["decode_requests"] == fitted["max_concurrency"] > 0
+
+
+def test_sglang_under_speculative_decoding(runner, kvcalc_app):
+    # DeepSeek-V3 with its MTP layer on 8 x H200 in SGLang: the NextN layer's latent joins every token's
+    # cell (70,272 + 1,152 = 71,424 B), and running requests default to 48 (speculative_hook.py)
+    result = runner.invoke(kvcalc_app, ["fit", "deepseek-v3", "--gpu", "h200", "--gpus", "8", "--tp", "8", "-c", "8k",
+                                        "--engine", "sglang", "--mtp", "1", "--json"])
+    data = json.loads(result.stdout)
+    assert data["kv_bytes_per_token_per_gpu"] == 61 * 1152 + 1152 == 71_424
+    assert data["max_running_requests"] == 48
+    assert data["max_total_num_tokens"] == data["kv_budget_bytes_per_gpu"] // 71_424

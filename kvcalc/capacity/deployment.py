@@ -51,6 +51,7 @@ class Deployment:
     switches: Switches = field(default_factory=Switches)
     shape_note: str | None = None  # why this shape, when kvcalc chose it
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
+    speculative: bool = False  # a draft model or MTP layers run beside the target
 
     @property
     def gpus(self) -> int:

@@ -169,8 +169,9 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache, so there is no capacity to plan")
     base_spec = spec
-    if extras.shared_prefix != d.shared_prefix:
-        d = replace(d, shared_prefix=extras.shared_prefix)
+    speculative = extras.draft is not None or bool(extras.mtp)
+    if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
+        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
     if extras.mtp:
         from kvcalc.capacity.extras import with_extra_layers
 

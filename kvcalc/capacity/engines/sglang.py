@@ -200,7 +200,9 @@ class SGLang(Engine):
 
     def max_running_requests(self, tokens: int, context: int, deployment) -> int:
         """A slot cap, not requests of the context: clamp(int(T / context_len x 512), 2048, 4096),
-        at most T // 2 (kv_cache_configurator.py 3120-3133)."""
+        at most T // 2 (kv_cache_configurator.py 3120-3133); 48 under speculative decoding."""
+        if deployment.speculative:  # speculative decoding's own default (arg_groups/speculative_hook.py 1086-1094)
+            return min(48, tokens // 2)
         estimate = min(max(tokens * 512 // context, 2048), 4096)
         return min(estimate, tokens // 2)
 
