@@ -219,8 +219,8 @@ def _vllm_pool_check(parsed: ParsedLog, spec, budget, tokens, conc, length: int,
 def _budgets_giving(at, tokens: int, low: int, high: int) -> tuple[int, int]:
     """The smallest and largest budget in [low, high] whose predicted log line is ``tokens`` (the
     prediction grows with the budget), by bisection."""
-    def first_with(predicate) -> int:
-        a, b = low, high
+    def first_with(predicate) -> int:  # high + 1 when no budget in the interval has it
+        a, b = low, high + 1
         while a < b:
             mid = (a + b) // 2
             if predicate(at(mid).engine_log_kv_tokens):
@@ -229,8 +229,7 @@ def _budgets_giving(at, tokens: int, low: int, high: int) -> tuple[int, int]:
                 a = mid + 1
         return a
 
-    return first_with(lambda t: t >= tokens), first_with(lambda t: t > tokens) - 1 if at(high).engine_log_kv_tokens \
-        > tokens else high
+    return first_with(lambda t: t >= tokens), first_with(lambda t: t > tokens) - 1
 
 
 def _known_vllm(version: str | None) -> str | None:

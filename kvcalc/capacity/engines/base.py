@@ -141,32 +141,6 @@ class Engine:
         raise NotImplementedError
 
 
-def pool_capacity(types: list[LayerType], budget: int, block: int, context: int, windows: bool,
-                  cap: int) -> Capacity:
-    """One byte pool: a request takes whole pages of each layer's held tokens (all of them in a
-    token pool; windows capped where ``windows``) and its states."""
-    attention = [t for t in types if t.attends]
-    cell_bits = sum(t.layers * t.token_bits for t in attention)
-    states = sum(t.layers * t.state_bytes for t in types if not t.attends)
-    budget = max(budget, 0)
-    blocks = budget // cdiv(block * cell_bits, 8) if cell_bits else 0
-
-    def needs(length: int) -> int:
-        bits = 0
-        for t in attention:
-            held = t.held(length) if windows else length
-            bits += t.layers * cdiv(held, block) * block * t.token_bits
-        return cdiv(bits, 8) + states
-
-    per_request = needs(context)
-    return Capacity(
-        block_size=block, blocks=blocks, tokens=blocks * block, per_token_bytes=cdiv(cell_bits, 8),
-        state_bytes_per_request=states, max_concurrency=budget // per_request,
-        concurrency_exact=Fraction(budget, per_request), max_context=largest_context(needs, budget, cap),
-        request_bytes=per_request,
-    )
-
-
 def default_batched_tokens(memory: int, gpu_key: str | None) -> int:
     """vLLM's default --max-num-batched-tokens for its OpenAI server (arg_utils.get_batch_defaults):
     16384 from 160 GiB, 8192 from 70 GiB except A100s, 2048 below."""

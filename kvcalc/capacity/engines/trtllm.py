@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kvcalc.capacity.engines.base import Capacity, Engine, command_lines, pool_capacity
+from kvcalc.capacity.engines.base import Capacity, Engine, command_lines, largest_context
 from kvcalc.capacity.layers import LayerType, cdiv
 
 VERSIONS = ("1.0",)
@@ -59,8 +59,7 @@ class TensorRTLLM(Engine):
             mine = [LayerType(t.name, t.kind, t.span, stage[t.name], t.token_bits, t.state_bytes, t.mixer)
                     for t in types if stage.get(t.name)]
             if any(t.attends or t.state_bytes for t in mine):
-                found.append(pool_capacity(mine, budget, deployment.block_size or self.block_size, context,
-                                           True, cap))
+                found.append(pool_capacity(mine, budget, deployment.block_size or self.block_size, context, cap))
         return min(found, key=lambda c: (c.max_concurrency, c.max_context, -c.request_bytes))
 
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
@@ -98,3 +97,28 @@ class TensorRTLLM(Engine):
         comments.append("the YAML file is written only if none of that name exists (set -C); move an old one away")
         out = ["(set -C; cat > kvcalc-trtllm.yaml) <<'YAML'", *yaml_lines, "YAML"]
         return out + command_lines(f"trtllm-serve {model}", flags, comments)
+
+
+def pool_capacity(types: list[LayerType], budget: int, block: int, context: int, cap: int) -> Capacity:
+    """One byte pool: a request takes whole pages of each layer's held tokens (windows capped) and
+    its states."""
+    attention = [t for t in types if t.attends]
+    cell_bits = sum(t.layers * t.token_bits for t in attention)
+    states = sum(t.layers * t.state_bytes for t in types if not t.attends)
+    budget = max(budget, 0)
+    blocks = budget // cdiv(block * cell_bits, 8) if cell_bits else 0
+
+    def needs(length: int) -> int:
+        bits = 0
+        for t in attention:
+            held = t.held(length)
+            bits += t.layers * cdiv(held, block) * block * t.token_bits
+        return cdiv(bits, 8) + states
+
+    per_request = needs(context)
+    return Capacity(
+        block_size=block, blocks=blocks, tokens=blocks * block, per_token_bytes=cdiv(cell_bits, 8),
+        state_bytes_per_request=states, max_concurrency=budget // per_request,
+        concurrency_exact=Fraction(budget, per_request), max_context=largest_context(needs, budget, cap),
+        request_bytes=per_request,
+    )
