@@ -1,3 +1,3 @@
-from kvcalc.cli import main
+from kvcalc.commands.app import main
 
 main()

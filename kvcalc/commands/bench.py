@@ -1,0 +1,90 @@
+"""kvcalc bench: timed decode steps through a model's attention layers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
+from kvcalc.commands.options import BatchOpt, JsonOpt, ModelArg, PresetDirOpt, RevisionOpt, items, tokens, whole
+from kvcalc.errors import KvcalcError, torch_hint
+from kvcalc.terminal import clean
+
+
+# @app.command("bench")
+def bench_cmd(
+    model: ModelArg,
+    variants: Annotated[
+        str | None,
+        typer.Option("--variants", metavar="LIST",
+                     help="Variants to time: mha,gqa-8,mqa,mla-latent,mla-expanded (default: the model's own)."),
+    ] = None,
+    context: Annotated[
+        int, typer.Option("--context", "-c", parser=tokens, metavar="TOKENS", help="Tokens cached per sequence.")
+    ] = 4096,
+    batch: BatchOpt = 1,
+    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    dtype: Annotated[
+        Literal["fp32", "bf16", "fp16"] | None,
+        typer.Option("--dtype", help="Weights and cache (default: fp32 on CPU, bf16 on a GPU)."),
+    ] = None,
+    steps: Annotated[
+        int,
+        typer.Option("--steps", parser=whole(1), metavar="INTEGER",
+                     help="Timed decode steps per layer.")
+    ] = 20,
+    warmup: Annotated[
+        int,
+        typer.Option("--warmup", parser=whole(0), metavar="INTEGER",
+                     help="Untimed steps first.")
+    ] = 3,
+    kernel: Annotated[
+        Literal["auto", "sdpa", "grouped"],
+        typer.Option("--kernel", help="Attention: sdpa (fused, enable_gqa) or grouped matmuls; auto: sdpa on CUDA."),
+    ] = "auto",
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Time decode steps through MODEL's attention layers with full caches, per attention variant.
+
+    Reports time per step per layer and for all attention layers (scaled), bytes read, achieved
+    bandwidth against the device's peak, and the measured speed-up over MHA beside the predicted one.
+    """
+    try:
+        import torch  # noqa: F401  (the kvcalc[torch] extra)
+    except ImportError:
+        raise KvcalcError(torch_hint("bench")) from None
+    from rich.progress import Progress
+
+    from kvcalc.bench.report import bench_lines, bench_table
+    from kvcalc.bench.runner import bench
+    from kvcalc.sources.resolve import resolve
+
+    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    names = None
+    if variants is not None:
+        from kvcalc.variants import build_variant
+
+        names = list(dict.fromkeys(v.lower() for v in items(variants, "--variants", "mha,gqa-8,mqa")))
+        try:
+            for name in names:
+                build_variant(spec, name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--variants") from None
+        if not names:
+            raise typer.BadParameter("the list of variants is empty (try mha,gqa-8,mqa)", param_hint="--variants")
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+        result = bench(spec, names, context=context, batch=batch, device=device, dtype=dtype, steps=steps,
+                       warmup=warmup, kernel=kernel,
+                       progress=lambda what: bar.update(task, description=f"bench {what}"))
+    if json_out:
+        print_json(result.to_dict())
+        return
+    out.print(bench_table(result))
+    for line in bench_lines(result):
+        out.print(line, markup=False, style="dim", soft_wrap=True)
+    for note in result.notes:
+        out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)

@@ -1,0 +1,417 @@
+"""kvcalc fit: requests that fit on GPUs as an engine counts them, and backwards from a concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvcalc.commands.common import (
+    bandwidth_of,
+    check_strict,
+    deployment_of,
+    memory_of,
+    out,
+    preset_dirs_of,
+    print_inferences,
+    print_json,
+    revision_of,
+    warn,
+)
+from kvcalc.commands.options import (
+    AsyncOpt,
+    BandwidthOpt,
+    BatchedTokensOpt,
+    BlockSizeOpt,
+    EagerOpt,
+    EmitOpt,
+    EngineOpt,
+    EngineVersionOpt,
+    GPUCatalogOpt,
+    GPUMemoryOpt,
+    GPUOpt,
+    GPUsOpt,
+    GPUUtilOpt,
+    JsonOpt,
+    KVDtypeOpt,
+    MambaModeOpt,
+    ModelArg,
+    PlatformOpt,
+    PrefixCachingOpt,
+    PresetDirOpt,
+    ReserveOpt,
+    RevisionOpt,
+    SpecTokensOpt,
+    SpeedOpt,
+    StrictOpt,
+    TPOpt,
+    WeightsBytesOpt,
+    WeightsDtypeOpt,
+    context_list,
+    fraction_opt,
+    items,
+    rate,
+    size,
+    tokens,
+    whole,
+)
+from kvcalc.errors import KvcalcError
+from kvcalc.estimate import spec_warnings
+from kvcalc.terminal import clean
+
+
+def _checkpoint_of(model: str, revision: str | None = None, notes: list | None = None):
+    """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
+    id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
+    from kvcalc.capacity.checkpoint import checkpoint_bytes
+    from kvcalc.sources.resolve import is_hub_ref, looks_like_path
+
+    if is_hub_ref(model):
+        from kvcalc.sources.hub import HubError, fetch_checkpoint
+
+        try:
+            return fetch_checkpoint(model, revision)
+        except HubError as exc:
+            if notes is not None:
+                notes.append(f"weights from the parameter count: the safetensors headers of {model} could not be "
+                             f"read ({exc})")
+            return None
+    path = Path(model)
+    if not looks_like_path(model) and not path.is_dir():
+        return None
+    folder = path if path.is_dir() else path.parent
+    if path.suffix.lower() in (".yaml", ".yml") or not folder.is_dir():
+        return None
+    return checkpoint_bytes(folder)
+
+
+# @app.command("fit")
+def fit_cmd(
+    model: ModelArg,
+    gpu: GPUOpt = None,
+    gpu_memory: GPUMemoryOpt = None,
+    gpus: GPUsOpt = None,
+    tp: TPOpt = None,
+    pp: Annotated[
+        int | None,
+        typer.Option("--pp", parser=whole(1, 2**20), metavar="INTEGER", help="Pipeline-parallel stages.")
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option("--context", "-c", metavar="LIST",
+                     help="Tokens per request: 8k, or a list 8k,32k,128k (a row each). Default: the model's max."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-n", parser=whole(1, 10**9), metavar="INTEGER",
+                     help="Backwards: requests held at once; fit says what they need and the --gpu-util for it."),
+    ] = None,
+    weights_dtype: WeightsDtypeOpt = None,
+    kv_dtype: KVDtypeOpt = None,
+    engine: EngineOpt = None,
+    engine_version: EngineVersionOpt = None,
+    emit: EmitOpt = None,
+    gpu_util: GPUUtilOpt = None,
+    reserve: ReserveOpt = None,
+    block_size: BlockSizeOpt = None,
+    max_batched_tokens: BatchedTokensOpt = None,
+    async_scheduling: AsyncOpt = None,
+    prefix_caching: PrefixCachingOpt = None,
+    enforce_eager: EagerOpt = False,
+    speculative_tokens: SpecTokensOpt = 0,
+    mamba_cache_mode: MambaModeOpt = None,
+    platform: PlatformOpt = "cuda",
+    weights_bytes: WeightsBytesOpt = None,
+    draft: Annotated[
+        str | None,
+        typer.Option("--draft", metavar="MODEL",
+                     help="A draft model for speculative decoding: its weights and KV share each GPU."),
+    ] = None,
+    mtp: Annotated[
+        int,
+        typer.Option("--mtp", parser=whole(0, 16), metavar="INTEGER",
+                     help="MTP layers served with the model (DeepSeek's, GLM's num_nextn_predict_layers)."),
+    ] = 0,
+    max_loras: Annotated[
+        int,
+        typer.Option("--max-loras", parser=whole(0, 4096), metavar="INTEGER",
+                     help="LoRA adapter slots on each GPU (vLLM --max-loras, SGLang --max-loras-per-batch)."),
+    ] = 0,
+    max_lora_rank: Annotated[
+        int,
+        typer.Option("--max-lora-rank", parser=whole(1, 512), metavar="INTEGER",
+                     help="LoRA rank every slot is sized for (vLLM allows 1..512; default 16)."),
+    ] = 16,
+    lora_targets: Annotated[
+        str | None,
+        typer.Option("--lora-targets", metavar="LIST",
+                     help="Modules adapted: q,k,v,o,gate,up,down,embed,lm_head (default: the engine's; vLLM all nine, "
+                          "SGLang the seven projections)."),
+    ] = None,
+    cpu_kv: Annotated[
+        int | None,
+        typer.Option("--cpu-kv", parser=size("--cpu-kv"), metavar="SIZE",
+                     help="A CPU KV tier as the engine sizes it (vLLM --kv-offloading-size: all ranks; SGLang "
+                          "--hicache-size: per rank): tokens it holds and the reload time."),
+    ] = None,
+    tier_backend: Annotated[
+        str | None,
+        typer.Option("--kv-tier-backend", metavar="NAME",
+                     help="How --cpu-kv is held: vLLM native (default) or lmcache (per worker), SGLang hicache, "
+                          "TensorRT-LLM host."),
+    ] = None,
+    host_bandwidth: Annotated[
+        int | None,
+        typer.Option("--host-bandwidth", parser=rate, metavar="RATE",
+                     help="Host-to-GPU bandwidth for reloads (default 64GB/s, PCIe Gen5 x16)."),
+    ] = None,
+    shared_prefix: Annotated[
+        int | None,
+        typer.Option("--shared-prefix", parser=tokens, metavar="TOKENS",
+                     help="A prefix every request shares (system prompt): held once with prefix caching."),
+    ] = None,
+    from_log: Annotated[
+        str | None,
+        typer.Option("--from-log", metavar="LOG",
+                     help="Plan from an engine's start-up log: its settings, weights and measured non-KV memory "
+                          "replace kvcalc's estimates; the options you give are the what-ifs."),
+    ] = None,
+    speed: SpeedOpt = False,
+    batch: Annotated[
+        int,
+        typer.Option("--batch", "-b", parser=whole(1), metavar="INTEGER",
+                     help="Sequences decoding together, for --speed.")
+    ] = 1,
+    bandwidth: BandwidthOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
+    gpu_catalog: GPUCatalogOpt = None,
+) -> None:
+    """How many requests of a context fit on GPUs, counted the way a serving engine counts.
+
+    With --concurrency N it also works backwards: the memory N requests need per GPU, the
+    smallest --gpu-util that holds them, and the fewest GPUs when one is not enough.
+    """
+    from kvcalc.capacity.deployment import FitUsageError, Switches
+    from kvcalc.capacity.fit import Weights, fit, refit
+    from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
+    from kvcalc.sources.resolve import resolve
+
+    fraction = None if gpu_util is None else fraction_opt(gpu_util)
+    logged = None
+    if from_log is not None:
+        logged = _logged_deployment(from_log, engine or emit)
+        engine = engine or logged["engine"]
+        tp = tp if tp is not None else logged["tp"]
+        pp = pp if pp is not None else logged["pp"]
+        context = context if context is not None else (str(logged["context"]) if logged["context"] else None)
+        block_size = block_size if block_size is not None else logged["block_size"]
+        max_batched_tokens = max_batched_tokens if max_batched_tokens is not None else logged["max_batched_tokens"]
+        engine_version = engine_version if engine_version is not None else logged["known_version"]
+        fraction = fraction if fraction is not None else logged["gpu_util"]
+        if gpu is None and gpu_memory is None:
+            gpu = logged["gpu"]
+    contexts = context_list(context) or [None]
+    if emit is not None and engine is not None and emit != engine:
+        raise typer.BadParameter(f"--emit {emit} with --engine {engine}: the command must follow the rules "
+                                 "it was counted by; give one", param_hint="--emit")
+    if emit is not None and len(contexts) > 1:
+        raise typer.BadParameter("a launch command takes one --context, not a list", param_hint="--emit")
+    if emit is not None and gpu is None and gpu_memory is None:
+        raise typer.BadParameter("a launch command needs the GPU: --gpu NAME or --gpu-memory SIZE", param_hint="--emit")
+    if emit is not None and kv_dtype is not None:
+        from kvcalc.capacity.launch import check_kv_dtype
+
+        try:
+            check_kv_dtype(emit, kv_dtype)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--kv-dtype") from None
+    engine = emit or engine or "vllm"
+    if gpu is None and gpu_memory is None and concurrency is not None:
+        memory, found = None, None  # backwards without a GPU: what the requests need
+    else:
+        memory, found = memory_of(gpu, gpu_memory, gpu_catalog)
+    switches = Switches(async_scheduling=async_scheduling, prefix_caching=prefix_caching, enforce_eager=enforce_eager,
+                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
+    d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
+                    gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
+                    kv_dtype=kv_dtype, platform=platform, switches=switches)
+    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    check_strict([spec], strict)
+    warn(spec_warnings(spec, context is not None))
+    notes = []
+    if logged is not None:
+        from dataclasses import replace
+
+        from kvcalc.logs.measured import measured
+
+        if memory is None:
+            raise typer.BadParameter("the log names no GPU the catalog knows: give --gpu or --gpu-memory",
+                                     param_hint="--from-log")
+        at = logged["gpu_util"] or d.engine.default_util(spec, d)
+        weights_bytes, measured_reserve, said = measured(logged["parsed"], memory, at)
+        d = replace(d, reserve=measured_reserve if reserve is None else reserve)
+        notes += [f"from {from_log}: {n}" for n in said]
+        if max_batched_tokens != logged["max_batched_tokens"] and logged["max_batched_tokens"]:
+            notes.append("--max-batched-tokens differs from the log's: the measured activation peak belongs to the "
+                         "log's value, so the non-KV memory is not re-estimated")
+    checkpoint = (None if weights_bytes is not None or weights_dtype is not None
+                  else _checkpoint_of(model, revision, notes))
+    weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
+    extras = _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision,
+                     engine, cpu_kv, host_bandwidth, tier_backend)
+    results = []
+    try:
+        if tp is None and gpus is not None and gpus > (pp or 1):
+            from kvcalc.capacity.fit import best_shape
+
+            d = best_shape(spec, d, gpus, contexts[0], weights, extras=extras) if pp is None else \
+                _tp_for(spec, d, gpus, pp)
+            notes.append(d.shape_note)
+        for length in contexts:
+            results.append(fit(spec, d, length, concurrency, weights, extras=extras))
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
+    if notes:
+        results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
+    warn(dict.fromkeys(w for r in results for w in r.warnings))
+    launch_text = None
+    if emit is not None:
+        from kvcalc.capacity.launch import launch
+
+        chosen, moved = results[0], None
+        if chosen.concurrency is None:
+            held = chosen.fits
+        else:
+            held = chosen.required_gpu_util is not None and chosen.required_gpu_util <= min(chosen.gpu_util, 0.95)
+        if not held and chosen.min_gpus_shape:  # launch the fewest-GPU shape that holds them instead
+            chosen = refit(spec, d, chosen.min_gpus_shape, context=chosen.context, concurrency=concurrency,
+                           weights=weights, extras=extras)
+            moved = (f"they do not fit on {results[0].gpus} GPU(s) at TP {results[0].tp} x PP {results[0].pp}; "
+                     f"this is the fewest-GPU shape that holds them")
+        launch_text = launch(chosen, spec, model, emit, moved)
+    speeds = None
+    if speed:
+        rate = bandwidth_of(gpu, gpu_catalog, bandwidth)
+        speeds = [_speeds(spec, r, rate, batch, weights_dtype, kv_dtype) for r in results]
+    name = found.name if found else None
+    if json_out:
+        read = spec_warnings(spec, context is not None)  # config keys unread, untested types
+        objects = [{**r.to_dict(), "gpu_name": name, "model_notes": list(spec.notes)} for r in results]
+        for obj in objects:
+            obj["warnings"] = [*read, *obj["warnings"]]
+        for obj, sp in zip(objects, speeds or []):
+            obj["speed"] = {k: v.to_dict() for k, v in sp.items()}
+        if launch_text is not None:
+            objects[0]["launch_command"] = launch_text
+        print_json(objects[0] if len(objects) == 1 else objects)
+        return
+    if launch_text is not None:
+        typer.echo(launch_text, nl=False)
+        return
+    if len(results) == 1:
+        out.print(fit_table(results[0], name))
+        lines = fit_answers(results[0])
+    else:
+        out.print(fit_rows_table(results, name))
+        lines = []
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)
+    if speeds:
+        from kvcalc.render_fit import speed_lines
+
+        for r, sp in zip(results, speeds):
+            for line in speed_lines(r, sp):
+                out.print(line, markup=False, soft_wrap=True)
+    for note in dict.fromkeys(n for r in results for n in r.notes):
+        out.print(f"note: {clean(note)}", markup=False, style="dim", soft_wrap=True)
+    print_inferences([spec])
+
+
+def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision, engine,
+            cpu_kv, host_bandwidth, tier_backend=None):
+    """What else the engine holds, from the options (capacity/extras.py)."""
+    from kvcalc.capacity import engines
+    from kvcalc.capacity.extras import LoRA
+    from kvcalc.capacity.fit import Extras
+
+    lora = None
+    if max_loras:
+        if lora_targets is None:  # the engine's own default (vLLM also adapts the embedding and head)
+            targets = engines.get(engine).lora_default_targets
+        else:
+            targets = tuple(dict.fromkeys(t.lower() for t in items(lora_targets, "--lora-targets", "q,k,v,o")))
+        lora = LoRA(max_loras, max_lora_rank, targets)
+    backends = engines.get(engine).tier_backends
+    if tier_backend is not None and tier_backend not in backends:
+        raise typer.BadParameter(f"{engine} takes {', '.join(backends)}", param_hint="--kv-tier-backend")
+    draft_spec = None
+    if draft is not None:
+        from kvcalc.sources.resolve import resolve
+
+        draft_spec = resolve(draft, preset_dirs_of(preset_dir), revision_of(revision, [draft]))
+    ref = None
+    if draft_spec is not None:
+        from kvcalc.capacity.launch import model_reference
+
+        named, comment = model_reference(draft_spec, draft)
+        ref = None if comment else named
+    return Extras(lora=lora, draft=draft_spec, draft_ref=ref, mtp=mtp, shared_prefix=shared_prefix or 0,
+                  cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9, tier_backend=tier_backend)
+
+
+def _logged_deployment(path: str, engine: str | None) -> dict:
+    """What a start-up log says of its deployment, for --from-log (the engine must be the log's)."""
+    import sys
+
+    from kvcalc.capacity import engines
+    from kvcalc.logs.measured import settings
+    from kvcalc.logs.parse import parse_log
+
+    parsed = parse_log(sys.stdin.buffer if path == "-" else path)
+    if parsed.engine is None:
+        raise KvcalcError(f"{path}: no vLLM or SGLang start-up lines in {parsed.lines_read:,} lines read")
+    if engine is not None and engine != parsed.engine:
+        raise typer.BadParameter(f"the log is {parsed.engine}'s; its measurements cannot plan {engine}",
+                                 param_hint="--engine")
+    found = settings(parsed)
+    version = found["version"]
+    if version:
+        try:  # a release whose rules kvcalc follows, else its default
+            engines.get(parsed.engine, version)
+        except ValueError:
+            version = None
+    gpu = parsed.first("gpu_name")
+    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version,
+            "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}
+
+
+def _tp_for(spec, d, gpus: int, pp: int):
+    """--gpus N with --pp P and no --tp: TP = N / P, as the user's stages ask."""
+    from kvcalc.capacity.deployment import FitUsageError
+
+    if gpus % pp:
+        raise FitUsageError(f"--gpus {gpus} is not a multiple of --pp {pp}")
+    tp = gpus // pp
+    return d.with_shape(tp, pp, 1, f"--tp not given: {gpus} GPUs / PP {pp} = TP {tp}")
+
+
+def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
+    """Decode ceilings for one fit row: at --batch, and at the requests that fit (when more)."""
+    from kvcalc.capacity.speed import decode_speed
+
+    given = None if r.weights_source.startswith("parameter count") else r.weights_bytes  # --weights-bytes, checkpoint
+
+    def at(n: int):
+        return decode_speed(spec, rate, context=r.context, batch=n, tp=r.tp, pp=r.pp, weights_dtype=weights_dtype,
+                            kv_dtype=r.kv_dtype if kv_dtype else None, engine=r.engine,
+                            weights_total=given if spec.weights is not None else None)
+
+    found = {"batch": at(batch)}
+    full = r.concurrency or r.max_concurrency
+    if full and full != batch:
+        found["full"] = at(-(-full // r.replicas) if r.concurrency else full)
+    return found

@@ -1,0 +1,222 @@
+"""kvcalc verify: real torch layers and caches measured against the formula."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.text import Text
+
+from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
+from kvcalc.commands.options import (
+    BatchOpt,
+    Engine,
+    JsonOpt,
+    KVDtypeOpt,
+    MLALayoutOpt,
+    PresetDirOpt,
+    RevisionOpt,
+    tokens,
+    whole,
+)
+from kvcalc.errors import KvcalcError, torch_hint
+
+
+# @app.command("verify")
+def verify_cmd(
+    model: Annotated[
+        str | None,
+        typer.Argument(metavar="MODEL", help="Preset name, YAML or config.json path/folder, Hub id org/name."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context", "-c", parser=tokens, metavar="TOKENS",
+            help="Tokens per sequence: 64, 8k. Default: 256, or the model's max context if shorter.",
+        ),
+    ] = None,
+    batch: BatchOpt = 1,
+    layers: Annotated[
+        int | None,
+        typer.Option("--layers", "-l", parser=whole(1), metavar="INTEGER",
+                     help="Build the model's first N layers. Default: one of each kind."),
+    ] = None,
+    cache: Annotated[
+        Literal["static", "dynamic", "paged"],
+        typer.Option(
+            "--cache",
+            help="static: preallocated for the context; dynamic: grows by concatenation; paged: 16-token blocks.",
+        ),
+    ] = "static",
+    kv_dtype: KVDtypeOpt = None,
+    mla_layout: MLALayoutOpt = "latent",
+    tp: Annotated[
+        int | None,
+        typer.Option("--tp", parser=whole(1, 4096), metavar="INTEGER",
+                     help="Tensor-parallel ranks: one process each (gloo on cpu, NCCL on cuda), checked "
+                          "against fit's per-GPU bytes."),
+    ] = None,
+    pp: Annotated[
+        int | None,
+        typer.Option("--pp", parser=whole(1, 4096), metavar="INTEGER",
+                     help="Pipeline stages, each of --tp ranks holding its share of the built layers."),
+    ] = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option("--engine", "-e", help="With --tp/--pp: whose KV-heads rule fit applies (default vllm)."),
+    ] = None,
+    all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
+    reference: Annotated[
+        Literal["transformers"] | None,
+        typer.Option("--reference", help="Build MODEL's own transformers class on the meta device (no memory, no "
+                                         "weights), run one forward, and set its cache beside kvcalc's, kind by kind."),
+    ] = None,
+    json_out: JsonOpt = False,
+    preset_dir: PresetDirOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
+
+    With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
+    cache against fit's per-GPU bytes. With --reference transformers, MODEL (a config.json or a Hub
+    id) is built by transformers itself and each difference is explained. Exit 0 when the measured
+    cache equals the analytic bytes (or every difference is explained), 1 when it does not.
+    """
+    if reference is not None:
+        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--engine": engine is not None,
+                 "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}
+        clash = [name for name, on in given.items() if on]
+        if clash:
+            raise typer.BadParameter(f"{', '.join(clash)} cannot be used with --reference: transformers builds the "
+                                     "whole model on the meta device", param_hint="--reference")
+        if kv_dtype is not None and kv_dtype not in ("fp32", "bf16", "fp16"):
+            raise typer.BadParameter(f"transformers builds in fp32, bf16 or fp16, not {kv_dtype}",
+                                     param_hint="--kv-dtype")
+        if model is None:
+            raise typer.BadParameter("name a MODEL (a config.json or a Hub id)", param_hint="MODEL")
+        _verify_reference(model, context, batch, kv_dtype, mla_layout or "latent", json_out,
+                          preset_dirs_of(preset_dir), revision_of(revision, [model]))
+        return
+    try:
+        import torch  # noqa: F401  (the kvcalc[torch] extra)
+    except ImportError:
+        raise KvcalcError(torch_hint("verify")) from None
+    from kvcalc.sources.resolve import resolve
+    from kvcalc.verify.report import verdict, verify_lines, verify_table
+    from kvcalc.verify.runner import verify
+
+    options = dict(device=device, context=context, batch=batch, cache=cache, kv_dtype=kv_dtype,
+                   mla_layout=mla_layout)
+    if all_presets:
+        if model is not None:
+            raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
+        if tp is not None or pp is not None or engine is not None:
+            raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
+        _verify_all(preset_dirs_of(preset_dir), layers, json_out, options)
+        return
+    if model is None:
+        raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
+    if tp is not None or pp is not None:
+        spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
+        return
+    if engine is not None:
+        raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
+                                 param_hint="--engine")
+    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    result = verify(spec, layers=layers, **options)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        if not result.encoder:
+            out.print(verify_table(result))
+        for line in verify_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(verdict(result), style="bold green" if result.match else "bold red"))
+    if not result.match:
+        raise typer.Exit(1)
+
+
+def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dirs, revision) -> None:
+    """verify --reference transformers: kvcalc's estimate beside the cache transformers builds."""
+    from kvcalc.verify.reference import TRANSFORMERS_HINT, compare, hold, load_config
+
+    spec, data, _ = load_config(model, dirs, revision)  # a preset is refused before any extra is needed
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401  (the kvcalc[transformers] extra)
+    except ImportError:
+        raise KvcalcError(TRANSFORMERS_HINT) from None
+    from kvcalc.verify.plan import DEFAULT_CONTEXT
+    from kvcalc.verify.reference import reference_lines, reference_table, reference_verdict
+
+    context = context or min(DEFAULT_CONTEXT, spec.max_context)
+    result = compare(spec, hold(data, context, batch, kv_dtype), context, batch, mla_layout)
+    if json_out:
+        print_json({**result.to_dict(), "notes": list(result.notes) + list(spec.notes)})
+    else:
+        out.print(reference_table(result))
+        for line in reference_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(reference_verdict(result), style="bold green" if result.ok else "bold red"))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out: bool, options: dict) -> None:
+    """--tp/--pp: tp x pp rank processes; each rank's cache against fit's per-GPU bytes."""
+    from kvcalc.capacity.fit import FitUsageError
+    from kvcalc.verify.tp import verify_tp
+    from kvcalc.verify.tp_report import tp_lines, tp_table, tp_verdict
+
+    try:
+        result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp") from None
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        if not result.encoder:
+            out.print(tp_table(result))
+        for line in tp_lines(result):
+            out.print(line, markup=False, style="dim", soft_wrap=True)
+        out.print(Text(tp_verdict(result), style="bold green" if result.match else "bold red"))
+    if not result.match and not result.encoder and not result.no_kv_layer:
+        raise typer.Exit(1)
+
+
+def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None:
+    """Every preset in turn under a progress bar; a preset that cannot run is a failed row."""
+    import time
+
+    from rich.progress import Progress
+
+    from kvcalc.sources.presets import available, load_named
+    from kvcalc.verify.device import resolve_device
+    from kvcalc.verify.report import summary_table
+    from kvcalc.verify.runner import verify
+
+    resolve_device(options["device"])  # a missing device fails once, not once per preset
+    names = available(dirs)
+    rows = []
+    started = time.perf_counter()
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("verify", total=len(names))
+        for name, path in names.items():
+            progress.update(task, description=f"verify {name}")
+            try:
+                spec = load_named(path)
+                count = None if layers is None else min(layers, spec.layers.count)
+                rows.append((name, verify(spec, layers=count, **options), None))
+            except KvcalcError as exc:
+                rows.append((name, None, str(exc)))
+            progress.advance(task)
+    seconds = time.perf_counter() - started
+    if json_out:
+        print_json([r.to_dict() if r else {"model": name, "error": error, "match": False}
+                     for name, r, error in rows])
+    else:
+        out.print(summary_table(rows, seconds))
+    if not all(r is not None and r.match for _, r, _ in rows):
+        raise typer.Exit(1)
