@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from rich.text import Text
+from rich.text import Span, Text
 
 from kvcalc.estimate import Estimate
 from kvcalc.spec import ModelSpec, head_widths
@@ -45,34 +43,41 @@ class Grid:
             widths[shrink] = max(min(widths[shrink], options.max_width - others), 12)
         total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
         yield Text(clean(self.title))
-        yield self._line([Text(h, style="bold") for h in self.headers], widths, shown)
-        rule = Text(" " + "─" * (total - 2), style="dim", no_wrap=True, overflow="crop")
-        yield rule
-        for row in self.rows:
-            if row is RULE:
-                yield rule
-            else:
-                yield self._line(row, widths, shown)
+        rule = Text(" " + "─" * (total - 2), style="dim")
+        lines = [self._line([Text(h, style="bold") for h in self.headers], widths, shown), rule]
+        lines += [rule if row is RULE else self._line(row, widths, shown) for row in self.rows]
+        body = Text("\n").join(lines)
+        if total <= options.max_width:  # nothing to wrap: one text, drawn without measuring each line
+            body.no_wrap = True
+        yield body
         if self.caption:
             yield Text(self.caption, style="dim")
 
     def _line(self, row, widths, shown) -> Text:
-        line = Text(" ")  # wraps rather than hides a number when nothing optional is left
+        """One row as one Text: plain cells joined as strings, styled cells' spans moved to
+        where they land (building it cell by cell costs more than the rest of compare --all)."""
+        parts, spans, at = [" "], [], 1  # wraps rather than hides a number when nothing optional is left
         for n, i in enumerate(shown):
-            cell = row[i] if isinstance(row[i], Text) else Text(clean(row[i]))
-            if len(cell) > widths[i]:  # only a shrink column is ever narrower than its text
-                cell = Text(cell.plain[: widths[i] - 1] + "…")
-            pad = " " * (widths[i] - len(cell))
-            if n:
-                line.append("   ")
-            if self.headers[i] in self.right:
-                line.append(pad)
-                line.append_text(cell)
-            else:
-                line.append_text(cell)
-                if n < len(shown) - 1:
-                    line.append(pad)
-        return line
+            cell = row[i]
+            styled = isinstance(cell, Text)
+            text = cell.plain if styled else clean(cell)
+            if len(text) > widths[i]:  # only a shrink column is ever narrower than its text
+                text, styled = text[: widths[i] - 1] + "…", False
+            pad = " " * (widths[i] - len(text))
+            right = self.headers[i] in self.right
+            lead = ("   " if n else "") + (pad if right else "")
+            parts.append(lead)
+            at += len(lead)
+            if styled:
+                if cell.style:
+                    spans.append(Span(at, at + len(text), cell.style))
+                spans += [Span(at + span.start, at + span.end, span.style) for span in cell.spans]
+            parts.append(text)
+            at += len(text)
+            if not right and n < len(shown) - 1:
+                parts.append(pad)
+                at += len(pad)
+        return Text("".join(parts), spans=spans)
 
 
 def exact(n: int) -> str:
@@ -85,6 +90,8 @@ def sized(n: int) -> str:
 
 
 def to_json(data) -> str:
+    import json
+
     return json.dumps(data, indent=2)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 
-from kvcalc.capacity.fit import FitResult
 from kvcalc.render import RULE, Grid, bar
 from kvcalc.units import format_bytes, format_tokens
+
+if TYPE_CHECKING:  # `kvcalc gpus` draws its table without the fit machinery
+    from kvcalc.capacity.fit import FitResult
 
 ENGINE_LABEL = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM"}
 

@@ -32,7 +32,7 @@ Elements = Annotated[int, Field(ge=0, le=MAX_ELEMENTS)]
 
 class _Frozen(BaseModel):
     # strict: integers only where integers are meant (not true, 32.0 or '32'), as config.json is read
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class DenseAttention(_Frozen):

@@ -6,6 +6,8 @@ import pytest
 os.environ["COLUMNS"] = "120"
 os.environ["NO_COLOR"] = "1"
 os.environ.pop("KVCALC_PRESET_DIR", None)
+# Tests measure the code, not a cache an earlier run filled (test_validated_cache.py turns it on).
+os.environ["KVCALC_CACHE_DIR"] = "off"
 
 
 @pytest.fixture

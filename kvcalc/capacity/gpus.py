@@ -18,7 +18,7 @@ from kvcalc.errors import KvcalcError, PresetError
 
 BUNDLED = Path(__file__).with_name("gpus.yaml")
 class GPU(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str
     aliases: list[str] = Field(default_factory=list)
@@ -45,9 +45,17 @@ def normalize(name: str) -> str:
 
 @cache
 def _load(path: Path) -> dict[str, GPU]:
-    from kvcalc.readers import load_yaml, read_text
+    from kvcalc.readers import read_text
+    from kvcalc.validated_cache import cached
 
-    data = load_yaml(read_text(path), str(path))
+    text = read_text(path)
+    return cached("gpus", text.encode(), lambda: _validate(text, path), (__name__,))
+
+
+def _validate(text: str, path: Path) -> dict[str, GPU]:
+    from kvcalc.readers import load_yaml
+
+    data = load_yaml(text, str(path))
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
         raise PresetError(f"{path}: a GPU catalog is a mapping with a 'gpus' mapping inside")
     entries = {}

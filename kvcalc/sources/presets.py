@@ -15,6 +15,7 @@ from kvcalc.sources.validation import cut, describe_validation_error
 from kvcalc.spec import ModelSpec
 
 SUFFIXES = (".yaml", ".yml")
+STAMP = ("kvcalc.spec", "kvcalc.dtypes", __name__)  # the code a validated spec depends on
 
 
 def bundled_dir() -> Path:
@@ -75,8 +76,11 @@ def load_named(path: Path) -> ModelSpec:
 def load_file(path: Path) -> ModelSpec:
     """Parse and validate one preset YAML; errors name the file and the dotted field."""
     from kvcalc.readers import load_yaml, read_text
+    from kvcalc.validated_cache import cached
 
-    return spec_from_data(load_yaml(read_text(path), str(path)), origin=str(path))
+    text = read_text(path)
+    return cached("presets", text.encode(), lambda: spec_from_data(load_yaml(text, str(path)), origin=str(path)),
+                  STAMP)
 
 
 def spec_from_data(data: object, origin: str) -> ModelSpec:

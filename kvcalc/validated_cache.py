@@ -1,0 +1,131 @@
+"""Validated files kept between runs, so that a start-up does not validate them again.
+
+Validating a preset builds pydantic's validators for the whole spec (about 60 ms, more than
+the rest of ``kvcalc estimate``) and ``compare --all`` validates every preset. A file whose
+bytes were validated before gives back the object built then: the key is the SHA-256 of
+the file's bytes, so an edited file is validated afresh, never answered from an older one;
+the cache file's name carries kvcalc's version and the size and mtime of the modules that
+define the objects, so a changed schema starts a new cache. Errors are never cached.
+
+The cache lives in ``$KVCALC_CACHE_DIR``, else ``$XDG_CACHE_HOME/kvcalc``, else
+``~/.cache/kvcalc``; ``KVCALC_CACHE_DIR=off`` turns it off. It is a pickle written by this
+user for this user (mode 0600, in a folder only they can write); a cache that cannot be
+read, written or trusted is ignored, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAX_ENTRIES = 1024  # per kind: presets and catalogs a user has edited many times need no more
+_caches: dict[str, dict] = {}  # kind -> {key: object}, loaded once per process
+_dirty: set[str] = set()
+
+
+def cached(kind: str, data: bytes, build, stamp_modules: tuple[str, ...]):
+    """``build()``'s object for a file whose bytes are ``data``: from the cache when these
+    bytes were built before under the same code, else built now and kept."""
+    import hashlib
+
+    key = hashlib.sha256(data).hexdigest()
+    entries = _entries(kind, stamp_modules)
+    if entries is None:
+        return build()
+    found = entries.get(key)
+    if found is not None:
+        return found
+    value = build()
+    entries[key] = value
+    if not _dirty:
+        import atexit
+
+        atexit.register(_save_all)
+    _dirty.add(kind)
+    return value
+
+
+def cache_dir() -> Path | None:
+    given = os.environ.get("KVCALC_CACHE_DIR")
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kvcalc"
+
+
+def _entries(kind: str, stamp_modules: tuple[str, ...]) -> dict | None:
+    if kind in _caches:
+        return _caches[kind]
+    path = _path(kind, stamp_modules)
+    if path is None:
+        return None
+    entries = {}
+    try:
+        stat = path.stat()
+        if stat.st_uid == os.getuid() and not stat.st_mode & 0o022:  # ours, and no one else can write it
+            import pickle
+
+            loaded = pickle.loads(path.read_bytes())
+            if isinstance(loaded, dict):
+                entries = loaded
+    except Exception:  # absent, unreadable, truncated, from another Python: start afresh
+        entries = {}
+    _caches[kind] = entries
+    _paths[kind] = path
+    return entries
+
+
+_paths: dict[str, Path] = {}
+
+
+def _path(kind: str, stamp_modules: tuple[str, ...]) -> Path | None:
+    import hashlib
+    import sys
+
+    from kvcalc import __version__
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    stamp = [__version__, sys.version]
+    for name in stamp_modules:
+        try:
+            module_file = Path(sys.modules[name].__file__)
+            stat = module_file.stat()
+            stamp.append(f"{module_file}:{stat.st_size}:{stat.st_mtime_ns}")
+        except (KeyError, AttributeError, TypeError, OSError):
+            return None  # code we cannot stamp is not cached against
+    digest = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    return folder / f"{kind}-{digest}.pickle"
+
+
+def _save_all() -> None:
+    for kind in sorted(_dirty):
+        try:
+            _save(kind)
+        except Exception:  # a full disk or a read-only home: the next run validates again
+            pass
+    _dirty.clear()
+
+
+def _save(kind: str) -> None:
+    import pickle
+    import tempfile
+
+    path, entries = _paths[kind], _caches[kind]
+    if len(entries) > MAX_ENTRIES:
+        entries = dict(list(entries.items())[-MAX_ENTRIES:])
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.parent.stat().st_mode & 0o022:
+        return  # a folder others can write to: no cache to trust later
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{kind}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    for old in path.parent.glob(f"{kind}-*.pickle"):  # caches of older code
+        if old != path:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""The cache of validated presets and catalogs (kvcalc/validated_cache.py), across real runs.
+
+Each run is a fresh interpreter with ``KVCALC_CACHE_DIR`` set to a temporary folder: a cold
+run validates and writes, a warm run validates nothing and prints the same numbers, and an
+edited, corrupted or untrusted cache never gives a number other than the file's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PRESETS = Path(__file__).resolve().parent.parent / "model_presets"
+
+COUNT = """
+import json, sys
+import kvcalc.sources.presets as presets
+calls = []
+original = presets.spec_from_data
+presets.spec_from_data = lambda *a, **k: calls.append(1) or original(*a, **k)
+from kvcalc.estimate import estimate
+dirs = presets.preset_dirs(tuple(sys.argv[1:]))
+totals = {n: estimate(presets.load_named(p), context=8192).total_bytes for n, p in presets.available(dirs).items()}
+print(json.dumps({"validated": len(calls), "totals": totals}))
+"""
+
+
+def run(cache: Path | str, *dirs: Path) -> dict:
+    env = {**os.environ, "KVCALC_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-c", COUNT, *map(str, dirs)], capture_output=True, text=True, env=env,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def cache_files(folder: Path, kind: str = "presets") -> list[Path]:
+    return sorted(folder.glob(f"{kind}-*.pickle"))
+
+
+def test_a_warm_run_validates_nothing_and_gives_the_same_numbers(tmp_path):
+    n = len(list(PRESETS.glob("*.yaml")))
+    cold = run(tmp_path)
+    assert cold["validated"] == n
+    [written] = cache_files(tmp_path)
+    assert written.stat().st_mode & 0o777 == 0o600
+    warm = run(tmp_path)
+    assert warm["validated"] == 0
+    assert warm["totals"] == cold["totals"] == run("off")["totals"]
+    assert warm["totals"]["llama-3-70b"] == 2 * 80 * 8 * 128 * 2 * 8192  # K and V, 80 layers, 8 KV heads
+
+
+def test_an_edited_preset_is_validated_again_never_answered_from_the_cache(tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    text = (PRESETS / "llama-3-8b.yaml").read_text()
+    (user / "llama-3-8b.yaml").write_text(text)
+    before = run(tmp_path / "cache", user)["totals"]["llama-3-8b"]
+    assert before == 2 * 32 * 8 * 128 * 2 * 8192
+    assert "count: 32" in text
+    (user / "llama-3-8b.yaml").write_text(text.replace("count: 32", "count: 16", 1))
+    after = run(tmp_path / "cache", user)
+    assert after["validated"] == 1  # the edited file alone
+    assert after["totals"]["llama-3-8b"] == before // 2
+
+
+def test_a_corrupt_cache_is_ignored(tmp_path):
+    run(tmp_path)
+    [written] = cache_files(tmp_path)
+    written.write_bytes(b"\x80\x05not a pickle")
+    again = run(tmp_path)
+    assert again["validated"] > 0
+    assert again["totals"] == run("off")["totals"]
+
+
+def forge(path: Path, preset: str, replacement: str) -> None:
+    """A cache whose entry for ``preset``'s bytes holds another preset's spec."""
+    from kvcalc.sources.presets import load_file
+
+    key = __import__("hashlib").sha256((PRESETS / f"{preset}.yaml").read_text().encode()).hexdigest()
+    spec = load_file(PRESETS / f"{replacement}.yaml").model_copy(update={"name": preset})
+    path.write_bytes(pickle.dumps({key: spec}))
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="file ownership is POSIX")
+def test_a_cache_others_can_write_is_not_trusted(tmp_path):
+    run(tmp_path)
+    [written] = cache_files(tmp_path)
+    forge(written, "llama-3-8b", "llama-3-70b")
+    trusted = run(tmp_path)  # the owner's own 0600 file is read: the mechanism is the one under test
+    assert trusted["totals"]["llama-3-8b"] == 2 * 80 * 8 * 128 * 2 * 8192
+    forge(written, "llama-3-8b", "llama-3-70b")
+    written.chmod(0o666)
+    untrusted = run(tmp_path)
+    assert untrusted["totals"]["llama-3-8b"] == 2 * 32 * 8 * 128 * 2 * 8192
+
+
+def test_changed_code_starts_a_new_cache(tmp_path, monkeypatch):
+    from kvcalc import validated_cache
+
+    module = tmp_path / "schema_module.py"
+    module.write_text("X = 1\n")
+    fake = type(sys)("schema_module")
+    fake.__file__ = str(module)
+    monkeypatch.setitem(sys.modules, "schema_module", fake)
+    monkeypatch.setenv("KVCALC_CACHE_DIR", str(tmp_path / "cache"))
+    first = validated_cache._path("presets", ("schema_module",))
+    module.write_text("X = 22\n")
+    assert validated_cache._path("presets", ("schema_module",)) != first
+
+
+def test_off_and_unwritable_caches_cost_nothing_but_a_validation(tmp_path):
+    assert run("off")["validated"] > 0
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert run(locked / "sub")["totals"] == run("off")["totals"]  # cannot be made: not an error
+    finally:
+        locked.chmod(0o700)
+
+
+def test_the_gpu_catalog_is_cached_too(tmp_path):
+    env = {**os.environ, "KVCALC_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "kvcalc", "gpus", "--json"]
+    cold = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert cache_files(tmp_path, "gpus")
+    warm = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert json.loads(warm) == json.loads(cold)
+    assert any(gpu["key"] == "h100-sxm" and gpu["memory_bytes"] == 85_045_477_376 for gpu in json.loads(warm))
