@@ -102,14 +102,18 @@ def deployment_shape(spec: ModelSpec, gpus: int) -> tuple[int, int]:
     return tp, gpus // tp
 
 
-def with_requests(rows: list[CompareRow], template, gpus: int) -> list[CompareRow]:
+def with_requests(rows: list[CompareRow], template, gpus: int, tp: int | None = None) -> list[CompareRow]:
     """Each row with how many requests of its context fit on ``gpus`` GPUs of the deployment
-    ``template`` (engine, GPU, switches): the shape ``best_shape`` picks for that model and
-    context, by the engine's budget and default reserve, in the latent MLA layout engines use."""
+    ``template`` (engine, GPU, switches): at TP ``tp`` with replicas over the rest, or else the
+    shape ``best_shape`` picks for that model and context, by the engine's budget and default
+    reserve, in the latent MLA layout engines use."""
     from kvcalc.capacity.fit import best_shape, fit
 
-    def requests(row: CompareRow, tp: int) -> dict:
-        d = best_shape(row.spec, template, gpus, row.result.context)
+    def requests(row: CompareRow, _: int) -> dict:
+        if tp is not None:
+            d = template.with_shape(tp, 1, gpus // tp)
+        else:
+            d = best_shape(row.spec, template, gpus, row.result.context)
         r = fit(row.spec, d, row.result.context, search_min=False)
         return {"requests": r.total_concurrency, "shape": (r.tp, r.pp, r.replicas)}
 

@@ -206,7 +206,8 @@ def speed_lines(r: FitResult, speeds: dict) -> list[str]:
         if key == "batch" and r.max_concurrency is not None and d.batch > r.max_concurrency * r.replicas:
             lines.append(f"(Batch {d.batch:,} does not fit this shape: {r.max_concurrency * r.replicas:,} requests "
                          f"of {r.context:,} tokens do. The ceiling below is what it would be if it did.)")
-        label = f"batch {d.batch}" if key == "batch" else f"all {d.batch:,} requests that fit"
+        label = ("one request" if d.batch == 1 else f"batch {d.batch}") if key == "batch" else \
+            f"all {d.batch:,} requests that fit"
         if r.concurrency is not None and key == "full":
             label = f"the {d.batch:,} requests asked for" + (" per replica" if r.replicas > 1 else "")
         lines.append(

@@ -521,12 +521,13 @@ def test_emitted_commands_parse_back_to_fit(runner, kvcalc_app):
             assert int(yaml_values["tokens_per_block"]) == 32 and yaml_values["dtype"] == "fp8"
             assert int(yaml_values["max_tokens"]) == 20 * 8192
             assert flags["--extra_llm_api_options"] == "kvcalc-trtllm.yaml"
-        # the memory fraction emitted really holds the requests, and one hundredth less does not
+        # the memory fraction emitted really holds the requests, and one hundredth less does not,
+        # launched as emitted: 20 sequences (vLLM's sampler profiles logits for that many)
         util = Fraction(round(r.required_gpu_util * 100), 100)
-        assert fit(spec, memory, gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
-                   gpu_util=util, search_min=False).max_concurrency >= 20
-        assert fit(spec, memory, gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
-                   gpu_util=util - Fraction(1, 100), search_min=False).max_concurrency < 20
+        assert fit(spec, memory, gpu="h100-sxm", gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
+                   gpu_util=util, search_min=False, max_seqs=20).max_concurrency >= 20
+        assert fit(spec, memory, gpu="h100-sxm", gpus=4, tp=4, context=8192, kv_dtype="fp8", engine=engine,
+                   gpu_util=util - Fraction(1, 100), search_min=False, max_seqs=20).max_concurrency < 20
 
 
 def test_emit_moves_to_the_fewest_gpu_shape_and_splits_requests_over_replicas(runner, kvcalc_app):
@@ -542,24 +543,6 @@ def test_emit_moves_to_the_fewest_gpu_shape_and_splits_requests_over_replicas(ru
     assert result.exit_code == 2
     result = run(runner, kvcalc_app, "llama-3-8b", "--gpu", "l4", "--emit", "vllm", "-c", "4k,8k")
     assert result.exit_code == 2
-
-
-def test_readme_fit_examples_are_what_kvcalc_prints():
-    import os
-    import re
-    import shlex
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```console\n\$ (kvcalc fit[^\n]*)\n(.*?)```", readme, re.S)
-    assert len(blocks) >= 2
-    for command, expected in blocks:
-        env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
-        out = subprocess.run([sys.executable, "-m", "kvcalc", *shlex.split(command)[1:]], capture_output=True,
-                             text=True, env=env, check=True)
-        assert out.stdout.strip() == expected.strip(), command
 
 
 def test_tp_must_split_or_replicate_kv_heads_evenly():

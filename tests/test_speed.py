@@ -101,7 +101,7 @@ def test_fit_speed_lines(runner, kvcalc_app):
     assert data["speed"]["full"]["batch"] == data["max_concurrency"]
     result = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "32k",
                                         "--speed"])
-    assert "Decode ceiling at batch 1" in result.stdout and "KV reads overtake the weights' from" in result.stdout
+    assert "Decode ceiling at one request" in result.stdout and "KV reads overtake the weights' from" in result.stdout
     result = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu-memory", "24GiB", "--speed",
                                         "--bandwidth", "1TB/s", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["speed"]["batch"]["bandwidth_bytes_per_s"] == 10**12

@@ -52,6 +52,7 @@ class Deployment:
     shape_note: str | None = None  # why this shape, when kvcalc chose it
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
     speculative: bool = False  # a draft model or MTP layers run beside the target
+    max_seqs: int | None = None  # requests per engine instance as launched (-n per replica); None: the engine's default
 
     @property
     def gpus(self) -> int:
@@ -72,7 +73,7 @@ class Deployment:
                 "enforce_eager": self.switches.enforce_eager,
                 "speculative_tokens": self.switches.speculative_tokens,
                 "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note,
-                "shared_prefix": self.shared_prefix}
+                "shared_prefix": self.shared_prefix, "max_seqs": self.max_seqs}
 
 
 def deployment(engine: str = "vllm", memory: int | None = None, *, version: str | None = None, gpu=None,

@@ -172,6 +172,8 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     speculative = extras.draft is not None or bool(extras.mtp)
     if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
         d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
+    if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
+        d = replace(d, max_seqs=-(-concurrency // d.replicas))
     if extras.mtp:
         from kvcalc.capacity.extras import with_extra_layers
 

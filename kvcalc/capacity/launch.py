@@ -85,6 +85,6 @@ def launch(r: FitResult, spec: ModelSpec, given: str, engine: str, moved: str | 
                     "shape of up to 512 GPUs does; the fraction below is --gpu-util")
         util = r.gpu_util
     kv_value, kv_what = _kv_dtype(engine, r, spec)
-    lines = engines.get(engine, r.engine_version).launch_lines(r, model, max(requests or 1, 1), util, kv_value,
-                                                               kv_what)
+    launched = -(-r.concurrency // r.replicas) if r.concurrency is not None else None  # -n, else the engine's
+    lines = engines.get(engine, r.engine_version).launch_lines(r, model, launched, util, kv_value, kv_what)
     return "\n".join(head + lines) + "\n"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from kvcalc.capacity.params import ParamCount
 
-WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4")
 INT4_GROUP = 128
 MXFP4_BLOCK = 32
 

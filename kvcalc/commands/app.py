@@ -127,14 +127,14 @@ _plain_help_labels()
 
 app = typer.Typer(
     cls=KvcalcGroup,
-    help="Exact KV-cache memory for transformer models: estimate, compare, verify.",
+    help="Exact KV-cache memory for transformer models, and the evidence for it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 
-# name: (module under kvcalc.commands, function); the order is the order of `kvcalc --help`.
+# name: (module under kvcalc.commands, function); the order of `kvcalc --help` (Typer lists groups last).
 COMMANDS = {
     "estimate": ("estimate", "estimate_cmd"),
     "compare": ("compare", "compare_cmd"),
@@ -144,10 +144,10 @@ COMMANDS = {
     "explain": ("explain", "explain_cmd"),
     "handoff": ("handoff", "handoff_cmd"),
     "gpus": ("gpus", "gpus_cmd"),
-    "presets": ("presets", None),  # a group: list (its callback) and show
     "import": ("import_config", "import_cmd"),
     "verify": ("verify", "verify_cmd"),
     "bench": ("bench", "bench_cmd"),
+    "presets": ("presets", None),  # a group: list (its callback) and show
 }
 _registered: set[str] = set()
 
@@ -206,7 +206,7 @@ def _root(
                      help="Draw tables this many columns wide (default: the terminal's; no limit when piped)."),
     ] = None,
 ) -> None:
-    """Exact KV-cache memory for transformer models: estimate, compare, fit, verify."""
+    """Exact KV-cache memory for transformer models, and the evidence for it."""
     if width is not None:
         out.width = width
 

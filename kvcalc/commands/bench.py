@@ -7,12 +7,25 @@ from typing import Annotated, Literal
 import typer
 
 from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
-from kvcalc.commands.options import BatchOpt, JsonOpt, ModelArg, PresetDirOpt, RevisionOpt, items, tokens, whole
+from kvcalc.commands.options import (
+    BatchOpt,
+    ContextOpt,
+    DeviceOpt,
+    JsonOpt,
+    KVDtypeOpt,
+    ModelArg,
+    PresetDirOpt,
+    RevisionOpt,
+    items,
+    one_context,
+    whole,
+)
 from kvcalc.errors import KvcalcError, torch_hint
 from kvcalc.terminal import clean
 
+BENCH_DTYPES = ("fp32", "bf16", "fp16")  # weights and cache alike (default: fp32 on CPU, bf16 on a GPU)
 
-# @app.command("bench")
+
 def bench_cmd(
     model: ModelArg,
     variants: Annotated[
@@ -20,15 +33,10 @@ def bench_cmd(
         typer.Option("--variants", metavar="LIST",
                      help="Variants to time: mha,gqa-8,mqa,mla-latent,mla-expanded (default: the model's own)."),
     ] = None,
-    context: Annotated[
-        int, typer.Option("--context", "-c", parser=tokens, metavar="TOKENS", help="Tokens cached per sequence.")
-    ] = 4096,
+    context: ContextOpt = None,
     batch: BatchOpt = 1,
-    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    dtype: Annotated[
-        Literal["fp32", "bf16", "fp16"] | None,
-        typer.Option("--dtype", help="Weights and cache (default: fp32 on CPU, bf16 on a GPU)."),
-    ] = None,
+    device: DeviceOpt = "cpu",
+    kv_dtype: KVDtypeOpt = None,
     steps: Annotated[
         int,
         typer.Option("--steps", parser=whole(1), metavar="INTEGER",
@@ -47,11 +55,15 @@ def bench_cmd(
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
-    """Time decode steps through MODEL's attention layers with full caches, per attention variant.
+    """Time decode steps through MODEL's attention layers, per attention variant.
 
     Reports time per step per layer and for all attention layers (scaled), bytes read, achieved
     bandwidth against the device's peak, and the measured speed-up over MHA beside the predicted one.
     """
+    if kv_dtype is not None and kv_dtype not in BENCH_DTYPES:
+        raise typer.BadParameter(f"bench builds its layers in {', '.join(BENCH_DTYPES)}, not {kv_dtype}",
+                                 param_hint="--kv-dtype")
+    context = one_context(context, 4096)
     try:
         import torch  # noqa: F401  (the kvcalc[torch] extra)
     except ImportError:
@@ -77,7 +89,7 @@ def bench_cmd(
             raise typer.BadParameter("the list of variants is empty (try mha,gqa-8,mqa)", param_hint="--variants")
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("bench", total=None)
-        result = bench(spec, names, context=context, batch=batch, device=device, dtype=dtype, steps=steps,
+        result = bench(spec, names, context=context, batch=batch, device=device, dtype=kv_dtype, steps=steps,
                        warmup=warmup, kernel=kernel,
                        progress=lambda what: bar.update(task, description=f"bench {what}"))
     if json_out:

@@ -8,10 +8,10 @@ import typer
 
 from kvcalc.commands.common import (
     bandwidth_of,
-    catalogs_of,
     check_strict,
     deployment_of,
     layout_for,
+    memory_of,
     no_windows_spec,
     out,
     preset_dirs_of,
@@ -21,11 +21,16 @@ from kvcalc.commands.common import (
     warn,
 )
 from kvcalc.commands.options import (
+    AllOpt,
     BandwidthOpt,
     BatchOpt,
-    ContextListOpt,
+    ContextOpt,
     EngineOpt,
     GPUCatalogOpt,
+    GPUMemoryOpt,
+    GPUOpt,
+    GPUsOpt,
+    JsonOpt,
     KVDtypeOpt,
     MLALayoutOpt,
     NoWindowsOpt,
@@ -33,20 +38,19 @@ from kvcalc.commands.options import (
     RevisionOpt,
     SpeedOpt,
     StrictOpt,
+    TPOpt,
     context_list,
-    whole,
 )
 from kvcalc.compare import SortKey
 from kvcalc.estimate import spec_warnings
 
 
-# @app.command("compare")
 def compare_cmd(
     models: Annotated[
         list[str] | None, typer.Argument(metavar="MODEL...", help="Presets, YAML/config.json paths, Hub ids.")
     ] = None,
-    all_presets: Annotated[bool, typer.Option("--all", help="Compare every preset.")] = False,
-    context: ContextListOpt = None,
+    all_presets: AllOpt = False,
+    context: ContextOpt = None,
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = None,
@@ -54,17 +58,12 @@ def compare_cmd(
         SortKey | None, typer.Option("--sort", help="Sort rows by this column (numbers: largest first).")
     ] = None,
     no_windows: NoWindowsOpt = False,
-    json_out: Annotated[bool, typer.Option("--json", help="A JSON list of estimate objects.")] = False,
+    json_out: JsonOpt = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV: a header, one row per model and context.")] = False,
-    gpu: Annotated[
-        str | None,
-        typer.Option("--gpu", "-g", help="Add a column: requests of each context that fit on this GPU (fit's rules)."),
-    ] = None,
-    gpus: Annotated[
-        int,
-        typer.Option("--gpus", parser=whole(1, 2**20), metavar="INTEGER",
-                     help="With --gpu: GPUs (TP as heads allow, then replicas).")
-    ] = 1,
+    gpu: GPUOpt = None,
+    gpu_memory: GPUMemoryOpt = None,
+    gpus: GPUsOpt = None,
+    tp: TPOpt = None,
     engine: EngineOpt = None,
     speed: SpeedOpt = False,
     bandwidth: BandwidthOpt = None,
@@ -96,37 +95,43 @@ def compare_cmd(
     warn(dict.fromkeys(w for spec in specs for w in spec_warnings(spec, contexts is not None)))
     if no_windows:
         specs = [no_windows_spec(spec) for spec in specs]
-    if gpu is None and (gpus != 1 or engine is not None or speed and bandwidth is None):
-        raise typer.BadParameter("--gpus, --engine and --speed describe a deployment: give --gpu NAME too",
-                                 param_hint="--gpu")
+    placed = gpu is not None or gpu_memory is not None
+    if not placed and (gpus is not None or tp is not None or engine is not None or speed and bandwidth is None):
+        raise typer.BadParameter("--gpus, --tp, --engine and --speed describe a deployment: give --gpu NAME "
+                                 "(or --gpu-memory SIZE) too", param_hint="--gpu")
     mla_layout = layout_for(specs, mla_layout)
     rows = compare_rows(specs, contexts, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout, sort=sort)
     deployment = None
-    if gpu is not None:
-        from kvcalc.capacity.gpus import find_gpu
+    gpus = gpus or tp or 1
+    if placed:
         from kvcalc.compare import with_requests
+        from kvcalc.units import format_bytes
 
-        found = find_gpu(gpu, catalogs_of(gpu_catalog))
-        template = deployment_of(engine or "vllm", None, found.memory_bytes, found, 1, 1, None, kv_dtype=kv_dtype)
-        rows = with_requests(rows, template, gpus)
-        deployment = (f"{gpus} x {found.name}, {template.engine.label.split(':')[0]} rules, default reserve; each "
-                      "model on the TP x PP x replicas within the GPUs that holds the most; MLA in the latent "
-                      "layout engines cache")
+        memory, found = memory_of(gpu, gpu_memory, gpu_catalog)
+        if tp is not None and gpus % tp:
+            raise typer.BadParameter(f"--gpus {gpus} is not a multiple of --tp {tp}", param_hint="--gpus")
+        template = deployment_of(engine or "vllm", None, memory, found, 1, 1, None, kv_dtype=kv_dtype)
+        rows = with_requests(rows, template, gpus, tp)
+        shape = (f"at TP {tp} x {gpus // tp} replica(s)" if tp else
+                 "each model on the TP x PP x replicas within the GPUs that holds the most")
+        name = found.name if found else f"GPUs of {format_bytes(memory)}"
+        deployment = (f"{gpus} x {name}, {template.engine.label.split(':')[0]} rules, default reserve; {shape}; "
+                      "MLA in the latent layout engines cache")
     if speed:
         from kvcalc.compare import with_speed
 
         rows = with_speed(rows, bandwidth_of(gpu, gpu_catalog, bandwidth), gpus, kv_dtype)
     if json_out:
         def extra(row):
-            found = {"requests_fit": row.requests} if gpu else {}
-            if gpu and row.shape:
+            found = {"requests_fit": row.requests} if placed else {}
+            if placed and row.shape:
                 found["shape"] = dict(zip(("tp", "pp", "replicas"), row.shape))
             if speed:
                 found["speed"] = row.speed.to_dict() if row.speed else None
             return found
         print_json([{**row.result.to_dict(), **extra(row), "notes": list(row.spec.notes)} for row in rows])
     elif csv_out:
-        typer.echo(to_csv(rows, requests=gpu is not None), nl=False)
+        typer.echo(to_csv(rows, requests=placed), nl=False)
     else:
         dtype = kv_dtype or "each model's dtype"
         out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}", deployment, speed))

@@ -27,12 +27,12 @@ from kvcalc.commands.options import (
     PresetDirOpt,
     RevisionOpt,
     StrictOpt,
+    one_context,
 )
 from kvcalc.estimate import estimate
 from kvcalc.terminal import clean
 
 
-# @app.command("estimate")
 def estimate_cmd(
     model: ModelArg,
     context: ContextOpt = None,
@@ -52,7 +52,7 @@ def estimate_cmd(
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
-    """The exact KV-cache size of MODEL at a context and batch, per layer group."""
+    """The exact KV cache of MODEL at a context and batch, per layer group."""
     from kvcalc.render import attention_label, estimate_summary, estimate_table
     from kvcalc.sources.resolve import resolve
 
@@ -63,11 +63,12 @@ def estimate_cmd(
         if mla_layout is not None and as_variant.lower().startswith("mla-") and mla_layout != layout:
             raise typer.BadParameter(f"--as {as_variant} already says the MLA layout; it conflicts with "
                                      f"--mla-layout {mla_layout}", param_hint="--mla-layout")
-        mla_layout = layout
+        if as_variant.lower().startswith("mla-"):  # other variants have no MLA layout to speak of
+            mla_layout = layout
     mla_layout = layout_for([spec], mla_layout)
     if no_windows:
         spec = no_windows_spec(spec)
-    result = estimate(spec, context=context, batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
+    result = estimate(spec, context=one_context(context), batch=batch, kv_dtype=kv_dtype, mla_layout=mla_layout)
     warn(result.warnings)
     if json_out:
         print_json({**result.to_dict(), "notes": list(spec.notes)})
@@ -76,7 +77,8 @@ def estimate_cmd(
         out.print(estimate_table(result, attention_label(spec.attention, result.mla_layout)))
     out.print(estimate_summary(result), markup=False)
     for note in spec.notes:
-        out.print(f"note: {clean(note)}", markup=False, style="dim")
+        if not note.startswith("Weights:"):  # the parameter arithmetic is fit's; --json keeps every note
+            out.print(f"note: {clean(note)}", markup=False, style="dim")
 
 
 def _as_variant(spec, name: str):

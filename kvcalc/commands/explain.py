@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kvcalc.commands.common import catalogs_of, out, preset_dirs_of, print_json
-from kvcalc.commands.options import GPUCatalogOpt, JsonOpt, PresetDirOpt, whole
+from kvcalc.commands.options import GPUCatalogOpt, GPUOpt, JsonOpt, PresetDirOpt, TPOpt
 from kvcalc.errors import KvcalcError
 from kvcalc.terminal import clean
 
@@ -15,7 +15,6 @@ KV_FACTS = ("available_kv_gib", "kv_cache_tokens", "max_concurrency", "max_total
             "k_size_gib", "kv_size_gib", "weights_gib")
 
 
-# @app.command("explain")
 def explain_cmd(
     log: Annotated[str, typer.Argument(metavar="LOG", help="A vLLM or SGLang start-up log file, or - for stdin.")],
     model: Annotated[
@@ -23,19 +22,16 @@ def explain_cmd(
         typer.Option("--model", "-m", metavar="MODEL",
                      help="The model, when its name in the log matches no preset (preset, path or Hub id)."),
     ] = None,
-    gpu: Annotated[
-        str | None, typer.Option("--gpu", "-g", help="The GPU, when the log does not name one the catalog knows.")
-    ] = None,
-    tp: Annotated[
-        int | None,
-        typer.Option("--tp", parser=whole(1, 2**20), metavar="INTEGER",
-                     help="Tensor-parallel size, when the log's excerpt does not say it."),
-    ] = None,
+    gpu: GPUOpt = None,
+    tp: TPOpt = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
-    """Read an engine's start-up log: what each memory figure means, checked against kvcalc's rules."""
+    """Read an engine's start-up log: each memory figure, checked against kvcalc's rules.
+
+    --gpu and --tp are for a log that does not name its GPU or TP.
+    """
     import sys
 
     from kvcalc.logs.explain import explain

@@ -24,6 +24,7 @@ from kvcalc.commands.options import (
     BandwidthOpt,
     BatchedTokensOpt,
     BlockSizeOpt,
+    ContextOpt,
     EagerOpt,
     EmitOpt,
     EngineOpt,
@@ -38,6 +39,7 @@ from kvcalc.commands.options import (
     MambaModeOpt,
     ModelArg,
     PlatformOpt,
+    PPOpt,
     PrefixCachingOpt,
     PresetDirOpt,
     ReserveOpt,
@@ -86,22 +88,14 @@ def _checkpoint_of(model: str, revision: str | None = None, notes: list | None =
     return checkpoint_bytes(folder)
 
 
-# @app.command("fit")
 def fit_cmd(
     model: ModelArg,
     gpu: GPUOpt = None,
     gpu_memory: GPUMemoryOpt = None,
     gpus: GPUsOpt = None,
     tp: TPOpt = None,
-    pp: Annotated[
-        int | None,
-        typer.Option("--pp", parser=whole(1, 2**20), metavar="INTEGER", help="Pipeline-parallel stages.")
-    ] = None,
-    context: Annotated[
-        str | None,
-        typer.Option("--context", "-c", metavar="LIST",
-                     help="Tokens per request: 8k, or a list 8k,32k,128k (a row each). Default: the model's max."),
-    ] = None,
+    pp: PPOpt = None,
+    context: ContextOpt = None,
     concurrency: Annotated[
         int | None,
         typer.Option("--concurrency", "-n", parser=whole(1, 10**9), metavar="INTEGER",
@@ -178,11 +172,6 @@ def fit_cmd(
                           "replace kvcalc's estimates; the options you give are the what-ifs."),
     ] = None,
     speed: SpeedOpt = False,
-    batch: Annotated[
-        int,
-        typer.Option("--batch", "-b", parser=whole(1), metavar="INTEGER",
-                     help="Sequences decoding together, for --speed.")
-    ] = 1,
     bandwidth: BandwidthOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -296,7 +285,7 @@ def fit_cmd(
     speeds = None
     if speed:
         rate = bandwidth_of(gpu, gpu_catalog, bandwidth)
-        speeds = [_speeds(spec, r, rate, batch, weights_dtype, kv_dtype) for r in results]
+        speeds = [_speeds(spec, r, rate, 1, weights_dtype, kv_dtype) for r in results]
     name = found.name if found else None
     if json_out:
         read = spec_warnings(spec, context is not None)  # config keys unread, untested types
@@ -400,7 +389,8 @@ def _tp_for(spec, d, gpus: int, pp: int):
 
 
 def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
-    """Decode ceilings for one fit row: at --batch, and at the requests that fit (when more)."""
+    """Decode ceilings for one fit row: one request alone, and the requests asked (-n, per replica)
+    or else all that fit."""
     from kvcalc.capacity.speed import decode_speed
 
     given = None if r.weights_source.startswith("parameter count") else r.weights_bytes  # --weights-bytes, checkpoint

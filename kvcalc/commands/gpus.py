@@ -6,7 +6,6 @@ from kvcalc.commands.common import catalogs_of, out, print_json
 from kvcalc.commands.options import GPUCatalogOpt, JsonOpt
 
 
-# @app.command("gpus")
 def gpus_cmd(json_out: JsonOpt = False, gpu_catalog: GPUCatalogOpt = None) -> None:
     """List the GPU catalog: memory as the driver reports it, bandwidth, sources (--json)."""
     from kvcalc.capacity.gpus import catalog

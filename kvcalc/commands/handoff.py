@@ -12,26 +12,27 @@ from kvcalc.commands.options import (
     ContextOpt,
     EngineOpt,
     GPUCatalogOpt,
+    GPUOpt,
     JsonOpt,
     KVDtypeOpt,
     ModelArg,
     PresetDirOpt,
     RevisionOpt,
     link_rate,
+    one_context,
     whole,
 )
 from kvcalc.errors import KvcalcError
 
 
-# @app.command("handoff")
 def handoff_cmd(
     model: ModelArg,
     context: ContextOpt = None,
     prefill_tp: Annotated[
-        int, typer.Option("--prefill-tp", parser=whole(1, 2**20), metavar="INTEGER", help="TP of the prefill side.")
+        int, typer.Option("--prefill-tp", parser=whole(1, 4096), metavar="INTEGER", help="TP of the prefill side.")
     ] = 1,
     decode_tp: Annotated[
-        int, typer.Option("--decode-tp", parser=whole(1, 2**20), metavar="INTEGER", help="TP of the decode side.")
+        int, typer.Option("--decode-tp", parser=whole(1, 4096), metavar="INTEGER", help="TP of the decode side.")
     ] = 1,
     link: Annotated[
         int, typer.Option("--link", parser=link_rate, metavar="RATE",
@@ -40,16 +41,13 @@ def handoff_cmd(
     kv_dtype: KVDtypeOpt = None,
     engine: EngineOpt = None,
     block_size: BlockSizeOpt = None,
-    gpu: Annotated[
-        str | None,
-        typer.Option("--gpu", "-g", help="The decode GPU: how many requests the decode group holds as they arrive."),
-    ] = None,
+    gpu: GPUOpt = None,
     json_out: JsonOpt = False,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
 ) -> None:
-    """Bytes and time to hand one request's KV from prefill to decode (disaggregated serving)."""
+    """Bytes and time to move one request's KV from prefill to decode (disaggregated)."""
     from kvcalc.capacity import engines
     from kvcalc.capacity.deployment import FitUsageError
     from kvcalc.capacity.handoff import handoff
@@ -59,8 +57,8 @@ def handoff_cmd(
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache to hand off")
     try:
-        h = handoff(spec, engines.get(engine or "vllm"), context or 8192, prefill_tp, decode_tp, kv_dtype, link,
-                    block_size)
+        h = handoff(spec, engines.get(engine or "vllm"), one_context(context, 8192), prefill_tp, decode_tp, kv_dtype,
+                    link, block_size)
     except FitUsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--prefill-tp/--decode-tp") from None
     held = None

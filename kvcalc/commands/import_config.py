@@ -9,22 +9,18 @@ from typing import Annotated
 import typer
 
 from kvcalc.commands.common import out, revision_of
-from kvcalc.commands.options import RevisionOpt
+from kvcalc.commands.options import ForceOpt, OutputOpt, RevisionOpt
 
 
-# @app.command("import")
 def import_cmd(
     path: Annotated[str, typer.Argument(
         metavar="PATH|ORG/NAME",
         help="A Hugging Face config.json, a folder holding one, or a Hub id (only config.json is fetched).")],
-    output_name: Annotated[
-        str | None,
-        typer.Option("--output", "-o", metavar="FILE.yaml", help="Write the preset here instead of stdout."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace FILE.yaml (a regular file only).")] = False,
+    output_name: OutputOpt = None,
+    force: ForceOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
-    """Convert a config.json (a file, a folder, or a Hub id) into a preset YAML to review, correct and keep."""
+    """Turn a config.json (file, folder or Hub id) into a preset YAML to review and keep."""
     from kvcalc.files import check_target, write_text
     from kvcalc.sources.config_json import load_config_path, preset_yaml
     from kvcalc.sources.resolve import is_hub_ref, load_hub

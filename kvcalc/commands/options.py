@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from kvcalc.dtypes import KVDtype
+from kvcalc.capacity.engines import ENGINE_NAMES
+from kvcalc.dtypes import KV_DTYPES, WEIGHT_DTYPES
 from kvcalc.estimate import MLALayout
 from kvcalc.units import parse_tokens
 
@@ -40,9 +41,6 @@ def shown(value, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# Options shared by several commands, declared once.
-
-
 MAX_LIST_ITEMS = 64  # contexts, group counts, variants, GPU lines: more is a mistake, not a plan
 
 
@@ -68,6 +66,16 @@ def context_list(text: str | None) -> list[int] | None:
         return [parse_tokens(p) for p in parts]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--context") from None
+
+
+def one_context(text: str | None, default: int | None = None) -> int | None:
+    """--context where a command takes one value: '8k' -> 8192; a list is refused."""
+    if text is None:
+        return default
+    found = context_list(text)
+    if len(found) > 1:
+        raise typer.BadParameter(f"this command takes one context, not {len(found)}", param_hint="--context")
+    return found[0]
 
 
 def size(option: str, zero: bool = False):
@@ -126,33 +134,63 @@ def link_rate(value: str) -> int:
     return rate(value)
 
 
-Engine = Literal["vllm", "sglang", "trtllm"]
+# Every option, declared once: the same name means the same thing, with one bound, in every
+# command. Enumerations come from the one place that lists them (dtypes, engines).
+Engine = Literal[ENGINE_NAMES]
+KVDtype = Literal[KV_DTYPES]
+WeightsDtype = Literal[WEIGHT_DTYPES]
 
-
+ContextOpt = Annotated[
+    str | None,
+    typer.Option("--context", "-c", metavar="TOKENS",
+                 help="Tokens per sequence: 8192, 8k, 128K, 1M; compare and fit take a list, 4k,32k,128k "
+                      "(a row each). Default: the model's max context (verify: 256, bench: 4096)."),
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch", "-b", parser=whole(1), metavar="INTEGER", help="Sequences held (and decoded) at once.")
+]
+KVDtypeOpt = Annotated[
+    KVDtype | None, typer.Option("--kv-dtype", help="KV element type. Default: the model's dtype, as engines serve it.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout: one object, or a list of rows.")]
 EngineOpt = Annotated[
     Engine | None, typer.Option("--engine", "-e", help="Whose rules: vllm (default), sglang or trtllm.")
 ]
-
-
-ContextOpt = Annotated[
+GPUOpt = Annotated[
+    str | None,
+    typer.Option("--gpu", "-g", help="GPU from the catalog: h100, H200, a100-40gb, mi300x ('kvcalc gpus')."),
+]
+GPUsOpt = Annotated[
     int | None,
-    typer.Option(
-        "--context", "-c", parser=tokens, metavar="TOKENS",
-        help="Tokens per sequence: 8192, 8k, 128K, 1M. Default: the model's max context.",
-    ),
+    typer.Option("--gpus", parser=whole(1, 2**20), metavar="INTEGER",
+                 help="GPUs in all = TP x PP x replicas (with --tp: replicas of it; alone: the shape that "
+                      "holds the most)."),
 ]
-
-
-BatchOpt = Annotated[
-    int,
-    typer.Option("--batch", "-b", parser=whole(1), metavar="INTEGER",
-                 help="Sequences held at once.")
+TPOpt = Annotated[
+    int | None,
+    typer.Option("--tp", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Tensor-parallel size: GPUs that split each layer's heads (verify: a process each)."),
 ]
-
-
-KVDtypeOpt = Annotated[
-    KVDtype | None,
-    typer.Option("--kv-dtype", help="KV element type. Default: the model's dtype."),
+PPOpt = Annotated[
+    int | None,
+    typer.Option("--pp", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Pipeline-parallel stages: the layers split in order, each stage on --tp GPUs."),
+]
+SpeedOpt = Annotated[
+    bool, typer.Option("--speed", help="Add the decode ceiling: bytes a decode step reads over the GPU's bandwidth.")
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every preset.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Torch device: cpu, cuda, cuda:N or mps.")]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option("--output", "--out", "-o", metavar="FILE",
+                 help="Write FILE instead of printing (plot: .png or .svg, needs kvcalc\\[plot]; import: a "
+                      "preset YAML)."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace FILE if it exists (a regular file only).")]
+EmitOpt = Annotated[
+    Engine | None,
+    typer.Option("--emit", help="Print a ready launch command for this engine (its rules apply) instead of the table."),
 ]
 
 
@@ -165,16 +203,11 @@ MLALayoutOpt = Annotated[
 ]
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
-
-
 StrictOpt = Annotated[
     bool,
     typer.Option("--strict", help="Fail (exit 1) when a config.json has keys that may change the KV cache "
                                   "and kvcalc does not read them."),
 ]
-
-
 NoWindowsOpt = Annotated[
     bool,
     typer.Option("--no-windows", help="What if sliding and chunked layers held the whole context (a naive cache)."),
@@ -210,33 +243,10 @@ ModelArg = Annotated[
 ]
 
 
-ContextListOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--context", "-c", metavar="LIST",
-        help="Comma-separated contexts: 4k,32k,128k,1M. Default: each model's max context.",
-    ),
-]
-
-
-WeightsDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
-
-
 BandwidthOpt = Annotated[
     int | None,
     typer.Option("--bandwidth", parser=rate, metavar="RATE",
                  help="Memory bandwidth of one GPU for --speed: 3.35TB/s (default: the catalog's)."),
-]
-
-
-SpeedOpt = Annotated[
-    bool, typer.Option("--speed", help="Add the decode ceiling: bytes read per step over the GPU's bandwidth.")
-]
-
-
-GPUOpt = Annotated[
-    str | None,
-    typer.Option("--gpu", "-g", help="GPU from the catalog: h100, H200, a100-40gb, mi300x ('kvcalc gpus')."),
 ]
 
 
@@ -247,30 +257,10 @@ GPUMemoryOpt = Annotated[
 ]
 
 
-GPUsOpt = Annotated[
-    int | None,
-    typer.Option("--gpus", parser=whole(1, 2**20), metavar="INTEGER",
-                 help="GPUs in all = TP x PP x replicas (default TP x PP; alone: TP)."),
-]
-
-
-TPOpt = Annotated[
-    int | None,
-    typer.Option("--tp", parser=whole(1, 2**20), metavar="INTEGER",
-                 help="Tensor-parallel size (divides the heads).")
-]
-
-
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",
                  help="Weights as stored (int4 with its group scales). Default: the checkpoint's, or the model's."),
-]
-
-
-EmitOpt = Annotated[
-    Engine | None,
-    typer.Option("--emit", help="Print a ready launch command for this engine (its rules apply) instead of the table."),
 ]
 
 

@@ -11,29 +11,28 @@ from rich.text import Text
 from kvcalc.commands.common import catalogs_of, layout_for, out, preset_dirs_of, print_inferences, revision_of, warn
 from kvcalc.commands.options import (
     BatchOpt,
+    ForceOpt,
     GPUCatalogOpt,
     KVDtypeOpt,
     MLALayoutOpt,
+    OutputOpt,
     PresetDirOpt,
     RevisionOpt,
+    SpeedOpt,
+    TPOpt,
     items,
-    whole,
 )
 from kvcalc.errors import KvcalcError
 from kvcalc.estimate import spec_warnings
 
 
-# @app.command("plot")
 def plot_cmd(
     models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="Presets, YAML/config.json paths, Hub ids.")],
     context_range: Annotated[
         str, typer.Option("--context-range", "-r", metavar="LOW..HIGH", help="Contexts to span, e.g. 1k..1M.")
     ] = "1k..1M",
-    out_name: Annotated[
-        str | None,
-        typer.Option("--out", "-o", metavar="FILE", help="Write an image (.png or .svg; needs kvcalc\\[plot])."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists (a regular file only).")] = False,
+    out_name: OutputOpt = None,
+    force: ForceOpt = False,
     gpu_lines: Annotated[
         str | None,
         typer.Option(
@@ -44,15 +43,8 @@ def plot_cmd(
     batch: BatchOpt = 1,
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = None,
-    speed: Annotated[
-        bool,
-        typer.Option("--speed", help="Plot bytes a decode step reads (KV rising, weights flat), and their crossing."),
-    ] = False,
-    tp: Annotated[
-        int,
-        typer.Option("--tp", parser=whole(1), metavar="INTEGER",
-                     help="Tensor-parallel size for --speed (bytes per GPU).")
-    ] = 1,
+    speed: SpeedOpt = False,
+    tp: TPOpt = None,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
     gpu_catalog: GPUCatalogOpt = None,
@@ -84,6 +76,7 @@ def plot_cmd(
     if speed:
         from kvcalc.plot import read_curves
 
+        tp = tp or 1
         series, crossings = read_curves(specs, low, high, batch=batch, tp=tp, kv_dtype=kv_dtype)
         what = "decode-step read"
         for name, at in crossings:

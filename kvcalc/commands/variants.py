@@ -12,12 +12,16 @@ from kvcalc.commands.options import (
     BatchOpt,
     ContextOpt,
     GPUCatalogOpt,
+    GPUOpt,
+    JsonOpt,
     KVDtypeOpt,
     ModelArg,
     PresetDirOpt,
     RevisionOpt,
     SpeedOpt,
+    TPOpt,
     items,
+    one_context,
     whole,
 )
 from kvcalc.estimate import spec_warnings
@@ -29,7 +33,6 @@ def _group_count(text: str) -> int:
     return int(text)
 
 
-# @app.command("variants")
 def variants_cmd(
     model: ModelArg,
     context: ContextOpt = None,
@@ -51,14 +54,10 @@ def variants_cmd(
         typer.Option("--rope-dim", parser=whole(1, 2**24), metavar="INTEGER",
                      help="Rope part of the MLA rows (default head_dim / 2).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="A JSON list, one object per variant.")] = False,
+    json_out: JsonOpt = False,
     speed: SpeedOpt = False,
-    gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="GPU whose bandwidth --speed uses.")] = None,
-    tp: Annotated[
-        int,
-        typer.Option("--tp", parser=whole(1), metavar="INTEGER",
-                     help="Tensor-parallel size for --speed.")
-    ] = 1,
+    gpu: GPUOpt = None,
+    tp: TPOpt = None,
     bandwidth: BandwidthOpt = None,
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
@@ -71,6 +70,7 @@ def variants_cmd(
 
     spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
     warn(spec_warnings(spec, context is not None))
+    context, tp = one_context(context), tp or 1
     group_list = None
     if groups is not None:
         try:
@@ -90,7 +90,7 @@ def variants_cmd(
         speeds = variant_speeds(spec, [row.variant for row in rows], rate, context, batch, tp, kv_dtype,
                                 mla_rank, rope_dim)
     if json_out:
-        objects = [row.to_dict() for row in rows]
+        objects = [{"model": spec.name, **row.to_dict()} for row in rows]
         for obj, sp in zip(objects, speeds or []):
             obj["speed"] = {**sp.to_dict(), "speedup_vs_mha": sp.tokens_per_s / speeds[0].tokens_per_s}
         print_json(objects)

@@ -9,33 +9,31 @@ from rich.text import Text
 
 from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
 from kvcalc.commands.options import (
+    AllOpt,
     BatchOpt,
-    Engine,
+    ContextOpt,
+    DeviceOpt,
+    EngineOpt,
     JsonOpt,
     KVDtypeOpt,
     MLALayoutOpt,
+    PPOpt,
     PresetDirOpt,
     RevisionOpt,
-    tokens,
+    TPOpt,
+    one_context,
     whole,
 )
 from kvcalc.errors import KvcalcError, torch_hint
 
 
-# @app.command("verify")
 def verify_cmd(
     model: Annotated[
         str | None,
         typer.Argument(metavar="MODEL", help="Preset name, YAML or config.json path/folder, Hub id org/name."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    context: Annotated[
-        int | None,
-        typer.Option(
-            "--context", "-c", parser=tokens, metavar="TOKENS",
-            help="Tokens per sequence: 64, 8k. Default: 256, or the model's max context if shorter.",
-        ),
-    ] = None,
+    device: DeviceOpt = "cpu",
+    context: ContextOpt = None,
     batch: BatchOpt = 1,
     layers: Annotated[
         int | None,
@@ -51,22 +49,10 @@ def verify_cmd(
     ] = "static",
     kv_dtype: KVDtypeOpt = None,
     mla_layout: MLALayoutOpt = "latent",
-    tp: Annotated[
-        int | None,
-        typer.Option("--tp", parser=whole(1, 4096), metavar="INTEGER",
-                     help="Tensor-parallel ranks: one process each (gloo on cpu, NCCL on cuda), checked "
-                          "against fit's per-GPU bytes."),
-    ] = None,
-    pp: Annotated[
-        int | None,
-        typer.Option("--pp", parser=whole(1, 4096), metavar="INTEGER",
-                     help="Pipeline stages, each of --tp ranks holding its share of the built layers."),
-    ] = None,
-    engine: Annotated[
-        Engine | None,
-        typer.Option("--engine", "-e", help="With --tp/--pp: whose KV-heads rule fit applies (default vllm)."),
-    ] = None,
-    all_presets: Annotated[bool, typer.Option("--all", help="Verify every preset, then print a summary.")] = False,
+    tp: TPOpt = None,
+    pp: PPOpt = None,
+    engine: EngineOpt = None,
+    all_presets: AllOpt = False,
     reference: Annotated[
         Literal["transformers"] | None,
         typer.Option("--reference", help="Build MODEL's own transformers class on the meta device (no memory, no "
@@ -76,13 +62,14 @@ def verify_cmd(
     preset_dir: PresetDirOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
-    """Build MODEL's attention layers in torch, fill real KV caches, and check their bytes against estimate.
+    """Build MODEL's attention layers in torch, fill real caches, check their bytes.
 
     With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
     cache against fit's per-GPU bytes. With --reference transformers, MODEL (a config.json or a Hub
     id) is built by transformers itself and each difference is explained. Exit 0 when the measured
     cache equals the analytic bytes (or every difference is explained), 1 when it does not.
     """
+    context = one_context(context)
     if reference is not None:
         given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--engine": engine is not None,
                  "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}

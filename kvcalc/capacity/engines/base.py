@@ -104,8 +104,7 @@ class Engine:
         return self.requested_bytes(deployment.memory, fraction) - weights - reserve
 
     def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
-        return estimate_activations(spec, deployment.tp, batched, default_max_seqs(
-            deployment.memory_or_default, deployment.gpu_key)) | {"runtime": GiB}
+        return estimate_activations(spec, deployment.tp, batched, max_seqs(deployment)) | {"runtime": GiB}
 
     def capacity(self, spec, types: list[LayerType], stages: list[dict[str, int]], budget: int, deployment,
                  context: int, cap: int, batched: int) -> Capacity:
@@ -154,6 +153,14 @@ def default_batched_tokens(memory: int, gpu_key: str | None) -> int:
 def default_max_seqs(memory: int, gpu_key: str | None) -> int:
     """vLLM's default --max-num-seqs: 1024 from 70 GiB except A100s, 256 below."""
     return 1024 if memory >= 70 * GiB and "a100" not in (gpu_key or "") else 256
+
+
+def max_seqs(deployment) -> int:
+    """Requests one engine instance is launched for: the user's (-n per replica, the value
+    --emit writes), else vLLM's default; the sampler's profiling run holds logits for as many."""
+    if deployment.max_seqs is not None:
+        return deployment.max_seqs
+    return default_max_seqs(deployment.memory_or_default, deployment.gpu_key)
 
 
 def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> dict[str, int]:

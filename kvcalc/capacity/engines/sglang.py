@@ -228,18 +228,21 @@ class SGLang(Engine):
                        "otherwise (mamba_utils.py)")
         return out
 
-    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+    def launch_lines(self, r, model: str, requests: int | None, util: float, kv_value: str | None,
                      kv_what: str) -> list[str]:
         flags = [("--model-path", model, ""), ("--tp-size", r.tp, ""), ("--pp-size", r.pp, "")]
         if r.replicas > 1:
             flags.append(("--dp-size", r.replicas, "replicas"))
         flags += [
             ("--context-length", r.context, "tokens per request"),
-            ("--max-running-requests", requests, "requests held at once"),
             ("--mem-fraction-static", f"{util:.3f}" if r.concurrency is None else f"{util:.2f}",
              "weights + KV pool as a fraction of the memory free before loading"),
         ]
+        if requests:
+            flags.insert(4, ("--max-running-requests", requests, "requests held at once, as asked (-n)"))
         comments = [f"counted by SGLang {r.engine_version}'s rules"]
+        if not requests:
+            comments.append("--max-running-requests left to SGLang: it derives it from the pool (max_total_num_tokens)")
         if kv_value is None:
             comments.append(f"SGLang has no --kv-cache-dtype for {kv_what}; left out")
         else:

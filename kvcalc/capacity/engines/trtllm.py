@@ -69,7 +69,7 @@ class TensorRTLLM(Engine):
             out.append("trtllm: KV quantization scales are not counted")
         return out
 
-    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+    def launch_lines(self, r, model: str, requests: int | None, util: float, kv_value: str | None,
                      kv_what: str) -> list[str]:
         yaml_lines = ["kv_cache_config:", f"  tokens_per_block: {r.block_size}",
                       f"  free_gpu_memory_fraction: {util:.2f}"]
@@ -89,10 +89,13 @@ class TensorRTLLM(Engine):
             ("--tp_size", r.tp, ""),
             ("--pp_size", r.pp, ""),
             ("--max_seq_len", r.context, "tokens per request"),
-            ("--max_batch_size", requests, "requests held at once"),
             ("--max_num_tokens", r.max_batched_tokens, "tokens per step"),
             ("--extra_llm_api_options", "kvcalc-trtllm.yaml", "KV pool settings (no CLI flags for them)"),
         ]
+        if requests:
+            flags.insert(3, ("--max_batch_size", requests, "requests held at once, as asked (-n)"))
+        else:
+            comments.append("--max_batch_size left to TensorRT-LLM's default (no -n given)")
         # set -C: the snippet refuses to overwrite a kvcalc-trtllm.yaml already in the folder
         comments.append("the YAML file is written only if none of that name exists (set -C); move an old one away")
         out = ["(set -C; cat > kvcalc-trtllm.yaml) <<'YAML'", *yaml_lines, "YAML"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import lcm
 
+from kvcalc.capacity.deployment import DEFAULT_MEMORY
 from kvcalc.capacity.engines.base import (
     Capacity,
     Engine,
@@ -21,6 +22,7 @@ from kvcalc.capacity.engines.base import (
     default_max_seqs,
     estimate_activations,
     largest_context,
+    max_seqs,
 )
 from kvcalc.capacity.layers import LayerType, cdiv
 from kvcalc.spec import MLAAttention
@@ -168,8 +170,7 @@ class VLLM(Engine):
     def reserve_parts(self, spec, deployment, batched: int) -> dict[str, int]:
         """gpu_worker.determine_available_memory: the profiling run's activation peak at
         max_num_batched_tokens (and the sampler's logits), non-torch memory, CUDA graphs."""
-        parts = estimate_activations(spec, deployment.tp, batched,
-                                     default_max_seqs(deployment.memory_or_default, deployment.gpu_key))
+        parts = estimate_activations(spec, deployment.tp, batched, max_seqs(deployment))
         parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if deployment.tp * deployment.pp > 1 else 0)
         if self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
             parts["cuda_graphs"] = CUDA_GRAPHS
@@ -338,14 +339,18 @@ class VLLM(Engine):
         return out
 
 
-    def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
+    def launch_lines(self, r, model: str, requests: int | None, util: float, kv_value: str | None,
                      kv_what: str) -> list[str]:
         flags = [("--tensor-parallel-size", r.tp, ""), ("--pipeline-parallel-size", r.pp, "")]
         if r.replicas > 1:
             flags.append(("--data-parallel-size", r.replicas, "replicas"))
         flags += [
             ("--max-model-len", r.context, "tokens per request"),
-            ("--max-num-seqs", requests, "requests held at once"),
+            ("--max-num-seqs", requests or default_max_seqs(r.deployment["gpu_memory_bytes"] or DEFAULT_MEMORY,
+                                                            r.deployment["gpu"]),
+             "requests held at once, as asked (-n)" if requests else
+             f"vLLM's default; the pool holds {r.max_concurrency or 0:,} requests of the full context, "
+             "more if shorter"),
             ("--gpu-memory-utilization", f"{util:.2f}", "fraction of total memory per GPU"),
         ]
         comments = [f"counted by vLLM {r.engine_version}'s rules"]
