@@ -100,6 +100,50 @@ class VLLM(Engine):
     def default_util(self, spec, deployment) -> Fraction:
         return self.rules.gpu_util
 
+    # -- parallel layouts (docs/engines/parallel.md) ------------------------------------------------
+    dcp_pages = True  # AttentionSpec.dcp_sharded: a page of block tokens per rank covers block x dcp tokens
+
+    def check_layout(self, spec, deployment) -> None:
+        """--data-parallel-size: whole TP groups (config/parallel.py 972, world x dp); experts over
+        tp x dp, and with --enable-expert-parallel ep_size = tp x dp (fused_moe/config.py 1197-1240);
+        DCP within TP (parallel.py 596-601) and, for GQA, only past the KV heads (config/model.py
+        1578-1606); a request's pages each hold block x dcp tokens (kv_cache_interface.py 610-648)."""
+        from kvcalc.capacity.deployment import FitUsageError, kv_heads
+
+        d = deployment
+        if d.ep > 1 and d.ep != d.tp * d.dp:
+            raise FitUsageError(f"--ep {d.ep}: vLLM's --enable-expert-parallel spreads experts over tp x dp = "
+                                f"{d.tp * d.dp} GPUs (fused_moe/config.py FusedMoEParallelConfig.make): use --ep "
+                                f"{d.tp * d.dp}" + ("" if d.tp * d.dp > 1 else " with --tp or --dp above 1"))
+        if d.dcp == 1:
+            return
+        if d.tp % d.dcp:
+            raise FitUsageError(f"--dcp {d.dcp} must divide --tp {d.tp}: vLLM's decode context parallelism reuses "
+                                "the TP ranks (config/parallel.py: tp_size must be divisible by dcp_size)")
+        if any(k.type in ("sliding", "chunked", "none") for k in spec.layers.kinds.values()):
+            raise FitUsageError(f"--dcp with {spec.name}'s sliding, chunked or state layers is not modelled "
+                                "(kvcalc models DCP for full attention and MLA)")
+        heads = {spec.attention_of(n).heads for n, k in spec.layers.kinds.items()}
+        for kv in sorted(kv_heads(spec)):
+            if d.tp <= kv:
+                raise FitUsageError(f"--dcp {d.dcp} with a GQA model needs --tp above its {kv} KV heads (vLLM "
+                                    f"config/model.py: DCP shards the heads TP replicates); --tp {d.tp} replicates "
+                                    "none")
+            if d.dcp > d.tp // kv:
+                raise FitUsageError(f"--dcp {d.dcp} is more than tp // kv_heads = {d.tp} // {kv} = {d.tp // kv}, "
+                                    "the copies of each KV head TP makes (vLLM config/model.py)")
+            if any((h // kv) % d.dcp for h in heads):
+                raise FitUsageError(f"--dcp {d.dcp} must divide the {min(heads) // kv} query heads per KV head of "
+                                    f"{spec.name} (vLLM config/model.py)")
+
+    def placement(self, spec, deployment):
+        """Attention, dense MLPs, shared experts, embedding and head split over TP within each DP rank;
+        routed experts over tp x dp (EP or not: FusedMoEParallelConfig.flatten_tp_across_dp_and_pcp)."""
+        from kvcalc.capacity.weights import Placement
+
+        tp = deployment.tp
+        return Placement(attention=tp, dense=tp, routed=tp * deployment.dp, embedding=tp, head=tp)
+
     # vllm/v1/worker/utils.py request_memory: math.ceil(total x utilization)
     def requested_bytes(self, memory: int, fraction: Fraction) -> int:
         return cdiv(memory * fraction.numerator, fraction.denominator)
@@ -184,6 +228,7 @@ class VLLM(Engine):
         block count is the smallest any worker can afford."""
         notes = []
         block = deployment.block_size or self.default_block(spec, deployment)
+        dcp = deployment.dcp  # each page of ``block`` tokens per rank covers block x dcp tokens of a request
         in_flight = self.window_in_flight(deployment, batched)
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
@@ -242,7 +287,7 @@ class VLLM(Engine):
                 return cdiv(min(t.span - 1 + in_flight, length), b) + 1
             if t.kind == "chunked":  # ChunkedLocalAttentionSpec
                 return cdiv(min(t.span + in_flight, length), b)
-            return cdiv(length, b)
+            return cdiv(length, b * dcp)
 
         def needs(length: int) -> int:
             return sum(groups[t.name] * pages(t, length) for t in types)
@@ -252,7 +297,7 @@ class VLLM(Engine):
         shared = 0
         if deployment.shared_prefix and deployment.switches.prefix_caching is not False:
             prefix = min(deployment.shared_prefix, context)
-            shared = sum(groups[t.name] * (prefix // blocks_of[t.name]) for t in attention if t.kind == "full")
+            shared = sum(groups[t.name] * (prefix // (blocks_of[t.name] * dcp)) for t in attention if t.kind == "full")
         held = (blocks - shared) // (per_request - shared) if blocks > shared and per_request > shared else 0
         bits = {t.name: t.token_bits for t in types}
         state_of = {t.name: t.state_bytes for t in types}
@@ -265,8 +310,8 @@ class VLLM(Engine):
         return Capacity(
             block_size=block,
             blocks=blocks,
-            tokens=blocks * block,
-            per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8) for s in stages),
+            tokens=blocks * block * dcp,
+            per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8 * dcp) for s in stages),
             state_bytes_per_request=max(sum(n * state_of.get(k, 0) for k, n in s.items()) for s in stages),
             max_concurrency=held if shared else blocks // per_request,
             concurrency_exact=exact,
