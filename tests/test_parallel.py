@@ -228,3 +228,75 @@ def test_json_rows_name_the_engines_dp_ep_layout(runner, kvcalc_app):
     dp8 = rows[(1, 8, 8)]
     assert dp8["weights_bytes_per_gpu"] == VLLM_DP8_WEIGHTS  # the reserve does not enter the weights
     assert dp8["gpus"] == 8 and dp8["total_requests"] == 8 * dp8["requests_per_rank"]
+
+
+# --- the command line: layout flags emitted and parsed back; bad input exits 2 ------------------------
+def _flags(text: str) -> dict[str, str | None]:
+    """--flag -> value (None for a bare switch) from an emitted command."""
+    import shlex
+
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    words = shlex.split(" ".join(ln.rstrip("\\").strip() for ln in lines))
+    out = {}
+    for i, w in enumerate(words):
+        if w.startswith("--"):
+            nxt = words[i + 1] if i + 1 < len(words) else None
+            out[w] = None if nxt is None or nxt.startswith("--") else nxt
+    return out
+
+
+def test_emit_vllm_dp_ep_parses_back(runner, kvcalc_app):
+    args = ["fit", "deepseek-v3", "--gpu", "h200", "--gpus", "8", "--dp", "8", "--ep", "8", "-c", "128k"]
+    data = json.loads(runner.invoke(kvcalc_app, [*args, "--json"]).stdout)
+    assert (data["tp"], data["dp"], data["ep"], data["gpus"]) == (1, 8, 8, 8)
+    out = runner.invoke(kvcalc_app, [*args, "--emit", "vllm"])
+    assert out.exit_code == 0, out.stderr
+    flags = _flags(out.stdout)
+    assert flags["--tensor-parallel-size"] == "1" and flags["--data-parallel-size"] == "8"
+    assert "--enable-expert-parallel" in flags and flags["--enable-expert-parallel"] is None
+    assert int(flags["--max-num-seqs"]) == data["max_concurrency"]  # vLLM's max_num_seqs is per DP rank
+    assert data["total_concurrency"] == 8 * data["max_concurrency"]
+
+
+def test_emit_sglang_attention_dp_parses_back(runner, kvcalc_app):
+    args = ["fit", "deepseek-v3", "--engine", "sglang", "--gpu", "h200", "--tp", "8", "--dp", "8", "--ep", "8",
+            "-c", "128k", "-n", "8"]
+    data = json.loads(runner.invoke(kvcalc_app, [*args, "--json"]).stdout)
+    out = runner.invoke(kvcalc_app, [*args[:2], *args[4:], "--emit", "sglang"])
+    assert out.exit_code == 0, out.stderr
+    flags = _flags(out.stdout)
+    assert (flags["--tp-size"], flags["--attn-dp-size"], flags["--ep-size"]) == ("8", "8", "8")
+    # 8 requests over 8 attention-DP ranks: 1 each (what each holds at SGLang's default fraction, test
+    # above); SGLang divides --max-running-requests by attn_dp_size, so the flag is the total
+    assert data["fits"] and data["max_concurrency"] >= 1
+    assert flags["--max-running-requests"] == str(cdiv(8, 8) * 8)
+    assert data["concurrency"] == 8 and data["attention_tp"] == 1
+
+
+def test_emit_vllm_dcp_parses_back(runner, kvcalc_app):
+    out = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h200", "--tp", "16", "--dcp", "2", "-c", "128k",
+                                     "--emit", "vllm"])
+    assert out.exit_code == 0, out.stderr
+    flags = _flags(out.stdout)
+    assert flags["--decode-context-parallel-size"] == "2" and flags["--tensor-parallel-size"] == "16"
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["deepseek-v3", "--engine", "sglang", "--tp", "8", "--dp", "3"], "must divide --tp 8"),
+    (["llama-3-70b", "--tp", "8", "--ep", "8"], "has none"),
+    (["llama-3-70b", "--tp", "8", "--dcp", "2"], "8 KV heads"),
+])
+def test_bad_layouts_exit_2_with_the_rule(runner, kvcalc_app, args, rule):
+    out = runner.invoke(kvcalc_app, ["fit", *args, "--gpu", "h200", "-c", "128k"])
+    assert out.exit_code == 2
+    assert rule in " ".join(out.stderr.split()) and "Traceback" not in out.stderr
+
+
+def test_n_searches_the_dp_ep_layout_too(runner, kvcalc_app):
+    out = runner.invoke(kvcalc_app, ["fit", "deepseek-v3", "--gpu", "h200", "-c", "128k", "-n", "48", "--json"])
+    data = json.loads(out.stdout)
+    m = data["min_gpus_layout"]
+    # the DP + EP layout of 8 GPUs holds 24 (test above); 48 need two such instances, 16 GPUs, unless a
+    # smaller instance holds more per GPU: whichever kvcalc names must hold the 48 it was asked for
+    assert m["instances"] * m["requests_per_instance"] >= 48
+    assert m["gpus"] == m["instances"] * (m["tp"] * m["dp"])

@@ -150,6 +150,17 @@ def _divisors_hint(n: int) -> str:
     return ", ".join(str(d) for d in small)
 
 
+def layout_shape(d: Deployment, gpus: int) -> Deployment:
+    """--gpus N with --dp, --ep or --dcp and no --tp: the TP that makes one instance of N GPUs (vLLM:
+    N / (dp x pp), its DP ranks being whole TP groups; SGLang: N / pp, attention DP inside it)."""
+    per = d.pp * (d.dp if d.engine.dp_adds_gpus else 1)
+    if gpus % per:
+        raise FitUsageError(f"--gpus {gpus} is not a multiple of " + ("dp x pp" if d.engine.dp_adds_gpus else "pp")
+                            + f" = {per}")
+    tp = gpus // per
+    return d.with_shape(tp, d.pp, 1, f"--tp not given: {gpus} GPUs in one instance, TP {tp}", searched_gpus=gpus)
+
+
 def check_layout(spec: ModelSpec, d: Deployment) -> None:
     """DP, EP and DCP as the engine allows them (docs/engines/parallel.md); one line per rule broken."""
     for name, value in (("dp", d.dp), ("ep", d.ep), ("dcp", d.dcp)):

@@ -165,9 +165,10 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
                               stages, d.tp, extra=w.extra_parameters, placement=place, attention=split,
                               replicated=whole)
     note = None
-    if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp) and not whole:
-        note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP, "
-                "norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "
+    if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
+        note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP"
+                + (", but MLA's down projections (q_a, kv_a) whole on every GPU" if whole and d.tp > 1 else "")
+                + ", norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "
                 "padded to 64 (first and last stage); replicated KV projections past the KV-head count are "
                 "not counted apart")
     elif d.tp * d.pp > 1 or d.dp > 1:
@@ -428,9 +429,10 @@ def _shapes(spec: ModelSpec, most: int = MAX_SHAPE_GPUS) -> list[tuple[int, int]
 
 def _held(spec: ModelSpec, d: Deployment, tp: int, pp: int, context: int | None, weights: Weights,
           mla_layout: str, extras: Extras = Extras()) -> int | None:
+    """Requests one instance of this shape holds (every data-parallel rank of it)."""
     try:
         return fit(spec, d.with_shape(tp, pp), context, weights=weights, mla_layout=mla_layout,
-                   search_min=False, extras=extras).max_concurrency
+                   search_min=False, extras=extras).max_concurrency * d.dp
     except ExtrasUsageError:
         raise
     except FitUsageError:
@@ -451,14 +453,17 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
         held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
         if held is None:
             continue
-        replicas = gpus // (tp * pp)
-        key = (-held * replicas, tp * pp * replicas, pp, -tp)
+        instance = d.with_shape(tp, pp).instance_gpus
+        if instance > gpus:
+            continue
+        replicas = gpus // instance
+        key = (-held * replicas, instance * replicas, pp, -tp)
         if best is None or key < best[0]:
             best = (key, tp, pp, replicas)
     if best is None:
         raise FitUsageError(f"no TP x PP shape of {spec.name} fits in {gpus} GPUs")
     _, tp, pp, replicas = best
-    used = tp * pp * replicas
+    used = d.with_shape(tp, pp).instance_gpus * replicas
     unused = f" (uses {used} of the {gpus} GPUs: no shape of all {gpus} holds more)" if used < gpus else ""
     note = (f"--gpus {gpus}: TP {tp} x PP {pp} x {replicas} replica{'s' if replicas > 1 else ''} holds the most "
             f"requests{unused}; --tp/--pp to choose another")
@@ -478,7 +483,7 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
         if not held:
             continue
         replicas = cdiv(requests, held)
-        key = (tp * pp * replicas, replicas, pp, tp)
+        key = (d.with_shape(tp, pp).instance_gpus * replicas, replicas, pp, tp)
         if best is None or key < best:
             best = key
     if best is None:

@@ -269,9 +269,15 @@ class SGLang(Engine):
         flags = [("--model-path", model, ""), ("--tp-size", r.tp, ""), ("--pp-size", r.pp, "")]
         if r.replicas > 1:
             flags.append(("--dp-size", r.replicas, "replicas"))
+        if r.dp > 1:
+            flags.append(("--attn-dp-size", r.dp, f"attention DP: attention TP {r.attention_tp}, a KV pool per rank"))
+        if r.ep > 1:
+            flags.append(("--ep-size", r.ep, "routed experts over this many GPUs"))
+        running = requests * r.dp  # SGLang divides --max-running-requests by attn_dp_size (kv_cache_configurator.py)
         flags += [
             ("--context-length", r.context, "tokens per request"),
-            ("--max-running-requests", requests, "requests held at once"),
+            ("--max-running-requests", running, "requests held at once" + (
+                f", all {r.dp} attention-DP ranks together" if r.dp > 1 else "")),
             ("--mem-fraction-static", f"{util:.3f}" if r.concurrency is None else f"{util:.2f}",
              "weights + KV pool as a fraction of the memory free before loading"),
         ]
@@ -304,5 +310,6 @@ class SGLang(Engine):
             flags.append(("--speculative-algorithm", "NEXTN", "the model's MTP layers (SGLang's name for them)"))
         if r.concurrency is not None:
             tokens = requests * r.context
-            comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens)")
+            comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens"
+                            + (", per attention-DP rank" if r.dp > 1 else "") + ")")
         return command_lines("python -m sglang.launch_server", flags, comments)

@@ -386,14 +386,25 @@ class VLLM(Engine):
     def launch_lines(self, r, model: str, requests: int, util: float, kv_value: str | None,
                      kv_what: str) -> list[str]:
         flags = [("--tensor-parallel-size", r.tp, ""), ("--pipeline-parallel-size", r.pp, "")]
-        if r.replicas > 1:
+        extra = []
+        if r.dp > 1:
+            flags.append(("--data-parallel-size", r.dp, "DP ranks, each a whole TP group with its own KV pool"))
+            if r.replicas > 1:
+                extra.append(f"run {r.replicas} copies of this command (replicas of the whole DP group)")
+        elif r.replicas > 1:
             flags.append(("--data-parallel-size", r.replicas, "replicas"))
+        if r.ep > 1:
+            flags.append(("--enable-expert-parallel", None, f"routed experts over tp x dp = {r.ep} GPUs"))
+        if r.dcp > 1:
+            flags.append(("--decode-context-parallel-size", r.dcp, "each request's KV interleaved over these ranks"))
         flags += [
             ("--max-model-len", r.context, "tokens per request"),
             ("--max-num-seqs", requests, "requests held at once"),
             ("--gpu-memory-utilization", f"{util:.2f}", "fraction of total memory per GPU"),
         ]
-        comments = [f"counted by vLLM {r.engine_version}'s rules"]
+        comments = [f"counted by vLLM {r.engine_version}'s rules", *extra]
+        if r.dp > 1:
+            comments.append("--max-num-seqs applies to each DP rank (config/scheduler.py)")
         if kv_value is None:
             comments.append(f"vLLM has no --kv-cache-dtype for {kv_what}; left out")
         else:
