@@ -122,6 +122,21 @@ def test_deepseek_v3_8xh200_128k_sglang_tp8_against_attention_dp8_ep8():
     assert same.total_concurrency >= 4 * tp8.total_concurrency
 
 
+def test_vllm_dp_with_tp_replicates_deepseeks_shared_experts():
+    # DP 2 x TP 4 with EP: sequence-parallel MoE (config/parallel.py use_sequence_parallel_moe: EP, TP > 1,
+    # DP > 1, the default allgather_reducescatter backend) holds the shared experts whole on every GPU
+    spec = kvcalc.load_preset("deepseek-v3")
+    r = fit(spec, H200, tp=4, dp=2, ep=8, context=K128, reserve=0, search_min=False)
+    shared = MOE * 3 * H * 2048
+    dense_only = DENSE * 3 * H * 18432
+    assert r.weights_bytes_per_gpu == (REPLICATED + shared + cdiv(ATTENTION + dense_only, 4) + ROUTED // 8
+                                       + 2 * OTHER + 2 * (V // 4 * H * 2))
+    # without EP the MoE layers are tensor parallel over tp x dp = 8 and the shared experts split over TP 4
+    plain = fit(spec, H200, tp=4, dp=2, context=K128, reserve=0, search_min=False)
+    assert plain.weights_bytes_per_gpu == (REPLICATED + cdiv(ATTENTION + dense_only + shared, 4) + ROUTED // 8
+                                           + 2 * OTHER + 2 * (V // 4 * H * 2))
+
+
 def test_sglang_max_running_requests_per_attention_dp_rank():
     # kv_cache_configurator.py 3119-3133: per DP worker clamp(int(T / context x 512), 2048, 4096), at most
     # T // 2, T the rank's own pool; a given --max-running-requests is divided by attn_dp_size (3128)

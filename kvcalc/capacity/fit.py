@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from kvcalc.capacity.deployment import Deployment, FitUsageError, check_layout, check_shape, tp_allowed
 from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype, stage_layers
-from kvcalc.capacity.params import ParamCount, attention_matrices, parameter_count
+from kvcalc.capacity.params import ParamCount, attention_matrices, parameter_count, shared_expert_matrices
 from kvcalc.capacity.weights import Placement, per_gpu_weights
 from kvcalc.capacity.weights import weights_bytes as bytes_at
 from kvcalc.dtypes import DTYPE_BITS
@@ -163,7 +163,7 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
     split, whole = attention_matrices(spec)
     fullest = per_gpu_weights(count, dtype, w.vocab_size, spec.hidden_size, w.tied_embeddings, spec.layers.count,
                               stages, d.tp, extra=w.extra_parameters, placement=place, attention=split,
-                              replicated=whole)
+                              replicated=whole, shared=shared_expert_matrices(spec))
     note = None
     if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
         note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP"
@@ -175,7 +175,8 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
         note = (f"weights per GPU as {d.engine.name} loads them over TP {d.tp} x PP {d.pp}"
                 + (f" x DP {d.dp}" if d.dp > 1 else "") + f": attention matrices split {place.attention} ways"
                 + (", MLA's down projections whole" if whole else "")
-                + f", dense MLPs and shared experts {place.dense} ways"
+                + (f", dense MLPs {place.dense} ways, shared experts whole (sequence-parallel MoE)"
+                   if place.shared == 1 else f", dense MLPs and shared experts {place.dense} ways")
                 + (f", routed experts {place.routed} ways" if count.routed else "")
                 + f"; norms, biases and routers whole on every GPU; embedding split {place.embedding} and head "
                 f"{place.head} ways by rows of a vocabulary padded to 64 (first and last stage); replicated KV "

@@ -198,3 +198,14 @@ def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
         else:
             split += matrices
     return split, whole
+
+
+def shared_expert_matrices(spec: ModelSpec) -> int:
+    """Matrix weights of every MoE layer's shared experts, the whole model."""
+    w = spec.weights
+    if w is None or w.moe is None or not w.moe.shared_experts or spec.hidden_size is None:
+        return 0
+    moe = w.moe
+    layers = sum(moe.is_moe_layer(i) for i in range(spec.layers.count))
+    return layers * moe.shared_experts * _mlp("gated", spec.hidden_size,
+                                               moe.shared_intermediate_size or moe.intermediate_size)

@@ -80,6 +80,7 @@ class Placement:
     routed: int
     embedding: int
     head: int
+    shared: int | None = None  # shared experts, when not split as the dense MLPs are
 
     @classmethod
     def tensor_parallel(cls, tp: int) -> Placement:
@@ -88,7 +89,7 @@ class Placement:
 
 def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool, layers: int,
                     stages: list[int], tp: int, extra: int = 0, placement: Placement | None = None,
-                    attention: int = 0, replicated: int = 0) -> int:
+                    attention: int = 0, replicated: int = 0, shared: int = 0) -> int:
     """Bytes of weights on the fullest GPU as engines load them (vLLM's layers): the matrices
     inside the layers split as ``placement`` says (default: all over TP), norms, biases and
     routers whole on every GPU, the embedding and the head split by rows of a vocabulary padded
@@ -100,10 +101,12 @@ def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied
     together."""
     place = placement or Placement.tensor_parallel(tp)
     wide = 4 if dtype == "fp32" else 2  # what is not a matrix inside a layer stays 16-bit (fp32: 32-bit)
-    rest = count.linear - attention - replicated - count.routed
+    if place.shared is None:
+        shared = 0  # split with the dense MLPs
+    rest = count.linear - attention - replicated - count.routed - shared
     ways: dict[int, list[int]] = {}  # ways split -> [matrix weights, of them routed]
     for n, routed, split in ((replicated, 0, 1), (attention, 0, place.attention), (rest, 0, place.dense),
-                             (count.routed, count.routed, place.routed)):
+                             (shared, 0, place.shared or 1), (count.routed, count.routed, place.routed)):
         if n:
             group = ways.setdefault(split, [0, 0])
             group[0] += n

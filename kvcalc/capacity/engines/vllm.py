@@ -141,8 +141,11 @@ class VLLM(Engine):
         routed experts over tp x dp (EP or not: FusedMoEParallelConfig.flatten_tp_across_dp_and_pcp)."""
         from kvcalc.capacity.weights import Placement
 
-        tp = deployment.tp
-        return Placement(attention=tp, dense=tp, routed=tp * deployment.dp, embedding=tp, head=tp)
+        tp, dp = deployment.tp, deployment.dp
+        # sequence-parallel MoE (config/parallel.py 768-784: EP, TP > 1 and DP > 1 with the default
+        # allgather_reducescatter backend) replicates DeepSeek's shared experts (deepseek_v2.py 252-275, 364-369)
+        shared = 1 if deployment.ep > 1 and tp > 1 and dp > 1 else None
+        return Placement(attention=tp, dense=tp, routed=tp * dp, embedding=tp, head=tp, shared=shared)
 
     # vllm/v1/worker/utils.py request_memory: math.ceil(total x utilization)
     def requested_bytes(self, memory: int, fraction: Fraction) -> int:
