@@ -315,3 +315,76 @@ def test_n_searches_the_dp_ep_layout_too(runner, kvcalc_app):
     # smaller instance holds more per GPU: whichever kvcalc names must hold the 48 it was asked for
     assert m["instances"] * m["requests_per_instance"] >= 48
     assert m["gpus"] == m["instances"] * (m["tp"] * m["dp"])
+
+
+# --- verify --dp: real ranks on gloo, each DP rank its own requests ------------------------------------
+needs_torch = pytest.mark.skipif(__import__("importlib.util").util.find_spec("torch") is None, reason="needs torch")
+
+
+@needs_torch
+@pytest.mark.parametrize("engine, tp, dp, attention_tp, world", [("vllm", 2, 2, 2, 4), ("sglang", 4, 2, 2, 4)])
+def test_verify_dp_ranks_hold_their_own_requests(tiny, engine, tp, dp, attention_tp, world):
+    """vLLM's DP ranks are whole TP groups (world tp x dp); SGLang's attention DP splits one TP group
+    (world tp, attention TP tp / dp). Each DP rank's outputs equal the single-process layers on its
+    own inputs, in float64, and each rank's caches measure fit's per-GPU bytes."""
+    import torch
+    from test_verify_tp import TINY_TP2, reference
+
+    from kvcalc.sources.presets import load_file
+    from kvcalc.verify.tp import verify_tp
+    from kvcalc.verify.tp_rank import input_seed
+
+    spec = load_file(tiny)
+    result = verify_tp(spec, tp=tp, dp=dp, engine=engine, layers=6, context=20, batch=2, exact=True,
+                       keep_outputs=True)
+    assert (result.world, result.dp, result.tp) == (world, dp, attention_tp)
+    assert len(result.ranks) == world
+    outputs = {}
+    for r in result.ranks:
+        outputs.setdefault(r.dp_rank, []).append(result.outputs[r.rank])
+    assert sorted(outputs) == list(range(dp))
+    for d, outs in outputs.items():
+        expected = reference(spec, batch=2, context=20, input_seed=input_seed(0, d))
+        for got in outs:
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(outputs[0][0], outputs[1][0])  # two DP ranks, two sets of requests
+    # the cache in the model's fp32 (exact runs keep it in float64): each rank measures fit's per-GPU bytes,
+    # at attention TP 2 by hand (test_verify_tp.TINY_TP2), 20 tokens (windows 8) x batch 2
+    measured = verify_tp(spec, tp=tp, dp=dp, engine=engine, layers=6, context=20, batch=2)
+    assert measured.match and len(measured.ranks) == world
+    held = {n: (8 if n in ("mqa", "mlc") else 20) for n in TINY_TP2}
+    for r in measured.ranks:
+        assert r.measured_by_kind == {n: TINY_TP2[n] * held[n] * 2 for n in TINY_TP2}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from test_verify_tp import TINY
+
+    path = tmp_path / "tiny-tp.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_verify_dp_bad_input_exits_2(runner, kvcalc_app):
+    out = runner.invoke(kvcalc_app, ["verify", "llama-3-8b", "--engine", "sglang", "--tp", "4", "--dp", "3"])
+    assert out.exit_code == 2 and "must divide --tp 4" in " ".join(out.stderr.split())
+
+
+@needs_torch
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_verify_dp_leaves_no_process_behind(runner, kvcalc_app, monkeypatch):
+    import uuid
+
+    from test_verify_tp import marked
+
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("KVCALC_TEST_MARK", mark)
+    out = runner.invoke(kvcalc_app, ["verify", "deepseek-v3", "--engine", "sglang", "--tp", "4", "--dp", "2",
+                                     "-c", "16", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert (data["tp"], data["dp"], data["attention_tp"], data["match"]) == (4, 2, 2, True)
+    for r in data["ranks"]:  # MLA's latent whole on every rank: (512 + 64) x bf16 x 16 tokens, one layer
+        assert r["measured_bytes"] == r["expected_bytes"] == 576 * 2 * 16
+    assert marked(mark) == []

@@ -276,6 +276,14 @@ EPOpt = Annotated[
 ]
 
 
+VerifyDPOpt = Annotated[
+    int | None,
+    typer.Option("--dp", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Data-parallel attention ranks, each filling its own cache with its own requests "
+                      "(vLLM: whole TP groups; SGLang: attention TP = --tp / --dp)."),
+]
+
+
 DCPOpt = Annotated[
     int | None,
     typer.Option("--dcp", parser=whole(1, 2**20), metavar="INTEGER",

@@ -16,6 +16,7 @@ from kvcalc.commands.options import (
     MLALayoutOpt,
     PresetDirOpt,
     RevisionOpt,
+    VerifyDPOpt,
     tokens,
     whole,
 )
@@ -62,6 +63,7 @@ def verify_cmd(
         typer.Option("--pp", parser=whole(1, 4096), metavar="INTEGER",
                      help="Pipeline stages, each of --tp ranks holding its share of the built layers."),
     ] = None,
+    dp: VerifyDPOpt = None,
     engine: Annotated[
         Engine | None,
         typer.Option("--engine", "-e", help="With --tp/--pp: whose KV-heads rule fit applies (default vllm)."),
@@ -84,7 +86,8 @@ def verify_cmd(
     cache equals the analytic bytes (or every difference is explained), 1 when it does not.
     """
     if reference is not None:
-        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--engine": engine is not None,
+        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--dp": dp is not None,
+                 "--engine": engine is not None,
                  "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}
         clash = [name for name, on in given.items() if on]
         if clash:
@@ -111,15 +114,15 @@ def verify_cmd(
     if all_presets:
         if model is not None:
             raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
-        if tp is not None or pp is not None or engine is not None:
+        if tp is not None or pp is not None or dp is not None or engine is not None:
             raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
         _verify_all(preset_dirs_of(preset_dir), layers, json_out, options)
         return
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
-    if tp is not None or pp is not None:
+    if tp is not None or pp is not None or dp is not None:
         spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
-        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, {**options, "dp": dp or 1})
         return
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
@@ -173,7 +176,7 @@ def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out
     try:
         result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
     except FitUsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tp/--pp") from None
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp") from None
     if json_out:
         print_json(result.to_dict())
     else:
