@@ -174,8 +174,8 @@ def _backwards(r: FitResult) -> list[str]:
     if r.min_gpus_layout:
         m = r.min_gpus_layout
         lines.append(f"In the DP-attention + EP layout: {m['gpus']} GPUs ({m['instances']} x {m['layout']}, "
-                     f"{m['requests_per_instance']:,} requests each, weights {format_bytes(m['weights_bytes_per_gpu'])} "
-                     "per GPU).")
+                     f"{m['requests_per_instance']:,} requests each, weights "
+                     f"{format_bytes(m['weights_bytes_per_gpu'])} per GPU).")
     else:
         lines.append(f"No shape of up to 512 GPUs per replica holds one {r.context:,}-token request.")
     return lines

@@ -217,7 +217,8 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
         kv_heads = {name: _held(layer) for name, layer in built if layer is not None}
         q_heads = {name: (layer.q_heads.start, layer.q_heads.stop) for name, layer in built if layer is not None}
         result = {
-            "rank": rank, "stage": stage, "tp_rank": tp_rank, "dp_rank": dp_rank, "device": str(device), "pid": os.getpid(),
+            "rank": rank, "stage": stage, "tp_rank": tp_rank, "dp_rank": dp_rank, "device": str(device),
+            "pid": os.getpid(),
             "threads": torch.get_num_threads(), "layer_indices": list(plan.layer_indices),
             "q_heads": q_heads, "kv_heads": kv_heads,
             "measured_bytes": storage_bytes(data), "measured_by_kind": by_kind,

@@ -227,12 +227,14 @@ def tp_table(r: TPResult) -> Grid:
         blocks = [f"{k.expected_bytes:,}"] if r.paged else []
         queries = _per_kind(k.q_heads, lambda span: f"{span[0]}-{span[1] - 1}" if span[1] - span[0] > 1
                             else str(span[0]))
-        rows.append([str(k.rank), *([str(k.dp_rank)] if r.dp > 1 else []), str(k.stage), _which(k.layer_indices).split(" ", 1)[1], queries,
+        dp = [str(k.dp_rank)] if r.dp > 1 else []
+        rows.append([str(k.rank), *dp, str(k.stage), _which(k.layer_indices).split(" ", 1)[1], queries,
                      _per_kind(k.kv_heads, _heads), f"{k.bytes_per_token:,}", f"{k.analytic_bytes:,}", *blocks,
                      f"{k.measured_bytes:,}", _ok(k.match)])
     rows.append(RULE)
     blocks = [f"{r.expected_bytes:,}"] if r.paged else []
-    rows.append([Text("total", style="bold"), *([""] if r.dp > 1 else []), "", "", "", "", f"{sum(k.bytes_per_token for k in r.ranks):,}",
+    dp = [""] if r.dp > 1 else []
+    rows.append([Text("total", style="bold"), *dp, "", "", "", "", f"{sum(k.bytes_per_token for k in r.ranks):,}",
                  f"{r.analytic_bytes:,}", *blocks, Text(f"{r.measured_bytes:,}", style="bold"),
                  _ok(r.measured_bytes == r.expected_bytes)])
     right = {"fit B/token", "analytic B", "16-token blocks B", "measured B"}

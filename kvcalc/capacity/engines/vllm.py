@@ -217,7 +217,8 @@ class VLLM(Engine):
         max_num_batched_tokens (and the sampler's logits), non-torch memory, CUDA graphs."""
         parts = estimate_activations(spec, deployment.tp, batched,
                                      default_max_seqs(deployment.memory_or_default, deployment.gpu_key))
-        parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if deployment.tp * deployment.pp * deployment.dp > 1 else 0)
+        ranks = deployment.tp * deployment.pp * deployment.dp
+        parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if ranks > 1 else 0)
         if self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
             parts["cuda_graphs"] = CUDA_GRAPHS
         elif not self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
