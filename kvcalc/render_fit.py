@@ -15,8 +15,9 @@ if TYPE_CHECKING:  # `kvcalc gpus` draws its table without the fit machinery
 ENGINE_LABEL = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM"}
 
 
-def _shape(tp: int, pp: int, replicas: int = 1) -> str:
+def _shape(tp: int, pp: int, replicas: int = 1, dp: int = 1, ep: int = 1, dcp: int = 1) -> str:
     text = f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "")
+    text += "".join(f", {k} {v}" for k, v in (("DP", dp), ("EP", ep), ("DCP", dcp)) if v > 1)
     return text + (f" x {replicas} replicas" if replicas > 1 else "")
 
 
@@ -25,7 +26,7 @@ def _title(r: FitResult, gpu_name: str | None) -> str:
         where = f"{r.gpus} GPU{'s' if r.gpus > 1 else ''} (no GPU given)"
     else:
         where = f"{r.gpus} x {gpu_name or 'GPU'} ({format_bytes(r.gpu_memory_bytes)})"
-    return (f"{r.model} on {where} · {_shape(r.tp, r.pp, r.replicas)} · {ENGINE_LABEL[r.engine]} "
+    return (f"{r.model} on {where} · {_shape(r.tp, r.pp, r.replicas, r.dp, r.ep, r.dcp)} · {ENGINE_LABEL[r.engine]} "
             f"{r.engine_version} rules")
 
 
@@ -109,7 +110,9 @@ def _forward(r: FitResult) -> list[str]:
         else:
             lines.append(f"The shared pool has {r.kv_blocks_per_gpu:,} pages per GPU.")
         per = f"{r.max_concurrency:,}"  # whole requests
-        if r.replicas > 1:
+        if r.dp > 1:
+            per += f" per DP rank (each its own pool), {r.total_concurrency:,} on all {r.gpus} GPUs"
+        elif r.replicas > 1:
             per += f" per replica, {r.total_concurrency:,} on all {r.gpus} GPUs"
         lines.append(f"Requests of {format_tokens(r.context)} tokens ({r.context:,}) at once: {per}.")
         if r.max_context:
@@ -129,6 +132,7 @@ def _forward(r: FitResult) -> list[str]:
                      f"{r.max_total_num_tokens}, ... max_running_requests={r.max_running_requests}\"")
         lines.append("  (max_running_requests is a cap on request slots, clamp(T / context x 512, 2048, 4096), "
                      f"not requests of {r.context:,} tokens that fit: those are {r.max_concurrency:,})")
+    lines += _layout_lines(r)
     if r.concurrency is None:
         if r.min_gpus_shape:
             verdict = "fits" if r.fits else "does not fit"
@@ -136,6 +140,22 @@ def _forward(r: FitResult) -> list[str]:
                          f"one: {_min_shape(r.min_gpus_shape)}.")
         elif not r.fits:
             lines.append(f"One {r.context:,}-token request does not fit on up to 512 GPUs of this kind.")
+    return lines
+
+
+def _layout_lines(r: FitResult) -> list[str]:
+    """The DP-attention + EP layouts of an MoE model beside this shape, one line each."""
+    if len(r.layouts) < 2:
+        return []
+    lines = [f"Layouts on {r.layouts[1]['gpus']} GPUs (requests of {r.context:,} tokens in all; weights and KV per "
+             "token per GPU):"]
+    for x in r.layouts:
+        mark = " <- the engine's DP + EP layout" if x["engine_pick"] else ""
+        mark += " (holds the most)" if x["most_requests"] and len(r.layouts) > 1 else ""
+        shape = _shape(x["tp"], x["pp"], 1, x["dp"], x["ep"], x["dcp"])
+        lines.append(f"  {shape}: {x['total_requests'] or 0:,} ({x['requests_per_rank'] or 0:,} per rank of "
+                     f"{x['kv_pool_per_rank'] or 0:,} tokens), weights {format_bytes(x['weights_bytes_per_gpu'])}, "
+                     f"{x['kv_bytes_per_token_per_gpu']:,} B per token{mark}")
     return lines
 
 
@@ -155,6 +175,11 @@ def _backwards(r: FitResult) -> list[str]:
     if r.min_gpus_shape:
         lines.append(f"The fewest GPUs of this kind that hold {n:,} at --gpu-util {r.gpu_util:g}: "
                      f"{_min_shape(r.min_gpus_shape)}.")
+    if r.min_gpus_layout:
+        m = r.min_gpus_layout
+        lines.append(f"In the DP-attention + EP layout: {m['gpus']} GPUs ({m['instances']} x {m['layout']}, "
+                     f"{m['requests_per_instance']:,} requests each, weights "
+                     f"{format_bytes(m['weights_bytes_per_gpu'])} per GPU).")
     else:
         lines.append(f"No shape of up to 512 GPUs per replica holds one {r.context:,}-token request.")
     return lines

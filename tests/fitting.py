@@ -6,7 +6,7 @@ from kvcalc.capacity.deployment import Switches, deployment
 from kvcalc.capacity.fit import Weights, fit
 
 DEPLOYMENT = ("gpu", "tp", "pp", "gpus", "gpu_util", "reserve", "block_size", "max_batched_tokens", "kv_dtype",
-              "platform", "gpu_key", "smi_memory", "max_seqs")
+              "platform", "gpu_key", "smi_memory", "dp", "ep", "dcp", "max_seqs")
 
 
 def fit_with(spec, memory, engine="vllm", version=None, context=None, concurrency=None, weights_dtype=None,

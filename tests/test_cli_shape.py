@@ -24,7 +24,7 @@ def _commands():
 
 def test_every_option_name_has_one_help_text_and_one_bound():
     seen = defaultdict(set)
-    for name, command in _commands().items():
+    for command in _commands().values():
         for param in command.params:
             if param.param_type_name != "option":
                 continue

@@ -207,9 +207,10 @@ def mark(monkeypatch):
     return value
 
 
-def reference(spec, batch, context, seed=0):
+def reference(spec, batch, context, seed=0, input_seed=None):
     """The single-process layers (DenseLayer, MLALayer) with the same global weights, in float64,
-    run through the same prefill and decode steps: every step's output, (B, context, hidden)."""
+    run through the same prefill and decode steps: every step's output, (B, context, hidden).
+    ``input_seed``: the inputs' seed when not the weights' (a data-parallel rank's own requests)."""
     import torch
 
     from kvcalc.spec import ChunkedLayer, SlidingLayer
@@ -218,7 +219,8 @@ def reference(spec, batch, context, seed=0):
     from kvcalc.verify.tp_layers import WeightSlices, full_layer
 
     f64, hidden = torch.float64, spec.hidden_size
-    x0 = torch.randn(batch, context, hidden, generator=torch.Generator().manual_seed(seed), dtype=f64)
+    inputs = seed if input_seed is None else input_seed
+    x0 = torch.randn(batch, context, hidden, generator=torch.Generator().manual_seed(inputs), dtype=f64)
     built = []
     for index, name in enumerate(spec.layers.order()):
         kind = spec.layers.kinds[name]

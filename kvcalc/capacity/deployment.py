@@ -42,6 +42,9 @@ class Deployment:
     tp: int = 1
     pp: int = 1
     replicas: int = 1
+    dp: int = 1  # data-parallel attention ranks: vLLM --data-parallel-size (whole TP groups), SGLang --attn-dp-size
+    ep: int = 1  # expert-parallel size as the engine takes it (vLLM: tp x dp with --enable-expert-parallel)
+    dcp: int = 1  # vLLM --decode-context-parallel-size: one request's KV interleaved over dcp ranks of the TP group
     gpu_util: Fraction | None = None  # None: the engine's default
     reserve: int | None = None  # None: the engine's estimate
     block_size: int | None = None
@@ -50,24 +53,43 @@ class Deployment:
     platform: str = "cuda"  # cuda | cpu (vLLM's CPU platform: no async scheduling, 128-token blocks, fp32 SSM)
     switches: Switches = field(default_factory=Switches)
     shape_note: str | None = None  # why this shape, when kvcalc chose it
+    searched_gpus: int | None = None  # --gpus N when kvcalc chose the shape (layouts are compared on N)
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
     speculative: bool = False  # a draft model or MTP layers run beside the target
     max_seqs: int | None = None  # requests per engine instance as launched (-n per replica); None: the engine's default
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.replicas
+        return self.instance_gpus * self.replicas
+
+    @property
+    def instance_gpus(self) -> int:
+        """GPUs of one engine instance: vLLM's DP ranks are whole TP x PP groups; SGLang's attention
+        DP runs inside the TP group and adds none (server_args.py compute_world_size)."""
+        return self.tp * self.pp * (self.dp if self.engine.dp_adds_gpus else 1)
+
+    @property
+    def attention_tp(self) -> int:
+        """Ranks one attention layer's heads are split over: TP for vLLM, TP / DP for SGLang."""
+        return self.engine.attention_tp(self)
+
+    @property
+    def ranks(self) -> int:
+        """KV pools that hold requests of their own: data-parallel ranks times replicas."""
+        return self.dp * self.replicas
 
     @property
     def memory_or_default(self) -> int:
         return self.memory if self.memory is not None else DEFAULT_MEMORY
 
-    def with_shape(self, tp: int, pp: int, replicas: int = 1, note: str | None = None) -> Deployment:
-        return replace(self, tp=tp, pp=pp, replicas=replicas, shape_note=note)
+    def with_shape(self, tp: int, pp: int, replicas: int = 1, note: str | None = None, **layout) -> Deployment:
+        """Another shape; ``layout``: dp, ep, dcp (kept from this deployment unless given)."""
+        return replace(self, tp=tp, pp=pp, replicas=replicas, shape_note=note, **layout)
 
     def describe(self) -> dict:
         return {"gpu": self.gpu_key, "gpu_memory_bytes": self.memory, "gpus": self.gpus, "tp": self.tp,
-                "pp": self.pp, "replicas": self.replicas, "engine": self.engine.name,
+                "pp": self.pp, "replicas": self.replicas, "dp": self.dp, "ep": self.ep, "dcp": self.dcp,
+                "attention_tp": self.attention_tp, "engine": self.engine.name,
                 "engine_version": self.engine.version, "platform": self.platform,
                 "async_scheduling": self.switches.async_scheduling, "prefix_caching": self.switches.prefix_caching,
                 "enforce_eager": self.switches.enforce_eager,
@@ -82,15 +104,19 @@ def deployment(engine: str = "vllm", memory: int | None = None, *, version: str 
     ``gpus``: in all, a multiple of tp x pp)."""
     from kvcalc.capacity import engines
 
-    if gpus is not None and gpus % (tp * pp):
-        raise FitUsageError(f"--gpus {gpus} is not a multiple of tp x pp = {tp * pp}")
-    replicas = 1 if gpus is None else gpus // (tp * pp)
+    chosen = engines.get(engine, version)
+    dp = fields.get("dp", 1)
+    world = tp * pp * (dp if chosen.dp_adds_gpus else 1)
+    if gpus is not None and gpus % world:
+        what = "tp x pp x dp" if world != tp * pp else "tp x pp"
+        raise FitUsageError(f"--gpus {gpus} is not a multiple of {what} = {world}")
+    replicas = 1 if gpus is None else gpus // world
     if gpu is not None:
         fields.setdefault("gpu_key", gpu.key)
         fields.setdefault("gpu_name", gpu.name)
         fields.setdefault("smi_memory", gpu.smi_memory_bytes)
         memory = gpu.memory_bytes if memory is None else memory
-    return Deployment(engine=engines.get(engine, version), memory=memory, tp=tp, pp=pp, replicas=replicas, **fields)
+    return Deployment(engine=chosen, memory=memory, tp=tp, pp=pp, replicas=replicas, **fields)
 
 
 def check_shape(spec: ModelSpec, tp: int, pp: int) -> None:
@@ -123,3 +149,29 @@ def tp_allowed(spec: ModelSpec, tp: int) -> bool:
 def _divisors_hint(n: int) -> str:
     small = [d for d in (1, 2, 4, 8, 16, 32, 64) if n % d == 0]
     return ", ".join(str(d) for d in small)
+
+
+def layout_shape(d: Deployment, gpus: int) -> Deployment:
+    """--gpus N with --dp, --ep or --dcp and no --tp: the TP that makes one instance of N GPUs (vLLM:
+    N / (dp x pp), its DP ranks being whole TP groups; SGLang: N / pp, attention DP inside it)."""
+    per = d.pp * (d.dp if d.engine.dp_adds_gpus else 1)
+    if gpus % per:
+        raise FitUsageError(f"--gpus {gpus} is not a multiple of " + ("dp x pp" if d.engine.dp_adds_gpus else "pp")
+                            + f" = {per}")
+    tp = gpus // per
+    return d.with_shape(tp, d.pp, 1, f"--tp not given: {gpus} GPUs in one instance, TP {tp}", searched_gpus=gpus)
+
+
+def check_layout(spec: ModelSpec, d: Deployment) -> None:
+    """DP, EP and DCP as the engine allows them (docs/engines/parallel.md); one line per rule broken."""
+    for name, value in (("dp", d.dp), ("ep", d.ep), ("dcp", d.dcp)):
+        if value < 1:
+            raise FitUsageError(f"--{name} {value} must be at least 1")
+    if d.ep > 1 and not has_routed_experts(spec):
+        raise FitUsageError(f"--ep {d.ep} divides routed experts over GPUs, and {spec.name} has none "
+                            "(expert parallelism needs a mixture-of-experts model)")
+    d.engine.check_layout(spec, d)
+
+
+def has_routed_experts(spec: ModelSpec) -> bool:
+    return spec.weights is not None and spec.weights.moe is not None and spec.weights.moe.experts > 0

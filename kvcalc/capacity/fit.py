@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 
-from kvcalc.capacity.deployment import Deployment, FitUsageError, check_shape, tp_allowed
+from kvcalc.capacity.deployment import Deployment, FitUsageError, check_layout, check_shape, tp_allowed
 from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype, stage_layers
-from kvcalc.capacity.params import ParamCount, parameter_count
-from kvcalc.capacity.weights import per_gpu_weights
+from kvcalc.capacity.params import ParamCount, attention_matrices, parameter_count, shared_expert_matrices
+from kvcalc.capacity.weights import Placement, per_gpu_weights
 from kvcalc.capacity.weights import weights_bytes as bytes_at
 from kvcalc.dtypes import DTYPE_BITS
 from kvcalc.errors import KvcalcError
@@ -68,6 +68,10 @@ class FitResult:
     tp: int
     pp: int
     replicas: int
+    dp: int  # data-parallel attention ranks per instance (vLLM --data-parallel-size, SGLang --attn-dp-size)
+    ep: int  # expert-parallel size (1: none)
+    dcp: int  # vLLM decode context parallelism: one request's KV over dcp ranks of the TP group
+    attention_tp: int  # ranks one attention layer's heads are split over (SGLang: tp / dp)
     weights_dtype: str
     kv_dtype: str
     context: int
@@ -89,10 +93,11 @@ class FitResult:
     state_bytes_per_request_per_gpu: int
     kv_blocks_per_gpu: int | None
     kv_tokens: int | None
+    kv_pool_per_rank: int | None  # tokens of requests one rank's pool holds (DCP: its share of each)
     kv_bytes_per_request_per_gpu: int
     kv_groups: list
-    max_concurrency: int | None
-    total_concurrency: int | None
+    max_concurrency: int | None  # per rank: one DP rank's (one TP group's) pool
+    total_concurrency: int | None  # every rank and replica together
     max_context: int | None
     model_max_context: int
     fits: bool | None
@@ -109,6 +114,8 @@ class FitResult:
     max_total_num_tokens: int | None  # SGLang's pool in tokens
     max_running_requests: int | None  # SGLang's running-request slots (a cap, not requests of the context)
     deployment: dict
+    layouts: list = field(default_factory=list)  # rows: this shape and the DP/EP layouts on as many GPUs
+    min_gpus_layout: dict | None = None  # the fewest GPUs in the engine's DP-attention + EP layout for the requests
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
@@ -146,17 +153,34 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
     if not from_count or count is None or spec.weights is None or spec.hidden_size is None:
         note = (f"weights are divided evenly over tp x pp = {d.tp * d.pp} GPUs (the parts are not known from "
                 "a total; embeddings, norms and replicated parts are not modelled apart)") if d.tp * d.pp > 1 else None
+        if d.dp > 1 or d.ep > 1:
+            note = (note or "weights are whole on every GPU") + ("; with DP or EP the routed experts' share is not "
+                                                                 "known from a total, so they are not divided further")
         return cdiv(total, d.tp * d.pp), note
     w = spec.weights
     stages = [len(r) for r in stage_layers(spec.layers.count, d.pp)]
+    place = d.engine.placement(spec, d)
+    split, whole = attention_matrices(spec)
     fullest = per_gpu_weights(count, dtype, w.vocab_size, spec.hidden_size, w.tied_embeddings, spec.layers.count,
-                              stages, d.tp, extra=w.extra_parameters)
+                              stages, d.tp, extra=w.extra_parameters, placement=place, attention=split,
+                              replicated=whole, shared=shared_expert_matrices(spec))
     note = None
-    if d.tp * d.pp > 1:
-        note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP, "
-                "norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "
+    if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
+        note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP"
+                + (", but MLA's down projections (q_a, kv_a) whole on every GPU" if whole and d.tp > 1 else "")
+                + ", norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "
                 "padded to 64 (first and last stage); replicated KV projections past the KV-head count are "
                 "not counted apart")
+    elif d.tp * d.pp > 1 or d.dp > 1:
+        note = (f"weights per GPU as {d.engine.name} loads them over TP {d.tp} x PP {d.pp}"
+                + (f" x DP {d.dp}" if d.dp > 1 else "") + f": attention matrices split {place.attention} ways"
+                + (", MLA's down projections whole" if whole else "")
+                + (f", dense MLPs {place.dense} ways, shared experts whole (sequence-parallel MoE)"
+                   if place.shared == 1 else f", dense MLPs and shared experts {place.dense} ways")
+                + (f", routed experts {place.routed} ways" if count.routed else "")
+                + f"; norms, biases and routers whole on every GPU; embedding split {place.embedding} and head "
+                f"{place.head} ways by rows of a vocabulary padded to 64 (first and last stage); replicated KV "
+                "projections past the KV-head count are not counted apart")
     return fullest, note
 
 
@@ -173,7 +197,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
         d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
     if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
-        d = replace(d, max_seqs=-(-concurrency // d.replicas))
+        d = replace(d, max_seqs=-(-concurrency // (d.replicas * d.dp)))
     if extras.mtp:
         from kvcalc.capacity.extras import with_extra_layers
 
@@ -182,7 +206,8 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     gpu_util = engine.default_util(spec, d) if d.gpu_util is None else d.gpu_util
     if not 0 < gpu_util <= 1:
         raise FitUsageError(f"--gpu-util {float(gpu_util)} is outside (0, 1]")
-    check_shape(spec, d.tp, d.pp)
+    check_layout(spec, d)
+    check_shape(spec, d.attention_tp, d.pp)
     batched = d.max_batched_tokens or engine.batched_tokens(d)
     context = spec.max_context if context is None else context
     notes, warnings = [], []
@@ -213,18 +238,19 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     budget = engine.budget(d, gpu_util, per_gpu_all, reserve) if known else None
 
     cap = max(spec.max_context, context)
-    whole = layer_types(spec, range(spec.layers.count), d.tp, engine, kv_dtype, mla_layout, d.platform)
+    attn_tp = d.attention_tp
+    whole = layer_types(spec, range(spec.layers.count), attn_tp, engine, kv_dtype, mla_layout, d.platform)
     per_stage = [kind_counts(spec, layers) for layers in stage_layers(spec.layers.count, d.pp)]
     if extras.draft is not None:  # the draft's layers join the pool (vLLM: its own KV-cache groups)
         draft = extras.draft
-        for t in layer_types(draft, range(draft.layers.count), d.tp, engine, kv_dtype, mla_layout, d.platform):
+        for t in layer_types(draft, range(draft.layers.count), attn_tp, engine, kv_dtype, mla_layout, d.platform):
             whole.append(replace(t, name=f"draft/{t.name}"))
             per_stage[0][f"draft/{t.name}"] = t.layers
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)
     notes.extend(engine.notes(spec, d, kv_dtype))
     wanted = concurrency or 1
-    per_replica = cdiv(wanted, d.replicas)  # data-parallel replicas share the requests
+    per_replica = cdiv(wanted, d.ranks)  # data-parallel ranks and replicas share the requests
     required_kv = per_replica * worst.request_bytes
     required = per_gpu_all + reserve + required_kv
     required_util = engine.required_util(d, per_gpu_all, reserve, required_kv)
@@ -253,9 +279,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     fits = worst.max_concurrency >= per_replica if known else None
     shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
     log = dict(worst.log) if known else {}
-    return FitResult(
+    result = FitResult(
         model=spec.name, engine=engine.name, engine_version=engine.version, gpu=d.gpu_key, gpu_memory_bytes=d.memory,
-        gpus=d.gpus, tp=d.tp, pp=d.pp, replicas=d.replicas, weights_dtype=weights_label, kv_dtype=kv_dtype,
+        gpus=d.gpus, tp=d.tp, pp=d.pp, replicas=d.replicas, dp=d.dp, ep=d.ep, dcp=d.dcp, attention_tp=attn_tp,
+        weights_dtype=weights_label, kv_dtype=kv_dtype,
         context=context, block_size=worst.block_size, max_batched_tokens=batched, gpu_util=float(gpu_util),
         parameters=count.total if count else None, active_parameters=count.active if count else None,
         weights_source=weights_source, weights_bytes=total_weights, weights_bytes_per_gpu=per_gpu,
@@ -264,9 +291,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         kv_bytes_per_token_per_gpu=worst.per_token_bytes,
         state_bytes_per_request_per_gpu=worst.state_bytes_per_request,
         kv_blocks_per_gpu=worst.blocks if known else None, kv_tokens=worst.tokens if known else None,
+        kv_pool_per_rank=worst.tokens if known else None,
         kv_bytes_per_request_per_gpu=worst.request_bytes, kv_groups=list(worst.groups),
         max_concurrency=worst.max_concurrency if known else None, model_max_context=spec.max_context,
-        total_concurrency=worst.max_concurrency * d.replicas if known else None,
+        total_concurrency=worst.max_concurrency * d.ranks if known else None,
         max_context=worst.max_context if known else None,
         fits=fits, min_gpus=shape["gpus"] if shape else None, min_gpus_shape=shape, concurrency=concurrency,
         required_kv_bytes_per_gpu=required_kv, required_bytes_per_gpu=required, required_gpu_util=required_util,
@@ -275,6 +303,14 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         max_total_num_tokens=log.get("max_total_num_tokens"), max_running_requests=log.get("max_running_requests"),
         deployment=d.describe(), warnings=tuple(warnings), notes=tuple(notes),
     )
+    if not (search_min and known):
+        return result
+    from kvcalc.capacity.layouts import layouts, min_layout
+
+    options = {"weights": weights, "mla_layout": mla_layout, "extras": extras}
+    rows = layouts(base_spec, d, result, context, options)
+    fewest = min_layout(base_spec, d, wanted, context, options) if concurrency else None
+    return replace(result, layouts=rows, min_gpus_layout=fewest)
 
 
 def _extras_held(spec: ModelSpec, base: ModelSpec, d: Deployment, extras: Extras, count, dtype: str,
@@ -351,20 +387,31 @@ def _cpu_tier(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: in
 def _replication(spec: ModelSpec, d: Deployment, kv_dtype: str, notes: list[str]) -> tuple[int | None, float]:
     """KV heads per GPU and how many times the group stores each (MLA: the whole latent per GPU)."""
     attention = spec.attention
-    tp = d.tp
+    tp = d.attention_tp
+    if d.dp > 1:
+        notes.append(f"data-parallel attention: {d.dp} ranks, each with its own KV pool and requests, attention "
+                     f"split over {tp} GPU{'s' if tp > 1 else ''} (" + ("vLLM: each DP rank a whole TP group"
+                     if d.engine.dp_adds_gpus else "SGLang: attention TP = TP / DP inside one TP group") + ")")
+    if d.dcp > 1:
+        notes.append(f"decode context parallelism {d.dcp}: each request's KV is interleaved token by token over "
+                     f"{d.dcp} ranks of the TP group (cp_kv_cache_interleave_size 1), so each GPU holds 1/{d.dcp} of "
+                     f"it and a page of {d.block_size or d.engine.block_size} tokens per GPU covers "
+                     f"{d.dcp}x as many of a request's tokens")
     if isinstance(attention, MLAAttention):
         if tp > 1:
             notes.append(f"MLA: the {attention.kv_lora_rank}+{attention.qk_rope_head_dim} latent is not split by "
-                         f"tensor parallelism; each of the {tp} GPUs holds all of it ({tp}x replication)")
+                         f"tensor parallelism; each of the {tp} GPUs holds all of it ({tp}x replication"
+                         + (f", {d.dcp} ranks each holding 1/{d.dcp} of the tokens with DCP" if d.dcp > 1 else "")
+                         + ")")
         if attention.indexer is not None:
             ix = attention.indexer
             notes.append(f"indexer keys ({cdiv(ix.bits_per_token(kv_dtype), 8)} B per token and layer, "
                          f"{ix.key_dtype or kv_dtype}" + (" + fp32 scale" if ix.scale_block else "")
                          + ") are counted in the KV bytes and held whole on every GPU: one key per token, "
                          "not split by tensor parallelism (DeepSeek's inference code, vLLM, SGLang)")
-        return None, float(tp)
+        return None, float(Fraction(tp, d.dcp))
     heads = d.engine.heads_per_gpu(attention.kv_heads, tp)
-    held = Fraction(heads * tp, attention.kv_heads)
+    held = Fraction(heads * tp, attention.kv_heads * d.dcp)
     if held > 1:
         notes.append(f"TP {tp} is more than the {attention.kv_heads} KV heads: each GPU holds {heads}, so "
                      f"every KV head is stored {float(held):g} times across the group")
@@ -385,9 +432,10 @@ def _shapes(spec: ModelSpec, most: int = MAX_SHAPE_GPUS) -> list[tuple[int, int]
 
 def _held(spec: ModelSpec, d: Deployment, tp: int, pp: int, context: int | None, weights: Weights,
           mla_layout: str, extras: Extras = Extras()) -> int | None:
+    """Requests one instance of this shape holds (every data-parallel rank of it)."""
     try:
         return fit(spec, d.with_shape(tp, pp), context, weights=weights, mla_layout=mla_layout,
-                   search_min=False, extras=extras).max_concurrency
+                   search_min=False, extras=extras).max_concurrency * d.dp
     except ExtrasUsageError:
         raise
     except FitUsageError:
@@ -408,18 +456,21 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
         held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
         if held is None:
             continue
-        replicas = gpus // (tp * pp)
-        key = (-held * replicas, tp * pp * replicas, pp, -tp)
+        instance = d.with_shape(tp, pp).instance_gpus
+        if instance > gpus:
+            continue
+        replicas = gpus // instance
+        key = (-held * replicas, instance * replicas, pp, -tp)
         if best is None or key < best[0]:
             best = (key, tp, pp, replicas)
     if best is None:
         raise FitUsageError(f"no TP x PP shape of {spec.name} fits in {gpus} GPUs")
     _, tp, pp, replicas = best
-    used = tp * pp * replicas
+    used = d.with_shape(tp, pp).instance_gpus * replicas
     unused = f" (uses {used} of the {gpus} GPUs: no shape of all {gpus} holds more)" if used < gpus else ""
     note = (f"--gpus {gpus}: TP {tp} x PP {pp} x {replicas} replica{'s' if replicas > 1 else ''} holds the most "
             f"requests{unused}; --tp/--pp to choose another")
-    return d.with_shape(tp, pp, replicas, note)
+    return d.with_shape(tp, pp, replicas, note, searched_gpus=gpus)
 
 
 def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | None = None,
@@ -435,7 +486,7 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
         if not held:
             continue
         replicas = cdiv(requests, held)
-        key = (tp * pp * replicas, replicas, pp, tp)
+        key = (d.with_shape(tp, pp).instance_gpus * replicas, replicas, pp, tp)
         if best is None or key < best:
             best = key
     if best is None:

@@ -66,13 +66,17 @@ def launch(r: FitResult, spec: ModelSpec, given: str, engine: str, moved: str | 
     """The command (and, for TensorRT-LLM, its YAML file) as shell text; ``moved`` says why the
     shape is not the one asked for."""
     model, model_note = model_reference(spec, given)
-    # per engine instance: data-parallel replicas share the requests
-    requests = -(-r.concurrency // r.replicas) if r.concurrency is not None else r.max_concurrency
+    # per rank: data-parallel ranks and replicas share the requests (the engine's flag may take a total)
+    ranks = r.replicas * r.dp
+    requests = -(-r.concurrency // ranks) if r.concurrency is not None else r.max_concurrency
     util = r.required_gpu_util if r.concurrency is not None else r.gpu_util
-    each = f" ({requests} per replica)" if r.replicas > 1 and r.concurrency is not None else (
-        " per replica" if r.replicas > 1 else "")
+    unit = "replica" if r.dp == 1 else "DP rank"
+    each = f" ({requests} per {unit})" if ranks > 1 and r.concurrency is not None else (
+        f" per {unit}" if ranks > 1 else "")
     asked = r.concurrency if r.concurrency is not None else requests
-    head = [f"# kvcalc fit: {r.model}, {_count(r.gpus, 'GPU')}, TP {r.tp} x PP {r.pp}, {_count(asked, 'request')}"
+    layout = "".join(f", {k} {v}" for k, v in (("DP", r.dp), ("EP", r.ep), ("DCP", r.dcp)) if v > 1)
+    head = [f"# kvcalc fit: {r.model}, {_count(r.gpus, 'GPU')}, TP {r.tp} x PP {r.pp}{layout}, "
+            f"{_count(asked, 'request')}"
             f"{each} of {r.context} tokens, {engine} rules"]
     if moved:
         head.append(f"# {moved}")
@@ -85,6 +89,6 @@ def launch(r: FitResult, spec: ModelSpec, given: str, engine: str, moved: str | 
                     "shape of up to 512 GPUs does; the fraction below is --gpu-util")
         util = r.gpu_util
     kv_value, kv_what = _kv_dtype(engine, r, spec)
-    launched = -(-r.concurrency // r.replicas) if r.concurrency is not None else None  # -n, else the engine's
+    launched = requests if r.concurrency is not None else None  # per rank as asked (-n), else the engine's
     lines = engines.get(engine, r.engine_version).launch_lines(r, model, launched, util, kv_value, kv_what)
     return "\n".join(head + lines) + "\n"

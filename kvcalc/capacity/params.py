@@ -169,3 +169,43 @@ def _count(spec: ModelSpec) -> ParamCount | None:
         expert_parameters=expert,
         routed=routed,
     )
+
+
+def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
+    """(attention and mixer matrix weights split over attention TP, those every GPU holds whole) of
+    the whole model. Whole: MLA's down projections (q_a and kv_a, ReplicatedLinear in vLLM's
+    deepseek_v2.py 494/518 and 966/1059 and SGLang's fused_qkv_a_proj_with_mqa, deepseek_v2.py
+    2070) and DeepSeek-V3.2's indexer (vLLM deepseek_v2.py 703/717: wq_b replicated, wk with
+    disable_tp)."""
+    w = spec.weights
+    if w is None or spec.hidden_size is None:
+        return 0, 0
+    hidden = spec.hidden_size
+    split = whole = 0
+    for name in spec.layers.order():
+        kind = spec.layers.kinds[name]
+        if isinstance(kind, NoKVLayer):
+            split += w.mixer_parameters[name]
+            continue
+        a = spec.attention_of(name)
+        matrices, _ = attention_parameters(a, hidden, w)
+        if isinstance(a, MLAAttention):
+            down = hidden * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
+            if a.indexer is not None:
+                down += indexer_parameters(a, hidden)[0]
+            split += matrices - down
+            whole += down
+        else:
+            split += matrices
+    return split, whole
+
+
+def shared_expert_matrices(spec: ModelSpec) -> int:
+    """Matrix weights of every MoE layer's shared experts, the whole model."""
+    w = spec.weights
+    if w is None or w.moe is None or not w.moe.shared_experts or spec.hidden_size is None:
+        return 0
+    moe = w.moe
+    layers = sum(moe.is_moe_layer(i) for i in range(spec.layers.count))
+    return layers * moe.shared_experts * _mlp("gated", spec.hidden_size,
+                                               moe.shared_intermediate_size or moe.intermediate_size)

@@ -18,6 +18,8 @@ checkpoints keep them:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvcalc.capacity.params import ParamCount
 
 INT4_GROUP = 128
@@ -45,26 +47,81 @@ def weights_bytes(count: ParamCount, dtype: str) -> int:
 VOCAB_PADDING = 64  # vLLM's VocabParallelEmbedding pads the vocabulary to a multiple of 64
 
 
+def matrix_bytes(n: int, routed: int, dtype: str) -> int:
+    """Bytes of ``n`` matrix weights inside the layers, ``routed`` of them routed experts' (mxfp4
+    shrinks only those), stored as ``dtype``."""
+    if dtype == "fp32":
+        return 4 * n
+    if dtype in ("bf16", "fp16"):
+        return 2 * n
+    if dtype in ("fp8", "int8"):
+        return n
+    if dtype == "int4":
+        groups = -(-n // INT4_GROUP)
+        return -(-n // 2) + 2 * groups + -(-groups // 2)
+    if dtype == "mxfp4":
+        return -(-routed // 2) + -(-routed // MXFP4_BLOCK) + 2 * (n - routed)
+    raise ValueError(f"unknown weights dtype {dtype!r}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many ways each part of the weights is split on one GPU (1: whole on every GPU), as an
+    engine places them for a layout (``engines/``: vLLM's TP, DP and EP, SGLang's attention DP).
+
+    ``replicated`` is the matrix weights every GPU holds whole whatever the TP (MLA's down
+    projections, DeepSeek-V3.2's indexer); ``attention`` the other attention (and mixer)
+    matrices; ``routed`` the routed experts' (their count, ``ParamCount.routed``); ``dense`` the
+    rest (dense MLPs, shared experts)."""
+
+    attention: int
+    dense: int
+    routed: int
+    embedding: int
+    head: int
+    shared: int | None = None  # shared experts, when not split as the dense MLPs are
+
+    @classmethod
+    def tensor_parallel(cls, tp: int) -> Placement:
+        return cls(tp, tp, tp, tp, tp)
+
+
 def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool, layers: int,
-                    stages: list[int], tp: int, extra: int = 0) -> int:
+                    stages: list[int], tp: int, extra: int = 0, placement: Placement | None = None,
+                    attention: int = 0, replicated: int = 0, shared: int = 0) -> int:
     """Bytes of weights on the fullest GPU as engines load them (vLLM's layers): the matrices
-    inside the layers split over TP, norms, biases and routers whole on every GPU, the
-    embedding and the head split over TP by rows of a vocabulary padded to 64, the embedding on
-    the first pipeline stage and the head (a copy of a tied one at PP > 1) on the last.
-    ``stages``: layers per pipeline stage; ``extra``: parameters outside the layers (a vision
-    tower), split over TP on the first stage."""
+    inside the layers split as ``placement`` says (default: all over TP), norms, biases and
+    routers whole on every GPU, the embedding and the head split by rows of a vocabulary padded
+    to 64, the embedding on the first pipeline stage and the head (a copy of a tied one at
+    PP > 1) on the last. ``stages``: layers per pipeline stage; ``extra``: parameters outside
+    the layers (a vision tower), split like the embedding on the first stage; ``attention``
+    and ``replicated``: the attention matrices split over attention TP and those held whole
+    (part of ``count.linear``). Parts split the same number of ways are converted to bytes
+    together."""
+    place = placement or Placement.tensor_parallel(tp)
     wide = 4 if dtype == "fp32" else 2  # what is not a matrix inside a layer stays 16-bit (fp32: 32-bit)
-    linear = weights_bytes(count, dtype) - wide * (count.total - count.linear)
+    if place.shared is None:
+        shared = 0  # split with the dense MLPs
+    rest = count.linear - attention - replicated - count.routed - shared
+    ways: dict[int, list[int]] = {}  # ways split -> [matrix weights, of them routed]
+    for n, routed, split in ((replicated, 0, 1), (attention, 0, place.attention), (rest, 0, place.dense),
+                             (shared, 0, place.shared or 1), (count.routed, count.routed, place.routed)):
+        if n:
+            group = ways.setdefault(split, [0, 0])
+            group[0] += n
+            group[1] += routed
+    parts = [(matrix_bytes(n, routed, dtype), split) for split, (n, routed) in ways.items()]
     padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
-    rows = -(-padded // tp) * hidden * wide  # one TP rank's share of an embedding or head
+    embedding_rows = -(-padded // place.embedding) * hidden * wide  # one rank's share of the embedding
+    head_rows = -(-padded // place.head) * hidden * wide
     token_embedding = vocab * hidden
     other_embedding = max(count.embedding - token_embedding, 0)  # positions, token types, embedding norm
     fullest = 0
     for i, n in enumerate(stages):
-        here = -(-linear * n // (layers * tp)) + wide * ((count.other - extra) * n // layers)
+        here = sum(-(-b * n // (layers * split)) for b, split in parts) + wide * ((count.other - extra) * n // layers)
         if i == 0:
-            here += rows + wide * other_embedding + -(-wide * extra // tp)
+            here += embedding_rows + wide * other_embedding + -(-wide * extra // place.embedding)
         if i == len(stages) - 1 and (not tied or len(stages) > 1):
-            here += rows
+            here += head_rows
         fullest = max(fullest, here)
     return fullest

@@ -25,10 +25,13 @@ from kvcalc.commands.options import (
     BatchedTokensOpt,
     BlockSizeOpt,
     ContextOpt,
+    DCPOpt,
+    DPOpt,
     EagerOpt,
     EmitOpt,
     EngineOpt,
     EngineVersionOpt,
+    EPOpt,
     GPUCatalogOpt,
     GPUMemoryOpt,
     GPUOpt,
@@ -95,6 +98,9 @@ def fit_cmd(
     gpus: GPUsOpt = None,
     tp: TPOpt = None,
     pp: PPOpt = None,
+    dp: DPOpt = None,
+    ep: EPOpt = None,
+    dcp: DCPOpt = None,
     context: ContextOpt = None,
     concurrency: Annotated[
         int | None,
@@ -227,7 +233,7 @@ def fit_cmd(
                         speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
     d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
                     gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
-                    kv_dtype=kv_dtype, platform=platform, switches=switches)
+                    kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)
     spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
     check_strict([spec], strict)
     warn(spec_warnings(spec, context is not None))
@@ -254,7 +260,12 @@ def fit_cmd(
                      engine, cpu_kv, host_bandwidth, tier_backend)
     results = []
     try:
-        if tp is None and gpus is not None and gpus > (pp or 1):
+        if tp is None and gpus is not None and (dp or ep or dcp):
+            from kvcalc.capacity.deployment import layout_shape
+
+            d = layout_shape(d, gpus)
+            notes.append(d.shape_note)
+        elif tp is None and gpus is not None and gpus > (pp or 1):
             from kvcalc.capacity.fit import best_shape
 
             d = best_shape(spec, d, gpus, contexts[0], weights, extras=extras) if pp is None else \

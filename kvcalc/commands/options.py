@@ -257,6 +257,24 @@ GPUMemoryOpt = Annotated[
 ]
 
 
+DPOpt = Annotated[
+    int | None,
+    typer.Option("--dp", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Data-parallel attention ranks, each its own KV pool and requests: vLLM --data-parallel-size "
+                      "(whole TP groups), SGLang --attn-dp-size (attention TP = --tp / --dp)."),
+]
+EPOpt = Annotated[
+    int | None,
+    typer.Option("--ep", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Expert-parallel size (vLLM: tp x dp, --enable-expert-parallel; SGLang --ep-size)."),
+]
+DCPOpt = Annotated[
+    int | None,
+    typer.Option("--dcp", parser=whole(1, 4096), metavar="INTEGER",
+                 help="vLLM --decode-context-parallel-size: a request's KV interleaved over this many TP ranks."),
+]
+
+
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",

@@ -13,6 +13,7 @@ from kvcalc.commands.options import (
     BatchOpt,
     ContextOpt,
     DeviceOpt,
+    DPOpt,
     EngineOpt,
     JsonOpt,
     KVDtypeOpt,
@@ -51,6 +52,7 @@ def verify_cmd(
     mla_layout: MLALayoutOpt = "latent",
     tp: TPOpt = None,
     pp: PPOpt = None,
+    dp: DPOpt = None,
     engine: EngineOpt = None,
     all_presets: AllOpt = False,
     reference: Annotated[
@@ -71,7 +73,8 @@ def verify_cmd(
     """
     context = one_context(context)
     if reference is not None:
-        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--engine": engine is not None,
+        given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--dp": dp is not None,
+                 "--engine": engine is not None,
                  "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}
         clash = [name for name, on in given.items() if on]
         if clash:
@@ -98,15 +101,15 @@ def verify_cmd(
     if all_presets:
         if model is not None:
             raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
-        if tp is not None or pp is not None or engine is not None:
+        if tp is not None or pp is not None or dp is not None or engine is not None:
             raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
         _verify_all(preset_dirs_of(preset_dir), layers, json_out, options)
         return
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
-    if tp is not None or pp is not None:
+    if tp is not None or pp is not None or dp is not None:
         spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
-        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, options)
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, {**options, "dp": dp or 1})
         return
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
@@ -160,7 +163,7 @@ def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out
     try:
         result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
     except FitUsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tp/--pp") from None
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp") from None
     if json_out:
         print_json(result.to_dict())
     else:

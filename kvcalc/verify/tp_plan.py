@@ -12,13 +12,16 @@ Two sides, kept apart so the comparison can fail:
   its share of the built layers by vLLM's ``get_pp_indices`` (``fit.stage_layers``).
 
 Ranks are numbered stage-major, tensor-parallel rank innermost: ``rank = stage * tp + t``.
+With ``--dp D`` (issue 21) there are D such groups, each with its own requests (its own inputs
+and caches): ``rank = dp_rank * tp * pp + stage * tp + t``, ``tp`` here being the attention TP the
+engine gives (vLLM: --tp, each DP rank a whole TP group; SGLang: --tp / D inside one TP group).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from kvcalc.capacity.deployment import FitUsageError, check_shape, deployment
+from kvcalc.capacity.deployment import FitUsageError, check_layout, check_shape, deployment
 from kvcalc.capacity.fit import Weights, fit
 from kvcalc.capacity.layers import stage_layers
 from kvcalc.errors import KvcalcError
@@ -59,6 +62,7 @@ class RankPlan:
     tp_rank: int
     layer_indices: tuple[int, ...]  # in the whole model
     kinds: tuple[KindShare, ...]
+    dp_rank: int = 0  # which data-parallel rank's requests it holds
 
     @property
     def analytic_bytes(self) -> int:
@@ -82,10 +86,12 @@ class TPPlan:
     stages: tuple[tuple[int, ...], ...]  # layer indices per pipeline stage
     ranks: tuple[RankPlan, ...]
     notes: tuple[str, ...] = ()
+    dp: int = 1  # data-parallel ranks, each a group of tp x pp ranks with its own requests
+    engine_tp: int | None = None  # the --tp the engine was given (SGLang: tp x dp of attention groups)
 
     @property
     def world(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
     @property
     def analytic_bytes(self) -> int:
@@ -146,9 +152,10 @@ def kind_spec(spec: ModelSpec, name: str, layers: int) -> ModelSpec:
     return ModelSpec.model_validate(data)
 
 
-def fit_share(spec: ModelSpec, name: str, layers: int, tp: int, engine: str, plan: Plan) -> KindShare:
-    """fit's per-GPU bytes per token for ``layers`` layers of kind ``name``, times the tokens held."""
-    d = deployment(engine, None, tp=tp, kv_dtype=plan.kv_dtype, reserve=0)
+def fit_share(spec: ModelSpec, name: str, layers: int, tp: int, engine: str, plan: Plan, dp: int = 1) -> KindShare:
+    """fit's per-GPU bytes per token for ``layers`` layers of kind ``name``, times the tokens held
+    (``tp`` and ``dp`` as the engine is given them: fit decides the attention TP)."""
+    d = deployment(engine, None, tp=tp, kv_dtype=plan.kv_dtype, reserve=0, dp=dp)
     result = fit(kind_spec(spec, name, layers), d, plan.context, weights=Weights(total_bytes=0), search_min=False)
     tokens = {g.name: g.tokens for g in plan.analytic.groups}[name]
     expected = {g.name: g.tokens for g in (plan.paged or plan.analytic).groups}[name]
@@ -174,10 +181,16 @@ def make_tp_plan(
     cache: str = "static",
     kv_dtype: str | None = None,
     mla_layout: str = "latent",
+    dp: int = 1,
 ) -> TPPlan:
-    """Raises FitUsageError for a shape or option that cannot be verified this way (exit 2)."""
-    if tp < 1 or pp < 1:
-        raise FitUsageError("--tp and --pp must be at least 1")
+    """Raises FitUsageError for a shape or option that cannot be verified this way (exit 2).
+    ``tp`` and ``dp`` are the engine's flags; the ranks split heads over its attention TP."""
+    if tp < 1 or pp < 1 or dp < 1:
+        raise FitUsageError("--tp, --pp and --dp must be at least 1")
+    engine_tp = tp
+    layout = deployment(engine, None, tp=tp, dp=dp)
+    check_layout(spec, layout)  # DP as the engine allows it (SGLang: dividing TP)
+    tp = layout.attention_tp  # what one attention layer's heads are split over
     check_shape(spec, tp, 1)  # TP divides the attention heads, as fit requires
     if any(getattr(spec.attention_of(n), "indexer", None) is not None
            for n, k in spec.layers.kinds.items() if k.type != "none"):
@@ -214,11 +227,16 @@ def make_tp_plan(
         counts: dict[str, int] = {}
         for index in indices:
             counts[order[index]] = counts.get(order[index], 0) + 1
-        shares = tuple(fit_share(spec, name, n, tp, engine, plan) for name, n in counts.items()
+        shares = tuple(fit_share(spec, name, n, engine_tp, engine, plan, dp) for name, n in counts.items()
                        if not isinstance(kinds[name], NoKVLayer) and not spec.is_encoder)
         for t in range(tp):
             ranks.append(RankPlan(rank=stage * tp + t, stage=stage, tp_rank=t, layer_indices=indices, kinds=shares))
-    return TPPlan(plan=plan, tp=tp, pp=pp, engine=engine, stages=stages, ranks=tuple(ranks), notes=tuple(notes))
+    ranks = [replace(r, rank=d * tp * pp + r.rank, dp_rank=d) for d in range(dp) for r in ranks]
+    if dp > 1:
+        notes.append(f"--dp {dp}: {dp} groups of {tp * pp} rank(s), each filling its own cache with its own requests "
+                     f"(other inputs), attention split over {tp}")
+    return TPPlan(plan=plan, tp=tp, pp=pp, engine=engine, stages=stages, ranks=tuple(ranks), notes=tuple(notes),
+                  dp=dp, engine_tp=engine_tp)
 
 
 # ---- what the ranks need, before anything is allocated --------------------------------------

@@ -75,10 +75,12 @@ class Comm:
     a tensor-parallel rank (stage s sends to stage s + 1)."""
 
     def __init__(self, store, tp: int, pp: int, rank: int, backend: str):
-        self.stage, self.tp_rank = divmod(rank, tp)
+        self.dp_rank, within = divmod(rank, tp * pp)  # each data-parallel rank: groups of its own
+        self.stage, self.tp_rank = divmod(within, tp)
         self.tp, self.pp = tp, pp
-        self.tp_group = _group(store, f"tp{self.stage}", self.tp_rank, tp, backend)
-        self.pp_group = _group(store, f"pp{self.tp_rank}", self.stage, pp, backend) if pp > 1 else None
+        d = f"dp{self.dp_rank}/" if self.dp_rank else ""
+        self.tp_group = _group(store, f"{d}tp{self.stage}", self.tp_rank, tp, backend)
+        self.pp_group = _group(store, f"{d}pp{self.tp_rank}", self.stage, pp, backend) if pp > 1 else None
 
     def all_reduce(self, t: torch.Tensor) -> None:
         """Sum ``t`` over the tensor-parallel group, in place."""
@@ -116,13 +118,14 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
     spec = ModelSpec.model_validate(job["spec"])
     tpp = make_tp_plan(spec, tp=job["tp"], pp=job["pp"], engine=job["engine"], context=job["context"],
                        batch=job["batch"], layers=job["layers"], cache=job["cache"], kv_dtype=job["kv_dtype"],
-                       mla_layout=job["mla_layout"])
+                       mla_layout=job["mla_layout"], dp=job.get("dp", 1))
     device = torch.device(job["devices"][rank])
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = getattr(torch, job["compute_dtype"])
     torch.set_num_threads(job["threads"])
-    stage, tp_rank = divmod(rank, tpp.tp)
+    dp_rank, within = divmod(rank, tpp.tp * tpp.pp)
+    stage, tp_rank = divmod(within, tpp.tp)
     plan = tpp.stage_plan(stage)
     fault = job.get("fault") or {}
     mine = fault.get("rank") == rank
@@ -152,8 +155,8 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
             codec.storage = dtype  # the tests' float64 comparison: keep the cache in the compute dtype
         hidden = hidden_size(spec)
         inputs = None
-        if stage == 0:  # the same token embeddings on every first-stage rank, from the seed
-            generator = torch.Generator().manual_seed(job["seed"])
+        if stage == 0:  # the same token embeddings on every first-stage rank of a DP rank: its own requests
+            generator = torch.Generator().manual_seed(input_seed(job["seed"], dp_rank))
             inputs = torch.randn(plan.batch, plan.context, hidden, generator=generator,
                                  dtype=torch.float64).to(device, dtype)
         counters = CudaCounters(device) if device.type == "cuda" else None
@@ -214,7 +217,8 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
         kv_heads = {name: _held(layer) for name, layer in built if layer is not None}
         q_heads = {name: (layer.q_heads.start, layer.q_heads.stop) for name, layer in built if layer is not None}
         result = {
-            "rank": rank, "stage": stage, "tp_rank": tp_rank, "device": str(device), "pid": os.getpid(),
+            "rank": rank, "stage": stage, "tp_rank": tp_rank, "dp_rank": dp_rank, "device": str(device),
+            "pid": os.getpid(),
             "threads": torch.get_num_threads(), "layer_indices": list(plan.layer_indices),
             "q_heads": q_heads, "kv_heads": kv_heads,
             "measured_bytes": storage_bytes(data), "measured_by_kind": by_kind,
@@ -229,6 +233,11 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
             torch.save(torch.cat(outputs, dim=1).cpu(), buffer)
             packed = buffer.getvalue()
         return result, packed
+
+
+def input_seed(seed: int, dp_rank: int) -> int:
+    """The seed of a data-parallel rank's inputs: its own requests (rank 0: the run's seed)."""
+    return seed + 1_000_003 * dp_rank
 
 
 def _warm_up(built, codec: Codec, device, comm: Comm) -> None:

@@ -35,6 +35,7 @@ class RankResult:
     seconds: float
     pid: int
     threads: int
+    dp_rank: int = 0  # the data-parallel rank whose requests it holds
 
     @property
     def allocator_ok(self) -> bool:
@@ -49,7 +50,8 @@ class RankResult:
 
     def to_dict(self) -> dict:
         return {
-            "rank": self.rank, "stage": self.stage, "tp_rank": self.tp_rank, "device": self.device,
+            "rank": self.rank, "dp_rank": self.dp_rank, "stage": self.stage, "tp_rank": self.tp_rank,
+            "device": self.device,
             "layer_indices": list(self.layer_indices),
             "q_heads": {n: list(v) for n, v in self.q_heads.items()},
             "kv_heads": {n: (list(v) if v is not None else None) for n, v in self.kv_heads.items()},
@@ -102,10 +104,12 @@ class TPResult:
     encoder: bool = False
     notes: tuple[str, ...] = ()
     outputs: dict = field(default_factory=dict, compare=False, repr=False)  # tests: last stage's outputs
+    dp: int = 1  # data-parallel ranks, each its own requests; ``tp`` is the attention TP inside each
+    engine_tp: int | None = None  # the --tp the engine was given (SGLang: tp / dp is the attention TP)
 
     @property
     def world(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
     @property
     def analytic_bytes(self) -> int:
@@ -129,13 +133,13 @@ class TPResult:
         over the ranks, over estimate()'s one copy (fit's kv_replication when one attention kind)."""
         if not self.unsharded_bytes:
             return None
-        return float(Fraction(self.analytic_bytes, self.unsharded_bytes))
+        return float(Fraction(self.analytic_bytes, self.unsharded_bytes * self.dp))  # per DP rank's requests
 
     @property
     def measured_replication(self) -> float | None:
         if not self.unsharded_expected_bytes:
             return None
-        return float(Fraction(self.measured_bytes, self.unsharded_expected_bytes))
+        return float(Fraction(self.measured_bytes, self.unsharded_expected_bytes * self.dp))
 
     @property
     def match(self) -> bool:
@@ -147,8 +151,10 @@ class TPResult:
             "model": self.model,
             "device": self.device,
             "backend": self.backend,
-            "tp": self.tp,
+            "tp": self.engine_tp or self.tp,
             "pp": self.pp,
+            "dp": self.dp,
+            "attention_tp": self.tp,
             "engine": self.engine,
             "cache": self.cache,
             "layers": self.layers,
@@ -205,13 +211,15 @@ def _per_kind(values: dict, show) -> str:
 
 def title(r: TPResult) -> str:
     layout = f" · MLA {r.mla_layout}" if r.mla_layout else ""
-    return (f"{r.model} · TP {r.tp} x PP {r.pp} · {r.backend} on {r.device} · {r.cache} cache · "
+    dp = f" · DP {r.dp} (attention TP {r.tp})" if r.dp > 1 else ""
+    return (f"{r.model} · TP {r.engine_tp or r.tp} x PP {r.pp}{dp} · {r.backend} on {r.device} · {r.cache} cache · "
             f"{r.context:,} tokens · batch {r.batch} · {r.kv_dtype} KV{layout} · fit: {r.engine}")
 
 
 def tp_table(r: TPResult) -> Grid:
     """Each rank: what it holds, fit's per-GPU bytes for it, and what its caches measure."""
-    headers = ["rank", "stage", "layers", "query heads", "KV held", "fit B/token", "analytic B"]
+    headers = ["rank", *(["DP rank"] if r.dp > 1 else []), "stage", "layers", "query heads", "KV held",
+               "fit B/token", "analytic B"]
     headers += ["16-token blocks B"] if r.paged else []
     headers += ["measured B", ""]
     rows: list = []
@@ -219,12 +227,14 @@ def tp_table(r: TPResult) -> Grid:
         blocks = [f"{k.expected_bytes:,}"] if r.paged else []
         queries = _per_kind(k.q_heads, lambda span: f"{span[0]}-{span[1] - 1}" if span[1] - span[0] > 1
                             else str(span[0]))
-        rows.append([str(k.rank), str(k.stage), _which(k.layer_indices).split(" ", 1)[1], queries,
+        dp = [str(k.dp_rank)] if r.dp > 1 else []
+        rows.append([str(k.rank), *dp, str(k.stage), _which(k.layer_indices).split(" ", 1)[1], queries,
                      _per_kind(k.kv_heads, _heads), f"{k.bytes_per_token:,}", f"{k.analytic_bytes:,}", *blocks,
                      f"{k.measured_bytes:,}", _ok(k.match)])
     rows.append(RULE)
     blocks = [f"{r.expected_bytes:,}"] if r.paged else []
-    rows.append([Text("total", style="bold"), "", "", "", "", f"{sum(k.bytes_per_token for k in r.ranks):,}",
+    dp = [""] if r.dp > 1 else []
+    rows.append([Text("total", style="bold"), *dp, "", "", "", "", f"{sum(k.bytes_per_token for k in r.ranks):,}",
                  f"{r.analytic_bytes:,}", *blocks, Text(f"{r.measured_bytes:,}", style="bold"),
                  _ok(r.measured_bytes == r.expected_bytes)])
     right = {"fit B/token", "analytic B", "16-token blocks B", "measured B"}
@@ -251,10 +261,11 @@ def tp_lines(r: TPResult) -> list[str]:
         return list(r.notes)
     lines = [line for g in r.groups if g.kind != "none" for line in [_fit_line(r, g)] if line]
     if r.unsharded_bytes:
+        each = f" per DP rank (each of the {r.dp} its own requests)" if r.dp > 1 else ""
         lines.append(
             f"replication: the {r.world} ranks hold {r.measured_bytes:,} B measured, {r.measured_replication:g} x "
-            f"the {r.unsharded_expected_bytes:,} B of one copy of the built layers (estimate()); fit says "
-            f"{r.expected_bytes:,} B, {r.expected_bytes / r.unsharded_expected_bytes:g} x"
+            f"the {r.unsharded_expected_bytes:,} B of one copy of the built layers (estimate()){each}; fit says "
+            f"{r.expected_bytes:,} B, {r.expected_bytes / (r.unsharded_expected_bytes * r.dp):g} x"
         )
     stages = " | ".join(", ".join(str(i) for i in s) for s in r.stages)
     pipeline = f"; pipeline stages hold layers {stages}, activations sent stage to stage" if r.pp > 1 else ""

@@ -68,6 +68,28 @@ class Engine:
         """Tokens of one prefill step (what the profiling run and window charges use)."""
         return default_batched_tokens(deployment.memory_or_default, deployment.gpu_key)
 
+    # -- parallel layouts (docs/engines/parallel.md) -------------------------------------------
+    dp_adds_gpus = True  # vLLM's DP ranks are whole TP groups; SGLang's attention DP sits inside one
+    dcp_pages = False  # pages hold block x dcp tokens of a request, interleaved over the DCP ranks (vLLM)
+
+    def attention_tp(self, deployment) -> int:
+        return deployment.tp
+
+    def check_layout(self, spec, deployment) -> None:
+        """The DP, EP and DCP this engine allows; the base models none of them."""
+        from kvcalc.capacity.deployment import FitUsageError
+
+        for name, value in (("dp", deployment.dp), ("ep", deployment.ep), ("dcp", deployment.dcp)):
+            if value > 1:
+                raise FitUsageError(f"--{name} is not modelled for {self.name} (kvcalc models data-parallel "
+                                    "attention and expert parallelism for vLLM and SGLang, DCP for vLLM)")
+
+    def placement(self, spec, deployment):
+        """How each part of the weights is split on one GPU (weights.Placement): all over TP."""
+        from kvcalc.capacity.weights import Placement
+
+        return Placement.tensor_parallel(deployment.tp)
+
     # -- how a token and a state are stored ---------------------------------------------------
     def heads_per_gpu(self, kv_heads: int, tp: int) -> int:
         """vLLM and SGLang: max(1, kv // tp), replicating past the head count."""

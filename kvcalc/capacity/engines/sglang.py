@@ -67,6 +67,40 @@ class SGLang(Engine):
         self.label = (f"SGLang {self.version}: --mem-fraction-static of the memory free before the weights "
                       "load; token pool with --page-size 1")
 
+    # -- parallel layouts (docs/engines/parallel.md) ------------------------------------------------
+    dp_adds_gpus = False  # attention DP runs inside the TP group (server_args.py 581-589)
+
+    def attention_tp(self, deployment) -> int:
+        """attn_tp_size = tp_size // attn_dp_size (runtime_context.py 73-76)."""
+        return deployment.tp // deployment.dp
+
+    def check_layout(self, spec, deployment) -> None:
+        from kvcalc.capacity.deployment import FitUsageError
+
+        d = deployment
+        if d.tp % d.dp:
+            raise FitUsageError(f"--dp {d.dp} must divide --tp {d.tp}: SGLang's attention DP splits the TP group "
+                                "(arg_groups/parallel_hook.py: assert tp_size % attn_dp_size == 0)")
+        if d.dp > 1 and d.replicas > 1:
+            raise FitUsageError("SGLang refuses data-parallel replicas with attention DP (--dp-size with "
+                                "--attn-dp-size, arg_groups/parallel_hook.py); give --gpus equal to --tp")
+        if d.tp % d.ep:
+            raise FitUsageError(f"--ep {d.ep} must divide --tp {d.tp}: SGLang's MoE TP is what is left of tp_size "
+                                "after expert parallelism (arg_groups/fields/parallel.py moe_tp_size)")
+        if d.dcp > 1:
+            raise FitUsageError("--dcp is modelled for vLLM only (SGLang's --dcp-size is not followed)")
+
+    def placement(self, spec, deployment):
+        """With attention DP: attention projections and the input embedding over attention TP
+        (deepseek_v2.py 2078-2161 parallel_group "attn_tp"; vocab_parallel_embedding.py 185), the head
+        over TP (enable_dp_lm_head off: deepseek_v2.py 3291-3296), dense MLPs and shared experts over
+        TP (moe_dense_tp_size unset; deepseek_v2.py 888-896, 2665), routed experts over EP x MoE TP =
+        TP."""
+        from kvcalc.capacity.weights import Placement
+
+        tp, attn = deployment.tp, self.attention_tp(deployment)
+        return Placement(attention=attn, dense=tp, routed=tp, embedding=attn, head=tp)
+
     def smi_mib(self, deployment) -> float:
         """nvidia-smi's total in MiB (the catalog's), else the CUDA total SGLang falls back to."""
         return (deployment.smi_memory or deployment.memory_or_default) / MiB
@@ -84,6 +118,8 @@ class SGLang(Engine):
         parts = {"base": 512.0, "activations": max(chunk, 2048) * 1.5,
                  "parallel": deployment.tp * deployment.pp / 8 * 1024}
         parts["decode_graphs"] = 0.0 if eager else max_bs * 2.0
+        if deployment.dp > 1:  # attention DP pads batches (memory_hook.py 370-378), graphs or not
+            parts["dp_attention"] = max_bs * deployment.dp * (3.0 + (1.5 if max_bs > 300 else 0.0))
         prefill_graph = not eager and deployment.pp == 1  # off at PP > 1 (cuda_graph_hook.py 125-315)
         sizes = prefill_graph_sizes(min(8192, chunk) if mla else chunk)
         parts["prefill_graphs"] = 0.0 if not prefill_graph else (1536.0 if mla else 8.0 * len(sizes))
@@ -233,13 +269,18 @@ class SGLang(Engine):
         flags = [("--model-path", model, ""), ("--tp-size", r.tp, ""), ("--pp-size", r.pp, "")]
         if r.replicas > 1:
             flags.append(("--dp-size", r.replicas, "replicas"))
+        if r.dp > 1:
+            flags.append(("--attn-dp-size", r.dp, f"attention DP: attention TP {r.attention_tp}, a KV pool per rank"))
+        if r.ep > 1:
+            flags.append(("--ep-size", r.ep, "routed experts over this many GPUs"))
         flags += [
             ("--context-length", r.context, "tokens per request"),
             ("--mem-fraction-static", f"{util:.3f}" if r.concurrency is None else f"{util:.2f}",
              "weights + KV pool as a fraction of the memory free before loading"),
         ]
-        if requests:
-            flags.insert(4, ("--max-running-requests", requests, "requests held at once, as asked (-n)"))
+        if requests:  # SGLang divides --max-running-requests by attn_dp_size (kv_cache_configurator.py)
+            flags.insert(-1, ("--max-running-requests", requests * r.dp, "requests held at once, as asked (-n)" + (
+                f", all {r.dp} attention-DP ranks together" if r.dp > 1 else "")))
         comments = [f"counted by SGLang {r.engine_version}'s rules"]
         if not requests:
             comments.append("--max-running-requests left to SGLang: it derives it from the pool (max_total_num_tokens)")
@@ -271,5 +312,6 @@ class SGLang(Engine):
             flags.append(("--speculative-algorithm", "NEXTN", "the model's MTP layers (SGLang's name for them)"))
         if r.concurrency is not None:
             tokens = requests * r.context
-            comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens)")
+            comments.append(f"or exactly: --max-total-tokens {tokens} (the KV pool in tokens"
+                            + (", per attention-DP rank" if r.dp > 1 else "") + ")")
         return command_lines("python -m sglang.launch_server", flags, comments)

@@ -102,6 +102,53 @@ class VLLM(Engine):
     def default_util(self, spec, deployment) -> Fraction:
         return self.rules.gpu_util
 
+    # -- parallel layouts (docs/engines/parallel.md) ------------------------------------------------
+    dcp_pages = True  # AttentionSpec.dcp_sharded: a page of block tokens per rank covers block x dcp tokens
+
+    def check_layout(self, spec, deployment) -> None:
+        """--data-parallel-size: whole TP groups (config/parallel.py 972, world x dp); experts over
+        tp x dp, and with --enable-expert-parallel ep_size = tp x dp (fused_moe/config.py 1197-1240);
+        DCP within TP (parallel.py 596-601) and, for GQA, only past the KV heads (config/model.py
+        1578-1606); a request's pages each hold block x dcp tokens (kv_cache_interface.py 610-648)."""
+        from kvcalc.capacity.deployment import FitUsageError, kv_heads
+
+        d = deployment
+        if d.ep > 1 and d.ep != d.tp * d.dp:
+            raise FitUsageError(f"--ep {d.ep}: vLLM's --enable-expert-parallel spreads experts over tp x dp = "
+                                f"{d.tp * d.dp} GPUs (fused_moe/config.py FusedMoEParallelConfig.make): use --ep "
+                                f"{d.tp * d.dp}" + ("" if d.tp * d.dp > 1 else " with --tp or --dp above 1"))
+        if d.dcp == 1:
+            return
+        if d.tp % d.dcp:
+            raise FitUsageError(f"--dcp {d.dcp} must divide --tp {d.tp}: vLLM's decode context parallelism reuses "
+                                "the TP ranks (config/parallel.py: tp_size must be divisible by dcp_size)")
+        if any(k.type in ("sliding", "chunked", "none") for k in spec.layers.kinds.values()):
+            raise FitUsageError(f"--dcp with {spec.name}'s sliding, chunked or state layers is not modelled "
+                                "(kvcalc models DCP for full attention and MLA)")
+        heads = {spec.attention_of(n).heads for n, k in spec.layers.kinds.items()}
+        for kv in sorted(kv_heads(spec)):
+            if d.tp <= kv:
+                raise FitUsageError(f"--dcp {d.dcp} with a GQA model needs --tp above its {kv} KV heads (vLLM "
+                                    f"config/model.py: DCP shards the heads TP replicates); --tp {d.tp} replicates "
+                                    "none")
+            if d.dcp > d.tp // kv:
+                raise FitUsageError(f"--dcp {d.dcp} is more than tp // kv_heads = {d.tp} // {kv} = {d.tp // kv}, "
+                                    "the copies of each KV head TP makes (vLLM config/model.py)")
+            if any((h // kv) % d.dcp for h in heads):
+                raise FitUsageError(f"--dcp {d.dcp} must divide the {min(heads) // kv} query heads per KV head of "
+                                    f"{spec.name} (vLLM config/model.py)")
+
+    def placement(self, spec, deployment):
+        """Attention, dense MLPs, shared experts, embedding and head split over TP within each DP rank;
+        routed experts over tp x dp (EP or not: FusedMoEParallelConfig.flatten_tp_across_dp_and_pcp)."""
+        from kvcalc.capacity.weights import Placement
+
+        tp, dp = deployment.tp, deployment.dp
+        # sequence-parallel MoE (config/parallel.py 768-784: EP, TP > 1 and DP > 1 with the default
+        # allgather_reducescatter backend) replicates DeepSeek's shared experts (deepseek_v2.py 252-275, 364-369)
+        shared = 1 if deployment.ep > 1 and tp > 1 and dp > 1 else None
+        return Placement(attention=tp, dense=tp, routed=tp * dp, embedding=tp, head=tp, shared=shared)
+
     # vllm/v1/worker/utils.py request_memory: math.ceil(total x utilization)
     def requested_bytes(self, memory: int, fraction: Fraction) -> int:
         return cdiv(memory * fraction.numerator, fraction.denominator)
@@ -171,7 +218,8 @@ class VLLM(Engine):
         """gpu_worker.determine_available_memory: the profiling run's activation peak at
         max_num_batched_tokens (and the sampler's logits), non-torch memory, CUDA graphs."""
         parts = estimate_activations(spec, deployment.tp, batched, max_seqs(deployment))
-        parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if deployment.tp * deployment.pp > 1 else 0)
+        ranks = deployment.tp * deployment.pp * deployment.dp
+        parts["non_torch"] = NON_TORCH + (NON_TORCH_PARALLEL if ranks > 1 else 0)
         if self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
             parts["cuda_graphs"] = CUDA_GRAPHS
         elif not self.rules.cuda_graphs_profiled and not deployment.switches.enforce_eager:
@@ -185,6 +233,7 @@ class VLLM(Engine):
         block count is the smallest any worker can afford."""
         notes = []
         block = deployment.block_size or self.default_block(spec, deployment)
+        dcp = deployment.dcp  # each page of ``block`` tokens per rank covers block x dcp tokens of a request
         in_flight = self.window_in_flight(deployment, batched)
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
@@ -243,7 +292,7 @@ class VLLM(Engine):
                 return cdiv(min(t.span - 1 + in_flight, length), b) + 1
             if t.kind == "chunked":  # ChunkedLocalAttentionSpec
                 return cdiv(min(t.span + in_flight, length), b)
-            return cdiv(length, b)
+            return cdiv(length, b * dcp)
 
         def needs(length: int) -> int:
             return sum(groups[t.name] * pages(t, length) for t in types)
@@ -253,7 +302,7 @@ class VLLM(Engine):
         shared = 0
         if deployment.shared_prefix and deployment.switches.prefix_caching is not False:
             prefix = min(deployment.shared_prefix, context)
-            shared = sum(groups[t.name] * (prefix // blocks_of[t.name]) for t in attention if t.kind == "full")
+            shared = sum(groups[t.name] * (prefix // (blocks_of[t.name] * dcp)) for t in attention if t.kind == "full")
         held = (blocks - shared) // (per_request - shared) if blocks > shared and per_request > shared else 0
         bits = {t.name: t.token_bits for t in types}
         state_of = {t.name: t.state_bytes for t in types}
@@ -266,8 +315,8 @@ class VLLM(Engine):
         return Capacity(
             block_size=block,
             blocks=blocks,
-            tokens=blocks * block,
-            per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8) for s in stages),
+            tokens=blocks * block * dcp,
+            per_token_bytes=max(cdiv(sum(n * bits.get(k, 0) for k, n in s.items()), 8 * dcp) for s in stages),
             state_bytes_per_request=max(sum(n * state_of.get(k, 0) for k, n in s.items()) for s in stages),
             max_concurrency=held if shared else blocks // per_request,
             concurrency_exact=exact,
@@ -342,8 +391,17 @@ class VLLM(Engine):
     def launch_lines(self, r, model: str, requests: int | None, util: float, kv_value: str | None,
                      kv_what: str) -> list[str]:
         flags = [("--tensor-parallel-size", r.tp, ""), ("--pipeline-parallel-size", r.pp, "")]
-        if r.replicas > 1:
+        extra = []
+        if r.dp > 1:
+            flags.append(("--data-parallel-size", r.dp, "DP ranks, each a whole TP group with its own KV pool"))
+            if r.replicas > 1:
+                extra.append(f"run {r.replicas} copies of this command (replicas of the whole DP group)")
+        elif r.replicas > 1:
             flags.append(("--data-parallel-size", r.replicas, "replicas"))
+        if r.ep > 1:
+            flags.append(("--enable-expert-parallel", None, f"routed experts over tp x dp = {r.ep} GPUs"))
+        if r.dcp > 1:
+            flags.append(("--decode-context-parallel-size", r.dcp, "each request's KV interleaved over these ranks"))
         flags += [
             ("--max-model-len", r.context, "tokens per request"),
             ("--max-num-seqs", requests or default_max_seqs(r.deployment["gpu_memory_bytes"] or DEFAULT_MEMORY,
@@ -353,7 +411,9 @@ class VLLM(Engine):
              "more if shorter"),
             ("--gpu-memory-utilization", f"{util:.2f}", "fraction of total memory per GPU"),
         ]
-        comments = [f"counted by vLLM {r.engine_version}'s rules"]
+        comments = [f"counted by vLLM {r.engine_version}'s rules", *extra]
+        if r.dp > 1:
+            comments.append("--max-num-seqs applies to each DP rank (config/scheduler.py)")
         if kv_value is None:
             comments.append(f"vLLM has no --kv-cache-dtype for {kv_what}; left out")
         else:
