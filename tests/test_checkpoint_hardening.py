@@ -1,7 +1,7 @@
 """Hostile safetensors checkpoints on disk: every one is refused with one line, fast, with no
 traceback, no hang and no read of a file outside the model's folder. ``HOSTILE_HEADERS`` is
 shared with tests/test_hub_hardening.py, which serves the same headers from a local Hub:
-the one validator (``capacity.checkpoint.parse_header``) must answer both alike."""
+the one validator (``sources.checkpoint.parse_header``) must answer both alike."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kvcalc.capacity.checkpoint import MAX_HEADER, MAX_INDEX, checkpoint_bytes
 from kvcalc.errors import PresetError
+from kvcalc.sources.checkpoint import MAX_HEADER, MAX_INDEX, checkpoint_bytes
 
 ROOT = Path(__file__).parent.parent
 LLAMA = ROOT / "tests" / "fixtures" / "configs" / "llama-3-8b" / "config.json"

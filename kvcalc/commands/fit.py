@@ -69,7 +69,7 @@ from kvcalc.terminal import clean
 def _checkpoint_of(model: str, revision: str | None = None, notes: list | None = None):
     """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
     id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
-    from kvcalc.capacity.checkpoint import checkpoint_bytes
+    from kvcalc.sources.checkpoint import checkpoint_bytes
     from kvcalc.sources.resolve import is_hub_ref, looks_like_path
 
     if is_hub_ref(model):

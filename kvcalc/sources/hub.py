@@ -16,7 +16,7 @@ id is given. What kvcalc does differently from a bare ``hf_hub_download``:
   (``DEADLINE`` request timeouts), and a partial file removed. kvcalc therefore downloads
   config.json itself, into the cache's documented layout (``blobs/<etag>``,
   ``snapshots/<commit>/config.json``, ``refs/<revision>``), which the library then reads;
-- safetensors headers are read with ranged GETs and checked by ``capacity.checkpoint``'s
+- safetensors headers are read with ranged GETs and checked by ``sources.checkpoint``'s
   one validator, exactly as a local file's.
 
 Every failure is a one-line ``HubError``: gated, not found, no config.json, unreachable,
@@ -166,7 +166,7 @@ def fetch_config(repo_id: str, revision: str | None = None) -> HubConfig:
 
 def fetch_checkpoint(repo_id: str, revision: str | None = None):
     """The checkpoint's bytes from the safetensors headers on the Hub (a few KiB per shard,
-    never a weight), as a ``capacity.checkpoint.Checkpoint``; None when the repo has no
+    never a weight), as a ``sources.checkpoint.Checkpoint``; None when the repo has no
     safetensors files. Raises HubError when the headers cannot be had or are not valid."""
     revision = _checked_revision(revision)
     hub = _library()
@@ -273,7 +273,7 @@ def _link(blob: Path, pointer: Path) -> None:
 
 
 def _read_checkpoint(hub, repo_id: str, revision: str, deadline: float):
-    from kvcalc.capacity.checkpoint import INDEX, MAX_INDEX, combine, parse_index
+    from kvcalc.sources.checkpoint import INDEX, MAX_INDEX, combine, parse_index
 
     errors = _errors(hub)
     missing = getattr(errors, "EntryNotFoundError", ())
@@ -306,7 +306,7 @@ def _read_checkpoint(hub, repo_id: str, revision: str, deadline: float):
 def _remote_header(hub, url: str, origin: str, deadline: float):
     """One shard's header by ranged GETs (its first 100 kB, then the rest if longer), checked
     by the validator local files use."""
-    from kvcalc.capacity.checkpoint import header_length, parse_header
+    from kvcalc.sources.checkpoint import header_length, parse_header
 
     first, size = _get(hub, url, deadline, most=8 + FIRST_READ, what=origin, byte_range=0)
     length = header_length(first[:8], origin)

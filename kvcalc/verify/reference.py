@@ -28,7 +28,6 @@ Known conventions that make transformers differ from kvcalc, each recognised by 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,6 @@ from kvcalc.dtypes import DTYPE_BITS
 from kvcalc.errors import KvcalcError, PresetError
 from kvcalc.spec import ChunkedLayer, MLAAttention, ModelSpec, NoKVLayer, SlidingLayer
 
-REFERENCES = ("transformers",)
 TRANSFORMERS_HINT = (
     "kvcalc verify --reference transformers needs transformers and PyTorch: pip install 'kvcalc[transformers,torch]'"
 )
@@ -517,7 +515,3 @@ def reference_verdict(c: Comparison) -> str:
                 "every difference is a known convention")
     bad = ", ".join(r.name for r in c.rows if not r.explained)
     return f"UNEXPLAINED: {bad} differ and no known convention says why"
-
-
-def comparison_json(c: Comparison) -> str:
-    return json.dumps(c.to_dict(), indent=2)
