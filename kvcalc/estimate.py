@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from kvcalc.dtypes import DTYPE_BITS
+from kvcalc.dtypes import DTYPE_BITS, row_scale_bits
 from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
 
 MLALayout = Literal["latent", "expanded"]
@@ -115,7 +115,8 @@ def estimate(
             )
         else:
             attention = spec.attention_of(name)
-            per_token_bits = attention.kv_elements_per_token(mla_layout) * bits * layers
+            per_token_bits = layers * (attention.kv_elements_per_token(mla_layout) * bits + sum(
+                rows * row_scale_bits(kv_dtype, width) for rows, width in attention.kv_rows_per_token(mla_layout)))
             held = tokens_held(kind, context)
             groups.append(
                 GroupEstimate(

@@ -79,6 +79,10 @@ class DenseAttention(_Frozen):
         """K and V elements one token adds to one layer's cache: kv_heads x (k_dim + v_dim)."""
         return self.kv_heads * (self.head_dim + self.v_dim)
 
+    def kv_rows_per_token(self, mla_layout: str = "latent") -> list[tuple[int, int]]:
+        """(rows, width) one token adds to one layer: a K and a V vector per KV head."""
+        return [(self.kv_heads, self.head_dim), (self.kv_heads, self.v_dim)]
+
 
 def head_widths(attention: DenseAttention) -> str:
     """'128' when K and V heads are equally wide, 'k192/v128' when they differ."""
@@ -147,6 +151,11 @@ class MLAAttention(_Frozen):
             return self.heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
         # one latent c_kv plus the shared rope key
         return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def kv_rows_per_token(self, mla_layout: str = "latent") -> list[tuple[int, int]]:
+        if mla_layout == "expanded":
+            return [(self.heads, self.qk_nope_head_dim + self.qk_rope_head_dim), (self.heads, self.v_head_dim)]
+        return [(1, self.kv_lora_rank), (1, self.qk_rope_head_dim)]
 
 
 Attention = Annotated[DenseAttention | MLAAttention, Field(discriminator="kind")]

@@ -63,3 +63,41 @@ def test_a_run_registers_only_the_command_it_names():
             "print('kvcalc.commands.fit' in sys.modules, 'kvcalc.capacity.fit' in sys.modules, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.split("\n")[:2] == ["['gpus']", "False False"]
+
+
+def test_the_house_reads_top_down_with_no_circle():
+    """Between kvcalc's parts (commands, capacity, sources, verify, logs, ... and the top modules) the
+    imports, at module level or inside functions, form no circle; only commands and cli reach commands."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "kvcalc"
+    edges: dict[str, set[str]] = {}
+
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    for path in root.rglob("*.py"):
+        module = part("kvcalc." + ".".join(path.relative_to(root).with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("kvcalc.") and part(name) != module:
+                    edges.setdefault(module, set()).add(part(name))
+    reaching_commands = {m for m, targets in edges.items() if "kvcalc.commands" in targets}
+    assert reaching_commands <= {"kvcalc.cli", "kvcalc.__main__"}
+
+    def cycle_from(start, node, seen):
+        for nxt in edges.get(node, ()):
+            if nxt == start:
+                return [node, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                found = cycle_from(start, nxt, seen)
+                if found:
+                    return [node, *found]
+        return None
+
+    circles = {m: c for m in edges if (c := cycle_from(m, m, set()))}
+    assert not circles, circles

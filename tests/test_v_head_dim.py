@@ -122,11 +122,31 @@ def test_fit_int8_scales_count_k_and_v_once_each():
 
 
 def test_fit_nvfp4_scales_follow_each_width():
-    # vLLM int4 (NVFP4): half a byte per element plus an fp8 scale per 16 values of K and of V
-    result = fit(k192_v128(), None, tp=1, context=4096, kv_dtype="int4", reserve=0, weights_bytes=0,
+    # nvfp4: half a byte per element plus an fp8 scale per 16 values of K and of V (vLLM's
+    # nvfp4_kv_cache_full_dim: head_size // 2 + head_size // 16 bytes a side)
+    result = fit(k192_v128(), None, tp=1, context=4096, kv_dtype="nvfp4", reserve=0, weights_bytes=0,
                  search_min=False)
     per_layer = 4 * (192 + 128) // 2 + 4 * (192 // 16 + 128 // 16) * 1
     assert result.kv_bytes_per_token_per_gpu == 48 * per_layer
+
+
+def test_fit_int4_is_vllms_int4_per_token_head():
+    # vLLM int4_per_token_head: half a byte per element plus an inline fp32 scale per token, head,
+    # K and V (triton_attn.py customize_spec: (hs_k // 2 + hs_v // 2) + 2 * 4 bytes per head)
+    result = fit(k192_v128(), None, tp=1, context=4096, kv_dtype="int4", reserve=0, weights_bytes=0,
+                 search_min=False)
+    assert result.kv_bytes_per_token_per_gpu == 48 * 4 * ((192 // 2 + 128 // 2) + 2 * 4)
+
+
+def test_estimate_counts_nvfp4_as_fit_does_and_int4_without_scales():
+    import kvcalc
+
+    spec = kvcalc.load_preset("llama-3-70b")  # 80 layers, 8 KV heads of 128
+    assert kvcalc.estimate(spec, context=8192, kv_dtype="int4").bytes_per_token == 80 * 8 * 256 // 2  # 81,920
+    nvfp4 = 80 * 8 * (256 // 2 + 2 * (128 // 16))  # 92,160: an fp8 scale per 16 values of K and of V
+    assert kvcalc.estimate(spec, context=8192, kv_dtype="nvfp4").bytes_per_token == nvfp4
+    r = fit(spec, None, tp=1, context=8192, kv_dtype="nvfp4", reserve=0, weights_bytes=0, search_min=False)
+    assert r.kv_bytes_per_token_per_gpu == nvfp4
 
 
 # ---- labels, variants, compare ----------------------------------------------------------
@@ -219,3 +239,26 @@ def test_dense_layer_caches_v_at_v_dim():
     k, v = cache.data_tensors()
     assert tuple(k.shape) == (1, 5, 2, 12) and tuple(v.shape) == (1, 5, 2, 6)
     assert tuple(layer.wv.shape) == (16, 2 * 6) and tuple(layer.wo.shape) == (4 * 6, 16)
+
+
+def test_kv_formats_by_their_engine_names(runner, kvcalc_app):
+    def fit_cli(*args):
+        return runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpus", "4", "--tp", "4", "-c", "8k", *args])
+
+    vllm_int4 = fit_cli("--gpu", "h100", "--kv-dtype", "int4", "--emit", "vllm")
+    assert vllm_int4.exit_code == 0 and "--kv-cache-dtype int4_per_token_head" in vllm_int4.stdout
+    vllm_nvfp4 = fit_cli("--gpu", "h100", "--kv-dtype", "nvfp4", "--emit", "vllm")  # vLLM runs it on SM90 (FA2)
+    assert vllm_nvfp4.exit_code == 0 and "--kv-cache-dtype nvfp4" in vllm_nvfp4.stdout
+    refused = fit_cli("--gpu", "h100", "--kv-dtype", "nvfp4", "--emit", "sglang")  # SGLang: SM100/SM120 only
+    assert refused.exit_code == 2 and "compute capability 10.0" in refused.stderr
+    blackwell = fit_cli("--gpu", "b200", "--kv-dtype", "nvfp4", "--emit", "sglang")
+    assert blackwell.exit_code == 0 and "--kv-cache-dtype nvfp4" in blackwell.stdout
+    warned = fit_cli("--gpu", "h100", "--kv-dtype", "int4", "--engine", "sglang")
+    assert warned.exit_code == 0 and "SGLang 0.5.23 has no int4 KV cache" in warned.stderr
+    no_emit = fit_cli("--gpu", "h100", "--kv-dtype", "int4", "--emit", "sglang")
+    assert no_emit.exit_code == 2
+
+
+def test_verify_refuses_nvfp4_in_one_line(runner, kvcalc_app):
+    done = runner.invoke(kvcalc_app, ["verify", "llama-3-8b", "-c", "64", "--kv-dtype", "nvfp4"])
+    assert done.exit_code == 2 and "nvfp4 is counted by estimate and fit" in done.stderr

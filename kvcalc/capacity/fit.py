@@ -249,6 +249,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)
     notes.extend(engine.notes(spec, d, kv_dtype))
+    warnings.extend(engine.kv_dtype_warnings(d, kv_dtype, serving_dtype(spec.dtype)))
     wanted = concurrency or 1
     per_replica = cdiv(wanted, d.ranks)  # data-parallel ranks and replicas share the requests
     required_kv = per_replica * worst.request_bytes

@@ -234,6 +234,11 @@ def fit_cmd(
     d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
                     gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
                     kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)
+    if emit is not None and kv_dtype is not None:
+        from kvcalc.capacity.engines.base import nvfp4_gpu_warnings
+
+        for why in nvfp4_gpu_warnings(d.engine, emit, d, kv_dtype):  # a command that cannot start is no answer
+            raise typer.BadParameter(why, param_hint="--kv-dtype")
     spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
     check_strict([spec], strict)
     warn(spec_warnings(spec, context is not None))

@@ -72,6 +72,9 @@ def verify_cmd(
     cache equals the analytic bytes (or every difference is explained), 1 when it does not.
     """
     context = one_context(context)
+    if kv_dtype == "nvfp4":
+        raise typer.BadParameter("verify's caches store fp32, bf16, fp16, fp8, int8 and int4 (with their scales); "
+                                 "nvfp4 is counted by estimate and fit, not built here", param_hint="--kv-dtype")
     if reference is not None:
         given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--dp": dp is not None,
                  "--engine": engine is not None,

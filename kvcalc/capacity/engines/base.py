@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from kvcalc.capacity.layers import LayerType, cdiv, state_bits
-from kvcalc.dtypes import DTYPE_BITS
+from kvcalc.dtypes import DTYPE_BITS, row_scale_bits
 from kvcalc.spec import MLAAttention, NoKVLayer
 
 GiB = 1024**3
@@ -105,12 +105,16 @@ class Engine:
             # DeepSeek-V3.2's indexer keys: one key per token, whole on every GPU of the group (the
             # reference code's wk is not split; vLLM caches it as an MLA spec of one head)
             index = attention.indexer.bits_per_token(kv_dtype) if attention.indexer else 0
+            rows = attention.kv_rows_per_token(mla_layout)
             if mla_layout == "expanded":  # per-head K and V, split over TP like dense heads
-                return attention.kv_elements_per_token("expanded") // tp * bits + index
-            return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits + index
+                own = sum(n // tp * row_scale_bits(kv_dtype, width) for n, width in rows)
+                return attention.kv_elements_per_token("expanded") // tp * bits + own + index
+            own = sum(n * row_scale_bits(kv_dtype, width) for n, width in rows)
+            return (attention.kv_lora_rank + attention.qk_rope_head_dim) * bits + own + index
         heads = self.heads_per_gpu(attention.kv_heads, tp)
         k_dim, v_dim = attention.head_dim, attention.v_dim
-        return heads * (k_dim + v_dim) * bits + self.scale_bits(heads, k_dim, v_dim, kv_dtype)
+        own = heads * (row_scale_bits(kv_dtype, k_dim) + row_scale_bits(kv_dtype, v_dim))  # the format's (nvfp4)
+        return heads * (k_dim + v_dim) * bits + own + self.scale_bits(heads, k_dim, v_dim, kv_dtype)
 
     def state_bytes(self, kind: NoKVLayer, model_dtype: str, tp: int, platform: str = "cuda") -> int:
         """One request's state in one layer on one GPU: engines keep kernel - 1 conv columns
@@ -144,6 +148,17 @@ class Engine:
 
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         return []
+
+    nvfp4_capability: tuple[int, int] | None = None  # the lowest compute capability whose kernels read nvfp4 KV
+
+    def kv_dtype_warnings(self, deployment, kv_dtype: str, model_dtype: str) -> list[str]:
+        """A KV dtype this engine does not cache in, or cannot run on this GPU, said in one line each."""
+        name = self.label.split(" (")[0].split(":")[0]
+        if kv_dtype not in self.kv_cache_dtypes and kv_dtype != model_dtype:
+            return [f"{name} has no {kv_dtype} KV cache (its --kv-cache-dtype takes "
+                    f"{', '.join(self.kv_cache_dtypes.values())}); counted as {kv_dtype} values without the "
+                    "engine's scales, a what-if"]
+        return nvfp4_gpu_warnings(self, name, deployment, kv_dtype)
 
     # -- what else it holds ------------------------------------------------------------------------
     lora_default_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
@@ -222,3 +237,14 @@ def command_lines(command: str, flags: list[tuple[str, object, str]], comments: 
         out.append(f"  {text}" + ("" if i == len(flags) - 1 else " \\"))
     out.extend(f"#   {flag}: {why}" for flag, _, why in flags if why)
     return out
+
+
+def nvfp4_gpu_warnings(engine, name: str, deployment, kv_dtype: str) -> list[str]:
+    """NVFP4 KV on a GPU whose compute capability is below what the engine's kernels need."""
+    need, have = engine.nvfp4_capability, deployment.compute_capability
+    if kv_dtype != "nvfp4" or need is None or have is None:
+        return []
+    if tuple(int(part) for part in have.split(".")) >= need:
+        return []
+    return [f"{name} reads nvfp4 KV only on compute capability {need[0]}.{need[1]} or newer (Blackwell); "
+            f"{deployment.gpu_name or deployment.gpu_key} is {have}, so this cache cannot run there"]

@@ -58,7 +58,10 @@ class SGLang(Engine):
     name = "sglang"
     block_size = 1  # --page-size 1 on CUDA (arg_groups/overrides.py 1342-1363)
     windows = False
-    kv_cache_dtypes = {"bf16": "bf16", "fp8": "fp8_e4m3", "int4": "fp4_e2m1"}  # server_args.py
+    # mem_cache/kv_cache_dtype.py configure_kv_cache_dtype (0.5.23); nvfp4: SM100/SM120 only
+    # (layers/quantization/fp4_kv_cache_quant_method.py NVFP4KVCacheMethod)
+    kv_cache_dtypes = {"bf16": "bf16", "fp8": "fp8_e4m3", "nvfp4": "nvfp4"}
+    nvfp4_capability = (10, 0)
 
     def __init__(self, version: str | None = None):
         if version is not None and version.lstrip("v") not in VERSIONS:
@@ -257,8 +260,10 @@ class SGLang(Engine):
                    "is not on its sliding-window pool list" if spec.model_type else
                    "cannot be matched to its sliding-window pool list (no model_type)")
             out.append(f"SGLang: {spec.name} {why}, so sliding and chunked layers are charged the whole context")
-        if kv_dtype in ("int8", "int4"):
-            out.append("sglang: KV quantization scales are not counted")
+        if kv_dtype == "nvfp4":
+            out.append("SGLang nvfp4: one fp8 scale layout counted; backends that also read it natively or "
+                       "dequantize for prefill add a second scale layout and a per-token workspace "
+                       "(fp4_kv_cache_quant_method.py compute_cell_size), not counted")
         if any(k.conv_kernel and k.state_dtype is None for k in spec.layers.kinds.values() if isinstance(k, NoKVLayer)):
             out.append("SGLang keeps Mamba SSM states in float32 and conv states in bf16 unless the config says "
                        "otherwise (mamba_utils.py)")

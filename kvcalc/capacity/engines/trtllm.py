@@ -21,7 +21,7 @@ class TensorRTLLM(Engine):
     name = "trtllm"
     block_size = 32
     windows = True
-    kv_cache_dtypes = {"fp16": "float16", "fp8": "fp8", "int4": "nvfp4"}  # llmapi/llm_args.py KvCacheConfig
+    kv_cache_dtypes = {"fp16": "float16", "fp8": "fp8", "nvfp4": "nvfp4"}  # llmapi/llm_args.py KvCacheConfig
 
     def __init__(self, version: str | None = None):
         if version is not None and version.lstrip("v") not in VERSIONS:
@@ -65,8 +65,7 @@ class TensorRTLLM(Engine):
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         out = ["TensorRT-LLM is modelled coarsely: its budget base and block size, not its own profiling, "
                "per-window pools or Mamba pages"]
-        if kv_dtype in ("int8", "int4"):
-            out.append("trtllm: KV quantization scales are not counted")
+
         return out
 
     def launch_lines(self, r, model: str, requests: int | None, util: float, kv_value: str | None,

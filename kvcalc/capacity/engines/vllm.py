@@ -90,8 +90,10 @@ class VLLM(Engine):
     block_size = 16
     windows = True
     # flag names from vllm/engine/arg_utils.py EngineArgs.add_cli_args, vllm/config/cache.py
+    # vllm/config/cache.py CacheDType (0.33.0): int4/int8 per token and head with inline fp32 scales
+    # (triton_attn.py customize_spec), nvfp4 with fp8 scales per 16 (utils/torch_utils.py)
     kv_cache_dtypes = {"fp16": "float16", "bf16": "bfloat16", "fp8": "fp8", "int8": "int8_per_token_head",
-                       "int4": "nvfp4"}
+                       "int4": "int4_per_token_head", "nvfp4": "nvfp4"}
 
     def __init__(self, version: str | None = None):
         self.rules = release(version)
@@ -154,11 +156,9 @@ class VLLM(Engine):
         return cdiv(memory * fraction.numerator, fraction.denominator)
 
     def scale_bits(self, heads: int, k_dim: int, v_dim: int, kv_dtype: str) -> int:
-        if kv_dtype == "int8":
-            return 2 * heads * 32  # an fp32 scale per token, head, K and V (int8_per_token_head)
-        if kv_dtype == "int4":
-            return heads * (k_dim // 16 + v_dim // 16) * 8  # NVFP4: an fp8 scale per 16 values
-        return 0
+        if kv_dtype in ("int8", "int4"):  # int8/int4_per_token_head: an fp32 scale per token, head, K and V
+            return 2 * heads * 32  # (v1/attention/backends/triton_attn.py TritonAttentionBackend.customize_spec)
+        return 0  # nvfp4's own scales are the format's (dtypes.row_scale_bits)
 
     def async_scheduling(self, deployment) -> bool:
         """On by default since 0.14.0 (vllm/config/vllm.py); vLLM's CPU platform turns it off
