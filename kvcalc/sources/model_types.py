@@ -39,6 +39,8 @@ CHECKED_TYPES = frozenset({
     "bloom", "mpt", "chatglm",
     # fixtures and hand-derived tests of issue 9's hybrid, per-layer and indexer work
     "deepseek_v32", "nemotron_h", "nemotron-nas", "mimo_v2",
+    # issue 19: Qwen3.5's Gated DeltaNet state in the dtype its mamba_ssm_dtype names
+    "qwen3_5", "qwen3_5_text",
 }) | FALCON_TYPES | CHECKED_ENCODERS
 
 # Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
@@ -53,8 +55,8 @@ DEFAULTS_MATCHED = frozenset({
     "granitemoe_swa", "granitemoeshared", "helium", "hrm_text", "hy_v3", "hyperclovax", "internlm3",
     "iquestcoder", "jais2", "kolibri1", "laguna", "lara_mini", "lfm2", "mellum", "minicpm3", "minimax_m2",
     "minimax_m3_vl_text", "ministral3", "modernbert-decoder", "moss_transcribe_diarize", "nanochat", "olmo",
-    "olmo2", "olmo3", "olmo_hybrid", "olmoe", "persimmon", "phi", "phi4_multimodal", "phimoe", "qwen3_5",
-    "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
+    "olmo2", "olmo3", "olmo_hybrid", "olmoe", "persimmon", "phi", "phi4_multimodal", "phimoe",
+    "qwen3_5_moe", "qwen3_5_moe_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
     "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu",
     "roberta-prelayernorm", "roc_bert", "data2vec-text",  # encoders: transformers returns no cache either
     # read since the survey's first run: indexed_attention, LFM conv layers, MiMo-V2-Flash's doubled

@@ -1,0 +1,119 @@
+"""Recurrent states in their real dtype (issue 19): the keys a hybrid's config.json names its
+state dtype with (mamba_ssm_dtype, mamba_ssm_cache_dtype), and the model dtype when absent.
+
+Every expected number is worked by hand from the config's own fields, written out below.
+
+SOURCES of the fixtures (tests/fixtures/configs/<folder>/config.json; README.md there):
+- qwen3.5-0.8b: https://huggingface.co/Qwen/Qwen3.5-0.8B/resolve/main/config.json, verbatim as a
+  public agent transcript fetched it with curl (code search corpus, stored file id 54505217749).
+- qwen3-next-80b-a3b, nemotron-3-nano-30b-a3b: see tests/fixtures/configs/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kvcalc.errors import PresetError
+from kvcalc.estimate import estimate
+from kvcalc.sources.config_fields import unread_keys
+from kvcalc.sources.config_json import load_config_path, spec_from_config
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+
+
+def raw(folder: str) -> dict:
+    return json.loads((CONFIGS / folder / "config.json").read_text())
+
+
+def groups(spec, context: int) -> dict:
+    return {g.name: g for g in estimate(spec, context=context).groups}
+
+
+# Qwen3.5-0.8B text_config: 24 layers, layer_types (linear x 3, full) x 6; Gated DeltaNet with
+# 16 key heads and 16 value heads of 128 x 128, conv kernel 4; full layers 2 KV heads x head_dim 256;
+# dtype bfloat16, mamba_ssm_dtype float32.
+QWEN35_RECURRENT = 16 * 128 * 128  # value heads x key dim x value dim = 262,144 elements
+QWEN35_CONV = (2 * 16 * 128 + 16 * 128) * 4  # (2 x key heads x key dim + value heads x value dim) x kernel = 24,576
+
+
+def test_qwen35_state_in_float32_by_hand():
+    spec = load_config_path(CONFIGS / "qwen3.5-0.8b")
+    assert unread_keys(spec.notes) == [], spec.notes
+    g = groups(spec, 4096)
+    assert g["linear"].layers == 18 and g["full"].layers == 6
+    # recurrent state in float32 (4 bytes), the conv state in bfloat16 (2 bytes), 18 layers
+    per_layer = QWEN35_RECURRENT * 4 + QWEN35_CONV * 2
+    assert per_layer == 1_048_576 + 49_152
+    assert g["linear"].state_bytes == 18 * per_layer == 19_759_104
+    # full layers: 2 KV heads x (256 + 256) x 2 bytes x 6 layers per token
+    assert g["full"].bytes_per_token == 6 * 2 * (256 + 256) * 2 == 12_288
+    assert g["full"].bytes == 12_288 * 4096
+    assert "mamba_ssm_dtype" in spec.layers.kinds["linear"].description
+
+
+def test_qwen35_bf16_state_is_half_the_recurrent_part():
+    data = raw("qwen3.5-0.8b")
+    data["text_config"]["mamba_ssm_dtype"] = "bfloat16"
+    spec = spec_from_config(data, "test/config.json")
+    # everything in bf16 now: (262,144 + 24,576) x 2 bytes per layer, 18 layers
+    assert groups(spec, 64)["linear"].state_bytes == 18 * (QWEN35_RECURRENT + QWEN35_CONV) * 2 == 10_321_920
+
+
+def test_state_dtype_stays_when_the_kv_dtype_changes():
+    spec = load_config_path(CONFIGS / "qwen3.5-0.8b")
+    fp8 = estimate(spec, context=1024, kv_dtype="fp8")
+    assert fp8.state_bytes == 19_759_104  # the state keeps its own dtype
+    assert fp8.total_bytes == 6 * 2 * (256 + 256) * 1 * 1024  # the KV cache halves
+
+
+def test_without_a_state_dtype_key_the_model_dtype_and_a_note():
+    spec = load_config_path(CONFIGS / "qwen3-next-80b-a3b")
+    # Qwen3-Next-80B-A3B: 32 value heads x 128 x 128, conv (2 x 16 x 128 + 32 x 128) x 4, all bf16, 36 layers
+    per_layer = (32 * 128 * 128 + (2 * 16 * 128 + 32 * 128) * 4) * 2
+    assert groups(spec, 64)["linear"].state_bytes == 36 * per_layer == 40_108_032
+    note = next(n for n in spec.notes if "recurrent state is kept in the model dtype" in n)
+    assert "SGLang keeps it in float32" in note and "vLLM" in note
+
+
+def test_mamba_ssm_dtype_on_a_mamba2_hybrid_overrides_nemotrons_default():
+    data = raw("nemotron-3-nano-30b-a3b")
+    assert data["mamba_ssm_cache_dtype"] == "float32"
+    data.pop("mamba_ssm_cache_dtype")
+    data["mamba_ssm_dtype"] = "bfloat16"
+    spec = spec_from_config(data, "test/config.json")
+    # 64 heads x 64 x 128 SSM + (64 x 64 + 2 x 8 x 128) x 4 conv, all in bf16 now, 23 Mamba2 layers
+    ssm, conv = 64 * 64 * 128, (64 * 64 + 2 * 8 * 128) * 4
+    assert groups(spec, 64)["mamba2"].state_bytes == 23 * (ssm + conv) * 2
+    assert not any("NemotronHConfig's default" in n for n in spec.notes)
+
+
+def test_two_state_keys_that_disagree_are_refused():
+    data = raw("nemotron-3-nano-30b-a3b")
+    data["mamba_ssm_dtype"] = "bfloat16"  # beside mamba_ssm_cache_dtype float32
+    with pytest.raises(PresetError, match="mamba_ssm_dtype and mamba_ssm_cache_dtype name different state dtypes"):
+        spec_from_config(data, "test/config.json")
+
+
+def test_an_unknown_state_dtype_is_one_line(runner, kvcalc_app, tmp_path):
+    data = raw("qwen3.5-0.8b")
+    data["text_config"]["mamba_ssm_dtype"] = "float8"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    result = runner.invoke(kvcalc_app, ["estimate", str(path), "-c", "1k"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'mamba_ssm_dtype "float8" is not a dtype kvcalc knows' in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_qwen35_is_strict_clean_and_an_interval_that_disagrees_is_said(runner, kvcalc_app, tmp_path):
+    ok = runner.invoke(kvcalc_app, ["estimate", str(CONFIGS / "qwen3.5-0.8b"), "-c", "1k", "--strict"])
+    assert ok.exit_code == 0, ok.output
+    data = raw("qwen3.5-0.8b")
+    data["text_config"]["full_attention_interval"] = 3  # layer_types says every 4th
+    spec = spec_from_config(data, "test/config.json")
+    assert any(n.startswith("ignored: full_attention_interval 3: layer_types decides") for n in spec.notes)
+    assert groups(spec, 64)["full"].layers == 6
