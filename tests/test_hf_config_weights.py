@@ -55,6 +55,7 @@ NOT_DERIVED = {
     "bloom-560m": "'bloom' is not one", "mpt-7b-instruct": "'mpt' is not one", "chatglm3-6b": "'chatglm' is not one",
     "nemotron-h-8b-base-8k": "'nemotron_h' is not one", "nemotron-3-nano-30b-a3b": "'nemotron_h' is not one",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
+    "qwen3.5-0.8b": "'qwen3_5_text' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
 PRESET_OF = {name: name for name in FIXTURES if (PRESETS / f"{name}.yaml").is_file()} | {"falcon-7b-rw": "falcon-7b"}

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvcalc.dtypes import DTYPE_BITS
+from kvcalc.dtypes import DTYPE_BITS, serving_dtype  # noqa: F401 (serving_dtype: imported from here by capacity)
 from kvcalc.spec import ModelSpec, NoKVLayer
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def serving_dtype(dtype: str) -> str:
-    """Engines serve float32 checkpoints in bf16 (vLLM's --dtype auto on GPUs that have it)."""
-    return "bf16" if dtype == "fp32" else dtype
 
 
 @dataclass(frozen=True)
