@@ -80,7 +80,7 @@ def test_every_reason_says_something():
 
 
 @pytest.mark.parametrize("model_type, words", [("mllama", "cross-attention"), ("gemma3n_text", "KV sharing"),
-                                               ("mamba2", "no attention")])
+                                               ("xlstm", "no KV cache")])
 def test_a_refused_type_is_one_line_through_the_cli(runner, kvcalc_app, tmp_path, model_type, words):
     config = {"model_type": model_type, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8,
               "hidden_size": 512, "max_position_embeddings": 2048}

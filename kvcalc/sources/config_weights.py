@@ -53,6 +53,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "kimi_k2": {**_UNTIED, "attention_bias": False},
     "bert": {"type_vocab_size": 2, "add_cross_attention": False},
 }
+# MambaConfig, FalconMambaConfig and Mamba2Config (transformers 5.24) defaults
+_MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
+DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
+DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
 
@@ -393,7 +397,43 @@ def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]
     }
 
 
+def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
+    one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
+    I its inner width, N state_size, k conv_kernel:
+    - Mamba: in_proj hidden x 2I, conv1d I x k (+ I bias), x_proj I x (R + 2N) with R time_step_rank
+      ("auto": ceil(hidden / 16)), dt_proj R x I + I, A_log I x N, D I, out_proj I x hidden.
+    - Mamba2 (H heads, G groups): in_proj hidden x (2I + 2GN + H), conv1d (I + 2GN) x k (+ bias),
+      dt_bias, A_log and D H each, a gated RMSNorm I, out_proj I x hidden.
+    use_bias adds in_proj's and out_proj's biases. Falcon-Mamba's B, C and dt norms have no weights.
+    The whole mixer is counted with the layer matrices (quantization would leave its vectors alone)."""
+    use_bias, conv_bias = f.flag("use_bias"), f.flag("use_conv_bias")
+    k, n = f.integer("conv_kernel"), f.integer("state_size")
+    if f.model_type == "mamba2":
+        heads, groups = f.integer("num_heads"), f.integer("n_groups")
+        inner = heads * f.integer("head_dim")
+        proj, conv_dim = 2 * inner + 2 * groups * n + heads, inner + 2 * groups * n
+        mixer = (hidden * proj + conv_dim * k + 3 * heads + inner + inner * hidden
+                 + (conv_dim if conv_bias else 0) + (proj + hidden if use_bias else 0))
+        name = "mamba2"
+    else:
+        inner = f.integer("intermediate_size") if f.present("intermediate_size") else f.integer("expand") * hidden
+        rank = f._get("time_step_rank")
+        if rank == "auto":
+            rank = -(-hidden // 16)
+            notes.append(f"inferred: time_step_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
+        elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise _Skip(f"time_step_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+        mixer = (hidden * 2 * inner + inner * k + inner * (rank + 2 * n) + rank * inner + inner + inner * n + inner
+                 + inner * hidden + (inner if conv_bias else 0) + (2 * inner + hidden if use_bias else 0))
+        name = "mamba"
+    block = _base(f, "rms", 1)
+    block.update(mixer_parameters={name: mixer}, mlp_kinds=[])
+    return block
+
+
 BUILDERS = {
+    "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }

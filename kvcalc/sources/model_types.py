@@ -39,8 +39,8 @@ CHECKED_TYPES = frozenset({
     "bloom", "mpt", "chatglm",
     # fixtures and hand-derived tests of issue 9's hybrid, per-layer and indexer work
     "deepseek_v32", "nemotron_h", "nemotron-nas", "mimo_v2",
-    # issue 19: Qwen3.5's Gated DeltaNet state in the dtype its mamba_ssm_dtype names
-    "qwen3_5", "qwen3_5_text",
+    # issue 19: Qwen3.5's Gated DeltaNet state in the dtype its mamba_ssm_dtype names; pure state-space models
+    "qwen3_5", "qwen3_5_text", "falcon_mamba", "mamba",
 }) | FALCON_TYPES | CHECKED_ENCODERS
 
 # Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
@@ -62,6 +62,9 @@ DEFAULTS_MATCHED = frozenset({
     # read since the survey's first run: indexed_attention, LFM conv layers, MiMo-V2-Flash's doubled
     # sliding KV heads, XGLM's attention_heads
     "axk2", "glm_moe_dsa", "lfm3", "mimo_v2_flash", "xglm",
+    # issue 19: a pure Mamba2 model read (no released config copy found to test against; Mamba-Codestral's
+    # shape is Mamba2Config's default)
+    "mamba2",
 })
 
 # model_type -> why kvcalc refuses it (the error names the type and says this).
@@ -74,12 +77,6 @@ REFUSED: dict[str, str] = {
                     "K/V and keep none of their own",
     "longcat_flash": "two attention blocks per layer (LongCat-Flash): transformers' cache holds 2 x num_layers "
                      "MLA caches, kvcalc's layer kinds one per layer",
-    "mamba": "Mamba (no attention): a constant SSM state per sequence and no KV cache, which kvcalc does not "
-             "derive from a pure-Mamba config",
-    "falcon_mamba": "Mamba (no attention): a constant SSM state per sequence and no KV cache, which kvcalc does "
-                    "not derive from a pure-Mamba config",
-    "mamba2": "Mamba-2 (no attention): its num_heads are SSM heads, not attention heads; the cache is a constant "
-              "state kvcalc does not derive from a pure-Mamba config",
     "rwkv": "RWKV (recurrent, no attention): a constant state per sequence and no KV cache",
     "xlstm": "xLSTM (recurrent, no attention): a constant state per sequence and no KV cache",
     "recurrent_gemma": "RecurrentGemma: RG-LRU recurrent blocks with a local-attention block every third layer "
