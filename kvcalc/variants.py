@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kvcalc.estimate import Estimate, estimate
 from kvcalc.errors import KvcalcError
+from kvcalc.estimate import Estimate, estimate
 from kvcalc.spec import (
     ChunkedLayer,
     DenseAttention,

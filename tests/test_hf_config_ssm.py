@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kvcalc.errors import PresetError
 from kvcalc.estimate import estimate
 from kvcalc.sources.config_fields import unread_keys
 from kvcalc.sources.config_json import load_config_path, spec_from_config
