@@ -117,3 +117,36 @@ def test_qwen35_is_strict_clean_and_an_interval_that_disagrees_is_said(runner, k
     spec = spec_from_config(data, "test/config.json")
     assert any(n.startswith("ignored: full_attention_interval 3: layer_types decides") for n in spec.notes)
     assert groups(spec, 64)["full"].layers == 6
+
+
+# Granite-4.0-H-350M's architecture fields, as an MLX port's test transcribes its config.json (code search
+# stored file id 54665629904; its "quantization" block, the port's own, left out; it gives no torch_dtype).
+# Not a verbatim released file, so a dict here rather than a fixture.
+GRANITE_4_H_350M = {
+    "model_type": "granitemoehybrid", "attention_bias": False, "attention_multiplier": 0.015625,
+    "embedding_multiplier": 12, "eos_token_id": 100257, "hidden_size": 768, "intermediate_size": 2048,
+    "logits_scaling": 3,
+    "layer_types": ["mamba"] * 10 + ["attention"] + ["mamba"] * 2 + ["attention"] + ["mamba"] * 3 + ["attention"]
+                   + ["mamba"] * 9 + ["attention"] + ["mamba"] * 4,
+    "mamba_conv_bias": True, "mamba_d_conv": 4, "mamba_d_head": 32, "mamba_d_state": 128, "mamba_n_groups": 1,
+    "mamba_n_heads": 48, "mamba_proj_bias": False, "max_position_embeddings": 32768, "num_attention_heads": 12,
+    "num_experts_per_tok": 0, "num_hidden_layers": 32, "num_key_value_heads": 4, "num_local_experts": 0,
+    "position_embedding_type": "nope", "residual_multiplier": 0.246, "rms_norm_eps": 1e-05, "rope_theta": 10000,
+    "shared_intermediate_size": 2048, "tie_word_embeddings": True, "vocab_size": 100352,
+}
+
+
+def test_granite_4_h_350m_by_hand():
+    assert len(GRANITE_4_H_350M["layer_types"]) == 32
+    spec = spec_from_config(dict(GRANITE_4_H_350M), "test/config.json")
+    assert unread_keys(spec.notes) == [], spec.notes
+    order = spec.layers.order()
+    assert [i for i, k in enumerate(order) if k == "full"] == [10, 13, 17, 27]
+    e = estimate(spec, context=8192)
+    # attention layers: 4 x 4 KV heads x (64 + 64) x 2 bytes (head_dim 768 / 12; no dtype given: float32, served bf16)
+    assert e.bytes_per_token == 4 * 4 * (64 + 64) * 2 == 4096
+    # 28 Mamba2 layers: SSM 48 heads x 32 x 128 + conv (48 x 32 + 2 x 1 x 128) x 4, in bf16
+    assert e.state_bytes == 28 * (48 * 32 * 128 + (1536 + 256) * 4) * 2 == 11_411_456
+    # a mamba_ssm_dtype float32 (as SGLang reads it) doubles the SSM part only
+    f32 = spec_from_config(GRANITE_4_H_350M | {"mamba_ssm_dtype": "float32"}, "test/config.json")
+    assert estimate(f32, context=8192).state_bytes == 28 * (48 * 32 * 128 * 4 + 1792 * 4 * 2)

@@ -220,7 +220,13 @@ def _hybrid_layer_pattern_order(r: Reader, count: int) -> list[str]:
 
 def _refuse_parallel_hybrids(r: Reader) -> None:
     """Falcon-H1 runs attention and a Mamba2 mixer side by side in every layer: each layer holds
-    a KV cache and a state, which no single layer kind of kvcalc's describes."""
+    a KV cache and a state, which no single layer kind of kvcalc's describes. Kimi's KDA layers
+    (linear_attn_config, Kimi-Linear and Kimi-K3) keep a state kvcalc does not size."""
+    if r.data.get("linear_attn_config") is not None:
+        r.fail(
+            "linear_attn_config: Kimi Delta Attention layers (Kimi-Linear, Kimi-K3) keep a recurrent state "
+            "beside the MLA layers' latent, which kvcalc does not size"
+        )
     if r.model_type == "falcon_h1" or r.data.get("mamba_d_ssm") is not None:
         r.fail(
             "Falcon-H1-style layers run attention and a Mamba2 mixer in parallel, so every layer "

@@ -54,7 +54,7 @@ DEFAULTS_MATCHED = frozenset({
     "gpt_neo", "gpt_neox_japanese", "gpt_oss", "gptj", "granite", "granite_swa", "granitemoe",
     "granitemoe_swa", "granitemoeshared", "helium", "hrm_text", "hy_v3", "hyperclovax", "internlm3",
     "iquestcoder", "jais2", "kolibri1", "laguna", "lara_mini", "lfm2", "mellum", "minicpm3", "minimax_m2",
-    "minimax_m3_vl_text", "ministral3", "modernbert-decoder", "moss_transcribe_diarize", "nanochat", "olmo",
+    "ministral3", "modernbert-decoder", "moss_transcribe_diarize", "nanochat", "olmo",
     "olmo2", "olmo3", "olmo_hybrid", "olmoe", "persimmon", "phi", "phi4_multimodal", "phimoe",
     "qwen3_5_moe", "qwen3_5_moe_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
     "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu",
@@ -114,6 +114,14 @@ REFUSED: dict[str, str] = {
                   "mix kvcalc does not read",
     "dots3_note_text": "sliding layers with a dense attention of their own beside MLA layers with an indexer, a "
                        "mix kvcalc does not read",
+    **dict.fromkeys(
+        ("minimax_m3", "minimax_m3_vl", "minimax_m3_vl_text"),
+        "MiniMax-M3's sparse layers (layer_types minimax_m3_sparse) keep lightning-indexer keys (index_n_heads, "
+        "index_head_dim, blocks of index_block_size) beside K and V, a cache kvcalc does not size; no released "
+        "config.json was found to check one against",
+    ),
+    "kimi_k3": "Kimi-K3's Kimi Delta Attention layers keep a recurrent state beside its MLA layers' latent; kvcalc "
+               "does not size KDA states, and no released config.json was found to check one against",
     "hy_v4": "layers that share another layer's indexer keys (indexer_types shared): kvcalc counts an indexer "
              "cache on every MLA layer",
 }
