@@ -150,3 +150,30 @@ def test_granite_4_h_350m_by_hand():
     # a mamba_ssm_dtype float32 (as SGLang reads it) doubles the SSM part only
     f32 = spec_from_config(GRANITE_4_H_350M | {"mamba_ssm_dtype": "float32"}, "test/config.json")
     assert estimate(f32, context=8192).state_bytes == 28 * (48 * 32 * 128 * 4 + 1792 * 4 * 2)
+
+
+# LFM2.5-2.6B's config fields as a public checkpoint audit transcribes "the official" config.json
+# (code search stored file id 60802108935: its OFFICIAL dict and LAYER_TYPES list). Not a verbatim file.
+LFM25_LAYER_TYPES = [
+    "conv", "conv", "full_attention", "conv", "conv", "full_attention", "conv", "conv", "conv", "full_attention",
+    "conv", "conv", "conv", "full_attention", "conv", "conv", "conv", "full_attention", "conv", "conv", "conv",
+    "full_attention", "conv", "conv", "full_attention", "conv", "conv", "full_attention", "conv", "conv",
+]
+LFM25_2_6B = {
+    "architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "hidden_size": 2048, "intermediate_size": 10752,
+    "num_hidden_layers": 30, "num_attention_heads": 32, "num_key_value_heads": 8, "conv_L_cache": 3,
+    "conv_bias": False, "block_auto_adjust_ff_dim": False, "norm_eps": 1e-5, "max_position_embeddings": 131072,
+    "vocab_size": 128000, "tie_word_embeddings": True, "layer_types": LFM25_LAYER_TYPES,
+    "rope_parameters": {"rope_theta": 10000000.0, "rope_type": "default"}, "torch_dtype": "bfloat16",
+}
+
+
+def test_lfm2_5_2_6b_by_hand():
+    spec = spec_from_config(dict(LFM25_2_6B), "test/config.json")
+    assert unread_keys(spec.notes) == [], spec.notes
+    assert LFM25_LAYER_TYPES.count("full_attention") == 8 and LFM25_LAYER_TYPES.count("conv") == 22
+    e = estimate(spec, context=4096)
+    # 8 attention layers x 8 KV heads x (64 + 64) x 2 bytes, head_dim 2048 / 32 = 64
+    assert e.bytes_per_token == 8 * 8 * (64 + 64) * 2 == 16_384
+    # 22 short-conv layers: hidden 2048 x conv_L_cache 3 columns (as transformers allocates) x 2 bytes
+    assert e.state_bytes == 22 * 2048 * 3 * 2 == 270_336

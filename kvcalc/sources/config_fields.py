@@ -119,6 +119,8 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^mamba_hidden_act$", "the Mamba mixer's activation"),
     (r"^attention_value_scale$", "MiMo-V2 scales values inside attention: the same K and V are cached"),
     (r"^attention_projection_layout$", "fused or split q/k/v weights: the same K and V are cached"),
+    (r"^block_(auto_adjust_ff_dim|ff_dim|multiple_of|ffn_dim_multiplier)$",
+     "LFM2's feed-forward sizing: the MLP, not the cache"),
     (r"^attention_multiplier$", "Granite's attention score multiplier: the same K and V are cached"),
     (r"^shared_intermediate_size$", "the shared MLP's width (Granite-4.0-H): the MLP, not attention"),
     (r"^attn_output_gate$", "a gate on the attention output (Qwen3-Next, Qwen3.5): the same K and V are cached"),
