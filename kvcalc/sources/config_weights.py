@@ -57,6 +57,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
 _MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
 DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
 DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
+DEFAULTS["bloom"] = _TIED  # BloomConfig
+DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
 
@@ -397,6 +399,25 @@ def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]
     }
 
 
+def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """BLOOM: a LayerNorm on the embeddings, two LayerNorms per layer, fused query_key_value and dense with
+    biases, a plain 4 x hidden MLP with biases; the head tied (BloomConfig's default)."""
+    _mha_width(attention, hidden, "BLOOM")
+    block = _base(f, "layer", 2)
+    block.update(embedding_norm=True, qkv_bias=True, output_bias=True, mlp=_plain(4 * hidden, True))
+    return block
+
+
+def _mpt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """MPT: fused Wqkv and out_proj, a plain MLP of expansion_ratio x d_model, two LayerNorms per layer
+    and a final one; no_bias drops every bias, the norms' too (transformers' MptBlock)."""
+    _mha_width(attention, hidden, "MPT")
+    bias = not f.flag("no_bias")
+    block = _base(f, "layer" if bias else "rms", 2)  # a bias-free LayerNorm has a weight only, as an RMSNorm
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("expansion_ratio") * hidden, bias))
+    return block
+
+
 def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
     one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
@@ -433,6 +454,7 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
 
 
 BUILDERS = {
+    "bloom": _bloom, "mpt": _mpt,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
