@@ -53,7 +53,7 @@ def skip_note(spec) -> str:
 NOT_DERIVED = {
     "jamba-v0.1": "Mamba", "llama-4-scout": "vision", "qwen3-next-80b-a3b": "DeltaNet",
     "chatglm3-6b": "'chatglm' is not one",
-    "nemotron-h-8b-base-8k": "'nemotron_h' is not one", "nemotron-3-nano-30b-a3b": "'nemotron_h' is not one",
+    "nemotron-3-nano-30b-a3b": "relu2 MLPs of up and down",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
     "qwen3.5-0.8b": "'qwen3_5_text' is not one",
 }
@@ -82,7 +82,7 @@ def test_count_matches_the_preset(name):
 
 
 # presets the weights schema cannot describe either (their notes say why; tests/test_params.py checks the note)
-NO_WEIGHTS_PRESETS = {"nemotron-h-8b-base-8k", "llama-3.3-nemotron-super-49b-v1"}
+NO_WEIGHTS_PRESETS = {"llama-3.3-nemotron-super-49b-v1"}
 
 
 def test_presets_not_derived_from_config_still_have_hand_written_weights():

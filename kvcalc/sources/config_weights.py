@@ -58,6 +58,8 @@ _MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
 DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
 DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
 DEFAULTS["bloom"] = _TIED  # BloomConfig
+DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
+                          "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
@@ -418,6 +420,42 @@ def _mpt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str])
     return block
 
 
+def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int, kernel: int,
+                  conv_bias: bool) -> int:
+    """One Mamba2 mixer (transformers' Mamba2Mixer, NemotronHMamba2Mixer): in_proj hidden x (2I + 2GN + H),
+    conv1d (I + 2GN) x kernel (+ a bias), dt_bias, A_log and D H each, a gated RMSNorm I, out_proj I x hidden."""
+    inner = heads * head_dim
+    conv_dim = inner + 2 * groups * state
+    return (hidden * (2 * inner + 2 * groups * state + heads) + conv_dim * kernel + (conv_dim if conv_bias else 0)
+            + 3 * heads + inner + inner * hidden)
+
+
+def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
+    up and down), one RMSNorm before each, a final norm, the head untied by default. Layers of experts (E)
+    are relu2 MLPs too, which the schema's gated experts cannot state: such configs are not counted."""
+    pattern = f.data.get("hybrid_override_pattern")
+    if not isinstance(pattern, str):
+        raise _Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
+    if "E" in pattern:
+        raise _Skip("Nemotron-H's experts (E layers) are relu2 MLPs of up and down, not the gated experts the "
+                    "weights schema states")
+    if f.flag("use_bias") or f.flag("mamba_proj_bias"):
+        raise _Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
+    if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
+        raise _Skip("Nemotron-H attention that is not dense")
+    mixer = _mamba2_mixer(hidden, f.integer("mamba_num_heads"), f.integer("mamba_head_dim"),
+                          f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
+                          f.flag("use_conv_bias"))
+    bias = f.flag("attention_bias")
+    block = _base(f, "rms", 1)
+    kinds = {"M": "mamba2", "-": "ffn"}
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), f.flag("mlp_bias")),
+                 mlp_kinds=["ffn"] if "-" in pattern else [],
+                 mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
+    return block
+
+
 def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
     one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
@@ -454,7 +492,7 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
 
 
 BUILDERS = {
-    "bloom": _bloom, "mpt": _mpt,
+    "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
