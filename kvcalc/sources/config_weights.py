@@ -58,6 +58,7 @@ _MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
 DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
 DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
 DEFAULTS["bloom"] = _TIED  # BloomConfig
+DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
                           "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
@@ -86,6 +87,9 @@ DECODERS = {
     "qwen2_moe": Decoder(qkv_bias="qkv_bias", moe="qwen", shared_expert=True),
     "qwen3": Decoder(bias="attention_bias", qk_norm=True),
     "qwen3_moe": Decoder(bias="attention_bias", qk_norm=True, moe="qwen"),
+    # Qwen3-Next: Qwen3-MoE's blocks with a gated shared expert; its Gated DeltaNet layers and the gate on
+    # the attention output are added by _qwen3_next
+    "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
     "gemma": Decoder(bias="attention_bias"),
     "gemma2": Decoder(bias="attention_bias", norms=4),
     "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
@@ -100,8 +104,6 @@ DECODERS = {
 NOT_DERIVED = {
     "jamba": "Jamba's Mamba mixers are not counted from config fields (model_presets/jamba-v0.1.yaml "
     "shows a hand-derived block)",
-    "qwen3_next": "Qwen3-Next's Gated DeltaNet layers and gated attention are not counted from config "
-    "fields (model_presets/qwen3-next-80b-a3b.yaml shows a hand-derived block)",
     "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
     "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
 }
@@ -401,6 +403,38 @@ def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]
     }
 
 
+def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Qwen3-Next (transformers' Qwen3NextForCausalLM): Qwen3-MoE's decoder, where every layer keeps its MLP
+    or experts and two RMSNorms, plus
+    - each Gated DeltaNet layer's mixer: in_proj_qkvz hidden x (2 nk dk + 2 nv dv), in_proj_ba hidden x 2 nv,
+      conv1d (2 nk dk + nv dv) x kernel (no bias), dt_bias and A_log nv each, a gated RMSNorm dv, out_proj
+      nv dv x hidden;
+    - each full-attention layer's output gate: q_proj is 2 x heads x head_dim wide (queries and the gate), so
+      hidden x heads x head_dim more than a plain attention (extra_parameters, said in a note).
+    Multi-token-prediction layers (mtp_num_hidden_layers) are not built by transformers and not counted."""
+    block = _decoder(f, attention, count, hidden, notes)
+    if attention["kind"] == "mla":
+        raise _Skip("Qwen3-Next attention that is MLA")
+    nk, dk, nv, dv, kernel = (f.integer(k) for k in (
+        "linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim",
+        "linear_conv_kernel_dim"))
+    mixer = (hidden * (2 * nk * dk + 2 * nv * dv) + hidden * 2 * nv + (2 * nk * dk + nv * dv) * kernel
+             + 2 * nv + dv + nv * dv * hidden)
+    interval = f.integer("full_attention_interval")
+    types = f.data.get("layer_types")
+    full = (sum(1 for t in types if t == "full_attention") if isinstance(types, list)
+            else sum(1 for i in range(count) if (i + 1) % interval == 0))
+    gate = full * hidden * attention["heads"] * attention["head_dim"]
+    block.update(mixer_parameters={"linear": mixer}, extra_parameters=gate)
+    notes.append(f"inferred: extra_parameters {gate} = the attention output gate of {full} full-attention layers "
+                 f"({hidden} x {attention['heads']} heads x {attention['head_dim']}: q_proj is twice as wide)")
+    mtp = f.data.get("mtp_num_hidden_layers")
+    if isinstance(mtp, int) and not isinstance(mtp, bool) and mtp > 0:
+        notes.append(f"the {mtp} multi-token-prediction layer(s) in the checkpoint are not counted (transformers "
+                     "does not build them; fit --mtp adds them for speculative decoding)")
+    return block
+
+
 def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """BLOOM: a LayerNorm on the embeddings, two LayerNorms per layer, fused query_key_value and dense with
     biases, a plain 4 x hidden MLP with biases; the head tied (BloomConfig's default)."""
@@ -492,7 +526,7 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
 
 
 BUILDERS = {
-    "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h,
+    "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
