@@ -177,3 +177,26 @@ def test_lfm2_5_2_6b_by_hand():
     assert e.bytes_per_token == 8 * 8 * (64 + 64) * 2 == 16_384
     # 22 short-conv layers: hidden 2048 x conv_L_cache 3 columns (as transformers allocates) x 2 bytes
     assert e.state_bytes == 22 * 2048 * 3 * 2 == 270_336
+
+
+def test_qwen35_parameters_by_hand():
+    from kvcalc.capacity.params import parameter_count
+
+    spec = load_config_path(CONFIGS / "qwen3.5-0.8b")
+    # language model: hidden 1024, vocab 248320 (tied), 24 layers of two RMSNorms and a gated MLP of 3584
+    embedding, norms, mlp = 248320 * 1024, 24 * 2 * 1024 + 1024, 24 * 3 * 1024 * 3584
+    # 18 Gated DeltaNet mixers: in_proj_qkv 1024 x (2 x 16 x 128 + 16 x 128), in_proj_z 1024 x 2048, in_proj_b and
+    # in_proj_a 1024 x 16 each, conv1d 6144 x 4, dt_bias and A_log 16 each, norm 128, out_proj 2048 x 1024
+    deltanet = 1024 * 6144 + 1024 * 2048 + 2 * 1024 * 16 + 6144 * 4 + 2 * 16 + 128 + 2048 * 1024
+    # 6 gated attention layers: q_proj 1024 x (2 x 8 x 256) (queries and gate), k and v 1024 x 512, o 2048 x 1024,
+    # q_norm and k_norm 256 each
+    attention = 1024 * 2 * 8 * 256 + 2 * 1024 * 512 + 2048 * 1024 + 2 * 256
+    language = embedding + norms + mlp + 18 * deltanet + 6 * attention
+    assert language == 752_393_024  # Qwen3_5ForCausalLM on the meta device
+    # vision tower: patch conv 3 x 2 x 16 x 16 -> 768 (+ bias), 2304 positions, 12 blocks (two LayerNorms, qkv and
+    # proj with biases, MLP 768 -> 3072 -> 768 with biases), merger LayerNorm 768, 3072 -> 3072 -> 1024 with biases
+    block = 2 * 2 * 768 + 768 * 2304 + 2304 + 768 * 768 + 768 + 768 * 3072 + 3072 + 3072 * 768 + 768
+    vision = 3 * 2 * 16 * 16 * 768 + 768 + 2304 * 768 + 12 * block + 2 * 768 + 3072 * 3072 + 3072 + 3072 * 1024 + 1024
+    assert vision == 100_592_896
+    assert parameter_count(spec).total == language + vision == 852_985_920
+    assert any("1 multi-token-prediction layer(s) in the checkpoint are not counted" in n for n in spec.notes)

@@ -55,7 +55,6 @@ NOT_DERIVED = {
     "chatglm3-6b": "'chatglm' is not one",
     "nemotron-3-nano-30b-a3b": "relu2 MLPs of up and down",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
-    "qwen3.5-0.8b": "'qwen3_5_text' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
 PRESET_OF = {name: name for name in FIXTURES if (PRESETS / f"{name}.yaml").is_file()} | {"falcon-7b-rw": "falcon-7b"}
@@ -301,6 +300,9 @@ VARIANTS = {
     "deepseek-v2+qdense": ("deepseek-v2", {"q_lora_rank": None, "first_k_dense_replace": 3}),
 }
 # Configs transformers reads under another model_type: the remote-code formats of the same model.
+# multimodal wrappers whose causal-LM class in transformers is the language model alone (Qwen3.5): kvcalc
+# counts what the checkpoint holds, the vision tower too, as the image-text-to-text class builds it
+IMAGE_TEXT = {"qwen3_5"}
 BUILT_AS = {
     "kimi_k2": ("deepseek_v3", "its config.json names DeepseekV3Config in auto_map; transformers has no kimi_k2"),
     "RefinedWebModel": ("falcon", "Falcon-7B's remote-code format; transformers reads it as falcon"),
@@ -319,6 +321,8 @@ def transformers_count(data: dict) -> int:
         pytest.skip(f"transformers {transformers.__version__} cannot read it: {exc}"[:200])
     # BERT: kvcalc counts BertModel (the encoder and pooler), as the bert presets do.
     auto = transformers.AutoModel if data["model_type"] == "bert" else transformers.AutoModelForCausalLM
+    if data["model_type"] in IMAGE_TEXT and data.get("vision_config"):
+        auto = transformers.AutoModelForImageTextToText  # the whole checkpoint: vision tower and language model
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:

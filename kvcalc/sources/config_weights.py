@@ -59,6 +59,7 @@ DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
 DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
 DEFAULTS["bloom"] = _TIED  # BloomConfig
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
+DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
                           "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
@@ -90,6 +91,7 @@ DECODERS = {
     # Qwen3-Next: Qwen3-MoE's blocks with a gated shared expert; its Gated DeltaNet layers and the gate on
     # the attention output are added by _qwen3_next
     "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
+    "qwen3_5_text": Decoder(bias="attention_bias", qk_norm=True),  # dense Qwen3.5; _qwen3_next adds the rest
     "gemma": Decoder(bias="attention_bias"),
     "gemma2": Decoder(bias="attention_bias", norms=4),
     "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
@@ -424,15 +426,48 @@ def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
     types = f.data.get("layer_types")
     full = (sum(1 for t in types if t == "full_attention") if isinstance(types, list)
             else sum(1 for i in range(count) if (i + 1) % interval == 0))
-    gate = full * hidden * attention["heads"] * attention["head_dim"]
-    block.update(mixer_parameters={"linear": mixer}, extra_parameters=gate)
-    notes.append(f"inferred: extra_parameters {gate} = the attention output gate of {full} full-attention layers "
-                 f"({hidden} x {attention['heads']} heads x {attention['head_dim']}: q_proj is twice as wide)")
+    gated = f.model_type == "qwen3_next" or f.flag("attn_output_gate")
+    gate = full * hidden * attention["heads"] * attention["head_dim"] if gated else 0
+    vision = _qwen_vision(f, hidden, notes) if f.outer is not f.data and f.outer.get("vision_config") else 0
+    block.update(mixer_parameters={"linear": mixer}, extra_parameters=gate + vision)
+    if gate:
+        notes.append(f"inferred: extra_parameters has {gate} for the attention output gate of {full} full-attention "
+                     f"layers ({hidden} x {attention['heads']} heads x {attention['head_dim']}: q_proj is twice as "
+                     "wide)")
     mtp = f.data.get("mtp_num_hidden_layers")
     if isinstance(mtp, int) and not isinstance(mtp, bool) and mtp > 0:
         notes.append(f"the {mtp} multi-token-prediction layer(s) in the checkpoint are not counted (transformers "
                      "does not build them; fit --mtp adds them for speculative decoding)")
     return block
+
+
+def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+    """Qwen3.5's vision tower and merger (transformers' Qwen3_5VisionModel), in the checkpoint beside the
+    language model: a patch convolution in_channels x temporal_patch_size x patch_size^2 -> hidden (+ bias),
+    learned positions, depth blocks of two LayerNorms, qkv and proj with biases and a plain MLP with biases,
+    and a merger (a LayerNorm over hidden, then hidden x m^2 -> hidden x m^2 -> out_hidden_size with biases,
+    m the spatial_merge_size). Deepstack mergers are not counted: such a config is refused."""
+    v = f.outer["vision_config"]
+    if not isinstance(v, dict):
+        raise _Skip("vision_config is not a JSON object")
+    if v.get("deepstack_visual_indexes"):
+        raise _Skip("vision_config.deepstack_visual_indexes: deepstack mergers are not counted")
+    keys = ("hidden_size", "intermediate_size", "depth", "patch_size", "temporal_patch_size", "in_channels",
+            "num_position_embeddings", "spatial_merge_size", "out_hidden_size")
+    missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, depth, patch, temporal, channels, positions, merge, out = (v[k] for k in keys)
+    if out != text_hidden:
+        raise _Skip(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size {text_hidden}")
+    wide = h * merge * merge
+    tower = (channels * temporal * patch * patch * h + h + positions * h
+             + depth * (2 * 2 * h + h * 3 * h + 3 * h + h * h + h + h * inner + inner + inner * h + h)
+             + 2 * h + wide * wide + wide + wide * out + out)
+    notes.append(f"inferred: extra_parameters has {tower} for the vision tower and merger (hidden {h}, {depth} "
+                 f"blocks, MLP {inner}, merge {merge}), which the checkpoint and engines load beside the language "
+                 "model")
+    return tower
 
 
 def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
@@ -527,6 +562,7 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
 
 BUILDERS = {
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
+    "qwen3_5_text": _qwen3_next,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
