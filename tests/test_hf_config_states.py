@@ -200,3 +200,45 @@ def test_qwen35_parameters_by_hand():
     assert vision == 100_592_896
     assert parameter_count(spec).total == language + vision == 852_985_920
     assert any("1 multi-token-prediction layer(s) in the checkpoint are not counted" in n for n in spec.notes)
+
+
+# Bamba-9B names its attention layers by index: "attn_layer_indices": [9, 18, 27] of 32, hidden 4096, 32 heads,
+# mamba_d_state 128, as a public config probe's test transcribes ibm-ai-platform/Bamba-9B (code search stored
+# file id 65760752905); the other fields are BambaConfig's defaults (8 KV heads, 128 Mamba heads, mamba_d_head
+# "auto", 1 group, conv 4, expand 2). No verbatim config.json was found.
+BAMBA_9B = {
+    "model_type": "bamba", "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "hidden_size": 4096, "attn_layer_indices": [9, 18, 27], "mamba_n_heads": 128, "mamba_d_head": "auto",
+    "mamba_d_state": 128, "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "torch_dtype": "bfloat16",
+    "max_position_embeddings": 262144,
+}
+
+
+def test_bamba_reads_attn_layer_indices():
+    spec = spec_from_config(dict(BAMBA_9B), "test/config.json")
+    assert unread_keys(spec.notes) == [], spec.notes
+    order = spec.layers.order()
+    assert [i for i, k in enumerate(order) if k == "full"] == [9, 18, 27] and order.count("mamba2") == 29
+    e = estimate(spec, context=4096)
+    # 3 attention layers x 8 KV heads x (128 + 128) x 2 bytes
+    assert e.bytes_per_token == 3 * 8 * (128 + 128) * 2 == 12_288
+    # 29 Mamba2 layers: SSM 128 heads x (2 x 4096 / 128 = 64) x 128 + conv (8192 + 2 x 1 x 128) x 4, bf16
+    assert e.state_bytes == 29 * (128 * 64 * 128 + (8192 + 256) * 4) * 2 == 62_777_344
+
+
+@pytest.mark.parametrize("indices", [[32], [1, 1], "9,18"])
+def test_bamba_bad_attn_layer_indices_are_one_line(indices):
+    with pytest.raises(PresetError, match="attn_layer_indices must list distinct layer numbers below 32"):
+        spec_from_config(BAMBA_9B | {"attn_layer_indices": indices}, "test/config.json")
+
+
+def test_lfm2_full_attn_idxs_without_layer_types():
+    data = {k: v for k, v in LFM25_2_6B.items() if k != "layer_types"}
+    data["full_attn_idxs"] = [i for i, t in enumerate(LFM25_LAYER_TYPES) if t == "full_attention"]
+    spec = spec_from_config(data, "test/config.json")
+    assert unread_keys(spec.notes) == []
+    e = estimate(spec, context=4096)
+    assert e.bytes_per_token == 8 * 8 * (64 + 64) * 2 and e.state_bytes == 22 * 2048 * 3 * 2
+    both = spec_from_config(LFM25_2_6B | {"full_attn_idxs": [0]}, "test/config.json")
+    assert any(n.startswith("ignored: full_attn_idxs [0]: layer_types decides") for n in both.notes)
+    assert estimate(both, context=4096).bytes_per_token == 16_384

@@ -80,6 +80,8 @@ def _layer_order(r: Reader, count: int) -> list:
         return _with_local_global(r, _from_layer_types(r, block_types, count, "layers_block_type"))
     if r.data.get("hybrid_layer_pattern") is not None:
         return _with_local_global(r, _hybrid_layer_pattern_order(r, count))
+    if r.data.get("attn_layer_indices") is not None or r.model_type == "bamba":
+        return _attn_layer_indices_order(r, count)
     layer_types = r.data.get("layer_types")
     if layer_types is not None:
         order = _from_layer_types(r, layer_types, count)
@@ -95,11 +97,22 @@ def _layer_order(r: Reader, count: int) -> list:
             for i in range(count)
         ]:
             r.notes.append(f"ignored: full_attention_interval {shown_json(interval)}: layer_types decides, and differs")
+        idxs = r.data.get("full_attn_idxs")  # LFM2 builds layer_types from it when layer_types is absent
+        if idxs is not None and (not isinstance(idxs, list) or order != _lfm2_order(idxs, count)):
+            r.notes.append(f"ignored: full_attn_idxs {shown_json(idxs)}: layer_types decides, and differs")
         if _is_gemma4(r) and order and order[-1] != "full":
             order[-1] = "full"
             r.notes.append("inferred: the last layer is full attention, as transformers' Gemma-4 forces it "
                            "(layer_types ends in a sliding layer)")
         return _with_local_global(r, order)
+    if r.data.get("full_attn_idxs") is not None:  # LFM2 without layer_types, as Lfm2Config builds them
+        idxs = r.data["full_attn_idxs"]
+        if (not isinstance(idxs, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in idxs)
+                or any(not 0 <= i < count for i in idxs)):
+            r.fail(f"full_attn_idxs must list layer numbers below {count}, got {shown_json(idxs)}")
+        r.notes.append("inferred: layers in full_attn_idxs are attention, the rest short convolutions (no "
+                       "layer_types; as transformers' Lfm2Config builds them)")
+        return _lfm2_order(idxs, count)
     if _is_gemma4(r) or r.model_type == "mimo_v2_flash":
         return _with_local_global(r, _class_pattern(r, count))
     if r.has("attn_layer_period") or r.model_type == "jamba":
@@ -201,6 +214,24 @@ def _hybrid_override_order(r: Reader, pattern: object, count: int) -> list[str]:
     if len(pattern) != count:
         r.fail(f"hybrid_override_pattern has {len(pattern)} layers, but num_hidden_layers is {count}")
     return [HYBRID_OVERRIDE_CHARS[c] for c in pattern]
+
+
+def _lfm2_order(idxs: list, count: int) -> list[str]:
+    return ["full" if i in idxs else "conv" for i in range(count)]
+
+
+def _attn_layer_indices_order(r: Reader, count: int) -> list[str]:
+    """Bamba: attn_layer_indices names the full-attention layers, every other layer is Mamba2, as
+    transformers' BambaConfig.layers_block_type builds it (none listed: every layer Mamba2)."""
+    indices = r.data.get("attn_layer_indices")
+    if indices is None:
+        r.notes.append("inferred: no attn_layer_indices: every layer is a Mamba2 layer, as transformers' "
+                       "BambaConfig builds it")
+        return ["state"] * count
+    if (not isinstance(indices, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in indices)
+            or any(not 0 <= i < count for i in indices) or len(set(indices)) != len(indices)):
+        r.fail(f"attn_layer_indices must list distinct layer numbers below {count}, got {shown_json(indices)}")
+    return ["full" if i in set(indices) else "state" for i in range(count)]
 
 
 def _hybrid_layer_pattern_order(r: Reader, count: int) -> list[str]:
