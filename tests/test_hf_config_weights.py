@@ -51,7 +51,7 @@ def skip_note(spec) -> str:
 
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
 NOT_DERIVED = {
-    "jamba-v0.1": "Mamba", "llama-4-scout": "vision",
+    "llama-4-scout": "vision",
     "chatglm3-6b": "'chatglm' is not one",
     "nemotron-3-nano-30b-a3b": "relu2 MLPs of up and down",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",

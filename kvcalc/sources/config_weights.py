@@ -58,6 +58,11 @@ _MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
 DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
 DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
 DEFAULTS["bloom"] = _TIED  # BloomConfig
+DEFAULTS["jamba"] = {  # JambaConfig
+    **_UNTIED, "mamba_dt_rank": "auto", "mamba_proj_bias": False, "mamba_conv_bias": True, "mamba_expand": 2,
+    "mamba_d_state": 16, "mamba_d_conv": 4, "num_experts": 16, "num_experts_per_tok": 2, "expert_layer_period": 2,
+    "expert_layer_offset": 1,
+}
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
@@ -104,8 +109,6 @@ DECODERS = {
 }
 
 NOT_DERIVED = {
-    "jamba": "Jamba's Mamba mixers are not counted from config fields (model_presets/jamba-v0.1.yaml "
-    "shows a hand-derived block)",
     "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
     "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
 }
@@ -470,6 +473,37 @@ def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     return tower
 
 
+def _jamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Jamba (transformers' JambaForCausalLM): two RMSNorms per layer, a gated MLP or, every
+    expert_layer_period-th layer from expert_layer_offset, gated experts with a router; attention layers
+    without biases; each Mamba layer's mixer, with I = mamba_expand x hidden, N mamba_d_state, k mamba_d_conv,
+    R mamba_dt_rank ("auto": ceil(hidden / 16)): in_proj hidden x 2I, conv1d I x k (+ I bias), x_proj
+    I x (R + 2N), dt_proj R x I + I, A_log I x N, D I, out_proj I x hidden, and RMSNorms of R, N and N on
+    dt, B and C; mamba_proj_bias adds in_proj's and out_proj's biases."""
+    if attention["kind"] == "mla":
+        raise _Skip("Jamba attention that is MLA")
+    inner, state, kernel = f.integer("mamba_expand") * hidden, f.integer("mamba_d_state"), f.integer("mamba_d_conv")
+    rank = f._get("mamba_dt_rank")
+    if rank == "auto":
+        rank = -(-hidden // 16)
+        notes.append(f"inferred: mamba_dt_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
+    elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise _Skip(f"mamba_dt_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+    mixer = (hidden * 2 * inner + inner * kernel + inner * (rank + 2 * state) + rank * inner + inner + inner * state
+             + inner + inner * hidden + rank + 2 * state + (inner if f.flag("mamba_conv_bias") else 0)
+             + (2 * inner + hidden if f.flag("mamba_proj_bias") else 0))
+    block = _base(f, "rms", 2)
+    block.update(mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")},
+                 mixer_parameters={"mamba": mixer})
+    experts = f.integer("num_experts")
+    if experts > 1:
+        period = f.integer("expert_layer_period")
+        block["moe"] = {"experts": experts, "experts_per_token": f.integer("num_experts_per_tok"),
+                        "intermediate_size": f.integer("intermediate_size"), "layer_period": period,
+                        "layer_offset": f.integer("expert_layer_offset", least=0)}
+    return block
+
+
 def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """BLOOM: a LayerNorm on the embeddings, two LayerNorms per layer, fused query_key_value and dense with
     biases, a plain 4 x hidden MLP with biases; the head tied (BloomConfig's default)."""
@@ -562,7 +596,7 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
 
 BUILDERS = {
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
-    "qwen3_5_text": _qwen3_next,
+    "qwen3_5_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
