@@ -197,3 +197,19 @@ def test_falcon_mamba_7b_parameters_by_hand():
     mixer = (4096 * 2 * 8192 + 8192 * 4 + 8192 + 8192 * (256 + 32) + 256 * 8192 + 8192 + 8192 * 16 + 8192
              + 8192 * 4096)
     assert count.total == 2 * 65024 * 4096 + 64 * mixer + 64 * 4096 + 4096 == 7_272_665_088
+
+
+def test_mamba2_codestral_shape_parameters_by_hand_and_against_transformers():
+    from kvcalc.capacity.params import parameter_count
+
+    spec = spec_from_config(dict(CODESTRAL_SHAPE), "test/config.json")
+    # in_proj 4096 x (2 x 8192 + 2 x 8 x 128 + 128), conv1d 10240 x 4 + 10240, dt_bias, A_log, D 128 each,
+    # gated norm 8192, out_proj 8192 x 4096; 64 layers, one RMSNorm each and a final one; head untied
+    mixer = 4096 * (2 * 8192 + 2 * 8 * 128 + 128) + 10240 * 4 + 10240 + 3 * 128 + 8192 + 8192 * 4096
+    total = 2 * 32768 * 4096 + 64 * mixer + 64 * 4096 + 4096
+    assert parameter_count(spec).total == total == 7_285_403_648
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_config_weights import transformers_count
+
+    assert transformers_count(dict(CODESTRAL_SHAPE)) == total
