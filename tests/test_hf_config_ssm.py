@@ -213,3 +213,12 @@ def test_mamba2_codestral_shape_parameters_by_hand_and_against_transformers():
     from test_hf_config_weights import transformers_count
 
     assert transformers_count(dict(CODESTRAL_SHAPE)) == total
+
+
+def test_fit_keeps_a_float32_models_state_in_the_served_dtype(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["fit", str(CONFIGS / "mamba-130m-hf"), "--gpu", "h100", "-c", "2k", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    # float32 checkpoint served in bf16: 24 layers x (1536 x 16 + 1536 x (4 - 1)) x 2 bytes (vLLM: kernel - 1)
+    assert r["state_bytes_per_request_per_gpu"] == 24 * (1536 * 16 + 1536 * 3) * 2 == 1_400_832
+    assert r["kv_dtype"] == "bf16" and r["parameters"] == 129_135_360
