@@ -10,6 +10,10 @@ to docs/model-types.md; a Python summary of the verdicts goes to stdout.
 
 The context is 64 tokens, or 2 past the largest window or chunk when that is at most 8192, so
 the window rule is exercised; nothing in the config is shrunk. Each type gets 90 s.
+
+A type the installed transformers ships and the recorded survey has not seen
+(``kvcalc.sources.model_types.SURVEYED_TYPES``, taken with ``SURVEYED_WITH``) is marked ``new``
+in the table and listed on stdout: classify it, then record the new release and its types.
 """
 
 from __future__ import annotations
@@ -86,7 +90,13 @@ def main() -> None:
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    from kvcalc.sources.model_types import SURVEYED_WITH, unsurveyed
+
     types = args.types or sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    # types this transformers adds since the recorded survey: reported, to be classified by hand
+    new = set(unsurveyed(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES))
+    if new:
+        print(f"NEW since the survey with transformers {SURVEYED_WITH}: {', '.join(sorted(new))}", flush=True)
     signal.signal(signal.SIGALRM, _alarm)
     rows = []
     for model_type in types:
@@ -99,11 +109,16 @@ def main() -> None:
                    "context": None}
         finally:
             signal.alarm(0)
+        if model_type in new:
+            row["kvcalc"] = f"new, {row['kvcalc']}"
         row["seconds"] = round(time.monotonic() - start, 1)
         rows.append(row)
         print(f"{model_type:28} {row['kvcalc']:24} {row['result']:10} {row['detail'][:150]}", flush=True)
     if not args.types:
         _write(Path(args.out), rows, transformers.__version__)
+    if new:
+        print(f"NEW TYPES = {sorted(new)!r}  (classify them in kvcalc/sources/model_types.py, then record "
+              "SURVEYED_WITH and SURVEYED_TYPES)")
     print("SUMMARY = " + repr({r["type"]: (r["kvcalc"], r["result"], r["detail"]) for r in rows}))
 
 
@@ -120,7 +135,8 @@ def _write(path: Path, rows: list[dict], version: str) -> None:
         "(`kvcalc verify --reference transformers`, see docs/reference-check.md). The context is 64",
         "tokens, or 2 past the largest window or chunk up to 8192, so the window rule shows.",
         "",
-        "kvcalc column: `read, checked` (a type tests check against real configs), `read, untested`",
+        "kvcalc column: `new` first where the type is not in the recorded survey (model_types.SURVEYED_TYPES),",
+        "`read, checked` (a type tests check against real configs), `read, untested`",
         "(read by field names alone), `encoder`, `refused` (kvcalc names the type and the reason, see",
         "`kvcalc/sources/model_types.py`), `cannot read` (the defaults lack a field kvcalc needs).",
         "Result column: `match` (equal bytes in every layer kind), `explained` (every difference is a",

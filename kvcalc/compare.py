@@ -31,11 +31,13 @@ class CompareRow:
         """KV heads x head_dim per layer (dense; K's width, V may differ), or the latent width (MLA):
         elements per K or latent."""
         a = self.spec.attention
+        if a.kind == "none":
+            return 0
         return a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.kv_heads * a.head_dim
 
     def kv_label(self) -> str:
         a = self.spec.attention
-        if self.spec.is_encoder:
+        if self.spec.is_encoder or a.kind == "none":
             return "-"
         if a.kind == "mla":
             return f"latent {a.kv_lora_rank}+{a.qk_rope_head_dim}"

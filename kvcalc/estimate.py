@@ -7,6 +7,8 @@ A layer holds ``context`` tokens, ``min(context, window)`` when sliding and
 DeepSeek-V3.2's lightning indexer caches one key per token beside the MLA latent, a group of
 its own (``indexer``) in the total.
 Sizes are counted in bits so int4 (half a byte) stays exact.
+Without a KV dtype the cache is counted as engines serve the model by default: a float32
+checkpoint in bf16 (``dtypes.serving_dtype``), a convention the result names.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from kvcalc.dtypes import DTYPE_BITS, row_scale_bits
+from kvcalc.dtypes import DTYPE_BITS, SERVED_FP32_NOTE, row_scale_bits, serving_dtype
 from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
 
 MLALayout = Literal["latent", "expanded"]
@@ -91,7 +93,11 @@ def estimate(
     """The KV cache of ``batch`` sequences of ``context`` tokens each."""
     warnings = spec_warnings(spec, context_given=context is not None)
     context = spec.max_context if context is None else context
-    kv_dtype = kv_dtype or spec.dtype
+    # no --kv-dtype: as engines serve the model by default (a float32 checkpoint in bf16, said in a note);
+    # the model dtype a state without its own dtype is kept in follows the same rule
+    served = kv_dtype is None and serving_dtype(spec.dtype) != spec.dtype and not spec.is_encoder
+    model_dtype = serving_dtype(spec.dtype) if served else spec.dtype
+    kv_dtype = kv_dtype or model_dtype
     if context < 1 or batch < 1:
         raise ValueError("context and batch must be at least 1")
     if kv_dtype not in DTYPE_BITS:
@@ -108,7 +114,7 @@ def estimate(
         if spec.is_encoder:
             groups.append(_empty_group(name, kind, layers))
         elif isinstance(kind, NoKVLayer):
-            state_bits = kind.bits(spec.dtype)
+            state_bits = kind.bits(model_dtype)
             groups.append(
                 GroupEstimate(name, "none", None, layers, None, 0, 0, 0,
                               _bytes(state_bits * layers * batch))
@@ -143,7 +149,7 @@ def estimate(
             f"context {context} is beyond {spec.name}'s max context {spec.max_context}; computed anyway"
         )
     has_mla = any(g.attention == "mla" for g in groups)
-    conventions = indexer_notes(spec, kv_dtype) if indexers else []
+    conventions = ([SERVED_FP32_NOTE] if served else []) + (indexer_notes(spec, kv_dtype) if indexers else [])
     return Estimate(
         model=spec.name,
         context=context,

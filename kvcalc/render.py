@@ -116,6 +116,8 @@ def attention_label(spec_attention, mla_layout: str | None = "latent") -> str:
     """'gqa 64 heads / 8 KV x 128' ('... x k192/v128' when V's width differs from K's),
     'mla 512+64 latent, 128 heads' or the expanded layout."""
     a = spec_attention
+    if a.kind == "none":
+        return "no attention: a constant state per sequence, no KV cache"
     if a.kind == "mla" and mla_layout == "expanded":
         per_head = a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim
         parts = f"K {a.qk_nope_head_dim}+{a.qk_rope_head_dim}, V {a.v_head_dim}"
@@ -226,7 +228,9 @@ def compare_table(rows, title: str, requests: str | None = None, speed: bool = F
     for row in rows:
         r = row.result
         attention = "encoder" if r.encoder else row.spec.attention.kind
-        if any(g.kind in ("sliding", "chunked", "none") for g in r.groups):
+        if attention == "none":
+            attention = "none (state)"
+        elif any(g.kind in ("sliding", "chunked", "none") for g in r.groups):
             attention += "+pattern"
         cells.append([
             r.model, attention, row.kv_label(), row.spec.layers.count, f"{r.bytes_per_token:,}",

@@ -56,6 +56,7 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
         usable = r.weights_bytes_per_gpu + r.reserve_bytes_per_gpu + max(r.kv_budget_bytes_per_gpu, 0)
         if r.kv_budget_bytes_per_gpu > 0:
             row("KV budget", r.kv_budget_bytes_per_gpu, "green",
+                f"{r.kv_blocks_per_gpu:,} state pages" if _state_only(r) else
                 f"{r.kv_blocks_per_gpu:,} pages of {r.block_size} tokens")
             row("not used", memory - usable, "dim", f"outside --gpu-util {r.gpu_util:g}")
         else:
@@ -82,7 +83,8 @@ def fit_answers(r: FitResult) -> list[str]:
     else:
         lines.append(f"Weights: {format_bytes(r.weights_bytes)} ({r.weights_bytes:,} B), {r.weights_source}")
     heads = (f"{r.kv_heads_per_gpu} KV head{'s' if r.kv_heads_per_gpu > 1 else ''} on each GPU"
-             if r.kv_heads_per_gpu is not None else "the whole MLA latent on every GPU")
+             if r.kv_heads_per_gpu is not None else
+             "no attention: no KV cache" if _state_only(r) else "the whole MLA latent on every GPU")
     replication = f", each stored {r.kv_replication:g}x across the group" if r.kv_replication > 1 else ""
     lines.append(f"KV per token per GPU: {r.kv_bytes_per_token_per_gpu:,} B in {r.kv_dtype} ({heads}{replication})")
     if r.state_bytes_per_request_per_gpu:
@@ -99,12 +101,19 @@ def fit_answers(r: FitResult) -> list[str]:
     return lines
 
 
+def _state_only(r: FitResult) -> bool:
+    """A model without attention (a state-space model): constant states, no KV cache."""
+    return r.kv_bytes_per_token_per_gpu == 0 and r.kv_heads_per_gpu is None and r.state_bytes_per_request_per_gpu > 0
+
+
 def _forward(r: FitResult) -> list[str]:
     lines = []
     if r.kv_budget_bytes_per_gpu <= 0:
         lines.append("Nothing fits: weights and reserve take all the memory the engine may use.")
     else:
-        if not r.kv_groups:
+        if _state_only(r):
+            lines.append(f"The pool holds {r.kv_blocks_per_gpu:,} state pages per GPU (no KV cache).")
+        elif not r.kv_groups:
             lines.append(f"The pool holds {r.kv_tokens:,} tokens per GPU ({r.kv_blocks_per_gpu:,} pages of "
                          f"{r.block_size}).")
         else:

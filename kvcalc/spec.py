@@ -158,7 +158,14 @@ class MLAAttention(_Frozen):
         return [(1, self.kv_lora_rank), (1, self.qk_rope_head_dim)]
 
 
-Attention = Annotated[DenseAttention | MLAAttention, Field(discriminator="kind")]
+class NoAttention(_Frozen):
+    """A model without attention (Mamba, Mamba2, Falcon-Mamba): every layer keeps a constant state
+    and no KV cache; it has no heads to count."""
+
+    kind: Literal["none"]
+
+
+Attention = Annotated[DenseAttention | MLAAttention | NoAttention, Field(discriminator="kind")]
 
 
 class FullLayer(_Frozen):
@@ -329,8 +336,10 @@ class Weights(_Frozen):
     qk_norm: bool = False  # per-head q and k norms of width head_dim
     qkv_bias: bool = False
     output_bias: bool = False
-    mlp: DenseMLP | None = None  # None only when every layer is MoE
+    mlp: DenseMLP | None = None  # None only when every layer that has one is MoE
     moe: MoE | None = None
+    # the layer kinds whose layers have the MLP or experts; None: every layer (a Mamba layer has none)
+    mlp_kinds: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=64)
     mixer_parameters: dict[str, Elements] = Field(default_factory=dict)  # per no-KV layer, by kind
     extra_parameters: Elements = 0  # parts outside this schema, explained in the notes
 
@@ -358,6 +367,15 @@ class ModelSpec(_Frozen):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _check_attention(self):
+        if self.attention.kind != "none":
+            return self
+        attending = sorted(name for name, kind in self.layers.kinds.items() if not isinstance(kind, NoKVLayer))
+        if attending:
+            raise ValueError(f"attention kind none, but layer kinds {', '.join(attending)} attend")
+        return self
+
+    @model_validator(mode="after")
     def _check_weights(self):
         w = self.weights
         if w is None:
@@ -372,13 +390,22 @@ class ModelSpec(_Frozen):
         unknown = sorted(set(w.mixer_parameters) - no_kv)
         if unknown:
             raise ValueError(f"weights.mixer_parameters names {', '.join(unknown)}, not a no-KV layer kind")
-        if w.mlp is None and (w.moe is None or not all(w.moe.is_moe_layer(i) for i in range(len(order)))):
+        unknown = sorted(set(w.mlp_kinds or ()) - set(self.layers.kinds))
+        if unknown:
+            raise ValueError(f"weights.mlp_kinds names {', '.join(unknown)}, not a layer kind")
+        with_mlp = [i for i, name in enumerate(order) if w.mlp_kinds is None or name in w.mlp_kinds]
+        if w.mlp is None and with_mlp and (w.moe is None or not all(w.moe.is_moe_layer(i) for i in with_mlp)):
             raise ValueError("weights.mlp is needed: some layers are not MoE")
         return self
 
     @property
     def is_encoder(self) -> bool:
         return self.architecture == "encoder"
+
+    @property
+    def attends(self) -> bool:
+        """False for a pure state-space model (attention kind none): no layer keeps a KV cache."""
+        return self.attention.kind != "none"
 
     def attention_of(self, kind_name: str) -> DenseAttention | MLAAttention:
         """The attention a layer kind uses: its own override or the model's."""
@@ -400,6 +427,7 @@ __all__ = [
     "MLAAttention",
     "MoE",
     "ModelSpec",
+    "NoAttention",
     "NoKVLayer",
     "SlidingLayer",
     "Weights",

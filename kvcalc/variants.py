@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kvcalc.errors import KvcalcError
 from kvcalc.estimate import Estimate, estimate
 from kvcalc.spec import (
     ChunkedLayer,
@@ -85,7 +86,14 @@ def gqa_group_counts(heads: int) -> list[int]:
     return sorted(d for d in found if 1 < d < heads)
 
 
+def _attends(spec: ModelSpec) -> None:
+    if not spec.attends:
+        raise KvcalcError(f"{spec.name} has no attention (a state-space model: a constant state per sequence, "
+                          "no KV cache), so there are no attention variants to compare")
+
+
 def check_groups(spec: ModelSpec, groups: list[int]) -> None:
+    _attends(spec)
     heads = spec.attention.heads
     bad = [n for n in groups if n < 1 or heads % n]
     if bad:
@@ -201,6 +209,7 @@ def compare_variants(
     rope_dim: int | None = None,
 ) -> list[VariantRow]:
     """Every variant's estimate with its ratio to MHA and to the model's own design."""
+    _attends(spec)
     if groups:
         check_groups(spec, groups)
     variants = [build_variant(spec, n, mla_rank, rope_dim) for n in variant_names(spec, groups)]

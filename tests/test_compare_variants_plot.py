@@ -187,7 +187,7 @@ def test_compare_csv_exact_bytes(runner, kvcalc_app):
     assert table[0]["model"] == "llama-3-70b" and int(table[0]["total_bytes"]) == 2 * 80 * 8 * 128 * 2 * 1024
     gpt2_1m = table[3]
     assert gpt2_1m["beyond_max_context"] == "true"
-    assert int(gpt2_1m["total_bytes"]) == 2 * 12 * 12 * 64 * 4 * 1048576
+    assert int(gpt2_1m["total_bytes"]) == 2 * 12 * 12 * 64 * 2 * 1048576  # float32 GPT-2 served in bf16
 
 
 def test_compare_table_marks_beyond_max(runner, kvcalc_app):
@@ -200,8 +200,12 @@ def test_compare_table_marks_beyond_max(runner, kvcalc_app):
 def test_compare_sort(runner, kvcalc_app):
     rows = j(runner, kvcalc_app, "compare", "gpt2", "llama-3-70b", "deepseek-v3", "-c", "8k",
              "--sort", "bytes-per-token", "--json")
-    # 327,680 (llama-3-70b) > gpt2's 2*12*12*64*4 = 73,728 (fp32) > 70,272 (deepseek-v3)
-    assert [r["model"] for r in rows] == ["llama-3-70b", "gpt2", "deepseek-v3"]
+    # 327,680 (llama-3-70b) > 70,272 (deepseek-v3) > gpt2's 2*12*12*64*2 = 36,864 (fp32, served in bf16)
+    assert [r["model"] for r in rows] == ["llama-3-70b", "deepseek-v3", "gpt2"]
+    rows = j(runner, kvcalc_app, "compare", "gpt2", "llama-3-70b", "deepseek-v3", "-c", "8k", "--kv-dtype", "fp32",
+             "--sort", "bytes-per-token", "--json")
+    # in fp32 for all: 2*80*8*128*4 = 655,360 > deepseek-v3's 61*(512+64)*4 = 140,544 > gpt2's 2*12*12*64*4 = 73,728
+    assert [r["model"] for r in rows] == ["llama-3-70b", "deepseek-v3", "gpt2"]
     rows = j(runner, kvcalc_app, "compare", "llama-3-70b", "deepseek-v3", "gpt2", "-c", "8k",
              "--sort", "name", "--json")
     assert [r["model"] for r in rows] == ["deepseek-v3", "gpt2", "llama-3-70b"]

@@ -117,8 +117,8 @@ def test_head_dim_explicit_beats_hidden_over_heads():
     spec = config("gemma-7b")
     assert spec.attention.head_dim == 256
     assert estimate(spec, context=1).bytes_per_token == 2 * 28 * 16 * 256 * 2
-    # Gemma-2-27B: 128, not 4608 / 32 = 144 (fp32 base config).
-    assert estimate(config("gemma-2-27b"), context=1).bytes_per_token == 2 * 46 * 16 * 128 * 4
+    # Gemma-2-27B: 128, not 4608 / 32 = 144 (fp32 base config, its own dtype asked for).
+    assert estimate(config("gemma-2-27b"), context=1, kv_dtype="fp32").bytes_per_token == 2 * 46 * 16 * 128 * 4
     # Qwen3-8B writes head_dim out: no inference note.
     assert not has_note(config("qwen3-8b"), "head_dim")
 
@@ -446,7 +446,9 @@ def test_gpt2_style_names():
     spec = config("gpt2")  # n_embd, n_head, n_layer, n_positions
     assert (spec.layers.count, spec.attention.heads, spec.attention.head_dim) == (12, 12, 64)
     assert spec.max_context == 1024 and spec.hidden_size == 768
-    assert estimate(spec, context=1024).total_bytes == 2 * 12 * 12 * 64 * 4 * 1024
+    assert estimate(spec, context=1024, kv_dtype="fp32").total_bytes == 2 * 12 * 12 * 64 * 4 * 1024
+    # no dtype in config.json: float32, served in bf16 by default
+    assert estimate(spec, context=1024).total_bytes == 2 * 12 * 12 * 64 * 2 * 1024
 
 
 def test_dtype_from_torch_dtype_or_dtype_or_default():

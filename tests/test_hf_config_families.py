@@ -145,9 +145,11 @@ def test_bloom_560m_by_hand():
     # n_layer 24, n_head 16, hidden_size 1024 -> head_dim 64, MHA; no torch_dtype: fp32
     assert (spec.layers.count, spec.attention.heads, spec.attention.kv_heads) == (24, 16, 16)
     assert spec.attention.head_dim == 1024 // 16
-    assert estimate(spec, context=1).bytes_per_token == 2 * 24 * 16 * 64 * 4
+    assert estimate(spec, context=1, kv_dtype="fp32").bytes_per_token == 2 * 24 * 16 * 64 * 4
     assert estimate(spec, context=1, kv_dtype="bf16").bytes_per_token == 2 * 24 * 16 * 64 * 2
-    assert estimate(spec, context=8192).total_bytes == 2 * 24 * 16 * 64 * 4 * 8192
+    # no --kv-dtype: the float32 checkpoint as engines serve it, in bf16
+    assert estimate(spec, context=1).bytes_per_token == 2 * 24 * 16 * 64 * 2
+    assert estimate(spec, context=8192, kv_dtype="fp32").total_bytes == 2 * 24 * 16 * 64 * 4 * 8192
 
 
 def test_bloom_has_no_length_field_so_the_limit_is_unknown():
@@ -163,9 +165,14 @@ def test_bloom_has_no_length_field_so_the_limit_is_unknown():
 
 def test_cli_bloom_with_and_without_context(runner, kvcalc_app):
     folder = str(CONFIGS / "bloom-560m")
-    given = runner.invoke(kvcalc_app, ["estimate", folder, "-c", "64k", "--json"])
+    given = runner.invoke(kvcalc_app, ["estimate", folder, "-c", "64k", "--kv-dtype", "fp32", "--json"])
     assert given.exit_code == 0 and given.stderr == ""
     assert json.loads(given.stdout)["total_bytes"] == 2 * 24 * 16 * 64 * 4 * 65536
+    served = runner.invoke(kvcalc_app, ["estimate", folder, "-c", "64k", "--json"])
+    assert served.exit_code == 0 and served.stderr == ""
+    out = json.loads(served.stdout)
+    assert out["total_bytes"] == 2 * 24 * 16 * 64 * 2 * 65536 and out["kv_dtype"] == "bf16"
+    assert any("--kv-dtype fp32 gives the float32 figure" in c for c in out["conventions"])
     missing = runner.invoke(kvcalc_app, ["estimate", folder, "--json"])
     assert missing.exit_code == 0
     assert "warning: max context unknown" in missing.stderr

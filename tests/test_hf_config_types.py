@@ -106,7 +106,7 @@ def test_xglm_names_its_heads_attention_heads():
         "model_type": "xglm", "d_model": 1024, "attention_heads": 16, "num_layers": 24,
         "max_position_embeddings": 2048, "torch_dtype": "float32",
     }
-    e = estimate(read(data), context=1)
+    e = estimate(read(data), context=1, kv_dtype="fp32")
     assert e.bytes_per_token == 2 * 24 * 16 * (1024 // 16) * 4
 
 

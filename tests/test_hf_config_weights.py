@@ -51,9 +51,9 @@ def skip_note(spec) -> str:
 
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
 NOT_DERIVED = {
-    "jamba-v0.1": "Mamba", "llama-4-scout": "vision", "qwen3-next-80b-a3b": "DeltaNet",
-    "bloom-560m": "'bloom' is not one", "mpt-7b-instruct": "'mpt' is not one", "chatglm3-6b": "'chatglm' is not one",
-    "nemotron-h-8b-base-8k": "'nemotron_h' is not one", "nemotron-3-nano-30b-a3b": "'nemotron_h' is not one",
+    "llama-4-scout": "vision",
+    "chatglm3-6b": "'chatglm' is not one",
+    "nemotron-3-nano-30b-a3b": "relu2 MLPs of up and down",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
@@ -81,7 +81,7 @@ def test_count_matches_the_preset(name):
 
 
 # presets the weights schema cannot describe either (their notes say why; tests/test_params.py checks the note)
-NO_WEIGHTS_PRESETS = {"nemotron-h-8b-base-8k", "llama-3.3-nemotron-super-49b-v1"}
+NO_WEIGHTS_PRESETS = {"llama-3.3-nemotron-super-49b-v1"}
 
 
 def test_presets_not_derived_from_config_still_have_hand_written_weights():
@@ -300,6 +300,9 @@ VARIANTS = {
     "deepseek-v2+qdense": ("deepseek-v2", {"q_lora_rank": None, "first_k_dense_replace": 3}),
 }
 # Configs transformers reads under another model_type: the remote-code formats of the same model.
+# multimodal wrappers whose causal-LM class in transformers is the language model alone (Qwen3.5): kvcalc
+# counts what the checkpoint holds, the vision tower too, as the image-text-to-text class builds it
+IMAGE_TEXT = {"qwen3_5"}
 BUILT_AS = {
     "kimi_k2": ("deepseek_v3", "its config.json names DeepseekV3Config in auto_map; transformers has no kimi_k2"),
     "RefinedWebModel": ("falcon", "Falcon-7B's remote-code format; transformers reads it as falcon"),
@@ -318,6 +321,8 @@ def transformers_count(data: dict) -> int:
         pytest.skip(f"transformers {transformers.__version__} cannot read it: {exc}"[:200])
     # BERT: kvcalc counts BertModel (the encoder and pooler), as the bert presets do.
     auto = transformers.AutoModel if data["model_type"] == "bert" else transformers.AutoModelForCausalLM
+    if data["model_type"] in IMAGE_TEXT and data.get("vision_config"):
+        auto = transformers.AutoModelForImageTextToText  # the whole checkpoint: vision tower and language model
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
@@ -354,3 +359,17 @@ def test_variants_change_the_count():
     # each variant is a different model, so the cross-check above tests something new
     for case, (name, change) in VARIANTS.items():
         assert total(spec_of(raw(name) | change)) != total(load_config_path(CONFIGS / name)), case
+
+
+def test_bloom_and_mpt_counts_by_hand():
+    # BLOOM-560m: hidden 1024, vocab 250880, 24 layers, LayerNorms (weight + bias), biases everywhere, head tied
+    per_layer = (2 * 2 * 1024  # input and post-attention LayerNorms
+                 + 1024 * 3 * 1024 + 3 * 1024  # query_key_value
+                 + 1024 * 1024 + 1024  # dense
+                 + 1024 * 4096 + 4096 + 4096 * 1024 + 1024)  # dense_h_to_4h, dense_4h_to_h
+    bloom = 250880 * 1024 + 2 * 1024 + 24 * per_layer + 2 * 1024  # + embedding LayerNorm and ln_f
+    assert total(load_config_path(CONFIGS / "bloom-560m")) == bloom == 559_214_592
+    # MPT-7B: d_model 4096, vocab 50432, 32 layers, no_bias (norms carry a weight only), expansion_ratio 4, tied
+    per_layer = 2 * 4096 + 4096 * 3 * 4096 + 4096 * 4096 + 2 * 4096 * 4 * 4096
+    mpt = 50432 * 4096 + 32 * per_layer + 4096
+    assert total(load_config_path(CONFIGS / "mpt-7b-instruct")) == mpt == 6_649_286_656

@@ -69,13 +69,14 @@ EXPECTED_BYTES_PER_TOKEN = {
     "gemma-2b": 2 * 18 * 1 * 256 * 2,  # MQA
     "gemma-7b": 2 * 28 * 16 * 256 * 2,  # head_dim 256, not 3072/16
     "gemma-2-9b": 2 * 42 * 8 * 256 * 2,  # head_dim 256, not 3584/16
-    "gemma-2-27b": 2 * 46 * 16 * 128 * 4,  # head_dim 128, not 144; fp32 per base config
+    # float32 checkpoints (gemma-2-27b base, GPT-2) are served in 2 bytes by default (dtypes.serving_dtype)
+    "gemma-2-27b": 2 * 46 * 16 * 128 * 2,  # head_dim 128, not 144; fp32 base config, served in bf16
     "gemma-3-27b": 2 * 62 * 16 * 128 * 2,
     # GPT-2, fp32
-    "gpt2": 2 * 12 * 12 * 64 * 4,
-    "gpt2-medium": 2 * 24 * 16 * 64 * 4,
-    "gpt2-large": 2 * 36 * 20 * 64 * 4,
-    "gpt2-xl": 2 * 48 * 25 * 64 * 4,
+    "gpt2": 2 * 12 * 12 * 64 * 2,
+    "gpt2-medium": 2 * 24 * 16 * 64 * 2,
+    "gpt2-large": 2 * 36 * 20 * 64 * 2,
+    "gpt2-xl": 2 * 48 * 25 * 64 * 2,
     # BERT: encoder-only, no KV cache
     "bert-base": 0,
     "bert-large": 0,
@@ -136,7 +137,7 @@ EXPECTED_TOTALS = [
     # 21 local (4096) + 21 global layers at 8192
     ("gemma-2-9b", 8192, (21 * 4096 + 21 * 8192) * 2 * 8 * 256 * 2),
     # 23 local (4096) + 23 global layers at 8192, fp32
-    ("gemma-2-27b", 8192, (23 * 4096 + 23 * 8192) * 2 * 16 * 128 * 4),
+    ("gemma-2-27b", 8192, (23 * 4096 + 23 * 8192) * 2 * 16 * 128 * 2),  # fp32 checkpoint served in bf16
     # every layer capped at 2047
     ("phi-3-mini-4k", 4096, 32 * 2047 * 2 * 32 * 96 * 2),
     ("phi-3-medium-4k", 4096, 40 * 2047 * 2 * 10 * 128 * 2),
@@ -163,6 +164,15 @@ EXPECTED_TOTALS = [
 def test_total_bytes(name: str, context: int, expected: int):
     result = kvcalc.estimate(spec_of(name), context=context)
     assert result.total_bytes == expected
+
+
+def test_float32_presets_keep_their_figure_with_kv_dtype_fp32():
+    # the checkpoint's own dtype on request: GPT-2 2 x 12 layers x 12 heads x 64 x 4 bytes
+    gpt2 = kvcalc.estimate(spec_of("gpt2"), context=1, kv_dtype="fp32")
+    assert gpt2.bytes_per_token == 2 * 12 * 12 * 64 * 4 and gpt2.conventions == ()
+    served = kvcalc.estimate(spec_of("gpt2"), context=1)
+    assert served.kv_dtype == "bf16" and served.bytes_per_token == 2 * 12 * 12 * 64 * 2
+    assert "float32" in served.conventions[0] and "--kv-dtype fp32" in served.conventions[0]
 
 
 def test_falcon_7b_is_one_kv_head():

@@ -1,8 +1,8 @@
 """Nemotron presets: a Mamba2 hybrid (Nemotron-H) and a NAS-pruned Llama (Nemotron Super).
 
 Expected values are arithmetic from each model's config.json (the fixtures under
-tests/fixtures/configs name their sources). Neither preset has a weights block: the schema
-cannot state Nemotron-H's MLP-only layers or the NAS model's per-block FFN widths, and the
+tests/fixtures/configs name their sources). Nemotron-H's weights block states its MLP-only layers
+with mlp_kinds (issue 19); the NAS model's per-block FFN widths the schema cannot state, and its
 notes say so (tests/test_params.py checks every preset has a block or such a note).
 """
 
@@ -27,7 +27,15 @@ BYTES_PER_TOKEN = {
     "llama-3.3-nemotron-super-49b-v1": 49 * (64 // 8) * (128 + 128) * 2,  # 49 of 80 blocks attend
 }
 MAX_CONTEXT = {"nemotron-h-8b-base-8k": 8192, "llama-3.3-nemotron-super-49b-v1": 131072}
-EXPECTED_TOTAL: dict[str, int] = {}  # no weights blocks (see the module docstring)
+# Nemotron-H-8B: hidden 4096, vocab 131072 (head untied), 52 layers each with one RMSNorm, a final norm;
+# 24 Mamba2 mixers: in_proj 4096 x (2 x 8192 + 2 x 8 x 128 + 128), conv1d (8192 + 2 x 8 x 128) x 4 + 10240
+# bias, dt_bias, A_log, D 128 each, gated norm 8192, out_proj 8192 x 4096; 4 attention layers q 4096 x 4096,
+# k and v 4096 x 1024, o 4096 x 4096; 24 MLPs up and down 4096 x 21504 each (relu2, no gate, no bias)
+_MAMBA2 = 4096 * (2 * 8192 + 2 * 8 * 128 + 128) + 10240 * 4 + 10240 + 3 * 128 + 8192 + 8192 * 4096
+EXPECTED_TOTAL: dict[str, int] = {
+    "nemotron-h-8b-base-8k": 2 * 131072 * 4096 + 52 * 4096 + 4096 + 24 * _MAMBA2
+    + 4 * (2 * 4096 * 4096 + 2 * 4096 * 1024) + 24 * 2 * 4096 * 21504,
+}
 
 
 def spec_of(name: str):

@@ -203,6 +203,9 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
 
         spec = with_extra_layers(spec, extras.mtp)
     engine = d.engine
+    if not spec.attends and engine.name != "vllm":
+        raise KvcalcError(f"{spec.name} has no attention (a state-space model): how {engine.name} sizes a pool of "
+                          "states alone is not modelled; kvcalc fits it with vLLM's rules (--engine vllm)")
     gpu_util = engine.default_util(spec, d) if d.gpu_util is None else d.gpu_util
     if not 0 < gpu_util <= 1:
         raise FitUsageError(f"--gpu-util {float(gpu_util)} is outside (0, 1]")
@@ -279,7 +282,9 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         notes.append(held["cpu_tier"].pop("note"))
     fits = worst.max_concurrency >= per_replica if known else None
     shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
-    log = dict(worst.log) if known else {}
+    log = dict(worst.log) if known and spec.attends else {}
+    if known and not spec.attends:
+        notes.append("vLLM's log lines for a model without attention are not predicted")
     result = FitResult(
         model=spec.name, engine=engine.name, engine_version=engine.version, gpu=d.gpu_key, gpu_memory_bytes=d.memory,
         gpus=d.gpus, tp=d.tp, pp=d.pp, replicas=d.replicas, dp=d.dp, ep=d.ep, dcp=d.dcp, attention_tp=attn_tp,
@@ -398,6 +403,10 @@ def _replication(spec: ModelSpec, d: Deployment, kv_dtype: str, notes: list[str]
                      f"{d.dcp} ranks of the TP group (cp_kv_cache_interleave_size 1), so each GPU holds 1/{d.dcp} of "
                      f"it and a page of {d.block_size or d.engine.block_size} tokens per GPU covers "
                      f"{d.dcp}x as many of a request's tokens")
+    if not spec.attends:
+        notes.append("no attention (a state-space model): no KV cache; each request holds a constant state in "
+                     "every layer, so the state slots bound the requests")
+        return None, 1.0
     if isinstance(attention, MLAAttention):
         if tp > 1:
             notes.append(f"MLA: the {attention.kv_lora_rank}+{attention.qk_rope_head_dim} latent is not split by "

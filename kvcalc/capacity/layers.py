@@ -11,17 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvcalc.dtypes import DTYPE_BITS
+from kvcalc.dtypes import DTYPE_BITS, serving_dtype
 from kvcalc.spec import ModelSpec, NoKVLayer
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def serving_dtype(dtype: str) -> str:
-    """Engines serve float32 checkpoints in bf16 (vLLM's --dtype auto on GPUs that have it)."""
-    return "bf16" if dtype == "fp32" else dtype
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,8 @@ def layer_types(spec: ModelSpec, layers: range, tp: int, engine, kv_dtype: str,
     for name, n in kind_counts(spec, layers).items():
         kind = spec.layers.kinds[name]
         if isinstance(kind, NoKVLayer):
-            state = engine.state_bytes(kind, spec.dtype, tp, platform)
+            # the model dtype engines serve in (a float32 checkpoint in bf16): a state without its own dtype keeps it
+            state = engine.state_bytes(kind, serving_dtype(spec.dtype), tp, platform)
             types.append(LayerType(name, "none", None, n, 0, state, kind.mixer))
         else:
             bits = engine.token_bits(spec.attention_of(name), tp, kv_dtype, mla_layout)

@@ -147,6 +147,8 @@ def _count(spec: ModelSpec) -> ParamCount | None:
         mixer, small = per_kind[name]
         linear += mixer
         other += small
+        if w.mlp_kinds is not None and name not in w.mlp_kinds:
+            continue  # a layer without an MLP (Mamba)
         matrices, small, unused = mlp_parameters(w, hidden, index)
         linear += matrices
         other += small

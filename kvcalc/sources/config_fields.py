@@ -102,12 +102,13 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"expert|moe|mlp_only|topk_group|n_group", "mixture-of-experts routing and placement: the MLP, not attention"),
     (r"softcap|softmax|scalar|scaling|logit", "attention score arithmetic: the same K and V are cached"),
     (r"rope_(theta|scaling|local_base_freq|ratio)", "position-encoding frequency: no cache effect"),
-    (r"(^|\.)(use_mamba_kernels|use_flash_attn|attn_impl|_attn_implementation)$", "kernel choice"),
+    (r"(^|\.)(use_mamba_kernels|use_mambapy|use_associative_scan|use_flash_attn|attn_impl|_attn_implementation)$",
+     "kernel choice"),
     (r"(^|\.)(attn_uses_sequence_id|use_bidirectional_attention)$", "the attention mask, not what is cached"),
     (r"^mamba_dt_rank$", "Mamba's time-step projection rank: weights, not state"),
     (r"^parallel_attn$", "attention and MLP side by side (Falcon): the same cache"),
     (r"^sliding_window_size$", "Gemma-2's legacy name for sliding_window (MiMo-V2's is read)"),
-    (r"^mtp_layers_block_type$|^num_nextn_predict_layers$",
+    (r"^mtp_layers_block_type$|^num_nextn_predict_layers$|^mtp_num_hidden_layers$",
      "multi-token-prediction layers, loaded only for speculative decoding: not counted"),
     (r"token_index$|token_id$", "a special token's id in the vocabulary, not a size"),
     (r"^output_attentions$|^output_hidden_states$", "what the forward returns, not what it caches"),
@@ -118,6 +119,11 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^mamba_hidden_act$", "the Mamba mixer's activation"),
     (r"^attention_value_scale$", "MiMo-V2 scales values inside attention: the same K and V are cached"),
     (r"^attention_projection_layout$", "fused or split q/k/v weights: the same K and V are cached"),
+    (r"^block_(auto_adjust_ff_dim|ff_dim|multiple_of|ffn_dim_multiplier)$",
+     "LFM2's feed-forward sizing: the MLP, not the cache"),
+    (r"^attention_multiplier$", "Granite's attention score multiplier: the same K and V are cached"),
+    (r"^shared_intermediate_size$", "the shared MLP's width (Granite-4.0-H): the MLP, not attention"),
+    (r"^attn_output_gate$", "a gate on the attention output (Qwen3-Next, Qwen3.5): the same K and V are cached"),
 )
 
 ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})

@@ -40,6 +40,7 @@ from kvcalc.sources.config_fields import (
     unread_notes,
 )
 from kvcalc.sources.config_layers import layer_count, layers_block
+from kvcalc.sources.config_ssm import is_pure_ssm, ssm_count, ssm_layers
 from kvcalc.sources.config_weights import weights_block
 from kvcalc.sources.model_types import ENCODER_TYPES
 from kvcalc.spec import ModelSpec
@@ -88,17 +89,22 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             f"model_type {reader.model_type!r} is an encoder-decoder model; kvcalc reads "
             "decoder-only and encoder-only configs"
         )
-    require(reader)
-    count = layer_count(reader)
-    attention = model_attention(reader)
-    encoder = reader.model_type in ENCODER_TYPES
-    if encoder:
-        reader.notes.append(
-            f"encoder-only (model_type {reader.model_type}): it keeps no KV cache between steps"
-        )
-        layers = {"count": count}
+    if is_pure_ssm(reader):  # Mamba, Falcon-Mamba, Mamba2: no attention, a constant state per layer
+        count = ssm_count(reader)
+        attention, encoder = {"kind": "none"}, False
+        layers = ssm_layers(reader, count)
     else:
-        layers = layers_block(reader, count)
+        require(reader)
+        count = layer_count(reader)
+        attention = model_attention(reader)
+        encoder = reader.model_type in ENCODER_TYPES
+        if encoder:
+            reader.notes.append(
+                f"encoder-only (model_type {reader.model_type}): it keeps no KV cache between steps"
+            )
+            layers = {"count": count}
+        else:
+            layers = layers_block(reader, count)
     hidden = reader.integer("hidden_size")
     weights = weights_block(reader.data, reader.outer, reader.model_type, attention, count, hidden, reader.notes)
     spec = {
@@ -169,7 +175,7 @@ def _parameters(r: Reader) -> str:
 def _name(data: dict, origin: str) -> str:
     """From _name_or_path's last component, else the folder (a hub cache's repo name)."""
     raw = data.get("_name_or_path")
-    if isinstance(raw, str) and raw.strip(" /\\"):
+    if isinstance(raw, str) and raw.strip(" ./\\"):
         candidate = raw.strip().rstrip("/\\").replace("\\", "/").split("/")[-1]
     else:
         path = Path(origin)

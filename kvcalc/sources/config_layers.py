@@ -80,6 +80,8 @@ def _layer_order(r: Reader, count: int) -> list:
         return _with_local_global(r, _from_layer_types(r, block_types, count, "layers_block_type"))
     if r.data.get("hybrid_layer_pattern") is not None:
         return _with_local_global(r, _hybrid_layer_pattern_order(r, count))
+    if r.data.get("attn_layer_indices") is not None or r.model_type == "bamba":
+        return _attn_layer_indices_order(r, count)
     layer_types = r.data.get("layer_types")
     if layer_types is not None:
         order = _from_layer_types(r, layer_types, count)
@@ -89,11 +91,28 @@ def _layer_order(r: Reader, count: int) -> list:
             for i in range(count)
         ]:
             r.notes.append(f"ignored: {pattern[0]} {shown_json(pattern[1])}: layer_types decides, and differs")
+        interval = r.data.get("full_attention_interval")  # Qwen3-Next / Qwen3.5 build layer_types from it
+        if interval is not None and order != [
+            "full" if isinstance(interval, int) and interval > 0 and (i + 1) % interval == 0 else "state"
+            for i in range(count)
+        ]:
+            r.notes.append(f"ignored: full_attention_interval {shown_json(interval)}: layer_types decides, and differs")
+        idxs = r.data.get("full_attn_idxs")  # LFM2 builds layer_types from it when layer_types is absent
+        if idxs is not None and (not isinstance(idxs, list) or order != _lfm2_order(idxs, count)):
+            r.notes.append(f"ignored: full_attn_idxs {shown_json(idxs)}: layer_types decides, and differs")
         if _is_gemma4(r) and order and order[-1] != "full":
             order[-1] = "full"
             r.notes.append("inferred: the last layer is full attention, as transformers' Gemma-4 forces it "
                            "(layer_types ends in a sliding layer)")
         return _with_local_global(r, order)
+    if r.data.get("full_attn_idxs") is not None:  # LFM2 without layer_types, as Lfm2Config builds them
+        idxs = r.data["full_attn_idxs"]
+        if (not isinstance(idxs, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in idxs)
+                or any(not 0 <= i < count for i in idxs)):
+            r.fail(f"full_attn_idxs must list layer numbers below {count}, got {shown_json(idxs)}")
+        r.notes.append("inferred: layers in full_attn_idxs are attention, the rest short convolutions (no "
+                       "layer_types; as transformers' Lfm2Config builds them)")
+        return _lfm2_order(idxs, count)
     if _is_gemma4(r) or r.model_type == "mimo_v2_flash":
         return _with_local_global(r, _class_pattern(r, count))
     if r.has("attn_layer_period") or r.model_type == "jamba":
@@ -197,6 +216,24 @@ def _hybrid_override_order(r: Reader, pattern: object, count: int) -> list[str]:
     return [HYBRID_OVERRIDE_CHARS[c] for c in pattern]
 
 
+def _lfm2_order(idxs: list, count: int) -> list[str]:
+    return ["full" if i in idxs else "conv" for i in range(count)]
+
+
+def _attn_layer_indices_order(r: Reader, count: int) -> list[str]:
+    """Bamba: attn_layer_indices names the full-attention layers, every other layer is Mamba2, as
+    transformers' BambaConfig.layers_block_type builds it (none listed: every layer Mamba2)."""
+    indices = r.data.get("attn_layer_indices")
+    if indices is None:
+        r.notes.append("inferred: no attn_layer_indices: every layer is a Mamba2 layer, as transformers' "
+                       "BambaConfig builds it")
+        return ["state"] * count
+    if (not isinstance(indices, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in indices)
+            or any(not 0 <= i < count for i in indices) or len(set(indices)) != len(indices)):
+        r.fail(f"attn_layer_indices must list distinct layer numbers below {count}, got {shown_json(indices)}")
+    return ["full" if i in set(indices) else "state" for i in range(count)]
+
+
 def _hybrid_layer_pattern_order(r: Reader, count: int) -> list[str]:
     """MiMo-V2 (MiMo-V2-Flash, MiMo-V2.5): hybrid_layer_pattern[i] is 1 for a sliding-window
     layer and 0 for a global one, as transformers' MiMoV2FlashConfig and SGLang read it."""
@@ -214,7 +251,13 @@ def _hybrid_layer_pattern_order(r: Reader, count: int) -> list[str]:
 
 def _refuse_parallel_hybrids(r: Reader) -> None:
     """Falcon-H1 runs attention and a Mamba2 mixer side by side in every layer: each layer holds
-    a KV cache and a state, which no single layer kind of kvcalc's describes."""
+    a KV cache and a state, which no single layer kind of kvcalc's describes. Kimi's KDA layers
+    (linear_attn_config, Kimi-Linear and Kimi-K3) keep a state kvcalc does not size."""
+    if r.data.get("linear_attn_config") is not None:
+        r.fail(
+            "linear_attn_config: Kimi Delta Attention layers (Kimi-Linear, Kimi-K3) keep a recurrent state "
+            "beside the MLA layers' latent, which kvcalc does not size"
+        )
     if r.model_type == "falcon_h1" or r.data.get("mamba_d_ssm") is not None:
         r.fail(
             "Falcon-H1-style layers run attention and a Mamba2 mixer in parallel, so every layer "
@@ -338,7 +381,7 @@ def _state(r: Reader) -> tuple[str, dict]:
             )
         )
         recurrent, conv_dim = nv * dk * dv, 2 * nk * dk + nv * dv
-        return "linear", {
+        return "linear", with_state_dtype(r, {
             "type": "none",
             "state_elements": recurrent + conv_dim * kernel,
             "conv_channels": conv_dim, "conv_kernel": kernel, "mixer": "gated_deltanet",
@@ -347,7 +390,7 @@ def _state(r: Reader) -> tuple[str, dict]:
                 f"plus conv state (conv dim 2*{nk}*{dk} + {nv}*{dv} = {conv_dim}) x kernel {kernel} "
                 f"= {conv_dim * kernel}"
             ),
-        }
+        }, "Gated DeltaNet")
     if any(r.data.get(k) is not None for k in MAMBA2_HEADS):
         return _mamba2_state(r)
     if any(r.data.get(k) is not None for k in MAMBA_FIELDS) or r.model_type == "jamba":
@@ -357,7 +400,7 @@ def _state(r: Reader) -> tuple[str, dict]:
         if missing:
             r.fail(f"Mamba layers need {', '.join(missing)}")
         inner = expand * hidden
-        return "mamba", {
+        return "mamba", with_state_dtype(r, {
             "type": "none",
             "state_elements": inner * d_state + inner * d_conv,
             "conv_channels": inner, "conv_kernel": d_conv, "mixer": "mamba",
@@ -365,7 +408,7 @@ def _state(r: Reader) -> tuple[str, dict]:
                 f"Mamba layer: SSM state d_inner x d_state = {inner} x {d_state} = {inner * d_state} "
                 f"plus conv state d_inner x d_conv = {inner} x {d_conv} = {inner * d_conv}"
             ),
-        }
+        }, "Mamba")
     r.fail(
         "some layers have no KV cache (linear attention or Mamba), but the config has neither "
         f"Gated DeltaNet fields ({', '.join(DELTANET_FIELDS)}) nor Mamba fields ({', '.join(MAMBA_FIELDS)})"
@@ -405,15 +448,7 @@ def _mamba2_state(r: Reader) -> tuple[str, dict]:
     ))
     kind = {"type": "none", "state_elements": ssm + conv, "conv_channels": conv_dim, "conv_kernel": kernel,
             "mixer": "mamba2", "description": description}
-    ssm_dtype = _ssm_cache_dtype(r)
-    model = _model_dtype(r)
-    if ssm_dtype is not None and model is not None and ssm_dtype != model:
-        # the SSM part in its own dtype, the conv part in the model's
-        kind.update(state_dtype=ssm_dtype, conv_dtype=model, description=(
-            f"{description}; the SSM state is kept in {ssm_dtype} (mamba_ssm_cache_dtype) and the conv "
-            f"state in {model}"
-        ))
-    return "mamba2", kind
+    return "mamba2", with_state_dtype(r, kind, "Mamba2")
 
 
 def _mamba2_head_dim(r: Reader, heads: int) -> int:
@@ -443,18 +478,65 @@ def _check_expand(r: Reader, inner: int) -> None:
                 )
 
 
-def _ssm_cache_dtype(r: Reader) -> str | None:
-    value = r.data.get("mamba_ssm_cache_dtype")
-    if value is None and r.model_type == "nemotron_h":
+# The keys a config.json names its recurrent (SSM) state's dtype with, and who reads each:
+# - mamba_ssm_dtype: Qwen3.5 / Qwen3.6 (Gated DeltaNet, "float32" in every released config) and
+#   Kimi's KDA configs. vLLM's Qwen3.5 config hook copies it into cache_config.mamba_ssm_cache_dtype
+#   while that is "auto"; SGLang's configs/mamba_utils.py (mamba2_state_dtype) reads it from the
+#   config or its text_config for every linear-attention and Mamba2 model.
+# - mamba_ssm_cache_dtype: Nemotron-H (NemotronHConfig, default "float32"; vLLM reads it too).
+# The conv part of the state stays in the model dtype (vLLM's mamba_cache_dtype "auto"; transformers
+# allocates it in the model dtype; SGLang's SGLANG_MAMBA_CONV_DTYPE default is bfloat16).
+STATE_DTYPE_KEYS = ("mamba_ssm_dtype", "mamba_ssm_cache_dtype")
+# where other engines keep an undeclared state otherwise, by mixer (said in the note)
+ENGINE_STATE_DEFAULTS = {
+    "Gated DeltaNet": "; SGLang keeps it in float32 unless mamba_ssm_dtype says otherwise, and transformers' "
+                      "Gated DeltaNet computes it in float32 (twice the bytes)",
+    "Mamba2": "; SGLang keeps it in float32 unless mamba_ssm_dtype says otherwise (twice the bytes in bf16 models)",
+    "Mamba": " and transformers allocates it",
+}
+
+
+def with_state_dtype(r: Reader, kind: dict, mixer: str) -> dict:
+    """``kind`` with its recurrent state in the dtype the config names (the conv part in the model's).
+
+    Absent both keys the state is in the model dtype, as transformers allocates Mamba and Mamba2
+    states and as vLLM keeps them ("auto"); a note names the engines that differ."""
+    ssm_dtype = r.once("state_dtype", _state_dtype)
+    model = _model_dtype(r)
+    if ssm_dtype is None:
+        note_once(r, (
+            f"inferred: the {mixer} recurrent state is kept in the model dtype (no mamba_ssm_dtype or "
+            "mamba_ssm_cache_dtype in config.json), as vLLM keeps it by default (\"auto\")"
+            + ENGINE_STATE_DEFAULTS.get(mixer, "")
+        ))
+        return kind
+    key, name = ssm_dtype
+    if model is None or name == model:
+        return {**kind, "state_dtype": name}
+    return {**kind, "state_dtype": name, "conv_dtype": model, "description": (
+        f"{kind['description']}; the recurrent state is kept in {name} ({key}) and the conv state in {model}"
+    )}
+
+
+def _state_dtype(r: Reader) -> tuple[str, str] | None:
+    """(key, dtype) of the recurrent state as config.json names it, or Nemotron-H's class default."""
+    found = [(key, r.data.get(key)) for key in STATE_DTYPE_KEYS if r.data.get(key) is not None]
+    if not found and r.model_type == "nemotron_h":
         r.notes.append("inferred: mamba_ssm_cache_dtype float32 (NemotronHConfig's default, which vLLM reads too; "
                        "not in config.json)")
-        return "fp32"
-    if value is None:
+        return "mamba_ssm_cache_dtype", "fp32"
+    if not found:
         return None
-    name = STATE_DTYPES.get(str(value).removeprefix("torch."))
-    if name is None:
-        r.fail(f"mamba_ssm_cache_dtype {shown_json(value)} is not a dtype kvcalc knows (float32, bfloat16, float16)")
-    return name
+    names = []
+    for key, value in found:
+        name = STATE_DTYPES.get(str(value).removeprefix("torch."))
+        if name is None:
+            r.fail(f"{key} {shown_json(value)} is not a dtype kvcalc knows (float32, bfloat16, float16)")
+        names.append((key, name))
+    if len({name for _, name in names}) > 1:
+        r.fail(f"{names[0][0]} and {names[1][0]} name different state dtypes ({found[0][1]}, {found[1][1]}); "
+               "kvcalc cannot tell which one the engines use")
+    return names[0]
 
 
 def _model_dtype(r: Reader) -> str | None:

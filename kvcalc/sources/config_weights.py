@@ -53,6 +53,21 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "kimi_k2": {**_UNTIED, "attention_bias": False},
     "bert": {"type_vocab_size": 2, "add_cross_attention": False},
 }
+# MambaConfig, FalconMambaConfig and Mamba2Config (transformers 5.24) defaults
+_MAMBA = {"use_bias": False, "use_conv_bias": True, "time_step_rank": "auto"}
+DEFAULTS["mamba"] = DEFAULTS["falcon_mamba"] = {**_TIED, **_MAMBA}
+DEFAULTS["mamba2"] = {**_UNTIED, **_MAMBA}
+DEFAULTS["bloom"] = _TIED  # BloomConfig
+DEFAULTS["jamba"] = {  # JambaConfig
+    **_UNTIED, "mamba_dt_rank": "auto", "mamba_proj_bias": False, "mamba_conv_bias": True, "mamba_expand": 2,
+    "mamba_d_state": 16, "mamba_d_conv": 4, "num_experts": 16, "num_experts_per_tok": 2, "expert_layer_period": 2,
+    "expert_layer_offset": 1,
+}
+DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
+DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
+DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
+                          "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
+DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
 
@@ -78,6 +93,10 @@ DECODERS = {
     "qwen2_moe": Decoder(qkv_bias="qkv_bias", moe="qwen", shared_expert=True),
     "qwen3": Decoder(bias="attention_bias", qk_norm=True),
     "qwen3_moe": Decoder(bias="attention_bias", qk_norm=True, moe="qwen"),
+    # Qwen3-Next: Qwen3-MoE's blocks with a gated shared expert; its Gated DeltaNet layers and the gate on
+    # the attention output are added by _qwen3_next
+    "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
+    "qwen3_5_text": Decoder(bias="attention_bias", qk_norm=True),  # dense Qwen3.5; _qwen3_next adds the rest
     "gemma": Decoder(bias="attention_bias"),
     "gemma2": Decoder(bias="attention_bias", norms=4),
     "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
@@ -90,10 +109,6 @@ DECODERS = {
 }
 
 NOT_DERIVED = {
-    "jamba": "Jamba's Mamba mixers are not counted from config fields (model_presets/jamba-v0.1.yaml "
-    "shows a hand-derived block)",
-    "qwen3_next": "Qwen3-Next's Gated DeltaNet layers and gated attention are not counted from config "
-    "fields (model_presets/qwen3-next-80b-a3b.yaml shows a hand-derived block)",
     "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
     "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
 }
@@ -393,7 +408,196 @@ def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]
     }
 
 
+def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Qwen3-Next (transformers' Qwen3NextForCausalLM): Qwen3-MoE's decoder, where every layer keeps its MLP
+    or experts and two RMSNorms, plus
+    - each Gated DeltaNet layer's mixer: in_proj_qkvz hidden x (2 nk dk + 2 nv dv), in_proj_ba hidden x 2 nv,
+      conv1d (2 nk dk + nv dv) x kernel (no bias), dt_bias and A_log nv each, a gated RMSNorm dv, out_proj
+      nv dv x hidden;
+    - each full-attention layer's output gate: q_proj is 2 x heads x head_dim wide (queries and the gate), so
+      hidden x heads x head_dim more than a plain attention (extra_parameters, said in a note).
+    Multi-token-prediction layers (mtp_num_hidden_layers) are not built by transformers and not counted."""
+    block = _decoder(f, attention, count, hidden, notes)
+    if attention["kind"] == "mla":
+        raise _Skip("Qwen3-Next attention that is MLA")
+    nk, dk, nv, dv, kernel = (f.integer(k) for k in (
+        "linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim",
+        "linear_conv_kernel_dim"))
+    mixer = (hidden * (2 * nk * dk + 2 * nv * dv) + hidden * 2 * nv + (2 * nk * dk + nv * dv) * kernel
+             + 2 * nv + dv + nv * dv * hidden)
+    interval = f.integer("full_attention_interval")
+    types = f.data.get("layer_types")
+    full = (sum(1 for t in types if t == "full_attention") if isinstance(types, list)
+            else sum(1 for i in range(count) if (i + 1) % interval == 0))
+    gated = f.model_type == "qwen3_next" or f.flag("attn_output_gate")
+    gate = full * hidden * attention["heads"] * attention["head_dim"] if gated else 0
+    vision = _qwen_vision(f, hidden, notes) if f.outer is not f.data and f.outer.get("vision_config") else 0
+    block.update(mixer_parameters={"linear": mixer}, extra_parameters=gate + vision)
+    if gate:
+        notes.append(f"inferred: extra_parameters has {gate} for the attention output gate of {full} full-attention "
+                     f"layers ({hidden} x {attention['heads']} heads x {attention['head_dim']}: q_proj is twice as "
+                     "wide)")
+    mtp = f.data.get("mtp_num_hidden_layers")
+    if isinstance(mtp, int) and not isinstance(mtp, bool) and mtp > 0:
+        notes.append(f"the {mtp} multi-token-prediction layer(s) in the checkpoint are not counted (transformers "
+                     "does not build them; fit --mtp adds them for speculative decoding)")
+    return block
+
+
+def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+    """Qwen3.5's vision tower and merger (transformers' Qwen3_5VisionModel), in the checkpoint beside the
+    language model: a patch convolution in_channels x temporal_patch_size x patch_size^2 -> hidden (+ bias),
+    learned positions, depth blocks of two LayerNorms, qkv and proj with biases and a plain MLP with biases,
+    and a merger (a LayerNorm over hidden, then hidden x m^2 -> hidden x m^2 -> out_hidden_size with biases,
+    m the spatial_merge_size). Deepstack mergers are not counted: such a config is refused."""
+    v = f.outer["vision_config"]
+    if not isinstance(v, dict):
+        raise _Skip("vision_config is not a JSON object")
+    if v.get("deepstack_visual_indexes"):
+        raise _Skip("vision_config.deepstack_visual_indexes: deepstack mergers are not counted")
+    keys = ("hidden_size", "intermediate_size", "depth", "patch_size", "temporal_patch_size", "in_channels",
+            "num_position_embeddings", "spatial_merge_size", "out_hidden_size")
+    missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, depth, patch, temporal, channels, positions, merge, out = (v[k] for k in keys)
+    if out != text_hidden:
+        raise _Skip(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size {text_hidden}")
+    wide = h * merge * merge
+    tower = (channels * temporal * patch * patch * h + h + positions * h
+             + depth * (2 * 2 * h + h * 3 * h + 3 * h + h * h + h + h * inner + inner + inner * h + h)
+             + 2 * h + wide * wide + wide + wide * out + out)
+    notes.append(f"inferred: extra_parameters has {tower} for the vision tower and merger (hidden {h}, {depth} "
+                 f"blocks, MLP {inner}, merge {merge}), which the checkpoint and engines load beside the language "
+                 "model")
+    return tower
+
+
+def _jamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Jamba (transformers' JambaForCausalLM): two RMSNorms per layer, a gated MLP or, every
+    expert_layer_period-th layer from expert_layer_offset, gated experts with a router; attention layers
+    without biases; each Mamba layer's mixer, with I = mamba_expand x hidden, N mamba_d_state, k mamba_d_conv,
+    R mamba_dt_rank ("auto": ceil(hidden / 16)): in_proj hidden x 2I, conv1d I x k (+ I bias), x_proj
+    I x (R + 2N), dt_proj R x I + I, A_log I x N, D I, out_proj I x hidden, and RMSNorms of R, N and N on
+    dt, B and C; mamba_proj_bias adds in_proj's and out_proj's biases."""
+    if attention["kind"] == "mla":
+        raise _Skip("Jamba attention that is MLA")
+    inner, state, kernel = f.integer("mamba_expand") * hidden, f.integer("mamba_d_state"), f.integer("mamba_d_conv")
+    rank = f._get("mamba_dt_rank")
+    if rank == "auto":
+        rank = -(-hidden // 16)
+        notes.append(f"inferred: mamba_dt_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
+    elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise _Skip(f"mamba_dt_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+    mixer = (hidden * 2 * inner + inner * kernel + inner * (rank + 2 * state) + rank * inner + inner + inner * state
+             + inner + inner * hidden + rank + 2 * state + (inner if f.flag("mamba_conv_bias") else 0)
+             + (2 * inner + hidden if f.flag("mamba_proj_bias") else 0))
+    block = _base(f, "rms", 2)
+    block.update(mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")},
+                 mixer_parameters={"mamba": mixer})
+    experts = f.integer("num_experts")
+    if experts > 1:
+        period = f.integer("expert_layer_period")
+        block["moe"] = {"experts": experts, "experts_per_token": f.integer("num_experts_per_tok"),
+                        "intermediate_size": f.integer("intermediate_size"), "layer_period": period,
+                        "layer_offset": f.integer("expert_layer_offset", least=0)}
+    return block
+
+
+def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """BLOOM: a LayerNorm on the embeddings, two LayerNorms per layer, fused query_key_value and dense with
+    biases, a plain 4 x hidden MLP with biases; the head tied (BloomConfig's default)."""
+    _mha_width(attention, hidden, "BLOOM")
+    block = _base(f, "layer", 2)
+    block.update(embedding_norm=True, qkv_bias=True, output_bias=True, mlp=_plain(4 * hidden, True))
+    return block
+
+
+def _mpt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """MPT: fused Wqkv and out_proj, a plain MLP of expansion_ratio x d_model, two LayerNorms per layer
+    and a final one; no_bias drops every bias, the norms' too (transformers' MptBlock)."""
+    _mha_width(attention, hidden, "MPT")
+    bias = not f.flag("no_bias")
+    block = _base(f, "layer" if bias else "rms", 2)  # a bias-free LayerNorm has a weight only, as an RMSNorm
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("expansion_ratio") * hidden, bias))
+    return block
+
+
+def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int, kernel: int,
+                  conv_bias: bool) -> int:
+    """One Mamba2 mixer (transformers' Mamba2Mixer, NemotronHMamba2Mixer): in_proj hidden x (2I + 2GN + H),
+    conv1d (I + 2GN) x kernel (+ a bias), dt_bias, A_log and D H each, a gated RMSNorm I, out_proj I x hidden."""
+    inner = heads * head_dim
+    conv_dim = inner + 2 * groups * state
+    return (hidden * (2 * inner + 2 * groups * state + heads) + conv_dim * kernel + (conv_dim if conv_bias else 0)
+            + 3 * heads + inner + inner * hidden)
+
+
+def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
+    up and down), one RMSNorm before each, a final norm, the head untied by default. Layers of experts (E)
+    are relu2 MLPs too, which the schema's gated experts cannot state: such configs are not counted."""
+    pattern = f.data.get("hybrid_override_pattern")
+    if not isinstance(pattern, str):
+        raise _Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
+    if "E" in pattern:
+        raise _Skip("Nemotron-H's experts (E layers) are relu2 MLPs of up and down, not the gated experts the "
+                    "weights schema states")
+    if f.flag("use_bias") or f.flag("mamba_proj_bias"):
+        raise _Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
+    if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
+        raise _Skip("Nemotron-H attention that is not dense")
+    mixer = _mamba2_mixer(hidden, f.integer("mamba_num_heads"), f.integer("mamba_head_dim"),
+                          f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
+                          f.flag("use_conv_bias"))
+    bias = f.flag("attention_bias")
+    block = _base(f, "rms", 1)
+    kinds = {"M": "mamba2", "-": "ffn"}
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), f.flag("mlp_bias")),
+                 mlp_kinds=["ffn"] if "-" in pattern else [],
+                 mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
+    return block
+
+
+def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
+    one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
+    I its inner width, N state_size, k conv_kernel:
+    - Mamba: in_proj hidden x 2I, conv1d I x k (+ I bias), x_proj I x (R + 2N) with R time_step_rank
+      ("auto": ceil(hidden / 16)), dt_proj R x I + I, A_log I x N, D I, out_proj I x hidden.
+    - Mamba2 (H heads, G groups): in_proj hidden x (2I + 2GN + H), conv1d (I + 2GN) x k (+ bias),
+      dt_bias, A_log and D H each, a gated RMSNorm I, out_proj I x hidden.
+    use_bias adds in_proj's and out_proj's biases. Falcon-Mamba's B, C and dt norms have no weights.
+    The whole mixer is counted with the layer matrices (quantization would leave its vectors alone)."""
+    use_bias, conv_bias = f.flag("use_bias"), f.flag("use_conv_bias")
+    k, n = f.integer("conv_kernel"), f.integer("state_size")
+    if f.model_type == "mamba2":
+        heads, groups = f.integer("num_heads"), f.integer("n_groups")
+        inner = heads * f.integer("head_dim")
+        proj, conv_dim = 2 * inner + 2 * groups * n + heads, inner + 2 * groups * n
+        mixer = (hidden * proj + conv_dim * k + 3 * heads + inner + inner * hidden
+                 + (conv_dim if conv_bias else 0) + (proj + hidden if use_bias else 0))
+        name = "mamba2"
+    else:
+        inner = f.integer("intermediate_size") if f.present("intermediate_size") else f.integer("expand") * hidden
+        rank = f._get("time_step_rank")
+        if rank == "auto":
+            rank = -(-hidden // 16)
+            notes.append(f"inferred: time_step_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
+        elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise _Skip(f"time_step_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+        mixer = (hidden * 2 * inner + inner * k + inner * (rank + 2 * n) + rank * inner + inner + inner * n + inner
+                 + inner * hidden + (inner if conv_bias else 0) + (2 * inner + hidden if use_bias else 0))
+        name = "mamba"
+    block = _base(f, "rms", 1)
+    block.update(mixer_parameters={name: mixer}, mlp_kinds=[])
+    return block
+
+
 BUILDERS = {
+    "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
+    "qwen3_5_text": _qwen3_next, "jamba": _jamba,
+    "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }

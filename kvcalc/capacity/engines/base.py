@@ -208,8 +208,13 @@ def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> d
     logits: max_num_seqs x vocab x 4 bytes (fp32), as the sampler's profiling run holds.
     """
     a = spec.attention
-    hidden = spec.hidden_size or a.heads * (getattr(a, "head_dim", None) or a.v_head_dim)
-    if isinstance(a, MLAAttention):
+    if a.kind == "none":  # a state-space model: its mixer's projections stand in the MLP width below
+        hidden, qkv = spec.hidden_size or 0, 0
+    else:
+        hidden = spec.hidden_size or a.heads * (getattr(a, "head_dim", None) or a.v_head_dim)
+    if a.kind == "none":
+        pass
+    elif isinstance(a, MLAAttention):
         qkv = a.heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) + a.kv_lora_rank
     else:
         qkv = (a.heads + a.kv_heads) * a.head_dim + a.kv_heads * a.v_dim
@@ -222,7 +227,7 @@ def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> d
         if w.moe:
             widths.append(w.moe.intermediate_size * w.moe.experts_per_token
                           + w.moe.shared_experts * (w.moe.shared_intermediate_size or w.moe.intermediate_size))
-        inner = max(widths)
+        inner = max(widths, default=inner)  # no MLP (a Mamba model): 4 x hidden stands in
     activations = batched_tokens * (4 * hidden + cdiv(qkv, tp) + 3 * cdiv(inner, tp)) * 2
     return {"activations": activations, "logits": max_seqs * vocab * 4}
 
