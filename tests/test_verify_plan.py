@@ -128,3 +128,18 @@ def test_plan_and_report_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "CLEAN"
+
+
+def test_verify_all_runs_short_unless_a_window_is_shorter_than_the_default():
+    import kvcalc
+    from kvcalc.verify.plan import DEFAULT_CONTEXT, SHORT_CONTEXT, all_context
+
+    assert (DEFAULT_CONTEXT, SHORT_CONTEXT) == (256, 32)
+    llama = kvcalc.load_preset("llama-3-8b")  # full attention only: the layers are the same at any length
+    assert all_context(llama) == 32
+    gemma2 = kvcalc.load_preset("gemma-2-9b")  # sliding window 4096: not exercised at 256 either
+    assert all_context(gemma2) == 32
+    short = llama.model_copy(update={"layers": llama.layers.model_copy(update={"kinds": {
+        "full": llama.layers.kinds["full"],
+        "local": kvcalc.spec.SlidingLayer(type="sliding", window=128)}, "pattern": ["local", "full"] * 16})})
+    assert all_context(short) == 256  # a 128-token window is exercised at the default context

@@ -187,6 +187,7 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
 
     from kvcalc.sources.presets import available, load_named
     from kvcalc.verify.device import resolve_device
+    from kvcalc.verify.plan import all_context
     from kvcalc.verify.report import summary_table
     from kvcalc.verify.runner import verify
 
@@ -201,7 +202,8 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
             try:
                 spec = load_named(path)
                 count = None if layers is None else min(layers, spec.layers.count)
-                rows.append((name, verify(spec, layers=count, **options), None))
+                length = options["context"] or all_context(spec)
+                rows.append((name, verify(spec, layers=count, **{**options, "context": length}), None))
             except KvcalcError as exc:
                 rows.append((name, None, str(exc)))
             progress.advance(task)
@@ -211,5 +213,8 @@ def _verify_all(dirs, layers: int | None, json_out: bool, options: dict) -> None
                      for name, r, error in rows])
     else:
         out.print(summary_table(rows, seconds))
+        out.print("This checks kvcalc's torch layers against kvcalc's own formula, preset by preset. The independent "
+                  "check is transformers' own cache: kvcalc verify CONFIG --reference transformers.",
+                  markup=False, style="dim", soft_wrap=True)
     if not all(r is not None and r.match for _, r, _ in rows):
         raise typer.Exit(1)

@@ -19,6 +19,20 @@ CACHE_KINDS: tuple[str, ...] = get_args(CacheKind)
 
 PAGE_TOKENS = 16  # vLLM's default block size
 DEFAULT_CONTEXT = 256  # short enough that every preset verifies in seconds on a laptop CPU
+SHORT_CONTEXT = 32  # verify --all where no window, chunk or top-k is shorter than DEFAULT_CONTEXT
+
+
+def all_context(spec) -> int:
+    """The context ``verify --all`` runs a preset at: the default where a sliding window, a
+    chunk or an indexer's top-k is below it (so each is exercised), else a short one. The
+    layers, their weights and the per-token cache are the same at any length; only the number
+    of tokens and the matmuls' cost (hidden x hidden per token: 2.5 s for llama-3.1-405b at
+    256 tokens on two cores) change."""
+    spans = [getattr(kind, "span", None) for kind in spec.layers.kinds.values()]
+    indexer = getattr(spec.attention, "indexer", None)
+    spans.append(indexer.topk if indexer is not None else None)
+    short = any(span is not None and span < DEFAULT_CONTEXT for span in spans)
+    return min(spec.max_context, DEFAULT_CONTEXT if short else SHORT_CONTEXT)
 DECODE_STEPS = 4  # single-token steps after the prefill, so the cache is written at decode too
 SCORE_BLOCK_BYTES = 256 * 2**20  # attention scores are computed in query blocks of at most this
 
