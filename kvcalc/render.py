@@ -15,13 +15,15 @@ RULE = None  # a row that draws a dividing line
 class Grid:
     """A fixed-width table drawn line by line: fast for hundreds of rows, never squeezes a
     number. When the terminal is too narrow, ``optional`` columns are dropped (in order);
-    a ``shrink`` column (text, never a number) is cut short with an ellipsis first, and each
-    cell it cuts is printed whole under the table."""
+    a ``shrink`` column (text, never a number) is cut short with an ellipsis first, and with
+    ``whole_below`` each cell it cuts is printed whole under the table."""
 
     def __init__(self, title: str, headers: list[str], rows: list, right=frozenset(),
-                 caption: str | None = None, optional: tuple[str, ...] = (), shrink: str | None = None):
+                 caption: str | None = None, optional: tuple[str, ...] = (), shrink: str | None = None,
+                 whole_below: bool = False):
         self.title, self.headers, self.rows = title, headers, rows
         self.right, self.caption, self.optional, self.shrink = set(right), caption, optional, shrink
+        self.whole_below = whole_below
 
     def widths(self) -> list[int]:
         cells = [row for row in self.rows if row is not RULE]
@@ -51,7 +53,7 @@ class Grid:
         if total <= options.max_width:  # nothing to wrap: one text, drawn without measuring each line
             body.no_wrap = True
         yield body
-        if shrink in shown:  # a cut cell is said in full below, so no word is lost at any width
+        if self.whole_below and shrink in shown:  # a cut cell is said in full below: no word lost at any width
             for row in self.rows:
                 if row is not RULE and len(str(row[shrink])) > widths[shrink]:
                     yield Text(f" {clean(row[0])} ({self.headers[shrink]}): {clean(row[shrink])}", style="dim")

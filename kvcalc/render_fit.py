@@ -67,7 +67,7 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
                      "as the driver reports it"])
     headers = ["per GPU", "size", "bytes", "", "from"]
     return Grid(_title(r, gpu_name), headers, rows, right={"size", "bytes"}, optional=("from", "", "bytes"),
-                shrink="from")
+                shrink="from", whole_below=True)
 
 
 def _min_shape(s: dict) -> str:
