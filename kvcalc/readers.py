@@ -8,35 +8,39 @@ nesting deeper than the parser can follow, and numbers over Python's digit limit
 
 from __future__ import annotations
 
-import json
+from functools import cache
 from pathlib import Path
-
-import yaml
 
 from kvcalc.errors import PresetError
 
 MAX_FILE = 1024 * 1024  # a preset, a config.json or a GPU catalog is a few kilobytes
 MAX_NODES = 100_000  # values in a parsed document, aliases expanded
 
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser: ten times faster, still safe
+@cache
+def _unique_key_loader():
+    """The safe loader (C parser where built: ten times faster, still safe), refusing a key
+    given twice in one mapping. Built on first use: a run whose presets come from the cache of
+    validated files never imports yaml."""
+    import yaml
 
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _UniqueKeyLoader(_Base):
-    """The safe loader, refusing a key given twice in one mapping."""
+    class UniqueKeyLoader(base):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the constructor below says so
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # an unhashable key: the constructor below says so
-                break
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    return UniqueKeyLoader
 
 
 def read_text(path: Path, limit: int = MAX_FILE) -> str:
@@ -59,8 +63,10 @@ def read_text(path: Path, limit: int = MAX_FILE) -> str:
 
 def load_yaml(text: str, origin: str):
     """Safe YAML with unique keys and a bounded expansion of aliases."""
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe loader only
+        data = yaml.load(text, Loader=_unique_key_loader())  # safe loader only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -76,6 +82,7 @@ def load_yaml(text: str, origin: str):
 
 def load_json(text: str, origin: str):
     """JSON with unique keys; errors name the line and column."""
+    import json
 
     def unique(pairs):
         seen = {}

@@ -23,20 +23,17 @@ _caches: dict[str, dict] = {}  # kind -> {key: object}, loaded once per process
 _dirty: set[str] = set()
 
 
-def cached(kind: str, data: bytes, build, stamp_modules: tuple[str, ...]):
-    """``build()``'s object for a file whose bytes are ``data``: from the cache when these
-    bytes were built before under the same code, else built now and kept."""
-    import hashlib
-
-    key = hashlib.sha256(data).hexdigest()
+def cached(kind: str, key: str, data: bytes, build, stamp_modules: tuple[str, ...]):
+    """``build()``'s object for the file ``key`` (its path) whose bytes are ``data``: from the
+    cache when these very bytes were built before under the same code, else built now and kept."""
     entries = _entries(kind, stamp_modules)
     if entries is None:
         return build()
     found = entries.get(key)
-    if found is not None:
-        return found
+    if isinstance(found, tuple) and len(found) == 2 and found[0] == data:
+        return found[1]
     value = build()
-    entries[key] = value
+    entries[key] = (data, value)
     if not _dirty:
         import atexit
 
@@ -79,8 +76,8 @@ _paths: dict[str, Path] = {}
 
 
 def _path(kind: str, stamp_modules: tuple[str, ...]) -> Path | None:
-    import hashlib
     import sys
+    import zlib  # built in: a stamp needs no cryptographic hash (hashlib costs 2 ms to import)
 
     from kvcalc import __version__
 
@@ -95,7 +92,8 @@ def _path(kind: str, stamp_modules: tuple[str, ...]) -> Path | None:
             stamp.append(f"{module_file}:{stat.st_size}:{stat.st_mtime_ns}")
         except (KeyError, AttributeError, TypeError, OSError):
             return None  # code we cannot stamp is not cached against
-    digest = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    text = "\n".join(stamp).encode()
+    digest = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
     return folder / f"{kind}-{digest}.pickle"
 
 

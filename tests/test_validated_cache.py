@@ -78,12 +78,12 @@ def test_a_corrupt_cache_is_ignored(tmp_path):
 
 
 def forge(path: Path, preset: str, replacement: str) -> None:
-    """A cache whose entry for ``preset``'s bytes holds another preset's spec."""
+    """A cache whose entry for ``preset``'s file and bytes holds another preset's spec."""
     from kvcalc.sources.presets import load_file
 
-    key = __import__("hashlib").sha256((PRESETS / f"{preset}.yaml").read_text().encode()).hexdigest()
+    file = PRESETS / f"{preset}.yaml"
     spec = load_file(PRESETS / f"{replacement}.yaml").model_copy(update={"name": preset})
-    path.write_bytes(pickle.dumps({key: spec}))
+    path.write_bytes(pickle.dumps({str(file.resolve()): (file.read_text().encode(), spec)}))
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="file ownership is POSIX")

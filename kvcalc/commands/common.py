@@ -10,10 +10,10 @@ from rich.console import Console
 from kvcalc.errors import KvcalcError
 from kvcalc.terminal import clean, default_width
 
-out = Console(highlight=False, width=default_width())
+out = Console(highlight=False, emoji=False, width=default_width())  # no :name: codes: text is printed as written
 
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 
 def preset_dirs_of(preset_dir: list[str] | None):
@@ -58,10 +58,12 @@ def revision_of(revision: str | None, refs) -> str | None:
 
 def check_strict(specs, strict: bool) -> None:
     """--strict: a config key on the KV path that kvcalc did not read is an error naming the keys."""
+    if not strict:
+        return
     from kvcalc.sources.config_fields import unread_keys
 
     unread = [f"{spec.name}: {', '.join(keys)}" for spec in specs if (keys := unread_keys(spec.notes))]
-    if strict and unread:
+    if unread:
         raise KvcalcError("--strict: config.json keys that may change the KV cache were not read ("
                           + "; ".join(unread) + "); check the numbers or write a preset")
 

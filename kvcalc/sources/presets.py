@@ -56,6 +56,11 @@ def _index(folder: Path) -> dict[str, Path]:
 
 def available(dirs: tuple[Path, ...]) -> dict[str, Path]:
     """Every preset name reachable from ``dirs``; the first folder that has a name wins."""
+    return dict(_available(tuple(dirs)))
+
+
+@cache
+def _available(dirs: tuple[Path, ...]) -> dict[str, Path]:  # once per run: compare --all resolves 72 names
     names: dict[str, Path] = {}
     for folder in dirs:
         for name, path in _index(folder).items():
@@ -79,8 +84,8 @@ def load_file(path: Path) -> ModelSpec:
     from kvcalc.validated_cache import cached
 
     text = read_text(path)
-    return cached("presets", text.encode(), lambda: spec_from_data(load_yaml(text, str(path)), origin=str(path)),
-                  STAMP)
+    return cached("presets", str(path.resolve()), text.encode(),
+                  lambda: spec_from_data(load_yaml(text, str(path)), origin=str(path)), STAMP)
 
 
 def spec_from_data(data: object, origin: str) -> ModelSpec:
