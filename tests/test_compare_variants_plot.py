@@ -387,3 +387,11 @@ def test_plot_gpu_lines_take_gpu_names_and_count_weights(runner, kvcalc_app):
     assert "KV cache + weights" in result.stdout and "+14.96 GiB bf16 weights" in result.stdout
     result = runner.invoke(kvcalc_app, ["plot", "llama-3-8b", "--gpu-lines", "h1000"])
     assert result.exit_code == 2 and "neither a size" in result.output
+
+
+def test_compare_table_says_each_convention_once_with_its_models(runner, kvcalc_app):
+    result = runner.invoke(kvcalc_app, ["compare", "gpt2", "llama-3-8b", "-c", "1k,2k"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note (gpt2)")]
+    assert len(notes) == 1 and "--kv-dtype fp32 gives the float32 figure" in notes[0]  # gpt2's float32, served bf16
+    assert "note (llama-3-8b)" not in result.stdout

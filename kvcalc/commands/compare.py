@@ -135,6 +135,12 @@ def compare_cmd(
     else:
         dtype = kv_dtype or "each model's dtype"
         out.print(compare_table(rows, f"KV cache · batch {batch} · {dtype}", deployment, speed))
+        said = {}  # each convention a number rests on (float32 served as bf16, indexer keys), once, with its models
+        for row in rows:
+            for note in row.result.conventions:
+                said.setdefault(note, {})[row.spec.name] = None
+        for note, names in said.items():
+            out.print(f"note ({', '.join(names)}): {note}", markup=False, style="dim", soft_wrap=True)
         print_inferences(specs)
 
 
