@@ -101,3 +101,11 @@ def test_the_house_reads_top_down_with_no_circle():
 
     circles = {m: c for m in edges if (c := cycle_from(m, m, set()))}
     assert not circles, circles
+
+
+def test_each_command_module_parses_and_renders_only_in_under_400_lines():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "kvcalc" / "commands"
+    sizes = {path.name: len(path.read_text().splitlines()) for path in folder.glob("*.py")}
+    assert max(sizes.values()) < 400, sizes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,34 +60,8 @@ from kvcalc.commands.options import (
     tokens,
     whole,
 )
-from kvcalc.errors import KvcalcError
 from kvcalc.estimate import spec_warnings
 from kvcalc.terminal import clean
-
-
-def _checkpoint_of(model: str, revision: str | None = None, notes: list | None = None):
-    """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
-    id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
-    from kvcalc.sources.checkpoint import checkpoint_bytes
-    from kvcalc.sources.resolve import is_hub_ref, looks_like_path
-
-    if is_hub_ref(model):
-        from kvcalc.sources.hub import HubError, fetch_checkpoint
-
-        try:
-            return fetch_checkpoint(model, revision)
-        except HubError as exc:
-            if notes is not None:
-                notes.append(f"weights from the parameter count: the safetensors headers of {model} could not be "
-                             f"read ({exc})")
-            return None
-    path = Path(model)
-    if not looks_like_path(model) and not path.is_dir():
-        return None
-    folder = path if path.is_dir() else path.parent
-    if path.suffix.lower() in (".yaml", ".yml") or not folder.is_dir():
-        return None
-    return checkpoint_bytes(folder)
 
 
 def fit_cmd(
@@ -193,12 +166,19 @@ def fit_cmd(
     from kvcalc.capacity.deployment import FitUsageError, Switches
     from kvcalc.capacity.fit import Weights, fit, refit
     from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
+    from kvcalc.sources.checkpoint import checkpoint_of
     from kvcalc.sources.resolve import resolve
 
     fraction = None if gpu_util is None else fraction_opt(gpu_util)
     logged = None
     if from_log is not None:
-        logged = _logged_deployment(from_log, engine or emit)
+        from kvcalc.capacity.deployment import FitUsageError as LogUsageError
+        from kvcalc.logs.measured import logged_deployment
+
+        try:
+            logged = logged_deployment(from_log, engine or emit)
+        except LogUsageError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--engine") from None
         engine = engine or logged["engine"]
         tp = tp if tp is not None else logged["tp"]
         pp = pp if pp is not None else logged["pp"]
@@ -259,7 +239,7 @@ def fit_cmd(
             notes.append("--max-batched-tokens differs from the log's: the measured activation peak belongs to the "
                          "log's value, so the non-KV memory is not re-estimated")
     checkpoint = (None if weights_bytes is not None or weights_dtype is not None
-                  else _checkpoint_of(model, revision, notes))
+                  else checkpoint_of(model, revision, notes))
     weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
     extras = _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision,
                      engine, cpu_kv, host_bandwidth, tier_backend)
@@ -366,32 +346,6 @@ def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, p
         ref = None if comment else named
     return Extras(lora=lora, draft=draft_spec, draft_ref=ref, mtp=mtp, shared_prefix=shared_prefix or 0,
                   cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9, tier_backend=tier_backend)
-
-
-def _logged_deployment(path: str, engine: str | None) -> dict:
-    """What a start-up log says of its deployment, for --from-log (the engine must be the log's)."""
-    import sys
-
-    from kvcalc.capacity import engines
-    from kvcalc.logs.measured import settings
-    from kvcalc.logs.parse import parse_log
-
-    parsed = parse_log(sys.stdin.buffer if path == "-" else path)
-    if parsed.engine is None:
-        raise KvcalcError(f"{path}: no vLLM or SGLang start-up lines in {parsed.lines_read:,} lines read")
-    if engine is not None and engine != parsed.engine:
-        raise typer.BadParameter(f"the log is {parsed.engine}'s; its measurements cannot plan {engine}",
-                                 param_hint="--engine")
-    found = settings(parsed)
-    version = found["version"]
-    if version:
-        try:  # a release whose rules kvcalc follows, else its default
-            engines.get(parsed.engine, version)
-        except ValueError:
-            version = None
-    gpu = parsed.first("gpu_name")
-    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version,
-            "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}
 
 
 def _tp_for(spec, d, gpus: int, pp: int):

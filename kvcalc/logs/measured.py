@@ -75,3 +75,29 @@ def measured(parsed: ParsedLog, memory: int, gpu_util: Fraction) -> tuple[int, i
     notes.append(f"memory the runtime held before the weights loaded, from the log: total - {before.value} GiB "
                  f"(line {before.line}) = {rest / GiB:.2f} GiB")
     return w, max(rest, 0), notes
+
+
+def logged_deployment(path: str, engine: str | None) -> dict:
+    """What a start-up log says of its deployment, for --from-log (the engine must be the log's)."""
+    import sys
+
+    from kvcalc.capacity import engines
+    from kvcalc.logs.parse import parse_log
+
+    parsed = parse_log(sys.stdin.buffer if path == "-" else path)
+    if parsed.engine is None:
+        raise KvcalcError(f"{path}: no vLLM or SGLang start-up lines in {parsed.lines_read:,} lines read")
+    if engine is not None and engine != parsed.engine:
+        from kvcalc.capacity.deployment import FitUsageError
+
+        raise FitUsageError(f"the log is {parsed.engine}'s; its measurements cannot plan {engine}")
+    found = settings(parsed)
+    version = found["version"]
+    if version:
+        try:  # a release whose rules kvcalc follows, else its default
+            engines.get(parsed.engine, version)
+        except ValueError:
+            version = None
+    gpu = parsed.first("gpu_name")
+    return {**found, "engine": parsed.engine, "parsed": parsed, "known_version": version,
+            "gpu": str(gpu.value).replace("NVIDIA_", "NVIDIA ") if gpu else None}

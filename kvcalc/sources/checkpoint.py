@@ -289,3 +289,27 @@ def checkpoint_bytes(folder: Path) -> Checkpoint | None:
     if not files:
         return None
     return combine([(str(path), read_header(path)) for path in files])
+
+
+def checkpoint_of(model: str, revision: str | None = None, notes: list | None = None):
+    """Bytes of the safetensors checkpoint beside a config.json given by path, or of a Hub
+    id's (from the headers on the Hub), if any; a Hub failure is a note, not an error."""
+    from kvcalc.sources.resolve import is_hub_ref, looks_like_path
+
+    if is_hub_ref(model):
+        from kvcalc.sources.hub import HubError, fetch_checkpoint
+
+        try:
+            return fetch_checkpoint(model, revision)
+        except HubError as exc:
+            if notes is not None:
+                notes.append(f"weights from the parameter count: the safetensors headers of {model} could not be "
+                             f"read ({exc})")
+            return None
+    path = Path(model)
+    if not looks_like_path(model) and not path.is_dir():
+        return None
+    folder = path if path.is_dir() else path.parent
+    if path.suffix.lower() in (".yaml", ".yml") or not folder.is_dir():
+        return None
+    return checkpoint_bytes(folder)

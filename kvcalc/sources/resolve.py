@@ -29,6 +29,8 @@ def looks_like_path(ref: str) -> bool:
 
 def is_hub_ref(ref: str) -> bool:
     """``org/name`` that is not an existing path: read from the Hugging Face Hub."""
+    if "/" not in ref:  # a preset name: no need to load the Hub module to say so
+        return False
     from kvcalc.sources.hub import is_hub_id  # re only: huggingface_hub is imported when one is fetched
 
     return is_hub_id(ref) and not _exists(Path(ref))
