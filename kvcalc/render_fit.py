@@ -184,13 +184,13 @@ def _backwards(r: FitResult) -> list[str]:
     if r.min_gpus_shape:
         lines.append(f"The fewest GPUs of this kind that hold {n:,} at --gpu-util {r.gpu_util:g}: "
                      f"{_min_shape(r.min_gpus_shape)}.")
+    else:
+        lines.append(f"No shape of up to 512 GPUs per replica holds one {r.context:,}-token request.")
     if r.min_gpus_layout:
         m = r.min_gpus_layout
         lines.append(f"In the DP-attention + EP layout: {m['gpus']} GPUs ({m['instances']} x {m['layout']}, "
-                     f"{m['requests_per_instance']:,} requests each, weights "
-                     f"{format_bytes(m['weights_bytes_per_gpu'])} per GPU).")
-    else:
-        lines.append(f"No shape of up to 512 GPUs per replica holds one {r.context:,}-token request.")
+                     f"holding {m['requests_per_instance']:,} requests" + (" each" if m["instances"] > 1 else "")
+                     + f", weights {format_bytes(m['weights_bytes_per_gpu'])} per GPU).")
     return lines
 
 

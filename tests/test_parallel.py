@@ -392,3 +392,15 @@ def test_verify_dp_leaves_no_process_behind(runner, kvcalc_app, monkeypatch):
     for r in data["ranks"]:  # MLA's latent whole on every rank: (512 + 64) x bf16 x 16 tokens, one layer
         assert r["measured_bytes"] == r["expected_bytes"] == 576 * 2 * 16
     assert marked(mark) == []
+
+
+def test_backwards_lines_never_say_no_shape_when_one_was_found(runner, kvcalc_app):
+    """A dense model has a fewest-GPU shape and no DP + EP layout: the answer names the shape and
+    does not also say that no shape holds a request (a regression of the layout line)."""
+    done = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "-c", "8k", "-n", "64"])
+    assert done.exit_code == 0, done.output
+    assert "The fewest GPUs of this kind that hold 64" in done.stdout
+    assert "No shape of up to 512 GPUs" not in done.stdout and "DP-attention + EP layout" not in done.stdout
+    moe = runner.invoke(kvcalc_app, ["fit", "deepseek-v3", "--gpu", "h200", "-c", "128k", "-n", "16"])
+    assert "The fewest GPUs of this kind that hold 16" in moe.stdout and "In the DP-attention + EP layout" in moe.stdout
+    assert "No shape of up to 512 GPUs" not in moe.stdout
