@@ -47,5 +47,15 @@ def serving_dtype(dtype: str) -> str:
 SERVED_FP32_NOTE = (
     "the checkpoint is float32, and vLLM and SGLang serve it in 2 bytes by default (their dtype auto "
     "downcasts float32: vLLM to bf16, SGLang to fp16, bf16 for Gemma), so the KV cache and any state kept "
-    "in the model dtype are counted in bf16; --kv-dtype fp32 gives the float32 figure"
+    "in the model dtype are counted in bf16; --kv-dtype fp32 gives the float32 figure (the model run in "
+    "float32, its states too)"
 )
+
+
+def state_dtype(model_dtype: str, kv_dtype: str | None) -> str:
+    """The dtype a state without its own is kept in: the model's as served (a float32 checkpoint in
+    bf16), whatever the KV dtype, unless float32 is asked of a float32 checkpoint (the model then
+    runs in float32, as transformers builds it and vLLM with --dtype float32)."""
+    if model_dtype == "fp32" and kv_dtype == "fp32":
+        return "fp32"
+    return serving_dtype(model_dtype)

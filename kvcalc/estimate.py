@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from kvcalc.dtypes import DTYPE_BITS, SERVED_FP32_NOTE, row_scale_bits, serving_dtype
+from kvcalc.dtypes import DTYPE_BITS, SERVED_FP32_NOTE, row_scale_bits, serving_dtype, state_dtype
 from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
 
 MLALayout = Literal["latent", "expanded"]
@@ -96,7 +96,8 @@ def estimate(
     # no --kv-dtype: as engines serve the model by default (a float32 checkpoint in bf16, said in a note);
     # the model dtype a state without its own dtype is kept in follows the same rule
     served = kv_dtype is None and serving_dtype(spec.dtype) != spec.dtype and not spec.is_encoder
-    model_dtype = serving_dtype(spec.dtype) if served else spec.dtype
+    # a state without its own dtype: the model dtype as served, float32 only when asked of a float32 model (as fit)
+    model_dtype = spec.dtype if spec.is_encoder else state_dtype(spec.dtype, kv_dtype)
     kv_dtype = kv_dtype or model_dtype
     if context < 1 or batch < 1:
         raise ValueError("context and batch must be at least 1")

@@ -71,7 +71,10 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
 
 
 def _min_shape(s: dict) -> str:
-    return f"{s['gpus']} ({_shape(s['tp'], s['pp'], s.get('replicas', 1))})"
+    """'8 (TP 2, DP 2 x 2 replicas; DP, EP and DCP kept as asked)'."""
+    layout = _shape(s["tp"], s["pp"], s.get("replicas", 1), s.get("dp", 1), s.get("ep", 1), s.get("dcp", 1))
+    kept = "; DP, EP and DCP kept as asked" if any(k in s for k in ("dp", "ep", "dcp")) else ""
+    return f"{s['gpus']} ({layout}{kept})"
 
 
 def fit_answers(r: FitResult) -> list[str]:
@@ -237,13 +240,15 @@ def speed_lines(r: FitResult, speeds: dict) -> list[str]:
         return ["Decode ceiling: not shown, since nothing fits on this shape (see the fewest GPUs above)."]
     lines = []
     for key, d in speeds.items():
-        if key == "batch" and r.max_concurrency is not None and d.batch > r.max_concurrency * r.replicas:
-            lines.append(f"(Batch {d.batch:,} does not fit this shape: {r.max_concurrency * r.replicas:,} requests "
+        if key == "batch" and r.max_concurrency is not None and d.batch > r.max_concurrency:
+            lines.append(f"(Batch {d.batch:,} does not fit this shape: {r.max_concurrency:,} requests "
                          f"of {r.context:,} tokens do. The ceiling below is what it would be if it did.)")
+        unit = " per DP rank" if r.dp > 1 else " per replica" if r.replicas > 1 else ""
         label = ("one request" if d.batch == 1 else f"batch {d.batch}") if key == "batch" else \
-            f"all {d.batch:,} requests that fit"
+            f"all {d.batch:,} requests that fit{unit}"
         if r.concurrency is not None and key == "full":
-            label = f"the {d.batch:,} requests asked for" + (" per replica" if r.replicas > 1 else "")
+            label = f"{d.batch:,} of the {r.concurrency:,} requests asked for{unit}" if unit else \
+                f"the {d.batch:,} requests asked for"
         lines.append(
             f"Decode ceiling at {label}, {d.context:,} tokens each: a step reads "
             f"{format_bytes(d.bytes_read_per_step)} per GPU (weights {format_bytes(d.weights_bytes_read_per_step)}, "

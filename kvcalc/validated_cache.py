@@ -2,8 +2,9 @@
 
 Validating a preset builds pydantic's validators for the whole spec (about 60 ms, more than
 the rest of ``kvcalc estimate``) and ``compare --all`` validates every preset. A file whose
-bytes were validated before gives back the object built then: the key is the SHA-256 of
-the file's bytes, so an edited file is validated afresh, never answered from an older one;
+bytes were validated before gives back the object built then: each entry keeps the file's
+bytes beside the object and a hit needs them equal byte for byte, so an edited file is
+validated afresh, never answered from an older one (no hash, so no collision to fear);
 the cache file's name carries kvcalc's version and the size and mtime of the modules that
 define the objects, so a changed schema starts a new cache. Errors are never cached.
 

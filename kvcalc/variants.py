@@ -151,6 +151,7 @@ def build_variant(
     spec: ModelSpec, name: str, mla_rank: int | None = None, rope_dim: int | None = None
 ) -> Variant:
     """One named variant: 'mha', 'gqa-8', 'mqa', 'mla-latent' or 'mla-expanded'."""
+    _attends(spec)
     match = _NAME.match(name)
     if not match:
         raise ValueError(f"unknown variant {name!r}: use mha, gqa-N, mqa, mla-latent or mla-expanded")

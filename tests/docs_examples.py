@@ -3,7 +3,7 @@ block is run from the repository root and its output must be what the block show
 
 Runs are as a reader's terminal would be, made repeatable: 100 columns, no colour, no cache
 of validated presets. A block whose command needs an extra that is missing (torch for verify
-and bench, transformers for --reference) is skipped by the test, not failed. Timings and other
+and bench, transformers for --reference, matplotlib for plot: without it plot adds a hint) is skipped by the test, not failed. Timings and other
 output that cannot repeat belong in ```text blocks, which are not run.
 
     python tests/docs_examples.py            # check every block, say which differ
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"COLUMNS": "100", "NO_COLOR": "1", "KVCALC_CACHE_DIR": "off", "TERM": "dumb"}
-NEEDS = {"verify": "torch", "bench": "torch", "--reference": "transformers"}
+NEEDS = {"verify": "torch", "bench": "torch", "--reference": "transformers", "plot": "matplotlib"}
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 
 

@@ -393,5 +393,6 @@ def test_compare_table_says_each_convention_once_with_its_models(runner, kvcalc_
     result = runner.invoke(kvcalc_app, ["compare", "gpt2", "llama-3-8b", "-c", "1k,2k"])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stdout.splitlines() if line.startswith("note (gpt2)")]
-    assert len(notes) == 1 and "--kv-dtype fp32 gives the float32 figure" in notes[0]  # gpt2's float32, served bf16
+    # gpt2's float32, served in bf16
+    assert len(notes) == 1 and "--kv-dtype fp32 gives the float32 figure" in notes[0]
     assert "note (llama-3-8b)" not in result.stdout

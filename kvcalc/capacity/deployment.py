@@ -133,6 +133,11 @@ def check_shape(spec: ModelSpec, tp: int, pp: int) -> None:
             raise FitUsageError(f"TP {tp} cannot split {spec.name}'s {kv} KV heads: engines need the KV heads "
                                 f"divided evenly or each replicated evenly (kv_heads % tp == 0 or tp % kv_heads == "
                                 f"0; vLLM's QKVParallelLinear); try {_divisors_hint(kv) or 1} or a multiple of {kv}")
+    for kind in {k for k in spec.layers.kinds.values() if isinstance(k, NoKVLayer) and k.conv_channels}:
+        if kind.conv_channels % tp:  # a state layer's mixer splits its channels over TP (column-parallel)
+            raise FitUsageError(f"TP {tp} does not divide the {kind.conv_channels:,} channels of {spec.name}'s "
+                                f"{kind.mixer or 'state'} layers; engines split a mixer's channels evenly over TP "
+                                f"(vLLM's MergedColumnParallelLinear); try {_divisors_hint(kind.conv_channels)}")
     if pp > spec.layers.count:
         raise FitUsageError(f"--pp {pp} is more than the {spec.layers.count} layers of {spec.name}")
 
@@ -145,7 +150,9 @@ def kv_heads(spec: ModelSpec) -> set[int]:
 def tp_allowed(spec: ModelSpec, tp: int) -> bool:
     """TP splits every kind's attention heads, and its KV heads evenly or replicates them evenly."""
     heads = {spec.attention_of(n).heads for n, k in spec.layers.kinds.items() if not isinstance(k, NoKVLayer)}
-    return all(h % tp == 0 for h in heads) and all(kv % tp == 0 or tp % kv == 0 for kv in kv_heads(spec))
+    channels = {k.conv_channels for k in spec.layers.kinds.values() if isinstance(k, NoKVLayer) and k.conv_channels}
+    return (all(h % tp == 0 for h in heads) and all(kv % tp == 0 or tp % kv == 0 for kv in kv_heads(spec))
+            and all(c % tp == 0 for c in channels))
 
 
 def _divisors_hint(n: int) -> str:

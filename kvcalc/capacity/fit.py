@@ -166,7 +166,8 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
                               replicated=whole, shared=shared_expert_matrices(spec))
     note = None
     if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
-        note = (f"weights per GPU as vLLM loads them over TP {d.tp} x PP {d.pp}: layer matrices split over TP"
+        note = (f"weights per GPU as {d.engine.label.split(' (')[0].split(':')[0]} loads them over TP {d.tp} x "
+                f"PP {d.pp}: layer matrices split over TP"
                 + (", but MLA's down projections (q_a, kv_a) whole on every GPU" if whole and d.tp > 1 else "")
                 + ", norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "
                 "padded to 64 (first and last stage); replicated KV projections past the KV-head count are "
@@ -196,6 +197,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     speculative = extras.draft is not None or bool(extras.mtp)
     if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
         d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
+    asked = d  # the searches size each candidate's own --max-num-seqs from the requests
     if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
         d = replace(d, max_seqs=-(-concurrency // (d.replicas * d.dp)))
     if extras.mtp:
@@ -252,7 +254,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)
     notes.extend(engine.notes(spec, d, kv_dtype))
-    warnings.extend(engine.kv_dtype_warnings(d, kv_dtype, serving_dtype(spec.dtype)))
+    warnings.extend(engine.kv_dtype_warnings(d, kv_dtype, (spec.dtype, serving_dtype(spec.dtype))))
     wanted = concurrency or 1
     per_replica = cdiv(wanted, d.ranks)  # data-parallel ranks and replicas share the requests
     required_kv = per_replica * worst.request_bytes
@@ -281,7 +283,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         held["cpu_tier"] = _cpu_tier(spec, d, extras, worst, context)
         notes.append(held["cpu_tier"].pop("note"))
     fits = worst.max_concurrency >= per_replica if known else None
-    shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
+    shape = min_shape(base_spec, asked, wanted, context, weights, mla_layout, extras) if search_min and known else None
     log = dict(worst.log) if known and spec.attends else {}
     if known and not spec.attends:
         notes.append("vLLM's log lines for a model without attention are not predicted")
@@ -315,7 +317,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
 
     options = {"weights": weights, "mla_layout": mla_layout, "extras": extras}
     rows = layouts(base_spec, d, result, context, options)
-    fewest = min_layout(base_spec, d, wanted, context, options) if concurrency else None
+    fewest = min_layout(base_spec, asked, wanted, context, options) if concurrency else None
     return replace(result, layouts=rows, min_gpus_layout=fewest)
 
 
@@ -441,15 +443,39 @@ def _shapes(spec: ModelSpec, most: int = MAX_SHAPE_GPUS) -> list[tuple[int, int]
 
 
 def _held(spec: ModelSpec, d: Deployment, tp: int, pp: int, context: int | None, weights: Weights,
-          mla_layout: str, extras: Extras = Extras()) -> int | None:
-    """Requests one instance of this shape holds (every data-parallel rank of it)."""
+          mla_layout: str, extras: Extras = Extras(), max_seqs: int | None = None) -> int | None:
+    """Requests one instance of this shape holds (every data-parallel rank of it), launched for
+    ``max_seqs`` sequences per rank (None: as ``d`` says, else the engine's default)."""
+    shape = d.with_shape(tp, pp)
+    if max_seqs is not None:
+        shape = replace(shape, max_seqs=max_seqs)
     try:
-        return fit(spec, d.with_shape(tp, pp), context, weights=weights, mla_layout=mla_layout,
+        return fit(spec, shape, context, weights=weights, mla_layout=mla_layout,
                    search_min=False, extras=extras).max_concurrency * d.dp
     except ExtrasUsageError:
         raise
     except FitUsageError:
         return None
+
+
+def replicas_for(requests: int, dp: int, given: int | None, held) -> int | None:
+    """The fewest replicas of a shape that hold ``requests``, each launched for its own share
+    (``ceil(requests / (replicas x dp))`` sequences per rank: vLLM's sampler holds logits for as
+    many) unless the user gave --max-num-seqs; ``held(max_seqs)`` is what one replica holds. None
+    when no replica holds one request."""
+    most = held(given if given is not None else 1)  # the least reserve: an upper bound on each replica
+    if not most:
+        return None
+    replicas = -(-requests // most)
+    for _ in range(64):  # each step only adds a replica; a handful suffice
+        if given is not None:
+            return replicas
+        share = -(-requests // (replicas * dp))
+        each = held(share)
+        if each and each * replicas >= requests:
+            return replicas
+        replicas += 1
+    return None
 
 
 def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = None, weights: Weights = Weights(),
@@ -485,27 +511,36 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
 
 def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | None = None,
               weights: Weights = Weights(), mla_layout: str = "latent", extras: Extras = Extras()) -> dict | None:
-    """The fewest GPUs that hold ``requests`` requests of the context: TP x PP for one replica,
-    times replicas when one is not enough (TP preferred, then PP, at an equal count); None when
-    no shape up to 512 GPUs per replica holds even one."""
+    """The fewest GPUs that hold ``requests`` requests of the context: TP x PP (with ``d``'s
+    data-parallel, expert and context-parallel layout) for one replica, times replicas when one is
+    not enough (TP preferred, then PP, at an equal count); each replica sized for its own share of
+    the requests; a replica count the engine refuses with this layout is skipped. None when no
+    shape up to 512 GPUs per replica holds even one."""
     best = None
     for tp, pp in sorted(_shapes(spec), key=lambda s: (s[0] * s[1], s[1], s[0])):
         if best is not None and tp * pp > best[0]:
             break  # every shape from here needs more GPUs than the best found
-        held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
-        if not held:
+        replicas = replicas_for(requests, d.dp, d.max_seqs,
+                                lambda seqs, tp=tp, pp=pp: _held(spec, d, tp, pp, context, weights, mla_layout,
+                                                                 extras, seqs))
+        if replicas is None:
             continue
-        replicas = cdiv(requests, held)
+        try:
+            check_layout(spec, replace(d.with_shape(tp, pp), replicas=replicas))
+        except FitUsageError:  # e.g. SGLang: no data-parallel replicas beside attention DP
+            continue
         key = (d.with_shape(tp, pp).instance_gpus * replicas, replicas, pp, tp)
         if best is None or key < best:
             best = key
     if best is None:
         return None
     gpus, replicas, pp, tp = best
-    return {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
+    found = {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
+    found.update({k: v for k, v in (("dp", d.dp), ("ep", d.ep), ("dcp", d.dcp)) if v > 1})  # kept as asked
+    return found
 
 
 def refit(spec: ModelSpec, d: Deployment, shape: dict, **options) -> FitResult:
     """``fit`` again on another shape (a ``min_gpus_shape``), without searching."""
-    return fit(spec, replace(d, tp=shape["tp"], pp=shape["pp"], replicas=shape["replicas"]), search_min=False,
-               **options)
+    return fit(spec, replace(d, tp=shape["tp"], pp=shape["pp"], replicas=shape["replicas"], max_seqs=None),
+               search_min=False, **options)

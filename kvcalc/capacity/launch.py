@@ -52,8 +52,9 @@ def check_kv_dtype(engine: str, kv_dtype: str) -> None:
     at another size than the one counted."""
     names = engines.get(engine).kv_cache_dtypes
     if kv_dtype not in names and kv_dtype not in ("bf16", "fp16"):
-        raise ValueError(f"{engine} has no {kv_dtype} KV cache (it takes {', '.join(names)} besides the model's "
-                         "dtype); choose one of those")
+        raise ValueError(f"{engine} has no {kv_dtype} KV cache flag (it takes {', '.join(names)}, or auto: the "
+                         "model's dtype as served, bf16 or fp16 for a float32 checkpoint); kvcalc's command does not "
+                         "change the model's --dtype, so choose one of those")
 
 
 def _kv_dtype(engine: str, r: FitResult, spec: ModelSpec) -> tuple[str | None, str]:

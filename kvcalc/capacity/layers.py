@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvcalc.dtypes import DTYPE_BITS, serving_dtype
+from kvcalc.dtypes import DTYPE_BITS, serving_dtype, state_dtype
 from kvcalc.spec import ModelSpec, NoKVLayer
 
 
@@ -77,7 +77,7 @@ def layer_types(spec: ModelSpec, layers: range, tp: int, engine, kv_dtype: str,
         kind = spec.layers.kinds[name]
         if isinstance(kind, NoKVLayer):
             # the model dtype engines serve in (a float32 checkpoint in bf16): a state without its own dtype keeps it
-            state = engine.state_bytes(kind, serving_dtype(spec.dtype), tp, platform)
+            state = engine.state_bytes(kind, state_dtype(spec.dtype, kv_dtype), tp, platform)
             types.append(LayerType(name, "none", None, n, 0, state, kind.mixer))
         else:
             bits = engine.token_bits(spec.attention_of(name), tp, kv_dtype, mla_layout)

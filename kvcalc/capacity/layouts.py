@@ -13,6 +13,8 @@ layout that hold N requests. Pure arithmetic: each row is ``fit`` on that shape.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kvcalc.capacity.deployment import Deployment, FitUsageError, has_routed_experts
 
 POWERS = (1, 2, 4, 8, 16, 32, 64)
@@ -39,6 +41,12 @@ def candidates(spec, d: Deployment, gpus: int) -> list[Deployment]:
     return out
 
 
+def layouts_modelled(spec, d: Deployment) -> bool:
+    """DP-attention + EP rows are for an MoE model, on a known GPU, in an engine whose DP and EP
+    kvcalc models (vLLM, SGLang; TensorRT-LLM's are refused)."""
+    return has_routed_experts(spec) and d.memory is not None and d.engine.models_layouts
+
+
 def name(d: Deployment) -> str:
     if d.engine.dp_adds_gpus:
         return f"DP {d.dp} x TP {d.tp}, EP {d.ep}" if d.dp > 1 else f"TP {d.tp}, EP {d.ep}"
@@ -51,7 +59,7 @@ def layouts(spec, d: Deployment, plain, context, fit_options: dict) -> list[dict
     from kvcalc.capacity.fit import fit
 
     rows = [row(plain, "as asked" if d.searched_gpus is None else "the plain TP x PP search")]
-    if not has_routed_experts(spec) or d.memory is None:
+    if not layouts_modelled(spec, d):
         return rows
     for shape in candidates(spec, d, d.searched_gpus or d.gpus):
         if (shape.tp, shape.pp, shape.dp, shape.ep, shape.replicas) == (d.tp, d.pp, d.dp, d.ep, d.replicas) \
@@ -74,20 +82,34 @@ def layouts(spec, d: Deployment, plain, context, fit_options: dict) -> list[dict
 def min_layout(spec, d: Deployment, requests: int, context, fit_options: dict) -> dict | None:
     """The fewest GPUs, in instances of a power-of-two size in the DP-attention + EP layout with the
     most data-parallel ranks the engine allows (attention TP 1 for MLA), that hold ``requests``."""
-    from kvcalc.capacity.fit import fit
+    from kvcalc.capacity.fit import fit, replicas_for
 
-    if not has_routed_experts(spec) or d.memory is None:
+    if not layouts_modelled(spec, d):
         return None
     best = None
     for gpus in POWERS:
         for shape in candidates(spec, d, gpus):
+            if shape.ep == 1:  # one GPU: no expert parallelism, so not this layout
+                continue
             try:
                 r = fit(spec, shape, context, search_min=False, **fit_options)
             except FitUsageError:
                 continue
             if not r.total_concurrency:
                 continue
-            instances = -(-requests // r.total_concurrency)
+
+            def held(seqs, shape=shape):  # each instance launched for its own share of the requests
+                try:
+                    return fit(spec, replace(shape, max_seqs=seqs), context, search_min=False,
+                               **fit_options).total_concurrency
+                except FitUsageError:
+                    return None
+
+            instances = replicas_for(requests, shape.dp, d.max_seqs, held)
+            if instances is None:
+                continue
+            r = fit(spec, replace(shape, max_seqs=d.max_seqs or -(-requests // (instances * shape.dp))), context,
+                    search_min=False, **fit_options)
             key = (instances * gpus, -shape.dp, instances)
             if best is None or key < best[0]:
                 best = (key, {"gpus": instances * gpus, "instances": instances, "layout": name(shape),

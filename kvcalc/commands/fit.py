@@ -359,8 +359,8 @@ def _tp_for(spec, d, gpus: int, pp: int):
 
 
 def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
-    """Decode ceilings for one fit row: one request alone, and the requests asked (-n, per replica)
-    or else all that fit."""
+    """Decode ceilings for one fit row: one request alone, and each rank's share of the requests
+    asked (-n, over replicas and DP ranks) or else all that fit on a rank."""
     from kvcalc.capacity.speed import decode_speed
 
     given = None if r.weights_source.startswith("parameter count") else r.weights_bytes  # --weights-bytes, checkpoint
@@ -371,7 +371,8 @@ def _speeds(spec, r, rate: int, batch: int, weights_dtype, kv_dtype) -> dict:
                             weights_total=given if spec.weights is not None else None)
 
     found = {"batch": at(batch)}
-    full = r.concurrency or r.max_concurrency
+    # per data-parallel rank (a replica's or a DP rank's share): the batch one GPU's step reads
+    full = -(-r.concurrency // (r.replicas * r.dp)) if r.concurrency else r.max_concurrency
     if full and full != batch:
-        found["full"] = at(-(-full // r.replicas) if r.concurrency else full)
+        found["full"] = at(full)
     return found

@@ -73,6 +73,9 @@ def plot_cmd(
     warn(dict.fromkeys(w for spec in specs for w in spec_warnings(spec, True)))
     dtype = kv_dtype or "model dtype"
     sentences = []
+    if not speed and tp is not None:
+        raise typer.BadParameter("--tp is for --speed (bytes a decode step reads per GPU): add --speed",
+                                 param_hint="--tp")
     if speed:
         from kvcalc.plot import read_curves
 

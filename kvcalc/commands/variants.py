@@ -70,6 +70,9 @@ def variants_cmd(
 
     spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
     warn(spec_warnings(spec, context is not None))
+    if not speed and (gpu is not None or tp is not None or bandwidth is not None):
+        raise typer.BadParameter("--gpu, --tp and --bandwidth are for the decode ceiling: add --speed",
+                                 param_hint="--speed")
     context, tp = one_context(context), tp or 1
     group_list = None
     if groups is not None:

@@ -75,6 +75,8 @@ class Engine:
     def attention_tp(self, deployment) -> int:
         return deployment.tp
 
+    models_layouts = False  # whether kvcalc models this engine's data-parallel attention and expert parallelism
+
     def check_layout(self, spec, deployment) -> None:
         """The DP, EP and DCP this engine allows; the base models none of them."""
         from kvcalc.capacity.deployment import FitUsageError
@@ -151,10 +153,11 @@ class Engine:
 
     nvfp4_capability: tuple[int, int] | None = None  # the lowest compute capability whose kernels read nvfp4 KV
 
-    def kv_dtype_warnings(self, deployment, kv_dtype: str, model_dtype: str) -> list[str]:
-        """A KV dtype this engine does not cache in, or cannot run on this GPU, said in one line each."""
+    def kv_dtype_warnings(self, deployment, kv_dtype: str, model_dtype: tuple[str, ...]) -> list[str]:
+        """A KV dtype this engine does not cache in (besides the model's own, as checkpoint and as
+        served: --kv-cache-dtype auto), or cannot run on this GPU, said in one line each."""
         name = self.label.split(" (")[0].split(":")[0]
-        if kv_dtype not in self.kv_cache_dtypes and kv_dtype != model_dtype:
+        if kv_dtype not in self.kv_cache_dtypes and kv_dtype not in model_dtype:
             return [f"{name} has no {kv_dtype} KV cache (its --kv-cache-dtype takes "
                     f"{', '.join(self.kv_cache_dtypes.values())}); counted as {kv_dtype} values without the "
                     "engine's scales, a what-if"]

@@ -55,6 +55,7 @@ def tier_defaults(smi_mib: float, tp: int) -> tuple[int, int]:
 
 
 class SGLang(Engine):
+    models_layouts = True  # DP attention, EP and (vLLM) DCP: docs/engines/parallel.md
     name = "sglang"
     block_size = 1  # --page-size 1 on CUDA (arg_groups/overrides.py 1342-1363)
     windows = False

@@ -86,6 +86,7 @@ def _key(version: str) -> tuple[int, ...] | None:
 
 
 class VLLM(Engine):
+    models_layouts = True  # DP attention, EP and (vLLM) DCP: docs/engines/parallel.md
     name = "vllm"
     block_size = 16
     windows = True
