@@ -3,8 +3,9 @@ block is run from the repository root and its output must be what the block show
 
 Runs are as a reader's terminal would be, made repeatable: 100 columns, no colour, no cache
 of validated presets. A block whose command needs an extra that is missing (torch for verify
-and bench, transformers for --reference, matplotlib for plot: without it plot adds a hint) is skipped by the test, not failed. Timings and other
-output that cannot repeat belong in ```text blocks, which are not run.
+and bench, transformers for --reference, matplotlib for plot: without it plot adds a hint) is
+skipped by the test, not failed. Timings and other output that cannot repeat belong in ```text
+blocks, which are not run.
 
     python tests/docs_examples.py            # check every block, say which differ
     python tests/docs_examples.py --update   # rewrite each block's output from a fresh run
