@@ -71,7 +71,9 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
 
 
 def _min_shape(s: dict) -> str:
-    return f"{s['gpus']} ({_shape(s['tp'], s['pp'], s.get('replicas', 1))})"
+    nodes = s.get("nodes")
+    on = f", {nodes} node{'s' if nodes > 1 else ''}" if nodes else ""
+    return f"{s['gpus']} ({_shape(s['tp'], s['pp'], s.get('replicas', 1))}{on})"
 
 
 def fit_answers(r: FitResult) -> list[str]:

@@ -70,9 +70,10 @@ def verify_cmd(
 
     With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
     cache against fit's per-GPU bytes (--dp D: D such groups, each its own requests; --dcp C: C ranks
-    of a TP group share each request's tokens, merged by log-sum-exp as vLLM does). With --reference transformers, MODEL (a config.json or a Hub
-    id) is built by transformers itself and each difference is explained. Exit 0 when the measured
-    cache equals the analytic bytes (or every difference is explained), 1 when it does not.
+    of a TP group share each request's tokens, merged by log-sum-exp as vLLM does). With --reference
+    transformers, MODEL (a config.json or a Hub id) is built by transformers itself and each
+    difference is explained. Exit 0 when the measured cache equals the analytic bytes (or every
+    difference is explained), 1 when it does not.
     """
     context = one_context(context)
     if kv_dtype == "nvfp4":

@@ -12,7 +12,7 @@
   cdiv(tokens, block x C) pages per rank).
 - attention: each rank all-gathers the query heads of its DCP group (flash_attn.py 1516;
   MLA: the absorbed query, mla_attention.py 1116-1128), attends over the tokens it holds and
-  returns the log-sum-exp with the output (flash_attn.py 1583-1605, forward_mqa ... lse).
+  returns the log-sum-exp with the output (flash_attn.py 1516-1610; MLA forward_mqa, 1133).
 - merge: ``cp_lse_ag_out_rs`` (v1/attention/ops/dcp.py 438-500): all-gather the LSEs over the
   DCP group, total = logsumexp of them, each output times exp(lse - total) (0 where that is not
   a number: a rank holding none of a query's visible tokens, dcp.py 174-217), then

@@ -285,9 +285,11 @@ def tp_lines(r: TPResult) -> list[str]:
         "(estimate, one copy)",
     ]
     if r.dcp > 1:
-        lines.append(f"DCP {r.dcp}: fit's B/token is per GPU over a request's tokens (each GPU holds 1/{r.dcp}); "
-                     f"every DCP rank allocates the same slots, {r.dcp} x them covering {r.expected_bytes:,} B "
-                     f"against fit's exact {r.analytic_bytes:,} B; measured is compared with the slots' bytes")
+        slots = "16-token blocks of " if r.paged else ""
+        lines.append(f"DCP {r.dcp}: fit's B/token is per GPU over a request's tokens (each GPU holds 1/{r.dcp} of "
+                     f"them); each DCP rank allocates {slots}cdiv({r.context:,}, {r.dcp}) slots per request, "
+                     f"{r.expected_bytes:,} B over all ranks against fit's exact {r.analytic_bytes:,} B; measured "
+                     "is compared with the slots' bytes")
     elif r.paged:
         lines.append(f"paged: whole 16-token blocks hold {r.expected_bytes - r.analytic_bytes:,} B more than "
                      f"fit's exact {r.analytic_bytes:,} B; measured is compared with the block-rounded bytes")
