@@ -145,6 +145,35 @@ def test_dcp_ranks_equal_the_single_process_layers(tiny, cache, slots):
 
 
 @needs_torch
+@pytest.mark.parametrize("layout, bytes_by_rank", [
+    # stage 0 holds the GQA (1 KV head: 2 x 8 x 4 B) and MQA (2 x 6 x 4 B) layers, stage 1 the MLA latent (20 x 4 B);
+    # 10 slots (cdiv(19, 2)) per request, batch 2
+    (dict(pp=2), [112 * 10 * 2] * 2 + [80 * 10 * 2] * 2),
+    (dict(dp=2), [192 * 10 * 2] * 4),  # two DP groups, each its own requests
+])
+def test_dcp_with_pipeline_stages_and_dp_ranks(tmp_path, layout, bytes_by_rank):
+    import torch
+    from test_verify_tp import reference
+
+    from kvcalc.verify.tp import verify_tp
+    from kvcalc.verify.tp_rank import input_seed
+
+    path = tmp_path / "one-kv-head.yaml"
+    path.write_text(TINY.replace("heads: 8, kv_heads: 2", "heads: 8, kv_heads: 1"))  # DCP 2 at TP 2
+    spec = load_file(path)
+    result = verify_tp(spec, tp=2, dcp=2, layers=3, context=19, batch=2, exact=True, keep_outputs=True, **layout)
+    assert result.outputs
+    for r in result.ranks:
+        if r.rank in result.outputs:
+            expected = reference(spec, batch=2, context=19, input_seed=input_seed(0, r.dp_rank))
+            torch.testing.assert_close(result.outputs[r.rank], expected, rtol=1e-12, atol=1e-12)
+    measured = verify_tp(spec, tp=2, dcp=2, layers=3, context=19, batch=2, **layout)
+    assert measured.match
+    assert [r.measured_bytes for r in measured.ranks] == bytes_by_rank
+    assert [r.dcp_rank for r in measured.ranks] == [0, 1, 0, 1]
+
+
+@needs_torch
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_deepseek_v3_dcp_4_and_no_process_left(runner, kvcalc_app, monkeypatch):
     import uuid

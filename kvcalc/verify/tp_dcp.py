@@ -28,6 +28,7 @@ import torch
 from kvcalc.verify.caches import LayerCache, PagedCache, StaticCache
 from kvcalc.verify.layers import DenseLayer, MLALayer, apply_rope, rope_angles
 from kvcalc.verify.plan import SCORE_BLOCK_BYTES
+from kvcalc.verify.tp_layers import DenseShard
 
 
 def cdiv(a: int, b: int) -> int:
@@ -201,9 +202,17 @@ class MLADCP:
         return out.reshape(B, T, H * a.v_head_dim) @ self.wo
 
 
-def with_dcp(layer, group: DCPGroup):
-    """The shard, attending as a DCP rank of ``group``."""
-    mixin = MLADCP if isinstance(layer, MLALayer) else DenseDCP
-    layer.__class__ = type(f"{mixin.__name__}{type(layer).__name__}", (mixin, type(layer)), {})
+class DenseDCPShard(DenseDCP, DenseShard):
+    """A DenseShard (its heads and weight slices) attending as a DCP rank."""
+
+
+class MLADCPShard(MLADCP, MLALayer):
+    """An MLA shard attending as a DCP rank."""
+
+
+def with_dcp(layer: DenseShard | MLALayer, group: DCPGroup):
+    """The shard built by ``build_shard``, attending as a DCP rank of ``group``: the same module
+    and weights, its forward DCP's (the class changes, nothing is copied)."""
+    layer.__class__ = MLADCPShard if isinstance(layer, MLALayer) else DenseDCPShard
     layer.dcp = group
     return layer
