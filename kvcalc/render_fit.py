@@ -71,10 +71,12 @@ def fit_table(r: FitResult, gpu_name: str | None) -> Grid:
 
 
 def _min_shape(s: dict) -> str:
-    """'8 (TP 2, DP 2 x 2 replicas; DP, EP and DCP kept as asked)'."""
+    """'8 (TP 2, DP 2 x 2 replicas, 2 nodes; DP, EP and DCP kept as asked)'."""
     layout = _shape(s["tp"], s["pp"], s.get("replicas", 1), s.get("dp", 1), s.get("ep", 1), s.get("dcp", 1))
+    nodes = s.get("nodes")
+    on = f", {nodes} node{'s' if nodes > 1 else ''}" if nodes else ""
     kept = "; DP, EP and DCP kept as asked" if any(k in s for k in ("dp", "ep", "dcp")) else ""
-    return f"{s['gpus']} ({layout}{kept})"
+    return f"{s['gpus']} ({layout}{on}{kept})"
 
 
 def fit_answers(r: FitResult) -> list[str]:

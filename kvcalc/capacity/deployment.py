@@ -58,6 +58,9 @@ class Deployment:
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
     speculative: bool = False  # a draft model or MTP layers run beside the target
     max_seqs: int | None = None  # requests per engine instance as launched (-n per replica); None: the engine's default
+    nodes: int | None = None  # --nodes M: the GPUs are M nodes of gpus_per_node (capacity/nodes.py)
+    gpus_per_node: int | None = None
+    nodes_per_instance: int = 1  # nodes one engine instance spans (vLLM --nnodes)
 
     @property
     def gpus(self) -> int:
@@ -96,7 +99,8 @@ class Deployment:
                 "enforce_eager": self.switches.enforce_eager,
                 "speculative_tokens": self.switches.speculative_tokens,
                 "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note,
-                "shared_prefix": self.shared_prefix, "max_seqs": self.max_seqs}
+                "shared_prefix": self.shared_prefix, "max_seqs": self.max_seqs, "nodes": self.nodes,
+                "gpus_per_node": self.gpus_per_node, "nodes_per_instance": self.nodes_per_instance}
 
 
 def deployment(engine: str = "vllm", memory: int | None = None, *, version: str | None = None, gpu=None,

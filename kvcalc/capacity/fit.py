@@ -116,6 +116,9 @@ class FitResult:
     deployment: dict
     layouts: list = field(default_factory=list)  # rows: this shape and the DP/EP layouts on as many GPUs
     min_gpus_layout: dict | None = None  # the fewest GPUs in the engine's DP-attention + EP layout for the requests
+    nodes: int | None = None  # --nodes M (None: one node, or not said)
+    gpus_per_node: int | None = None  # --gpus-per-node G
+    nodes_per_instance: int = 1  # nodes one engine instance spans (vLLM --nnodes)
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
@@ -262,6 +265,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     required_util = engine.required_util(d, per_gpu_all, reserve, required_kv)
 
     heads_per_gpu, replication = _replication(spec, d, kv_dtype, notes)
+    if d.gpus_per_node is not None:
+        from kvcalc.capacity.nodes import node_notes
+
+        notes += node_notes(d)
     if d.pp > 1:
         notes.append("pipeline stages hold their share of the layers; the stage with the least room decides")
     if not engine.windows and any(k.type in ("sliding", "chunked") for k in spec.layers.kinds.values()) \
@@ -310,6 +317,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         engine_log_max_concurrency=log.get("max_concurrency"),
         max_total_num_tokens=log.get("max_total_num_tokens"), max_running_requests=log.get("max_running_requests"),
         deployment=d.describe(), warnings=tuple(warnings), notes=tuple(notes),
+        nodes=d.nodes, gpus_per_node=d.gpus_per_node, nodes_per_instance=d.nodes_per_instance,
     )
     if not (search_min and known):
         return result
@@ -485,28 +493,42 @@ def best_shape(spec: ModelSpec, d: Deployment, gpus: int, context: int | None = 
     fewest GPUs, then the fewest pipeline stages, then the largest TP. More GPUs never hold
     fewer requests. Without a GPU's memory: the largest TP the heads allow within N, then replicas."""
     if d.memory is None:
-        tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and tp_allowed(spec, t))
+        from kvcalc.capacity.nodes import tp_fits_node
+
+        tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and tp_allowed(spec, t)
+                 and tp_fits_node(t, d.gpus_per_node))
         return d.with_shape(tp, 1, gpus // tp)
-    best = None
+    from kvcalc.capacity.nodes import instance_nodes, instances_on, tp_fits_node
+
+    best, per_node = None, d.gpus_per_node
     for tp, pp in _shapes(spec, gpus):
+        shape = d.with_shape(tp, pp)
+        if not tp_fits_node(shape.attention_tp, per_node):
+            continue  # kvcalc never picks a TP group across nodes
         held = _held(spec, d, tp, pp, context, weights, mla_layout, extras)
         if held is None:
             continue
-        instance = d.with_shape(tp, pp).instance_gpus
+        instance, spans = shape.instance_gpus, 1
         if instance > gpus:
             continue
         replicas = gpus // instance
+        if per_node is not None:  # whole instances on the nodes, TP groups each on one node
+            spans = instance_nodes(instance, shape.attention_tp, per_node)
+            if spans is None or not (replicas := instances_on(d.nodes, per_node, instance, spans)):
+                continue
         key = (-held * replicas, instance * replicas, pp, -tp)
         if best is None or key < best[0]:
-            best = (key, tp, pp, replicas)
+            best = (key, tp, pp, replicas, spans)
     if best is None:
-        raise FitUsageError(f"no TP x PP shape of {spec.name} fits in {gpus} GPUs")
-    _, tp, pp, replicas = best
+        where = f"{d.nodes} node(s) of {per_node} GPUs, TP inside a node" if per_node else f"{gpus} GPUs"
+        raise FitUsageError(f"no TP x PP shape of {spec.name} fits in {where}")
+    _, tp, pp, replicas, spans = best
     used = d.with_shape(tp, pp).instance_gpus * replicas
     unused = f" (uses {used} of the {gpus} GPUs: no shape of all {gpus} holds more)" if used < gpus else ""
-    note = (f"--gpus {gpus}: TP {tp} x PP {pp} x {replicas} replica{'s' if replicas > 1 else ''} holds the most "
-            f"requests{unused}; --tp/--pp to choose another")
-    return d.with_shape(tp, pp, replicas, note, searched_gpus=gpus)
+    nodes = f" on {d.nodes} nodes of {per_node}, TP inside a node" if per_node else ""
+    note = (f"--gpus {gpus}{nodes}: TP {tp} x PP {pp} x {replicas} replica{'s' if replicas > 1 else ''} holds the "
+            f"most requests{unused}; --tp/--pp to choose another")
+    return d.with_shape(tp, pp, replicas, note, searched_gpus=gpus, nodes_per_instance=spans)
 
 
 def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | None = None,
@@ -514,29 +536,41 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
     """The fewest GPUs that hold ``requests`` requests of the context: TP x PP (with ``d``'s
     data-parallel, expert and context-parallel layout) for one replica, times replicas when one is
     not enough (TP preferred, then PP, at an equal count); each replica sized for its own share of
-    the requests; a replica count the engine refuses with this layout is skipped. None when no
-    shape up to 512 GPUs per replica holds even one."""
-    best = None
+    the requests; a replica count the engine refuses with this layout is skipped; with
+    --gpus-per-node, TP groups inside a node and the fewest nodes first. None when no shape up to
+    512 GPUs per replica holds even one."""
+    from kvcalc.capacity.nodes import nodes_for, tp_fits_node
+
+    best, per_node = None, d.gpus_per_node
     for tp, pp in sorted(_shapes(spec), key=lambda s: (s[0] * s[1], s[1], s[0])):
-        if best is not None and tp * pp > best[0]:
-            break  # every shape from here needs more GPUs than the best found
+        if best is not None and (tp * pp if per_node is None else cdiv(tp * pp, per_node)) > best[0][0]:
+            break  # every shape from here needs more GPUs (nodes) than the best found
+        shape = d.with_shape(tp, pp)
+        if not tp_fits_node(shape.attention_tp, per_node):
+            continue  # with --gpus-per-node, TP groups inside a node
         replicas = replicas_for(requests, d.dp, d.max_seqs,
                                 lambda seqs, tp=tp, pp=pp: _held(spec, d, tp, pp, context, weights, mla_layout,
                                                                  extras, seqs))
         if replicas is None:
             continue
         try:
-            check_layout(spec, replace(d.with_shape(tp, pp), replicas=replicas))
+            check_layout(spec, replace(shape, replicas=replicas))
         except FitUsageError:  # e.g. SGLang: no data-parallel replicas beside attention DP
             continue
-        key = (d.with_shape(tp, pp).instance_gpus * replicas, replicas, pp, tp)
-        if best is None or key < best:
-            best = key
+        gpus = shape.instance_gpus * replicas
+        nodes = nodes_for(d, replicas, shape.instance_gpus, shape.attention_tp)
+        if per_node is not None and nodes is None:
+            continue
+        key = (gpus if per_node is None else nodes, gpus, replicas, pp, tp)
+        if best is None or key < best[0]:
+            best = (key, nodes)
     if best is None:
         return None
-    gpus, replicas, pp, tp = best
+    (_, gpus, replicas, pp, tp), nodes = best
     found = {"gpus": gpus, "tp": tp, "pp": pp, "replicas": replicas}
     found.update({k: v for k, v in (("dp", d.dp), ("ep", d.ep), ("dcp", d.dcp)) if v > 1})  # kept as asked
+    if per_node is not None:
+        found["nodes"] = nodes
     return found
 
 

@@ -30,13 +30,21 @@ def row(r, name: str) -> dict:
 
 
 def candidates(spec, d: Deployment, gpus: int) -> list[Deployment]:
-    """DP-attention + EP shapes of ``gpus`` GPUs (one instance, PP 1) the engine allows."""
+    """DP-attention + EP shapes of ``gpus`` GPUs (one instance, PP 1) the engine allows; with
+    --gpus-per-node, only those whose attention TP group sits inside a node."""
+    from kvcalc.capacity.nodes import instance_nodes, tp_fits_node
+
     out = []
     for dp in (x for x in range(1, gpus + 1) if gpus % x == 0):
         if d.engine.dp_adds_gpus:  # vLLM: DP ranks are whole TP groups, experts over tp x dp
             shape = d.with_shape(gpus // dp, 1, 1, dp=dp, ep=gpus, dcp=1)
         else:  # SGLang: attention DP inside one TP group of all the GPUs
             shape = d.with_shape(gpus, 1, 1, dp=dp, ep=gpus, dcp=1)
+        if d.gpus_per_node is not None:
+            spans = instance_nodes(gpus, shape.attention_tp, d.gpus_per_node)
+            if spans is None or not tp_fits_node(shape.attention_tp, d.gpus_per_node):
+                continue
+            shape = shape.with_shape(shape.tp, 1, 1, nodes_per_instance=spans)
         out.append(shape)
     return out
 
@@ -83,6 +91,7 @@ def min_layout(spec, d: Deployment, requests: int, context, fit_options: dict) -
     """The fewest GPUs, in instances of a power-of-two size in the DP-attention + EP layout with the
     most data-parallel ranks the engine allows (attention TP 1 for MLA), that hold ``requests``."""
     from kvcalc.capacity.fit import fit, replicas_for
+    from kvcalc.capacity.nodes import nodes_for
 
     if not layouts_modelled(spec, d):
         return None
@@ -115,6 +124,8 @@ def min_layout(spec, d: Deployment, requests: int, context, fit_options: dict) -
                 best = (key, {"gpus": instances * gpus, "instances": instances, "layout": name(shape),
                               "tp": shape.tp, "dp": shape.dp, "ep": shape.ep, "requests_per_instance":
                               r.total_concurrency, "weights_bytes_per_gpu": r.weights_bytes_per_gpu})
+                if d.gpus_per_node is not None:
+                    best[1]["nodes"] = nodes_for(d, instances, gpus, shape.attention_tp)
         if best is not None and best[0][0] <= gpus:
             break  # larger instances cannot use fewer GPUs
     return best[1] if best else None

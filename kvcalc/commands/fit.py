@@ -35,11 +35,13 @@ from kvcalc.commands.options import (
     GPUMemoryOpt,
     GPUOpt,
     GPUsOpt,
+    GPUsPerNodeOpt,
     GPUUtilOpt,
     JsonOpt,
     KVDtypeOpt,
     MambaModeOpt,
     ModelArg,
+    NodesOpt,
     PlatformOpt,
     PPOpt,
     PrefixCachingOpt,
@@ -69,6 +71,8 @@ def fit_cmd(
     gpu: GPUOpt = None,
     gpu_memory: GPUMemoryOpt = None,
     gpus: GPUsOpt = None,
+    nodes: NodesOpt = None,
+    gpus_per_node: GPUsPerNodeOpt = None,
     tp: TPOpt = None,
     pp: PPOpt = None,
     dp: DPOpt = None,
@@ -165,6 +169,7 @@ def fit_cmd(
     """
     from kvcalc.capacity.deployment import FitUsageError, Switches
     from kvcalc.capacity.fit import Weights, fit, refit
+    from kvcalc.capacity.nodes import check_nodes, on_nodes
     from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
     from kvcalc.sources.checkpoint import checkpoint_of
     from kvcalc.sources.resolve import resolve
@@ -211,9 +216,14 @@ def fit_cmd(
         memory, found = memory_of(gpu, gpu_memory, gpu_catalog)
     switches = Switches(async_scheduling=async_scheduling, prefix_caching=prefix_caching, enforce_eager=enforce_eager,
                         speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
-    d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
-                    gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
-                    kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)
+    try:
+        gpus = check_nodes(nodes, gpus_per_node, gpus)  # M x G
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--nodes/--gpus-per-node") from None
+    d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1,
+                      gpus if tp is not None and nodes is None else None, nodes=nodes, gpus_per_node=gpus_per_node,
+                      gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
+                      kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)
     if emit is not None and kv_dtype is not None:
         from kvcalc.capacity.engines.base import nvfp4_gpu_warnings
 
@@ -256,6 +266,7 @@ def fit_cmd(
             d = best_shape(spec, d, gpus, contexts[0], weights, extras=extras) if pp is None else \
                 _tp_for(spec, d, gpus, pp)
             notes.append(d.shape_note)
+        d = on_nodes(d, tp is not None)  # replicas as whole instances fit on the nodes
         for length in contexts:
             results.append(fit(spec, d, length, concurrency, weights, extras=extras))
     except FitUsageError as exc:

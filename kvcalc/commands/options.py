@@ -166,6 +166,16 @@ GPUsOpt = Annotated[
                  help="GPUs in all = TP x PP x replicas (with --tp: replicas of it; alone: the shape that "
                       "holds the most)."),
 ]
+NodesOpt = Annotated[
+    int | None,
+    typer.Option("--nodes", parser=whole(1, 4096), metavar="INTEGER",
+                 help="Nodes the GPUs are on (with --gpus-per-node; GPUs in all = nodes x per node): TP stays "
+                      "inside a node unless --tp asks for more, PP stages and DP ranks may span nodes."),
+]
+GPUsPerNodeOpt = Annotated[
+    int | None,
+    typer.Option("--gpus-per-node", parser=whole(1, 1024), metavar="INTEGER", help="GPUs on each of --nodes."),
+]
 TPOpt = Annotated[
     int | None,
     typer.Option("--tp", parser=whole(1, 4096), metavar="INTEGER",

@@ -12,6 +12,7 @@ from kvcalc.commands.options import (
     AllOpt,
     BatchOpt,
     ContextOpt,
+    DCPOpt,
     DeviceOpt,
     DPOpt,
     EngineOpt,
@@ -53,6 +54,7 @@ def verify_cmd(
     tp: TPOpt = None,
     pp: PPOpt = None,
     dp: DPOpt = None,
+    dcp: DCPOpt = None,
     engine: EngineOpt = None,
     all_presets: AllOpt = False,
     reference: Annotated[
@@ -67,9 +69,11 @@ def verify_cmd(
     """Build MODEL's attention layers in torch, fill real caches, check their bytes.
 
     With --tp N [--pp P], N x P processes each build their tensor-parallel shard and check their
-    cache against fit's per-GPU bytes. With --reference transformers, MODEL (a config.json or a Hub
-    id) is built by transformers itself and each difference is explained. Exit 0 when the measured
-    cache equals the analytic bytes (or every difference is explained), 1 when it does not.
+    cache against fit's per-GPU bytes (--dp D: D such groups, each its own requests; --dcp C: C ranks
+    of a TP group share each request's tokens, merged by log-sum-exp as vLLM does). With --reference
+    transformers, MODEL (a config.json or a Hub id) is built by transformers itself and each
+    difference is explained. Exit 0 when the measured cache equals the analytic bytes (or every
+    difference is explained), 1 when it does not.
     """
     context = one_context(context)
     if kv_dtype == "nvfp4":
@@ -77,6 +81,7 @@ def verify_cmd(
                                  "nvfp4 is counted by estimate and fit, not built here", param_hint="--kv-dtype")
     if reference is not None:
         given = {"--all": all_presets, "--tp": tp is not None, "--pp": pp is not None, "--dp": dp is not None,
+                 "--dcp": dcp is not None,
                  "--engine": engine is not None,
                  "--layers": layers is not None, "--device": device != "cpu", "--cache": cache != "static"}
         clash = [name for name, on in given.items() if on]
@@ -104,15 +109,16 @@ def verify_cmd(
     if all_presets:
         if model is not None:
             raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
-        if tp is not None or pp is not None or dp is not None or engine is not None:
+        if tp is not None or pp is not None or dp is not None or dcp is not None or engine is not None:
             raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
         _verify_all(preset_dirs_of(preset_dir), layers, json_out, options)
         return
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
-    if tp is not None or pp is not None or dp is not None:
+    if tp is not None or pp is not None or dp is not None or dcp is not None:
         spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
-        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, {**options, "dp": dp or 1})
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out,
+                   {**options, "dp": dp or 1, "dcp": dcp or 1})
         return
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
@@ -166,7 +172,7 @@ def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out
     try:
         result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
     except FitUsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp") from None
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp/--dcp") from None
     if json_out:
         print_json(result.to_dict())
     else:

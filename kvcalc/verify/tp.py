@@ -82,6 +82,7 @@ def verify_tp(
     mla_layout: str = "latent",
     seed: int = 0,
     dp: int = 1,
+    dcp: int = 1,
     *,
     exact: bool = False,
     keep_outputs: bool = False,
@@ -95,7 +96,7 @@ def verify_tp(
     ``fork`` or ``exec`` rank processes (default: fork on Linux).
     """
     tpp = make_tp_plan(spec, tp=tp, pp=pp, engine=engine, context=context, batch=batch, layers=layers,
-                       cache=cache, kv_dtype=kv_dtype, mla_layout=mla_layout, dp=dp)
+                       cache=cache, kv_dtype=kv_dtype, mla_layout=mla_layout, dp=dp, dcp=dcp)
     if spec.is_encoder:
         return _encoder_result(tpp, device)
     backend, devices = rank_devices(device, tpp.world)
@@ -105,8 +106,8 @@ def verify_tp(
     cores = cpu_cores()
     threads = max(1, cores // tpp.world) if backend == "gloo" else max(1, min(4, cores // tpp.world))
     job = {
-        "spec": spec.model_dump(), "tp": tp, "pp": pp, "dp": dp, "engine": engine, "context": tpp.plan.context,
-        "batch": batch, "layers": layers,
+        "spec": spec.model_dump(), "tp": tp, "pp": pp, "dp": dp, "dcp": dcp, "engine": engine,
+        "context": tpp.plan.context, "batch": batch, "layers": layers,
         "cache": cache, "kv_dtype": tpp.plan.kv_dtype, "mla_layout": mla_layout, "seed": seed,
         "devices": devices, "backend": backend, "compute_dtype": str(dtype).removeprefix("torch."),
         "threads": threads, "exact": exact, "keep_outputs": keep_outputs, "fault": _FAULT,
@@ -229,6 +230,7 @@ def _combine(tpp: TPPlan, results: dict[int, dict], outputs: dict[int, bytes], b
             pid=got["pid"],
             threads=got["threads"],
             dp_rank=r.dp_rank,
+            dcp_rank=r.dcp_rank,
         ))
     groups = []
     for g in plan.analytic.groups:
@@ -253,7 +255,7 @@ def _combine(tpp: TPPlan, results: dict[int, dict], outputs: dict[int, bytes], b
         first_kv_layer=first_kv_layer(plan.spec), groups=tuple(groups), ranks=tuple(ranks),
         kind_replication=replication, prefill=plan.prefill, decode_steps=plan.decode_steps,
         paged=plan.paged is not None, seconds=seconds, notes=tuple(notes), outputs=decoded,
-        dp=tpp.dp, engine_tp=tpp.engine_tp,
+        dp=tpp.dp, engine_tp=tpp.engine_tp, dcp=tpp.dcp,
     )
 
 

@@ -63,6 +63,7 @@ class RankPlan:
     layer_indices: tuple[int, ...]  # in the whole model
     kinds: tuple[KindShare, ...]
     dp_rank: int = 0  # which data-parallel rank's requests it holds
+    dcp_rank: int = 0  # with --dcp C: tp_rank % C, the rank holding each request's tokens t % C == dcp_rank
 
     @property
     def analytic_bytes(self) -> int:
@@ -88,6 +89,7 @@ class TPPlan:
     notes: tuple[str, ...] = ()
     dp: int = 1  # data-parallel ranks, each a group of tp x pp ranks with its own requests
     engine_tp: int | None = None  # the --tp the engine was given (SGLang: tp x dp of attention groups)
+    dcp: int = 1  # vLLM decode context parallelism: C consecutive TP ranks share each request's tokens
 
     @property
     def world(self) -> int:
@@ -152,13 +154,20 @@ def kind_spec(spec: ModelSpec, name: str, layers: int) -> ModelSpec:
     return ModelSpec.model_validate(data)
 
 
-def fit_share(spec: ModelSpec, name: str, layers: int, tp: int, engine: str, plan: Plan, dp: int = 1) -> KindShare:
+def fit_share(spec: ModelSpec, name: str, layers: int, tp: int, engine: str, plan: Plan, dp: int = 1,
+              dcp: int = 1) -> KindShare:
     """fit's per-GPU bytes per token for ``layers`` layers of kind ``name``, times the tokens held
-    (``tp`` and ``dp`` as the engine is given them: fit decides the attention TP)."""
-    d = deployment(engine, None, tp=tp, kv_dtype=plan.kv_dtype, reserve=0, dp=dp)
+    (``tp``, ``dp`` and ``dcp`` as the engine is given them: fit decides the attention TP). With DCP,
+    fit's bytes per token are per GPU over a request's tokens (1/dcp of them held there), and the
+    tokens expected are what the dcp ranks' equal slots cover: dcp x cdiv(context, dcp), or
+    dcp x 16 x cdiv(context, 16 x dcp) paged."""
+    d = deployment(engine, None, tp=tp, kv_dtype=plan.kv_dtype, reserve=0, dp=dp, dcp=dcp)
     result = fit(kind_spec(spec, name, layers), d, plan.context, weights=Weights(total_bytes=0), search_min=False)
     tokens = {g.name: g.tokens for g in plan.analytic.groups}[name]
     expected = {g.name: g.tokens for g in (plan.paged or plan.analytic).groups}[name]
+    if dcp > 1:  # full-attention layers only (vLLM's rule, check_layout): the tokens are the context
+        per_rank = -(-plan.context // dcp)
+        expected = dcp * (-(-per_rank // 16) * 16 if plan.cache == "paged" else per_rank)
     per_token = result.kv_bytes_per_token_per_gpu
     attention = spec.attention_of(name)
     return KindShare(
@@ -182,16 +191,19 @@ def make_tp_plan(
     kv_dtype: str | None = None,
     mla_layout: str = "latent",
     dp: int = 1,
+    dcp: int = 1,
 ) -> TPPlan:
     """Raises FitUsageError for a shape or option that cannot be verified this way (exit 2).
-    ``tp`` and ``dp`` are the engine's flags; the ranks split heads over its attention TP."""
-    if tp < 1 or pp < 1 or dp < 1:
-        raise FitUsageError("--tp, --pp and --dp must be at least 1")
+    ``tp``, ``dp`` and ``dcp`` are the engine's flags; the ranks split heads over its attention TP."""
+    if tp < 1 or pp < 1 or dp < 1 or dcp < 1:
+        raise FitUsageError("--tp, --pp, --dp and --dcp must be at least 1")
     engine_tp = tp
-    layout = deployment(engine, None, tp=tp, dp=dp)
-    check_layout(spec, layout)  # DP as the engine allows it (SGLang: dividing TP)
+    layout = deployment(engine, None, tp=tp, dp=dp, dcp=dcp)
+    check_layout(spec, layout)  # DP and DCP as the engine allows them (vLLM: DCP divides TP, GQA past its KV heads)
     tp = layout.attention_tp  # what one attention layer's heads are split over
     check_shape(spec, tp, 1)  # TP divides the attention heads, as fit requires
+    if dcp > 1:
+        check_dcp_groups(spec, tp, dcp, cache)
     if any(getattr(spec.attention_of(n), "indexer", None) is not None
            for n, k in spec.layers.kinds.items() if k.type != "none"):
         raise KvcalcError(f"verify --tp/--pp does not build {spec.name}'s sparse-attention indexer on its ranks; "
@@ -227,16 +239,40 @@ def make_tp_plan(
         counts: dict[str, int] = {}
         for index in indices:
             counts[order[index]] = counts.get(order[index], 0) + 1
-        shares = tuple(fit_share(spec, name, n, engine_tp, engine, plan, dp) for name, n in counts.items()
+        shares = tuple(fit_share(spec, name, n, engine_tp, engine, plan, dp, dcp) for name, n in counts.items()
                        if not isinstance(kinds[name], NoKVLayer) and not spec.is_encoder)
         for t in range(tp):
-            ranks.append(RankPlan(rank=stage * tp + t, stage=stage, tp_rank=t, layer_indices=indices, kinds=shares))
+            ranks.append(RankPlan(rank=stage * tp + t, stage=stage, tp_rank=t, layer_indices=indices, kinds=shares,
+                                  dcp_rank=t % dcp))
     ranks = [replace(r, rank=d * tp * pp + r.rank, dp_rank=d) for d in range(dp) for r in ranks]
     if dp > 1:
         notes.append(f"--dp {dp}: {dp} groups of {tp * pp} rank(s), each filling its own cache with its own requests "
                      f"(other inputs), attention split over {tp}")
+    if dcp > 1:
+        notes.append(f"--dcp {dcp}: each request's token t is cached on DCP rank t % {dcp} of {tp // dcp} group(s) of "
+                     f"{dcp} consecutive TP ranks; each rank attends over its tokens and the outputs are merged by "
+                     "their log-sum-exp (vLLM's cp_lse_ag_out_rs)")
     return TPPlan(plan=plan, tp=tp, pp=pp, engine=engine, stages=stages, ranks=tuple(ranks), notes=tuple(notes),
-                  dp=dp, engine_tp=engine_tp)
+                  dp=dp, engine_tp=engine_tp, dcp=dcp)
+
+
+def check_dcp_groups(spec: ModelSpec, tp: int, dcp: int, cache: str) -> None:
+    """What verify --dcp builds beyond fit's rules: a static or paged cache, and DCP groups
+    (``dcp`` consecutive TP ranks) whose ranks read the same KV heads, as they must to share tokens."""
+    if cache == "dynamic":
+        raise FitUsageError("--dcp with --cache dynamic: vLLM's DCP ranks each hold a request's pages; verify it with "
+                            "--cache static or paged")
+    for name, kind in spec.layers.kinds.items():
+        a = None if isinstance(kind, NoKVLayer) else spec.attention_of(name)
+        if not isinstance(a, DenseAttention):
+            continue
+        for g in range(0, tp, dcp):
+            read = {(r.start, r.stop) for r in (kv_heads_read(a.heads, a.kv_heads, query_heads(a.heads, tp, t))
+                                                for t in range(g, g + dcp))}
+            if len(read) > 1:
+                raise FitUsageError(f"--dcp {dcp}: TP ranks {g}-{g + dcp - 1} of {spec.name} ({name}) read different "
+                                    f"KV heads, so they cannot share a request's tokens; pick a DCP dividing "
+                                    f"tp / kv_heads = {tp} / {a.kv_heads}")
 
 
 # ---- what the ranks need, before anything is allocated --------------------------------------

@@ -39,6 +39,7 @@ from kvcalc.verify.layers import rms_norm
 from kvcalc.verify.measure import CudaCounters, cuda_block_bytes, rounded_bytes, storage_bytes, storage_count
 from kvcalc.verify.plan import hidden_size
 from kvcalc.verify.runner import make_cache, run_steps, token_problems
+from kvcalc.verify.tp_dcp import DCPGroup, dcp_token_problems, interleaved_cache, with_dcp
 from kvcalc.verify.tp_layers import WeightSlices, build_shard
 from kvcalc.verify.tp_plan import make_tp_plan, rank_needs, too_big
 
@@ -74,13 +75,17 @@ class Comm:
     """Megatron's groups: the tensor-parallel ranks of a stage, and the pipeline ranks that share
     a tensor-parallel rank (stage s sends to stage s + 1)."""
 
-    def __init__(self, store, tp: int, pp: int, rank: int, backend: str):
+    def __init__(self, store, tp: int, pp: int, rank: int, backend: str, dcp: int = 1):
         self.dp_rank, within = divmod(rank, tp * pp)  # each data-parallel rank: groups of its own
         self.stage, self.tp_rank = divmod(within, tp)
         self.tp, self.pp = tp, pp
         d = f"dp{self.dp_rank}/" if self.dp_rank else ""
         self.tp_group = _group(store, f"{d}tp{self.stage}", self.tp_rank, tp, backend)
         self.pp_group = _group(store, f"{d}pp{self.tp_rank}", self.stage, pp, backend) if pp > 1 else None
+        self.dcp = None  # vLLM's DCP groups: dcp consecutive ranks of the TP group
+        if dcp > 1:
+            g, r = divmod(self.tp_rank, dcp)
+            self.dcp = DCPGroup(_group(store, f"{d}dcp{self.stage}/{g}", r, dcp, backend), dcp, r)
 
     def all_reduce(self, t: torch.Tensor) -> None:
         """Sum ``t`` over the tensor-parallel group, in place."""
@@ -118,7 +123,7 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
     spec = ModelSpec.model_validate(job["spec"])
     tpp = make_tp_plan(spec, tp=job["tp"], pp=job["pp"], engine=job["engine"], context=job["context"],
                        batch=job["batch"], layers=job["layers"], cache=job["cache"], kv_dtype=job["kv_dtype"],
-                       mla_layout=job["mla_layout"], dp=job.get("dp", 1))
+                       mla_layout=job["mla_layout"], dp=job.get("dp", 1), dcp=job.get("dcp", 1))
     device = torch.device(job["devices"][rank])
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -133,7 +138,7 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
         time.sleep(fault.get("seconds", 120))
     if device.type == "cuda":
         _guard_all(store, tpp, rank, device, dtype.itemsize)
-    comm = Comm(store, tpp.tp, tpp.pp, rank, job["backend"])
+    comm = Comm(store, tpp.tp, tpp.pp, rank, job["backend"], tpp.dcp)
     needs = rank_needs(tpp, rank, dtype.itemsize)
     started = time.perf_counter()
     with out_of_memory_as_error(needs, device), torch.inference_mode():
@@ -144,10 +149,11 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
                 built.append((name, None))
                 continue
             weights = WeightSlices(job["seed"], f"layer{index}", dtype, device)
-            built.append((name, build_shard(
+            shard = build_shard(
                 spec.attention_of(name), hidden_size(spec), tpp.tp, tp_rank, weights, layout=plan.mla_layout,
                 window=kind.window if isinstance(kind, SlidingLayer) else None,
-                chunk=kind.chunk if isinstance(kind, ChunkedLayer) else None)))
+                chunk=kind.chunk if isinstance(kind, ChunkedLayer) else None)
+            built.append((name, with_dcp(shard, comm.dcp) if comm.dcp else shard))
         if mine and fault.get("kind") == "raise":
             raise RuntimeError("injected fault")
         codec = Codec(plan.kv_dtype, dtype)
@@ -165,8 +171,13 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
             counters.start()
         tracker = PeakTracker()
         generator = torch.Generator().manual_seed(job["seed"] + 1 + rank)
-        caches = [(name, make_cache(plan, name, layer, codec, device, tracker, generator) if layer else None)
-                  for name, layer in built]
+        if comm.dcp:  # this rank's interleaved share of each request: tokens t % dcp == its DCP rank
+            caches = [(name, interleaved_cache(plan.cache, codec, plan.batch, layer.cache_feats(), device,
+                                               plan.context, tpp.dcp, comm.dcp.rank, generator) if layer else None)
+                      for name, layer in built]
+        else:
+            caches = [(name, make_cache(plan, name, layer, codec, device, tracker, generator) if layer else None)
+                      for name, layer in built]
         if mine and fault.get("kind") == "extra-slot":  # the tests' wrong cache: one slot too many
             name, first = caches[0]
             caches[0] = (name, StaticCache(codec, plan.batch, first.feats, device, capacity=first.capacity + 1))
@@ -224,7 +235,10 @@ def run_rank(job: dict, rank: int, store) -> tuple[dict, bytes | None]:
             "measured_bytes": storage_bytes(data), "measured_by_kind": by_kind,
             "scale_bytes": storage_bytes(scales), "index_bytes": storage_bytes(index),
             "cache_peak_bytes": tracker.peak if plan.cache == "dynamic" else None,
-            "allocator": allocator, "token_problems": list(token_problems(plan, caches)),
+            "allocator": allocator,
+            "token_problems": list(dcp_token_problems(plan.layer_indices, caches, plan.context, tpp.dcp, comm.dcp.rank)
+                                   if comm.dcp else token_problems(plan, caches)),
+            "dcp_rank": comm.dcp.rank if comm.dcp else 0,
             "seconds": time.perf_counter() - started,
         }
         packed = None

@@ -36,6 +36,7 @@ class RankResult:
     pid: int
     threads: int
     dp_rank: int = 0  # the data-parallel rank whose requests it holds
+    dcp_rank: int = 0  # with DCP: it holds each request's tokens t % dcp == dcp_rank
 
     @property
     def allocator_ok(self) -> bool:
@@ -50,7 +51,8 @@ class RankResult:
 
     def to_dict(self) -> dict:
         return {
-            "rank": self.rank, "dp_rank": self.dp_rank, "stage": self.stage, "tp_rank": self.tp_rank,
+            "rank": self.rank, "dp_rank": self.dp_rank, "dcp_rank": self.dcp_rank, "stage": self.stage,
+            "tp_rank": self.tp_rank,
             "device": self.device,
             "layer_indices": list(self.layer_indices),
             "q_heads": {n: list(v) for n, v in self.q_heads.items()},
@@ -106,6 +108,7 @@ class TPResult:
     outputs: dict = field(default_factory=dict, compare=False, repr=False)  # tests: last stage's outputs
     dp: int = 1  # data-parallel ranks, each its own requests; ``tp`` is the attention TP inside each
     engine_tp: int | None = None  # the --tp the engine was given (SGLang: tp / dp is the attention TP)
+    dcp: int = 1  # vLLM decode context parallelism inside each TP group
 
     @property
     def world(self) -> int:
@@ -154,6 +157,7 @@ class TPResult:
             "tp": self.engine_tp or self.tp,
             "pp": self.pp,
             "dp": self.dp,
+            "dcp": self.dcp,
             "attention_tp": self.tp,
             "engine": self.engine,
             "cache": self.cache,
@@ -212,13 +216,15 @@ def _per_kind(values: dict, show) -> str:
 def title(r: TPResult) -> str:
     layout = f" · MLA {r.mla_layout}" if r.mla_layout else ""
     dp = f" · DP {r.dp} (attention TP {r.tp})" if r.dp > 1 else ""
+    dp += f" · DCP {r.dcp}" if r.dcp > 1 else ""
     return (f"{r.model} · TP {r.engine_tp or r.tp} x PP {r.pp}{dp} · {r.backend} on {r.device} · {r.cache} cache · "
             f"{r.context:,} tokens · batch {r.batch} · {r.kv_dtype} KV{layout} · fit: {r.engine}")
 
 
 def tp_table(r: TPResult) -> Grid:
     """Each rank: what it holds, fit's per-GPU bytes for it, and what its caches measure."""
-    headers = ["rank", *(["DP rank"] if r.dp > 1 else []), "stage", "layers", "query heads", "KV held",
+    headers = ["rank", *(["DP rank"] if r.dp > 1 else []), *(["DCP rank"] if r.dcp > 1 else []), "stage", "layers",
+               "query heads", "KV held",
                "fit B/token", "analytic B"]
     headers += ["16-token blocks B"] if r.paged else []
     headers += ["measured B", ""]
@@ -227,13 +233,13 @@ def tp_table(r: TPResult) -> Grid:
         blocks = [f"{k.expected_bytes:,}"] if r.paged else []
         queries = _per_kind(k.q_heads, lambda span: f"{span[0]}-{span[1] - 1}" if span[1] - span[0] > 1
                             else str(span[0]))
-        dp = [str(k.dp_rank)] if r.dp > 1 else []
+        dp = ([str(k.dp_rank)] if r.dp > 1 else []) + ([str(k.dcp_rank)] if r.dcp > 1 else [])
         rows.append([str(k.rank), *dp, str(k.stage), _which(k.layer_indices).split(" ", 1)[1], queries,
                      _per_kind(k.kv_heads, _heads), f"{k.bytes_per_token:,}", f"{k.analytic_bytes:,}", *blocks,
                      f"{k.measured_bytes:,}", _ok(k.match)])
     rows.append(RULE)
     blocks = [f"{r.expected_bytes:,}"] if r.paged else []
-    dp = [""] if r.dp > 1 else []
+    dp = [""] * ((r.dp > 1) + (r.dcp > 1))
     rows.append([Text("total", style="bold"), *dp, "", "", "", "", f"{sum(k.bytes_per_token for k in r.ranks):,}",
                  f"{r.analytic_bytes:,}", *blocks, Text(f"{r.measured_bytes:,}", style="bold"),
                  _ok(r.measured_bytes == r.expected_bytes)])
@@ -278,7 +284,13 @@ def tp_lines(r: TPResult) -> list[str]:
         f"full model, all {r.full_model_layers} layers at this context: {sized(r.full_model_bytes)} "
         "(estimate, one copy)",
     ]
-    if r.paged:
+    if r.dcp > 1:
+        slots = "16-token blocks of " if r.paged else ""
+        lines.append(f"DCP {r.dcp}: fit's B/token is per GPU over a request's tokens (each GPU holds 1/{r.dcp} of "
+                     f"them); each DCP rank allocates {slots}cdiv({r.context:,}, {r.dcp}) slots per request, "
+                     f"{r.expected_bytes:,} B over all ranks against fit's exact {r.analytic_bytes:,} B; measured "
+                     "is compared with the slots' bytes")
+    elif r.paged:
         lines.append(f"paged: whole 16-token blocks hold {r.expected_bytes - r.analytic_bytes:,} B more than "
                      f"fit's exact {r.analytic_bytes:,} B; measured is compared with the block-rounded bytes")
     index = sum(k.index_bytes for k in r.ranks)

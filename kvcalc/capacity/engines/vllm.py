@@ -412,7 +412,7 @@ class VLLM(Engine):
              "more if shorter"),
             ("--gpu-memory-utilization", f"{util:.2f}", "fraction of total memory per GPU"),
         ]
-        comments = [f"counted by vLLM {r.engine_version}'s rules", *extra]
+        comments = [f"counted by vLLM {r.engine_version}'s rules", *extra, *_across_nodes(r)]
         if r.dp > 1:
             comments.append("--max-num-seqs applies to each DP rank (config/scheduler.py)")
         if kv_value is None:
@@ -492,3 +492,26 @@ def _tensors_per_stage(types: list[LayerType], groups: dict[str, int], stages: l
     return found
 
 
+
+
+def _across_nodes(r) -> list[str]:
+    """How the command runs over several nodes (vLLM 0.33.0's mp backend: engine/arg_utils.py
+    1175-1178 --nnodes/--node-rank/--master-addr/--master-port, 2390-2413 nnodes divides the world;
+    entrypoints/cli/serve.py 181-245: the other nodes run --headless workers), or with Ray
+    (config/parallel.py 290-299)."""
+    if not r.gpus_per_node:
+        return []
+    instance = r.tp * r.pp * r.dp
+    if r.dp > 1 or r.nodes_per_instance > 1:
+        nodes = r.nodes_per_instance  # one command: one instance (its DP ranks); replicas run it again
+    else:  # replicas are launched as --data-parallel-size over the nodes
+        nodes = -(-r.replicas // (r.gpus_per_node // instance))
+    if nodes < 2:
+        return []
+    per = instance * (r.replicas if r.dp == 1 and r.nodes_per_instance == 1 else 1) // nodes
+    dp = r.dp > 1 or (r.replicas > 1 and r.nodes_per_instance == 1)
+    ray = "--data-parallel-backend ray" if dp else "--distributed-executor-backend ray"
+    return [f"across {nodes} nodes ({per} GPUs each): run this same command on every node, adding --nnodes {nodes} "
+            f"--node-rank R (0 to {nodes - 1}) --master-addr NODE0_IP --master-port 29501, and --headless on "
+            f"nodes 1 and up (vLLM's mp backend; --nnodes must divide the world size); or start a Ray cluster "
+            f"over the nodes and add {ray} on node 0 only"]
