@@ -181,8 +181,9 @@ def test_other_tier_backends(runner, kvcalc_app):
     assert tier("--kv-tier-backend", "lmcache")["tokens"] == 5 * 10**9 // (256 * 81_920) * 256 == 60_928
     # TensorRT-LLM's host_cache_size per rank: whole 32-token blocks
     assert tier("--engine", "trtllm")["tokens"] == 5 * 10**9 // (32 * 81_920) * 32 == 61_024
-    # SGLang HiCache (--hicache-size per rank): bytes over the rank's bytes per token
-    assert tier("--engine", "sglang")["tokens"] == 5 * 10**9 // 81_920
+    # SGLang HiCache (--hicache-size 5 GB per rank, pool_host/base.py): int(5e9 // 81,920) = 61,035 tokens
+    # in pages of 1, plus one padding page
+    assert tier("--engine", "sglang")["tokens"] == 5 * 10**9 // 81_920 + 1 == 61_036
     result = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--cpu-kv", "5GB", "--engine", "sglang",
                                         "--kv-tier-backend", "native"])
     assert result.exit_code == 2 and "sglang takes hicache" in result.stderr

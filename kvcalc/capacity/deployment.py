@@ -40,6 +40,7 @@ class Deployment:
     gpu_name: str | None = None
     smi_memory: int | None = None  # nvidia-smi's total, where the catalog has it (SGLang's fraction)
     compute_capability: str | None = None  # "9.0", "10.0": which kernels (nvfp4 KV) can run; None: unknown
+    dense_flops: tuple = (None, None)  # the GPU's dense bf16 and fp8 peak FLOP/s (catalog); None: unknown
     tp: int = 1
     pp: int = 1
     replicas: int = 1
@@ -117,6 +118,7 @@ def deployment(engine: str = "vllm", memory: int | None = None, *, version: str 
         fields.setdefault("gpu_name", gpu.name)
         fields.setdefault("smi_memory", gpu.smi_memory_bytes)
         fields.setdefault("compute_capability", gpu.compute_capability)
+        fields.setdefault("dense_flops", (gpu.dense_bf16_flops, gpu.dense_fp8_flops))
         memory = gpu.memory_bytes if memory is None else memory
     return Deployment(engine=chosen, memory=memory, tp=tp, pp=pp, replicas=replicas, **fields)
 

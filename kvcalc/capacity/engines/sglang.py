@@ -170,14 +170,37 @@ class SGLang(Engine):
 
     tier_backends = ("hicache",)
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """HiCache (``--hicache-size``, per TP rank; mem_cache/hicache): the size over the rank's bytes
-        per token (an MLA latent repeated on every rank)."""
-        if backend != "hicache":
-            raise ValueError(f"SGLang has no KV tier backend {backend!r} kvcalc models (hicache)")
-        return (size // bytes_per_token if bytes_per_token else 0,
-                "SGLang HiCache: per TP rank, the size over the rank's bytes per token")
+    def tier_tokens(self, ask) -> tuple[int, int, str]:
+        """HiCache, per TP rank (each rank its own host pool). Host pool (mem_cache/pool_host/base.py
+        218-229): ``--hicache-size`` whole GB (an int, arg_groups/fields/memory.py 113-116) gives
+        ``int(GB x 1e9 // bytes per token)`` tokens, else ``int(device pool x --hicache-ratio)``; then
+        whole pages plus one padding page. Disk: the ``file`` storage backend (hicache_storage.py
+        728-830), each rank's files capped by its ``max_size`` in bytes (storage/file/lru_file_evictor.py
+        39-53, 117-128), one file per page of the rank's K and V (pool_host/mha.py 713-725)."""
+        if ask.backend != "hicache":
+            raise ValueError(f"SGLang has no KV tier backend {ask.backend!r} kvcalc models (hicache)")
+        per = ask.bytes_per_token
+        if ask.medium == "disk":
+            pages = ask.size // (ask.block * per) if per else 0
+            return (pages * ask.block, ask.size,
+                    "SGLang HiCache file storage: per TP rank (an MLA latent shared), files of one page, "
+                    "capped by its max_size")
+        if ask.size:
+            gb = ask.size // 10**9  # --hicache-size is an int of GB
+            if not gb:
+                raise ValueError(f"SGLang's --hicache-size takes whole GB (10^9 B); {ask.size:,} B is less than one")
+            tokens = gb * 10**9 // per if per else 0
+            how = f"SGLang --hicache-size {gb} (GB per TP rank)"
+            if gb * 10**9 != ask.size:
+                how += f", the {ask.size:,} B asked rounded down to whole GB as the flag takes them"
+            sized = gb * 10**9
+        else:
+            tokens = int(ask.pool_tokens * float(ask.ratio))  # SGLang multiplies in floating point
+            how = (f"SGLang --hicache-ratio {float(ask.ratio):g} x the device pool of {ask.pool_tokens:,} tokens, "
+                   "per TP rank")
+            sized = 0
+        tokens = (tokens // ask.block + 1) * ask.block  # whole pages and one padding page
+        return tokens, sized or tokens * per, how + ", whole pages plus one padding page"
 
     def swa_pool(self, spec) -> bool:
         return spec.model_type in SWA_POOL
@@ -307,9 +330,21 @@ class SGLang(Engine):
                       ("--max-loras-per-batch", x["lora_slots"], "adapters on each GPU at once"),
                       ("--max-lora-rank", x["lora_rank"], "every slot sized for it"),
                       ("--lora-target-modules", " ".join(modules[t] for t in x["lora_targets"]), "")]
-        if x.get("cpu_tier"):
-            flags += [("--enable-hierarchical-cache", None, "a host KV tier"),
-                      ("--hicache-size", f"{x['cpu_tier']['bytes'] / 10**9:g}", "GB per TP rank")]
+        tier, disk = x.get("cpu_tier"), x.get("disk_tier")
+        if tier or disk:
+            flags.append(("--enable-hierarchical-cache", None, "a host KV tier"))
+        if tier and tier["ratio"] is not None:
+            flags.append(("--hicache-ratio", f"{tier['ratio']:g}", "host pool = ratio x device pool, per TP rank"))
+        elif tier:
+            flags.append(("--hicache-size", tier["bytes"] // 10**9, "GB per TP rank (whole GB)"))
+        if disk:  # HiCacheFile: max_size in bytes per rank (storage/file/lru_file_evictor.py)
+            import json
+            import shlex
+
+            flags += [("--hicache-storage-backend", "file", "a disk tier of page files"),
+                      ("--hicache-storage-backend-extra-config", shlex.quote(json.dumps(
+                          {"max_size": disk["bytes"], "file_storage_path": "/mnt/kvcalc-kv"}, separators=(",", ":"))),
+                       "bytes per TP rank; point file_storage_path at the disk")]
         if x.get("draft_model_ref"):
             flags += [("--speculative-algorithm", "STANDALONE", "a separate draft model"),
                       ("--speculative-draft-model-path", x["draft_model_ref"], "its KV counted in the pool")]

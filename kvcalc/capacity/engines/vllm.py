@@ -339,19 +339,31 @@ class VLLM(Engine):
     lora_default_targets = ("q", "k", "v", "o", "gate", "up", "down", "embed", "lm_head")  # vllm/lora: all supported
     tier_backends = ("native", "lmcache")
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """native (``--kv-offloading-size``, all ranks together; v1/kv_offload): chunks of one GPU block of
-        every rank's layers, rounded up to 4096 B (an MLA model on one node keeps one copy); lmcache
-        (its ``max_local_cpu_size`` / ``max_local_disk_size``, per worker): chunks of 256 tokens."""
+    def tier_tokens(self, ask) -> tuple[int, int, str]:
+        """native (``--kv-offloading-size`` GiB, all ranks together; v1/kv_offload/cpu/spec.py 104-123):
+        chunks of one GPU block of every rank's layers (one copy for MLA on one node), each rounded up to
+        4096 B. Its disk tier is the fs secondary tier of TieringOffloadingSpec (tiering/fs/manager.py,
+        registered as "fs" in tiering/factory.py 150-154): one file per CPU chunk of the same bytes
+        (the primary view's stride, fs/manager.py 172-179), behind a CPU tier, with no cap of its own.
+        lmcache (per worker; lmcache 0.5.6 ``max_local_cpu_size`` and ``max_local_disk_size`` are GiB,
+        local_cpu_backend.py 403, local_disk_backend.py 190): chunks of 256 tokens (config.py 90)."""
         from kvcalc.capacity.extras import chunked_tokens
 
-        if backend == "lmcache":
-            return (chunked_tokens(size, 256, 256 * bytes_per_token),
-                    "LMCache: per worker, chunks of 256 tokens of the rank's layers")
-        if backend != "native":
-            raise ValueError(f"vLLM has no KV tier backend {backend!r} kvcalc models (native, lmcache)")
-        return (chunked_tokens(size, block, block * bytes_per_token * (1 if mla else world), 4096),
+        if ask.backend == "lmcache":
+            setting = "max_local_cpu_size" if ask.medium == "cpu" else "max_local_disk_size"
+            return (chunked_tokens(ask.size, 256, 256 * ask.bytes_per_token), ask.size,
+                    f"LMCache {setting}: per worker, chunks of 256 tokens of the rank's layers")
+        if ask.backend != "native":
+            raise ValueError(f"vLLM has no KV tier backend {ask.backend!r} kvcalc models (native, lmcache)")
+        if ask.medium == "disk" and not ask.cpu_size:
+            raise ValueError("vLLM's disk tier is the fs secondary tier behind its CPU tier "
+                             "(TieringOffloadingSpec): give --cpu-kv too")
+        chunk = ask.block * ask.bytes_per_token * (1 if ask.mla else ask.world)
+        tokens = chunked_tokens(ask.size, ask.block, chunk, 4096)
+        if ask.medium == "disk":
+            return (tokens, ask.size, "vLLM fs tier: one file per chunk of one block of every rank's layers "
+                    "(rounded up to 4096 B); vLLM sets it no size, so SIZE is the space its directory has")
+        return (tokens, ask.size,
                 "vLLM native offloading: all ranks together, chunks of one block of every rank's layers")
 
     def default_block(self, spec, deployment) -> int:
@@ -436,14 +448,26 @@ class VLLM(Engine):
             flags += [("--enable-lora", None, "LoRA slots counted in the budget"),
                       ("--max-loras", x["lora_slots"], "adapters on each GPU at once"),
                       ("--max-lora-rank", x["lora_rank"], "every slot sized for it")]
-        tier = x.get("cpu_tier")
-        if tier and tier["backend"] == "lmcache":  # vLLM does not pass a size to LMCache: its own config does
+        tier, disk = x.get("cpu_tier"), x.get("disk_tier")
+        lmcache = (tier or disk or {}).get("backend") == "lmcache"
+        if lmcache:  # vLLM does not pass a size to LMCache: its own config does (GiB: x 1024**3 in lmcache 0.5.6)
             flags.append(("--kv-offloading-backend", "lmcache", ""))
-            comments.append(f"LMCache holds the tier: set its max_local_cpu_size to {tier['bytes'] / 10**9:g} (GB, "
-                            "per worker) in its config")
+            for t, setting in ((tier, "max_local_cpu_size"), (disk, "max_local_disk_size")):
+                if t:
+                    comments.append(f"LMCache holds the tier: set its {setting} to {t['bytes'] / 2**30:g} (GiB, per "
+                                    "worker) in its config" + (" and local_disk to a directory on the disk"
+                                                               if t is disk else ""))
         elif tier:
             flags += [("--kv-offloading-size", f"{tier['bytes'] / 2**30:g}", "GiB of CPU tier, all ranks together"),
                       ("--kv-offloading-backend", "native", "")]
+        if disk and not lmcache:  # the fs secondary tier of TieringOffloadingSpec, merged into the native connector
+            config = {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+                      "kv_connector_extra_config": {"spec_name": "TieringOffloadingSpec",
+                                                    "secondary_tiers": [{"type": "fs", "root_dir": "/mnt/kvcalc-kv"}]}}
+            flags.append(("--kv-transfer-config", _quoted(config), "a disk tier behind the CPU one (fs, one file "
+                                                                     "per chunk)"))
+            comments.append(f"the disk tier has no size in vLLM: point root_dir at a directory with "
+                            f"{disk['bytes']:,} B free")
         speculative = _speculative_config(x, d["speculative_tokens"])
         if speculative:
             flags.append(("--speculative-config", speculative, "draft or MTP layers counted in the pool"))
@@ -455,15 +479,20 @@ class VLLM(Engine):
 
 def _speculative_config(extras: dict, tokens: int) -> str | None:
     """vLLM's --speculative-config JSON, shell-quoted: a draft model or the model's MTP layers."""
-    import json
-    import shlex
-
     if extras.get("draft_model_ref"):
         config = {"model": extras["draft_model_ref"], "num_speculative_tokens": tokens or 1}
     elif extras.get("mtp_layers"):
         config = {"method": "mtp", "num_speculative_tokens": tokens or extras["mtp_layers"]}
     else:
         return None
+    return _quoted(config)
+
+
+def _quoted(config: dict) -> str:
+    """A JSON flag value, shell-quoted."""
+    import json
+    import shlex
+
     return shlex.quote(json.dumps(config, separators=(",", ":")))
 
 
