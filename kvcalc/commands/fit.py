@@ -63,11 +63,8 @@ from kvcalc.commands.options import (
     TPOpt,
     WeightsBytesOpt,
     WeightsDtypeOpt,
-    context_list,
-    fraction_opt,
-    items,
-    whole,
 )
+from kvcalc.commands.parsers import context_list, fraction_opt, items, whole
 from kvcalc.estimate import spec_warnings
 from kvcalc.terminal import clean
 
