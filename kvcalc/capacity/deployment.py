@@ -30,6 +30,7 @@ class Switches:
     enforce_eager: bool = False  # vLLM --enforce-eager; SGLang --disable-cuda-graph
     speculative_tokens: int = 0  # vLLM num_speculative_tokens
     mamba_cache_mode: str | None = None  # vLLM --mamba-cache-mode: none | align | all
+    cuda_graph_max_bs: int | None = None  # SGLang --cuda-graph-max-bs-decode; vLLM max_cudagraph_capture_size
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class Deployment:
                 "async_scheduling": self.switches.async_scheduling, "prefix_caching": self.switches.prefix_caching,
                 "enforce_eager": self.switches.enforce_eager,
                 "speculative_tokens": self.switches.speculative_tokens,
-                "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note,
+                "mamba_cache_mode": self.switches.mamba_cache_mode,
+                "cuda_graph_max_bs": self.switches.cuda_graph_max_bs, "shape_note": self.shape_note,
                 "shared_prefix": self.shared_prefix, "max_seqs": self.max_seqs}
 
 

@@ -285,6 +285,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
                         f"room for KV within {float(gpu_util):g} of {d.memory:,} B")
 
     held.update(_tiers(spec, d, extras, worst, context, count, weights_label, notes))
+    spec_tokens = d.switches.speculative_tokens or (extras.mtp if extras.mtp else int(extras.draft is not None))
+    held["cuda_graphs"] = engine.cuda_graphs(spec, d, batched, spec_tokens, extras.lora is not None)
+    if d.switches.cuda_graph_max_bs is not None or (d.speculative and engine.name == "vllm"):
+        notes.append("CUDA graphs: " + held["cuda_graphs"]["rule"])
     fits = worst.max_concurrency >= per_replica if known else None
     shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
     log = dict(worst.log) if known and spec.attends else {}

@@ -25,6 +25,7 @@ from kvcalc.commands.options import (
     BlockSizeOpt,
     ContextOpt,
     CPUKVOpt,
+    CudaGraphMaxOpt,
     DCPOpt,
     DiskKVOpt,
     DPOpt,
@@ -97,6 +98,7 @@ def fit_cmd(
     async_scheduling: AsyncOpt = None,
     prefix_caching: PrefixCachingOpt = None,
     enforce_eager: EagerOpt = False,
+    cuda_graph_max_bs: CudaGraphMaxOpt = None,
     speculative_tokens: SpecTokensOpt = 0,
     mamba_cache_mode: MambaModeOpt = None,
     platform: PlatformOpt = "cuda",
@@ -178,7 +180,8 @@ def fit_cmd(
     else:
         memory, found = memory_of(gpu, gpu_memory, gpu_catalog)
     switches = Switches(async_scheduling=async_scheduling, prefix_caching=prefix_caching, enforce_eager=enforce_eager,
-                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
+                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode,
+                        cuda_graph_max_bs=cuda_graph_max_bs)
     d = deployment_of(engine, engine_version, memory, found, tp or 1, pp or 1, gpus if tp is not None else None,
                     gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
                     kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)

@@ -259,3 +259,9 @@ SharedPrefixOpt = Annotated[
     typer.Option("--shared-prefix", parser=tokens, metavar="TOKENS",
                  help="A prefix every request shares (system prompt): held once with prefix caching."),
 ]
+CudaGraphMaxOpt = Annotated[
+    int | None,
+    typer.Option("--cuda-graph-max-bs", parser=whole(1, 2**20), metavar="INTEGER",
+                 help="Largest CUDA-graph batch: SGLang --cuda-graph-max-bs-decode (its reserve), vLLM "
+                      "max_cudagraph_capture_size (its capture sizes; the reserve stays an estimate)."),
+]

@@ -180,6 +180,12 @@ class Engine:
     lora_default_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
     tier_backends: tuple[str, ...] = ()  # CPU/disk KV tiers kvcalc models for this engine; the first is the default
 
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """The CUDA graphs the engine captures and what kvcalc reserves for them: captured, sizes,
+        graphs, reserve_bytes, rule (how the sizes and the reserve were found)."""
+        return {"captured": None, "sizes": [], "graphs": None, "reserve_bytes": 0,
+                "rule": f"{self.name}'s CUDA graphs are not modelled"}
+
     def tier_tokens(self, ask: TierAsk) -> tuple[int, int, str]:
         """(tokens a KV tier holds for this shape, the bytes it is sized to, how it was counted);
         ValueError for a tier or a size the engine does not take."""

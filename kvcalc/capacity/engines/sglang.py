@@ -116,6 +116,10 @@ class SGLang(Engine):
         smi = self.smi_mib(deployment)
         chunk, max_bs = tier_defaults(smi, deployment.tp)
         chunk = deployment.max_batched_tokens or chunk
+        if deployment.switches.cuda_graph_max_bs is not None:  # --cuda-graph-max-bs-decode replaces the tier's
+            max_bs = deployment.switches.cuda_graph_max_bs
+        elif deployment.max_seqs is not None:  # the tier's, clamped to --max-running-requests (memory_hook.py 182-188)
+            max_bs = min(max_bs, deployment.max_seqs * deployment.dp)
         eager = deployment.switches.enforce_eager  # --disable-cuda-graph: no decode or prefill graphs
         mla = isinstance(spec.attention, MLAAttention)
         parts = {"base": 512.0, "activations": max(chunk, 2048) * 1.5,
@@ -136,6 +140,33 @@ class SGLang(Engine):
 
     def default_util(self, spec, deployment) -> Fraction:
         return Fraction(str(self.fraction_parts(spec, deployment)["fraction"]))
+
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """Decode batch sizes up to cuda_graph_max_bs (cuda_graph_hook.py 500-532) and prefill sizes
+        (480-497), reserved in the default fraction at 2 MiB per decode max batch and 8 MiB per prefill
+        size (1,536 MiB for MLA) (memory_hook.py 355-398): out of P x (1 - f), not out of the KV budget."""
+        f = self.fraction_parts(spec, deployment)
+        parts = f["parts_mib"]
+        max_bs = f["cuda_graph_max_bs"]
+        if not max_bs:
+            return {"captured": False, "sizes": [], "graphs": 0, "reserve_bytes": 0,
+                    "rule": "--disable-cuda-graph: neither decode nor prefill graphs (cuda_graph_hook.py 55-57)"}
+        if deployment.speculative:
+            sizes = [*range(1, 9), *range(10, 33, 2), *range(40, 65, 4), *range(72, 257, 8),
+                     *range(272, max_bs + 1, 16)]
+        else:
+            sizes = [1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, max_bs + 1, 32)]
+        sizes = [b for b in sizes if b <= max_bs] + ([] if max_bs in sizes else [max_bs])
+        chunk = f["chunked_prefill_size"]
+        mla = isinstance(spec.attention, MLAAttention)
+        prefill = len(prefill_graph_sizes(min(8192, chunk) if mla else chunk)) if parts["prefill_graphs"] else 0
+        reserve = int((parts["decode_graphs"] + parts["prefill_graphs"]) * MiB)
+        rule = (f"{len(sizes)} decode batch sizes up to {max_bs}" + (f" and {prefill} prefill sizes"
+                                                                     if prefill else "")
+                + f": {parts['decode_graphs']:g} + {parts['prefill_graphs']:g} MiB kept out of the default "
+                "--mem-fraction-static (memory_hook.py), not taken from the KV budget")
+        return {"captured": True, "sizes": sizes, "graphs": len(sizes) + prefill, "reserve_bytes": reserve,
+                "rule": rule}
 
     def budget(self, deployment, fraction: Fraction, weights: int, reserve: int) -> int:
         """A - P x (1 - f) = f x P - weights, P the memory free before the weights load (the
@@ -320,6 +351,9 @@ class SGLang(Engine):
                   ("--chunked-prefill-size", r.max_batched_tokens, "tokens per prefill step")]
         if r.deployment["enforce_eager"]:
             flags.append(("--disable-cuda-graph", None, "no CUDA graphs, as counted"))
+        elif r.deployment["cuda_graph_max_bs"]:
+            flags.append(("--cuda-graph-max-bs-decode", r.deployment["cuda_graph_max_bs"],
+                          "the largest decode CUDA graph, as counted"))
         if r.deployment["prefix_caching"] is False:
             flags.append(("--disable-radix-cache", None, "as counted"))
         x = r.extras

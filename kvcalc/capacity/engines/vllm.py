@@ -366,6 +366,28 @@ class VLLM(Engine):
         return (tokens, ask.size,
                 "vLLM native offloading: all ranks together, chunks of one block of every rank's layers")
 
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """The capture sizes (config/vllm.py _set_cudagraph_sizes 2447-2605; --enforce-eager empties them,
+        2002-2009); with LoRA each size is captured for 2 LoRA cases, none and max_loras + 1
+        (v1/worker/gpu/lora_utils.py 20-35). The reserve stays an estimate: vLLM measures the two largest
+        FULL graphs at start-up and extrapolates first + (n - 1) x max(second, 1 MiB)
+        (v1/worker/gpu/cudagraph_utils.py 1031-1040), so no per-size cost is in its code."""
+        if deployment.switches.enforce_eager:
+            return {"captured": False, "sizes": [], "graphs": 0, "reserve_bytes": 0,
+                    "rule": "--enforce-eager: no capture sizes and nothing profiled (config/vllm.py 2002-2009, "
+                            "v1/worker/gpu_worker.py 708-717)"}
+        sm100 = (deployment.compute_capability or "").startswith("10.")
+        sizes = capture_sizes(max_seqs(deployment), 1 + speculative_tokens, batched, sm100,
+                              deployment.switches.cuda_graph_max_bs)
+        graphs = len(sizes) * (2 if lora else 1)
+        reserve = CUDA_GRAPHS if self.rules.cuda_graphs_profiled else 0
+        rule = (f"{len(sizes)} capture sizes, {sizes[0]}..{sizes[-1]} tokens, by vLLM 0.33.0's rule"
+                + (f" ({graphs} graphs: each for no LoRA and for max_loras + 1)" if lora else "")
+                + "; vLLM measures its two largest graphs at start-up and extrapolates, so the cost per size is "
+                "not in its code: kvcalc reserves a flat " + (f"{reserve / GiB:g} GiB" if reserve else
+                                                              "0 (captured after the budget, before 0.20.0)"))
+        return {"captured": True, "sizes": sizes, "graphs": graphs, "reserve_bytes": reserve, "rule": rule}
+
     def default_block(self, spec, deployment) -> int:
         """--block-size when not given: 16 on CUDA; vLLM's CPU platform takes 128 (16 for MLA),
         platforms/cpu.py check_and_update_config."""
@@ -435,6 +457,9 @@ class VLLM(Engine):
         d = r.deployment
         if d["enforce_eager"]:
             flags.append(("--enforce-eager", None, "no CUDA graphs (none in the reserve)"))
+        elif d["cuda_graph_max_bs"]:
+            flags.append(("--compilation-config", _quoted({"max_cudagraph_capture_size": d["cuda_graph_max_bs"]}),
+                          "the largest CUDA-graph capture size, as counted"))
         if d["async_scheduling"] is not None:
             flags.append(("--async-scheduling" if d["async_scheduling"] else "--no-async-scheduling", None,
                           "batches in flight, as counted"))
@@ -475,6 +500,37 @@ class VLLM(Engine):
             comments.append(f"or exactly: --kv-cache-memory-bytes {r.required_kv_bytes_per_gpu} "
                             "(KV bytes per GPU; overrides --gpu-memory-utilization)")
         return command_lines(f"vllm serve {model}", flags, comments)
+
+
+def capture_sizes(max_num_seqs: int, query_len: int, batched: int, sm100: bool,
+                  max_size: int | None = None) -> list[int]:
+    """vLLM 0.33.0's cudagraph_capture_sizes by default (config/vllm.py 2447-2605, no dynamic speculation, the
+    default performance mode): a ceiling of min(max_num_seqs x query_len x 2, 1024 on SM100 else 512) unless
+    max_cudagraph_capture_size is given, then at most max_num_batched_tokens; 1, 2, 4, every 8 below 256,
+    every 16 from 256; max_num_batched_tokens when under the ceiling; and the uniform-decode sizes
+    (max_num_seqs, or n x query_len for a request-count grid under speculative decoding)."""
+    default = 1024 if sm100 else 512
+    uniform: list[int] = []
+    top = max_size
+    if top is None:
+        top = min(max_num_seqs * query_len * 2, default)
+        if query_len > 1:
+            most = min(max_num_seqs, default)
+            counts = [n for n in (1, 2, 4) if n <= most] + list(range(8, min(most + 1, 256), 8)) \
+                + list(range(256, most + 1, 16))
+            uniform = sorted({n * query_len for n in set(counts + [most]) if n * query_len <= top})
+        elif max_num_seqs <= top:
+            uniform = [max_num_seqs]
+    top = min(batched, top)
+    sizes = [i for i in (1, 2, 4) if i <= top]
+    if top >= 8:
+        sizes += list(range(8, min(top + 1, 256), 8))
+    if top >= 256:
+        sizes += list(range(256, top + 1, 16))
+    if batched <= top:
+        sizes.append(batched)
+    sizes += [u for u in uniform if u <= batched]
+    return sorted(set(sizes))
 
 
 def _speculative_config(extras: dict, tokens: int) -> str | None:
