@@ -59,6 +59,7 @@ class Deployment:
     searched_gpus: int | None = None  # --gpus N when kvcalc chose the shape (layouts are compared on N)
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
     speculative: bool = False  # a draft model or MTP layers run beside the target
+    mtp_layers: int = 0  # MTP modules served with the model (vLLM's method "mtp", num_nextn_predict_layers)
     max_seqs: int | None = None  # requests per engine instance as launched (-n per replica); None: the engine's default
 
     @property

@@ -201,8 +201,8 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache, so there is no capacity to plan")
     base_spec = spec
     speculative = extras.draft is not None or bool(extras.mtp)
-    if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
-        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
+    if extras.shared_prefix != d.shared_prefix or speculative != d.speculative or extras.mtp != d.mtp_layers:
+        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative, mtp_layers=extras.mtp)
     if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
         d = replace(d, max_seqs=-(-concurrency // (d.replicas * d.dp)))
     if extras.mtp:

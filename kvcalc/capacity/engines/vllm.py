@@ -180,6 +180,17 @@ class VLLM(Engine):
         """Tokens a sliding window keeps beyond itself: every batch in flight (0.26.0 on), else one."""
         return self.batches_in_flight(deployment) * batched if self.rules.window_in_flight else batched
 
+    def retained_lookahead(self, deployment) -> int:
+        """Tokens a sliding window keeps past itself for a multi-module MTP drafter:
+        num_prefill_lookahead_tokens - 1 (v1/core/kv_cache_planning.py 1636-1642), where the lookahead is
+        num_speculative_tokens when min(MTP modules, num_speculative_tokens) > 1 (config/vllm.py 654-675,
+        config/speculative.py 2188-2194) and 1 or 0 otherwise; num_speculative_tokens defaults to the MTP
+        module count (speculative.py 1600-1603)."""
+        if not deployment.mtp_layers:
+            return 0
+        k = deployment.switches.speculative_tokens or deployment.mtp_layers
+        return k - 1 if min(deployment.mtp_layers, k) > 1 else 0
+
     def mamba_mode(self, deployment) -> str:
         """models/config.py MambaModelConfig: prefix caching (on by default) sets mamba_cache_mode
         'align' (always from 0.28.0; before, 'all' for models that support Mamba prefix caching,
@@ -235,6 +246,7 @@ class VLLM(Engine):
         block = deployment.block_size or self.default_block(spec, deployment)
         dcp = deployment.dcp  # each page of ``block`` tokens per rank covers block x dcp tokens of a request
         in_flight = self.window_in_flight(deployment, batched)
+        retained = self.retained_lookahead(deployment)  # multi-module MTP: extra_retained_tokens
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
         types = attention + states  # a no-KV kind without a state takes no pages
@@ -289,7 +301,7 @@ class VLLM(Engine):
                 return self.state_pages(t, deployment)
             b = blocks_of[t.name]
             if t.kind == "sliding":  # SlidingWindowSpec: the window need not start on a page boundary
-                return cdiv(min(t.span - 1 + in_flight, length), b) + 1
+                return cdiv(min(t.span - 1 + retained + in_flight, length), b) + 1
             if t.kind == "chunked":  # ChunkedLocalAttentionSpec
                 return cdiv(min(t.span + in_flight, length), b)
             return cdiv(length, b * dcp)
@@ -414,6 +426,10 @@ class VLLM(Engine):
 
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         out = []
+        retained = self.retained_lookahead(deployment)
+        if retained and any(k.type == "sliding" for k in spec.layers.kinds.values()):
+            out.append(f"multi-module MTP: every sliding window keeps {retained} more token(s) for the drafter's "
+                       "lookahead (num_speculative_tokens - 1, vLLM's extra_retained_tokens)")
         windows = any(k.type in ("sliding", "chunked") for k in spec.layers.kinds.values())
         if windows and self.async_scheduling(deployment):
             n = self.batches_in_flight(deployment)
