@@ -49,8 +49,12 @@ def tier(spec: ModelSpec, d, medium: str, size: int, backend: str, worst, contex
                                if not isinstance(k, NoKVLayer))
     ask = TierAsk(medium=medium, backend=backend, size=size, block=worst.block_size,
                   bytes_per_token=worst.per_token_bytes, world=d.tp * d.pp, mla=mla and d.pp == 1,
-                  pool_tokens=worst.tokens, ratio=ratio, cpu_size=cpu_size)
+                  pool_tokens=worst.tokens, ratio=ratio, cpu_size=cpu_size,
+                  hybrid=any(k.type != "full" for k in spec.layers.kinds.values()))
     tokens, sized, how = d.engine.tier_tokens(ask)
+    if ask.hybrid:
+        how += ("; this model has sliding, chunked or state layers, which the engine keeps in groups or pools "
+                "of their own: counted as if every layer's bytes per token were one pool, an approximation")
     request = cdiv(context, worst.block_size) * worst.block_size
     reload = worst.per_token_bytes * request / host_bandwidth
     found = {"medium": medium, "bytes": sized, "backend": backend, "tokens": tokens,

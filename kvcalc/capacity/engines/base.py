@@ -51,6 +51,7 @@ class TierAsk:
     pool_tokens: int = 0  # the GPU pool in tokens (SGLang's max_total_num_tokens)
     ratio: Fraction | None = None  # SGLang --hicache-ratio: host pool = ratio x device pool
     cpu_size: int = 0  # with a disk ask: the CPU tier's bytes (0: none given)
+    hybrid: bool = False  # sliding, chunked or state layers beside full attention (several pools or groups)
 
 
 def largest_context(needs, fits_in, cap: int) -> int:
