@@ -188,3 +188,10 @@ def test_sglang_graph_batch_sizes_and_their_reserve(runner, kvcalc_app):
     w, _ = emitted(runner, kvcalc_app, "llama-3-8b", "--gpu", "h100", "-c", "8k", "--cuda-graph-max-bs", "64",
                    "--emit", "sglang")
     assert w[w.index("--cuda-graph-max-bs-decode") + 1] == "64"
+
+
+def test_a_size_in_gb_is_written_in_exact_gib(runner, kvcalc_app):
+    # vLLM multiplies --kv-offloading-size by 2**30: 100 GB = 93.13225746154785 GiB reads back to 10^11 B exactly
+    w, _ = emitted(runner, kvcalc_app, *BASE, "--cpu-kv", "100GB", "--emit", "vllm")
+    value = w[w.index("--kv-offloading-size") + 1]
+    assert value == "93.13225746154785" and float(value) * 2**30 == 100 * 10**9

@@ -495,11 +495,11 @@ class VLLM(Engine):
             flags.append(("--kv-offloading-backend", "lmcache", ""))
             for t, setting in ((tier, "max_local_cpu_size"), (disk, "max_local_disk_size")):
                 if t:
-                    comments.append(f"LMCache holds the tier: set its {setting} to {t['bytes'] / 2**30:g} (GiB, per "
+                    comments.append(f"LMCache holds the tier: set its {setting} to {_gib(t['bytes'])} (GiB, per "
                                     "worker) in its config" + (" and local_disk to a directory on the disk"
                                                                if t is disk else ""))
         elif tier:
-            flags += [("--kv-offloading-size", f"{tier['bytes'] / 2**30:g}", "GiB of CPU tier, all ranks together"),
+            flags += [("--kv-offloading-size", _gib(tier["bytes"]), "GiB of CPU tier, all ranks together"),
                       ("--kv-offloading-backend", "native", "")]
         if disk and not lmcache:  # the fs secondary tier of TieringOffloadingSpec, merged into the native connector
             config = {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
@@ -558,6 +558,13 @@ def _speculative_config(extras: dict, tokens: int) -> str | None:
     else:
         return None
     return _quoted(config)
+
+
+def _gib(size: int) -> str:
+    """Bytes as the GiB float vLLM and LMCache multiply by 2**30: exact (a power-of-two division of an
+    integer below 2**53 is), written in the fewest digits that read back to it."""
+    value = size / 2**30
+    return str(int(value)) if value == int(value) else repr(value)
 
 
 def _quoted(config: dict) -> str:
