@@ -287,7 +287,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     held.update(_tiers(spec, d, extras, worst, context, count, weights_label, notes))
     spec_tokens = d.switches.speculative_tokens or (extras.mtp if extras.mtp else int(extras.draft is not None))
     held["cuda_graphs"] = engine.cuda_graphs(spec, d, batched, spec_tokens, extras.lora is not None)
-    if d.switches.cuda_graph_max_bs is not None or (d.speculative and engine.name == "vllm"):
+    if d.switches.cuda_graph_max_bs is not None or d.speculative:  # the sizes these change, said
         notes.append("CUDA graphs: " + held["cuda_graphs"]["rule"])
     fits = worst.max_concurrency >= per_replica if known else None
     shape = min_shape(base_spec, d, wanted, context, weights, mla_layout, extras) if search_min and known else None
@@ -387,7 +387,7 @@ def _tiers(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int, 
 
     backends = d.engine.tier_backends
     backend = extras.tier_backend or (backends[0] if backends else "")
-    if extras.hicache_ratio is not None and "hicache" not in backends:
+    if extras.hicache_ratio is not None and not d.engine.tier_ratio:
         raise ExtrasUsageError(f"--hicache-ratio is SGLang's (HiCache); {d.engine.name} sizes its tier in bytes: "
                                "give --cpu-kv SIZE", "--hicache-ratio")
     found = {}
@@ -404,9 +404,6 @@ def _tiers(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int, 
         except ValueError as exc:
             raise ExtrasUsageError(str(exc), option) from None
         notes.append(found[f"{medium}_tier"].pop("note"))
-    if extras.cpu_kv and extras.hicache_ratio is not None:
-        notes.append("--cpu-kv and --hicache-ratio both given: SGLang's --hicache-size overrides the ratio "
-                     "(pool_host/base.py), so the size is counted")
     return found
 
 

@@ -180,6 +180,7 @@ class Engine:
     # -- what else it holds ------------------------------------------------------------------------
     lora_default_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
     tier_backends: tuple[str, ...] = ()  # CPU/disk KV tiers kvcalc models for this engine; the first is the default
+    tier_ratio = False  # a host tier sized as a ratio of the GPU pool (SGLang's --hicache-ratio)
 
     def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
         """The CUDA graphs the engine captures and what kvcalc reserves for them: captured, sizes,

@@ -200,6 +200,7 @@ class SGLang(Engine):
         return cdiv(cdiv(state_bits(as_sglang, model_dtype, -1), 8), tp)
 
     tier_backends = ("hicache",)
+    tier_ratio = True
 
     def tier_tokens(self, ask) -> tuple[int, int, str]:
         """HiCache, per TP rank (each rank its own host pool). Host pool (mem_cache/pool_host/base.py
@@ -224,6 +225,8 @@ class SGLang(Engine):
             how = f"SGLang --hicache-size {gb} (GB per TP rank)"
             if gb * 10**9 != ask.size:
                 how += f", the {ask.size:,} B asked rounded down to whole GB as the flag takes them"
+            if ask.ratio is not None:
+                how += "; the size overrides --hicache-ratio, as in SGLang"
             sized = gb * 10**9
         else:
             tokens = int(ask.pool_tokens * float(ask.ratio))  # SGLang multiplies in floating point
