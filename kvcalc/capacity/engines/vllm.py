@@ -388,11 +388,14 @@ class VLLM(Engine):
             return {"captured": False, "sizes": [], "graphs": 0, "reserve_bytes": 0,
                     "rule": "--enforce-eager: no capture sizes and nothing profiled (config/vllm.py 2002-2009, "
                             "v1/worker/gpu_worker.py 708-717)"}
+        reserve = CUDA_GRAPHS if self.rules.cuda_graphs_profiled else 0  # as reserve_parts counts it
+        if deployment.platform != "cuda":
+            return {"captured": None, "sizes": [], "graphs": None, "reserve_bytes": reserve,
+                    "rule": "vLLM's CPU platform: its graphs are not modelled (kvcalc keeps the reserve's estimate)"}
         sm100 = (deployment.compute_capability or "").startswith("10.")
         sizes = capture_sizes(max_seqs(deployment), 1 + speculative_tokens, batched, sm100,
                               deployment.switches.cuda_graph_max_bs)
         graphs = len(sizes) * (2 if lora else 1)
-        reserve = CUDA_GRAPHS if self.rules.cuda_graphs_profiled else 0
         rule = (f"{len(sizes)} capture sizes, {sizes[0]}..{sizes[-1]} tokens, by vLLM 0.33.0's rule"
                 + (f" ({graphs} graphs: each for no LoRA and for max_loras + 1)" if lora else "")
                 + "; vLLM measures its two largest graphs at start-up and extrapolates, so the cost per size is "
