@@ -140,6 +140,10 @@ def test_tier_flags_emitted_and_parsed_back(runner, kvcalc_app):
     assert w[w.index("--hicache-size") + 1] == "107"  # whole GB, as SGLang's int flag takes it
     w, text = emitted(runner, kvcalc_app, *BASE, "--cpu-kv", "5GB", "--emit", "trtllm")
     assert "host_cache_size: 5000000000" in text
+    # TensorRT-LLM's LoRA settings are not followed: the command says so instead of leaving them out silently
+    _, text = emitted(runner, kvcalc_app, "llama-3-8b", "--gpu", "h100", "-c", "8k", "--max-loras", "2",
+                      "--emit", "trtllm")
+    assert "LoRA slots (its lora_config)" in text
 
 
 def test_vllm_capture_sizes(runner, kvcalc_app):

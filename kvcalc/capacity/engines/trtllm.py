@@ -87,6 +87,12 @@ class TensorRTLLM(Engine):
             yaml_lines.append(f"  host_cache_size: {r.extras['cpu_tier']['bytes']}")
         if r.replicas > 1:
             comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
+        x = r.extras
+        for asked, what in ((x["lora_bytes_per_gpu"], "LoRA slots (its lora_config)"),
+                            (x.get("draft_model_ref") or x.get("draft") or x["mtp_layers"],
+                             "speculative decoding (its speculative_config)")):
+            if asked:  # counted in the budget, but kvcalc does not follow TensorRT-LLM's settings for them
+                comments.append(f"{what}: counted as vLLM holds them, not written here; set them in the YAML")
         flags = [
             ("--tp_size", r.tp, ""),
             ("--pp_size", r.pp, ""),
