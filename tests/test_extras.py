@@ -181,8 +181,9 @@ def test_other_tier_backends(runner, kvcalc_app):
     assert tier("--kv-tier-backend", "lmcache")["tokens"] == 5 * 10**9 // (256 * 81_920) * 256 == 60_928
     # TensorRT-LLM's host_cache_size per rank: whole 32-token blocks
     assert tier("--engine", "trtllm")["tokens"] == 5 * 10**9 // (32 * 81_920) * 32 == 61_024
-    # SGLang HiCache (--hicache-size per rank): bytes over the rank's bytes per token
-    assert tier("--engine", "sglang")["tokens"] == 5 * 10**9 // 81_920
+    # SGLang HiCache (--hicache-size 5 GB per rank, pool_host/base.py): int(5e9 // 81,920) = 61,035 tokens
+    # in pages of 1, plus one padding page
+    assert tier("--engine", "sglang")["tokens"] == 5 * 10**9 // 81_920 + 1 == 61_036
     result = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--cpu-kv", "5GB", "--engine", "sglang",
                                         "--kv-tier-backend", "native"])
     assert result.exit_code == 2 and "sglang takes hicache" in result.stderr
@@ -205,3 +206,19 @@ def test_sglang_under_speculative_decoding(runner, kvcalc_app):
     assert data["kv_bytes_per_token_per_gpu"] == 61 * 1152 + 1152 == 71_424
     assert data["max_running_requests"] == 48
     assert data["max_total_num_tokens"] == data["kv_budget_bytes_per_gpu"] // 71_424
+
+
+def test_multi_module_mtp_keeps_lookahead_in_sliding_windows(runner, kvcalc_app):
+    def sliding_pages(*args):
+        result = runner.invoke(kvcalc_app, ["fit", "gpt-oss-20b", "--gpu", "h100", "-c", "8k", "--max-batched-tokens",
+                                            "2048", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return {g["name"]: g["pages_per_request"] for g in json.loads(result.stdout)["kv_groups"]}["sliding"]
+
+    # gpt-oss-20b's window is 128; with async scheduling and the V2 runner 2 batches of 2,048 tokens are in
+    # flight: pages = cdiv(128 - 1 + retained + 4096, 16) + 1. vLLM retains num_speculative_tokens - 1 more
+    # when min(MTP modules, num_speculative_tokens) > 1 (kv_cache_planning.py, config/speculative.py);
+    # num_speculative_tokens defaults to the module count
+    assert sliding_pages("--mtp", "1") == cdiv(128 - 1 + 0 + 4096, 16) + 1 == 265
+    assert sliding_pages("--mtp", "3") == cdiv(128 - 1 + 2 + 4096, 16) + 1 == 266
+    assert sliding_pages("--mtp", "3", "--num-speculative-tokens", "1") == 265  # min(3, 1) = 1: one module's worth

@@ -30,6 +30,7 @@ class Switches:
     enforce_eager: bool = False  # vLLM --enforce-eager; SGLang --disable-cuda-graph
     speculative_tokens: int = 0  # vLLM num_speculative_tokens
     mamba_cache_mode: str | None = None  # vLLM --mamba-cache-mode: none | align | all
+    cuda_graph_max_bs: int | None = None  # SGLang --cuda-graph-max-bs-decode; vLLM max_cudagraph_capture_size
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Deployment:
     gpu_name: str | None = None
     smi_memory: int | None = None  # nvidia-smi's total, where the catalog has it (SGLang's fraction)
     compute_capability: str | None = None  # "9.0", "10.0": which kernels (nvfp4 KV) can run; None: unknown
+    dense_flops: tuple = (None, None)  # the GPU's dense bf16 and fp8 peak FLOP/s (catalog); None: unknown
     tp: int = 1
     pp: int = 1
     replicas: int = 1
@@ -57,6 +59,7 @@ class Deployment:
     searched_gpus: int | None = None  # --gpus N when kvcalc chose the shape (layouts are compared on N)
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
     speculative: bool = False  # a draft model or MTP layers run beside the target
+    mtp_layers: int = 0  # MTP modules served with the model (vLLM's method "mtp", num_nextn_predict_layers)
     max_seqs: int | None = None  # requests per engine instance as launched (-n per replica); None: the engine's default
     nodes: int | None = None  # --nodes M: the GPUs are M nodes of gpus_per_node (capacity/nodes.py)
     gpus_per_node: int | None = None
@@ -98,7 +101,8 @@ class Deployment:
                 "async_scheduling": self.switches.async_scheduling, "prefix_caching": self.switches.prefix_caching,
                 "enforce_eager": self.switches.enforce_eager,
                 "speculative_tokens": self.switches.speculative_tokens,
-                "mamba_cache_mode": self.switches.mamba_cache_mode, "shape_note": self.shape_note,
+                "mamba_cache_mode": self.switches.mamba_cache_mode,
+                "cuda_graph_max_bs": self.switches.cuda_graph_max_bs, "shape_note": self.shape_note,
                 "shared_prefix": self.shared_prefix, "max_seqs": self.max_seqs, "nodes": self.nodes,
                 "gpus_per_node": self.gpus_per_node, "nodes_per_instance": self.nodes_per_instance}
 
@@ -121,6 +125,7 @@ def deployment(engine: str = "vllm", memory: int | None = None, *, version: str 
         fields.setdefault("gpu_name", gpu.name)
         fields.setdefault("smi_memory", gpu.smi_memory_bytes)
         fields.setdefault("compute_capability", gpu.compute_capability)
+        fields.setdefault("dense_flops", (gpu.dense_bf16_flops, gpu.dense_fp8_flops))
         memory = gpu.memory_bytes if memory is None else memory
     return Deployment(engine=chosen, memory=memory, tp=tp, pp=pp, replicas=replicas, **fields)
 

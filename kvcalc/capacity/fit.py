@@ -38,7 +38,12 @@ class Weights:
 
 
 class ExtrasUsageError(FitUsageError):
-    """An extra the model cannot take, whatever the shape (a draft of another vocabulary, LoRA on MLA)."""
+    """An extra the model cannot take, whatever the shape (a draft of another vocabulary, LoRA on MLA);
+    ``option`` names the flag at fault where one does."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Extras:
     mtp: int = 0
     shared_prefix: int = 0
     cpu_kv: int = 0  # a CPU tier of this many bytes, as the engine's flag sizes it
+    disk_kv: int = 0  # a disk tier of this many bytes (vLLM's fs tier, LMCache local disk, SGLang's file storage)
+    hicache_ratio: Fraction | None = None  # SGLang --hicache-ratio: host pool = ratio x device pool (per rank)
     tier_backend: str | None = None  # None: the engine's first (vLLM native, SGLang hicache, TRT-LLM host)
     host_bandwidth: int = 64 * 10**9  # bytes per second a reload runs at (PCIe Gen5 x16's peak)
 
@@ -198,8 +205,8 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache, so there is no capacity to plan")
     base_spec = spec
     speculative = extras.draft is not None or bool(extras.mtp)
-    if extras.shared_prefix != d.shared_prefix or speculative != d.speculative:
-        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative)
+    if extras.shared_prefix != d.shared_prefix or speculative != d.speculative or extras.mtp != d.mtp_layers:
+        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative, mtp_layers=extras.mtp)
     asked = d  # the searches size each candidate's own --max-num-seqs from the requests
     if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
         d = replace(d, max_seqs=-(-concurrency // (d.replicas * d.dp)))
@@ -286,9 +293,11 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
         warnings.append(f"weights ({per_gpu_all:,} B) and reserve ({reserve:,} B) per GPU leave no "
                         f"room for KV within {float(gpu_util):g} of {d.memory:,} B")
 
-    if extras.cpu_kv:
-        held["cpu_tier"] = _cpu_tier(spec, d, extras, worst, context)
-        notes.append(held["cpu_tier"].pop("note"))
+    held.update(_tiers(spec, d, extras, worst, context, count, weights_label, notes))
+    spec_tokens = d.switches.speculative_tokens or (extras.mtp if extras.mtp else int(extras.draft is not None))
+    held["cuda_graphs"] = engine.cuda_graphs(spec, d, batched, spec_tokens, extras.lora is not None)
+    if d.switches.cuda_graph_max_bs is not None or d.speculative:  # the sizes these change, said
+        notes.append("CUDA graphs: " + held["cuda_graphs"]["rule"])
     fits = worst.max_concurrency >= per_replica if known else None
     shape = min_shape(base_spec, asked, wanted, context, weights, mla_layout, extras) if search_min and known else None
     log = dict(worst.log) if known and spec.attends else {}
@@ -381,23 +390,31 @@ def _extras_held(spec: ModelSpec, base: ModelSpec, d: Deployment, extras: Extras
     return held, notes
 
 
-def _cpu_tier(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int) -> dict:
-    """What a CPU (or disk) tier holds for this model and shape, and what reloading one request costs."""
-    mla = isinstance(spec.attention, MLAAttention)
-    backend = extras.tier_backend or (d.engine.tier_backends[0] if d.engine.tier_backends else "")
-    try:
-        tokens, how = d.engine.tier_tokens(backend, extras.cpu_kv, worst.block_size, worst.per_token_bytes,
-                                           d.tp * d.pp, mla and d.pp == 1)
-    except ValueError as exc:
-        raise ExtrasUsageError(str(exc)) from None
-    request = cdiv(context, worst.block_size) * worst.block_size
-    seconds = worst.per_token_bytes * request / extras.host_bandwidth
-    return {"bytes": extras.cpu_kv, "backend": backend, "tokens": tokens,
-            "requests": tokens // request if request else 0, "reload_seconds_per_request": seconds,
-            "note": f"KV tier of {extras.cpu_kv:,} B ({how}): {tokens:,} tokens, {tokens // request:,} requests of "
-                    f"{context:,}; reloading one takes {seconds * 1000:.1f} ms per GPU at "
-                    f"{extras.host_bandwidth / 10**9:g} GB/s (the link's peak; a prefill to recompute it is not "
-                    "modelled)"}
+def _tiers(spec: ModelSpec, d: Deployment, extras: Extras, worst, context: int, count, dtype: str,
+           notes: list[str]) -> dict:
+    """The CPU and disk tiers asked for (capacity/tiers.py), each with its one-line note."""
+    from kvcalc.capacity.tiers import tier
+
+    backends = d.engine.tier_backends
+    backend = extras.tier_backend or (backends[0] if backends else "")
+    if extras.hicache_ratio is not None and not d.engine.tier_ratio:
+        raise ExtrasUsageError(f"--hicache-ratio is SGLang's (HiCache); {d.engine.name} sizes its tier in bytes: "
+                               "give --cpu-kv SIZE", "--hicache-ratio")
+    found = {}
+    asks = []
+    if extras.cpu_kv or extras.hicache_ratio is not None:
+        asks.append(("cpu", extras.cpu_kv, "--cpu-kv"))
+    if extras.disk_kv:
+        asks.append(("disk", extras.disk_kv, "--disk-kv"))
+    for medium, size, option in asks:
+        try:
+            found[f"{medium}_tier"] = tier(spec, d, medium, size, backend, worst, context,
+                                           count.active if count else None, dtype, extras.host_bandwidth,
+                                           extras.hicache_ratio, extras.cpu_kv)
+        except ValueError as exc:
+            raise ExtrasUsageError(str(exc), option) from None
+        notes.append(found[f"{medium}_tier"].pop("note"))
+    return found
 
 
 def _replication(spec: ModelSpec, d: Deployment, kv_dtype: str, notes: list[str]) -> tuple[int | None, float]:

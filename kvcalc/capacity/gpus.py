@@ -30,6 +30,10 @@ class GPU(BaseModel):
     smi_memory_source: str | None = None
     bandwidth_bytes_per_s: Annotated[StrictInt, Field(gt=0)] | None = None
     bandwidth_source: str | None = None
+    # dense (not sparse) tensor-core peaks from the datasheet: what recomputing a prefill is timed at
+    dense_bf16_flops: Annotated[StrictInt, Field(gt=0)] | None = None
+    dense_fp8_flops: Annotated[StrictInt, Field(gt=0)] | None = None
+    flops_source: str | None = None
     compute_capability: Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9]$")] | None = None  # NVIDIA's, e.g. "9.0"
     notes: list[str] = Field(default_factory=list)
     key: str = ""  # the catalog name, filled in on load

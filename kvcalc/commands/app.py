@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from kvcalc import __version__
 from kvcalc.commands.common import err, out
-from kvcalc.commands.options import whole
+from kvcalc.commands.parsers import whole
 from kvcalc.errors import KvcalcError
 from kvcalc.terminal import one_line
 

@@ -16,10 +16,8 @@ from kvcalc.commands.options import (
     ModelArg,
     PresetDirOpt,
     RevisionOpt,
-    items,
-    one_context,
-    whole,
 )
+from kvcalc.commands.parsers import items, one_context, whole
 from kvcalc.errors import KvcalcError, torch_hint
 from kvcalc.terminal import clean
 

@@ -39,8 +39,8 @@ from kvcalc.commands.options import (
     SpeedOpt,
     StrictOpt,
     TPOpt,
-    context_list,
 )
+from kvcalc.commands.parsers import context_list
 from kvcalc.compare import SortKey
 from kvcalc.estimate import spec_warnings
 

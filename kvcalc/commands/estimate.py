@@ -27,8 +27,8 @@ from kvcalc.commands.options import (
     PresetDirOpt,
     RevisionOpt,
     StrictOpt,
-    one_context,
 )
+from kvcalc.commands.parsers import one_context
 from kvcalc.estimate import estimate
 from kvcalc.terminal import clean
 

@@ -24,8 +24,12 @@ from kvcalc.commands.options import (
     BatchedTokensOpt,
     BlockSizeOpt,
     ContextOpt,
+    CPUKVOpt,
+    CudaGraphMaxOpt,
     DCPOpt,
+    DiskKVOpt,
     DPOpt,
+    DraftOpt,
     EagerOpt,
     EmitOpt,
     EngineOpt,
@@ -37,10 +41,16 @@ from kvcalc.commands.options import (
     GPUsOpt,
     GPUsPerNodeOpt,
     GPUUtilOpt,
+    HicacheRatioOpt,
+    HostBandwidthOpt,
     JsonOpt,
     KVDtypeOpt,
+    LoraTargetsOpt,
     MambaModeOpt,
+    MaxLoraRankOpt,
+    MaxLorasOpt,
     ModelArg,
+    MTPOpt,
     NodesOpt,
     PlatformOpt,
     PPOpt,
@@ -48,20 +58,16 @@ from kvcalc.commands.options import (
     PresetDirOpt,
     ReserveOpt,
     RevisionOpt,
+    SharedPrefixOpt,
     SpecTokensOpt,
     SpeedOpt,
     StrictOpt,
+    TierBackendOpt,
     TPOpt,
     WeightsBytesOpt,
     WeightsDtypeOpt,
-    context_list,
-    fraction_opt,
-    items,
-    rate,
-    size,
-    tokens,
-    whole,
 )
+from kvcalc.commands.parsers import context_list, fraction_opt, items, whole
 from kvcalc.estimate import spec_warnings
 from kvcalc.terminal import clean
 
@@ -96,58 +102,22 @@ def fit_cmd(
     async_scheduling: AsyncOpt = None,
     prefix_caching: PrefixCachingOpt = None,
     enforce_eager: EagerOpt = False,
+    cuda_graph_max_bs: CudaGraphMaxOpt = None,
     speculative_tokens: SpecTokensOpt = 0,
     mamba_cache_mode: MambaModeOpt = None,
     platform: PlatformOpt = "cuda",
     weights_bytes: WeightsBytesOpt = None,
-    draft: Annotated[
-        str | None,
-        typer.Option("--draft", metavar="MODEL",
-                     help="A draft model for speculative decoding: its weights and KV share each GPU."),
-    ] = None,
-    mtp: Annotated[
-        int,
-        typer.Option("--mtp", parser=whole(0, 16), metavar="INTEGER",
-                     help="MTP layers served with the model (DeepSeek's, GLM's num_nextn_predict_layers)."),
-    ] = 0,
-    max_loras: Annotated[
-        int,
-        typer.Option("--max-loras", parser=whole(0, 4096), metavar="INTEGER",
-                     help="LoRA adapter slots on each GPU (vLLM --max-loras, SGLang --max-loras-per-batch)."),
-    ] = 0,
-    max_lora_rank: Annotated[
-        int,
-        typer.Option("--max-lora-rank", parser=whole(1, 512), metavar="INTEGER",
-                     help="LoRA rank every slot is sized for (vLLM allows 1..512; default 16)."),
-    ] = 16,
-    lora_targets: Annotated[
-        str | None,
-        typer.Option("--lora-targets", metavar="LIST",
-                     help="Modules adapted: q,k,v,o,gate,up,down,embed,lm_head (default: the engine's; vLLM all nine, "
-                          "SGLang the seven projections)."),
-    ] = None,
-    cpu_kv: Annotated[
-        int | None,
-        typer.Option("--cpu-kv", parser=size("--cpu-kv"), metavar="SIZE",
-                     help="A CPU KV tier as the engine sizes it (vLLM --kv-offloading-size: all ranks; SGLang "
-                          "--hicache-size: per rank): tokens it holds and the reload time."),
-    ] = None,
-    tier_backend: Annotated[
-        str | None,
-        typer.Option("--kv-tier-backend", metavar="NAME",
-                     help="How --cpu-kv is held: vLLM native (default) or lmcache (per worker), SGLang hicache, "
-                          "TensorRT-LLM host."),
-    ] = None,
-    host_bandwidth: Annotated[
-        int | None,
-        typer.Option("--host-bandwidth", parser=rate, metavar="RATE",
-                     help="Host-to-GPU bandwidth for reloads (default 64GB/s, PCIe Gen5 x16)."),
-    ] = None,
-    shared_prefix: Annotated[
-        int | None,
-        typer.Option("--shared-prefix", parser=tokens, metavar="TOKENS",
-                     help="A prefix every request shares (system prompt): held once with prefix caching."),
-    ] = None,
+    draft: DraftOpt = None,
+    mtp: MTPOpt = 0,
+    max_loras: MaxLorasOpt = 0,
+    max_lora_rank: MaxLoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = None,
+    cpu_kv: CPUKVOpt = None,
+    disk_kv: DiskKVOpt = None,
+    hicache_ratio: HicacheRatioOpt = None,
+    tier_backend: TierBackendOpt = None,
+    host_bandwidth: HostBandwidthOpt = None,
+    shared_prefix: SharedPrefixOpt = None,
     from_log: Annotated[
         str | None,
         typer.Option("--from-log", metavar="LOG",
@@ -215,7 +185,8 @@ def fit_cmd(
     else:
         memory, found = memory_of(gpu, gpu_memory, gpu_catalog)
     switches = Switches(async_scheduling=async_scheduling, prefix_caching=prefix_caching, enforce_eager=enforce_eager,
-                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode)
+                        speculative_tokens=speculative_tokens, mamba_cache_mode=mamba_cache_mode,
+                        cuda_graph_max_bs=cuda_graph_max_bs)
     try:
         gpus = check_nodes(nodes, gpus_per_node, gpus)  # M x G
     except FitUsageError as exc:
@@ -252,7 +223,7 @@ def fit_cmd(
                   else checkpoint_of(model, revision, notes))
     weights = Weights(dtype=weights_dtype, total_bytes=weights_bytes, checkpoint=checkpoint)
     extras = _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision,
-                     engine, cpu_kv, host_bandwidth, tier_backend)
+                     engine, cpu_kv, host_bandwidth, tier_backend, disk_kv, hicache_ratio)
     results = []
     try:
         if tp is None and gpus is not None and (dp or ep or dcp):
@@ -270,7 +241,8 @@ def fit_cmd(
         for length in contexts:
             results.append(fit(spec, d, length, concurrency, weights, extras=extras))
     except FitUsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--gpus/--gpu-util") from None
+        hint = getattr(exc, "option", None) or "--tp/--pp/--gpus/--gpu-util"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     if notes:
         results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
     warn(dict.fromkeys(w for r in results for w in r.warnings))
@@ -328,7 +300,7 @@ def fit_cmd(
 
 
 def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, preset_dir, revision, engine,
-            cpu_kv, host_bandwidth, tier_backend=None):
+            cpu_kv, host_bandwidth, tier_backend=None, disk_kv=None, hicache_ratio=None):
     """What else the engine holds, from the options (capacity/extras.py)."""
     from kvcalc.capacity import engines
     from kvcalc.capacity.extras import LoRA
@@ -356,7 +328,8 @@ def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, p
         named, comment = model_reference(draft_spec, draft)
         ref = None if comment else named
     return Extras(lora=lora, draft=draft_spec, draft_ref=ref, mtp=mtp, shared_prefix=shared_prefix or 0,
-                  cpu_kv=cpu_kv or 0, host_bandwidth=host_bandwidth or 64 * 10**9, tier_backend=tier_backend)
+                  cpu_kv=cpu_kv or 0, disk_kv=disk_kv or 0, hicache_ratio=hicache_ratio,
+                  host_bandwidth=host_bandwidth or 64 * 10**9, tier_backend=tier_backend)
 
 
 def _tp_for(spec, d, gpus: int, pp: int):

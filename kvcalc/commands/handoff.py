@@ -18,10 +18,8 @@ from kvcalc.commands.options import (
     ModelArg,
     PresetDirOpt,
     RevisionOpt,
-    link_rate,
-    one_context,
-    whole,
 )
+from kvcalc.commands.parsers import link_rate, one_context, whole
 from kvcalc.errors import KvcalcError
 
 

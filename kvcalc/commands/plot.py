@@ -20,8 +20,8 @@ from kvcalc.commands.options import (
     RevisionOpt,
     SpeedOpt,
     TPOpt,
-    items,
 )
+from kvcalc.commands.parsers import items
 from kvcalc.errors import KvcalcError
 from kvcalc.estimate import spec_warnings
 

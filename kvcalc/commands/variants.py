@@ -20,10 +20,8 @@ from kvcalc.commands.options import (
     RevisionOpt,
     SpeedOpt,
     TPOpt,
-    items,
-    one_context,
-    whole,
 )
+from kvcalc.commands.parsers import items, one_context, whole
 from kvcalc.estimate import spec_warnings
 
 

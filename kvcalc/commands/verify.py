@@ -23,9 +23,8 @@ from kvcalc.commands.options import (
     PresetDirOpt,
     RevisionOpt,
     TPOpt,
-    one_context,
-    whole,
 )
+from kvcalc.commands.parsers import one_context, whole
 from kvcalc.errors import KvcalcError, torch_hint
 
 

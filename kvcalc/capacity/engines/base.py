@@ -37,6 +37,23 @@ class Capacity:
     log: tuple[tuple[str, object], ...] = ()  # the engine's own start-up figures, predicted
 
 
+@dataclass(frozen=True)
+class TierAsk:
+    """A CPU or disk KV tier asked of an engine, and the facts of the shape it needs."""
+
+    medium: str  # "cpu" | "disk"
+    backend: str  # the engine's tier backend (vLLM native | lmcache, SGLang hicache, TRT-LLM host)
+    size: int  # bytes as the flag gives them; 0: sized by ``ratio`` (SGLang's --hicache-ratio)
+    block: int  # tokens per GPU page
+    bytes_per_token: int  # one GPU's KV per token (the fullest pipeline stage's)
+    world: int  # ranks of one instance that hold KV (tp x pp)
+    mla: bool  # a pure-MLA model at PP 1: one latent shared by every rank
+    pool_tokens: int = 0  # the GPU pool in tokens (SGLang's max_total_num_tokens)
+    ratio: Fraction | None = None  # SGLang --hicache-ratio: host pool = ratio x device pool
+    cpu_size: int = 0  # with a disk ask: the CPU tier's bytes (0: none given)
+    hybrid: bool = False  # sliding, chunked or state layers beside full attention (several pools or groups)
+
+
 def largest_context(needs, fits_in, cap: int) -> int:
     """The largest L in [1, cap] with needs(L) <= fits_in (needs grows with L); 0 if none."""
     if needs(1) > fits_in:
@@ -166,10 +183,17 @@ class Engine:
     # -- what else it holds ------------------------------------------------------------------------
     lora_default_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
     tier_backends: tuple[str, ...] = ()  # CPU/disk KV tiers kvcalc models for this engine; the first is the default
+    tier_ratio = False  # a host tier sized as a ratio of the GPU pool (SGLang's --hicache-ratio)
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """(tokens a KV tier of ``size`` bytes holds for this shape, how it was counted)."""
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """The CUDA graphs the engine captures and what kvcalc reserves for them: captured, sizes,
+        graphs, reserve_bytes, rule (how the sizes and the reserve were found)."""
+        return {"captured": None, "sizes": [], "graphs": None, "reserve_bytes": 0,
+                "rule": f"{self.name}'s CUDA graphs are not modelled"}
+
+    def tier_tokens(self, ask: TierAsk) -> tuple[int, int, str]:
+        """(tokens a KV tier holds for this shape, the bytes it is sized to, how it was counted);
+        ValueError for a tier or a size the engine does not take."""
         raise ValueError(f"{self.name}'s KV tiers are not modelled")
 
     # -- the launch command (capacity/launch.py adds the header and the model) -------------------

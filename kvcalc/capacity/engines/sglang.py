@@ -117,6 +117,10 @@ class SGLang(Engine):
         smi = self.smi_mib(deployment)
         chunk, max_bs = tier_defaults(smi, deployment.tp)
         chunk = deployment.max_batched_tokens or chunk
+        if deployment.switches.cuda_graph_max_bs is not None:  # --cuda-graph-max-bs-decode replaces the tier's
+            max_bs = deployment.switches.cuda_graph_max_bs
+        elif deployment.max_seqs is not None:  # the tier's, clamped to --max-running-requests (memory_hook.py 182-188)
+            max_bs = min(max_bs, deployment.max_seqs * deployment.dp)
         eager = deployment.switches.enforce_eager  # --disable-cuda-graph: no decode or prefill graphs
         mla = isinstance(spec.attention, MLAAttention)
         parts = {"base": 512.0, "activations": max(chunk, 2048) * 1.5,
@@ -137,6 +141,33 @@ class SGLang(Engine):
 
     def default_util(self, spec, deployment) -> Fraction:
         return Fraction(str(self.fraction_parts(spec, deployment)["fraction"]))
+
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """Decode batch sizes up to cuda_graph_max_bs (cuda_graph_hook.py 500-532) and prefill sizes
+        (480-497), reserved in the default fraction at 2 MiB per decode max batch and 8 MiB per prefill
+        size (1,536 MiB for MLA) (memory_hook.py 355-398): out of P x (1 - f), not out of the KV budget."""
+        f = self.fraction_parts(spec, deployment)
+        parts = f["parts_mib"]
+        max_bs = f["cuda_graph_max_bs"]
+        if not max_bs:
+            return {"captured": False, "sizes": [], "graphs": 0, "reserve_bytes": 0,
+                    "rule": "--disable-cuda-graph: neither decode nor prefill graphs (cuda_graph_hook.py 55-57)"}
+        if deployment.speculative:
+            sizes = [*range(1, 9), *range(10, 33, 2), *range(40, 65, 4), *range(72, 257, 8),
+                     *range(272, max_bs + 1, 16)]
+        else:
+            sizes = [1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, max_bs + 1, 32)]
+        sizes = [b for b in sizes if b <= max_bs] + ([] if max_bs in sizes else [max_bs])
+        chunk = f["chunked_prefill_size"]
+        mla = isinstance(spec.attention, MLAAttention)
+        prefill = len(prefill_graph_sizes(min(8192, chunk) if mla else chunk)) if parts["prefill_graphs"] else 0
+        reserve = int((parts["decode_graphs"] + parts["prefill_graphs"]) * MiB)
+        rule = (f"{len(sizes)} decode batch sizes up to {max_bs}" + (f" and {prefill} prefill sizes"
+                                                                     if prefill else "")
+                + f": {parts['decode_graphs']:g} + {parts['prefill_graphs']:g} MiB kept out of the default "
+                "--mem-fraction-static (memory_hook.py), not taken from the KV budget")
+        return {"captured": True, "sizes": sizes, "graphs": len(sizes) + prefill, "reserve_bytes": reserve,
+                "rule": rule}
 
     def budget(self, deployment, fraction: Fraction, weights: int, reserve: int) -> int:
         """A - P x (1 - f) = f x P - weights, P the memory free before the weights load (the
@@ -170,15 +201,41 @@ class SGLang(Engine):
         return cdiv(cdiv(state_bits(as_sglang, model_dtype, -1), 8), tp)
 
     tier_backends = ("hicache",)
+    tier_ratio = True
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """HiCache (``--hicache-size``, per TP rank; mem_cache/hicache): the size over the rank's bytes
-        per token (an MLA latent repeated on every rank)."""
-        if backend != "hicache":
-            raise ValueError(f"SGLang has no KV tier backend {backend!r} kvcalc models (hicache)")
-        return (size // bytes_per_token if bytes_per_token else 0,
-                "SGLang HiCache: per TP rank, the size over the rank's bytes per token")
+    def tier_tokens(self, ask) -> tuple[int, int, str]:
+        """HiCache, per TP rank (each rank its own host pool). Host pool (mem_cache/pool_host/base.py
+        218-229): ``--hicache-size`` whole GB (an int, arg_groups/fields/memory.py 113-116) gives
+        ``int(GB x 1e9 // bytes per token)`` tokens, else ``int(device pool x --hicache-ratio)``; then
+        whole pages plus one padding page. Disk: the ``file`` storage backend (hicache_storage.py
+        728-830), each rank's files capped by its ``max_size`` in bytes (storage/file/lru_file_evictor.py
+        39-53, 117-128), one file per page of the rank's K and V (pool_host/mha.py 713-725)."""
+        if ask.backend != "hicache":
+            raise ValueError(f"SGLang has no KV tier backend {ask.backend!r} kvcalc models (hicache)")
+        per = ask.bytes_per_token
+        if ask.medium == "disk":
+            pages = ask.size // (ask.block * per) if per else 0
+            return (pages * ask.block, ask.size,
+                    "SGLang HiCache file storage: per TP rank (an MLA latent shared), files of one page, "
+                    "capped by its max_size")
+        if ask.size:
+            gb = ask.size // 10**9  # --hicache-size is an int of GB
+            if not gb:
+                raise ValueError(f"SGLang's --hicache-size takes whole GB (10^9 B); {ask.size:,} B is less than one")
+            tokens = gb * 10**9 // per if per else 0
+            how = f"SGLang --hicache-size {gb} (GB per TP rank)"
+            if gb * 10**9 != ask.size:
+                how += f", the {ask.size:,} B asked rounded down to whole GB as the flag takes them"
+            if ask.ratio is not None:
+                how += "; the size overrides --hicache-ratio, as in SGLang"
+            sized = gb * 10**9
+        else:
+            tokens = int(ask.pool_tokens * float(ask.ratio))  # SGLang multiplies in floating point
+            how = (f"SGLang --hicache-ratio {float(ask.ratio):g} x the device pool of {ask.pool_tokens:,} tokens, "
+                   "per TP rank")
+            sized = 0
+        tokens = (tokens // ask.block + 1) * ask.block  # whole pages and one padding page
+        return tokens, sized or tokens * per, how + ", whole pages plus one padding page"
 
     def swa_pool(self, spec) -> bool:
         return spec.model_type in SWA_POOL
@@ -298,6 +355,9 @@ class SGLang(Engine):
                   ("--chunked-prefill-size", r.max_batched_tokens, "tokens per prefill step")]
         if r.deployment["enforce_eager"]:
             flags.append(("--disable-cuda-graph", None, "no CUDA graphs, as counted"))
+        elif r.deployment["cuda_graph_max_bs"]:
+            flags.append(("--cuda-graph-max-bs-decode", r.deployment["cuda_graph_max_bs"],
+                          "the largest decode CUDA graph, as counted"))
         if r.deployment["prefix_caching"] is False:
             flags.append(("--disable-radix-cache", None, "as counted"))
         x = r.extras
@@ -308,9 +368,21 @@ class SGLang(Engine):
                       ("--max-loras-per-batch", x["lora_slots"], "adapters on each GPU at once"),
                       ("--max-lora-rank", x["lora_rank"], "every slot sized for it"),
                       ("--lora-target-modules", " ".join(modules[t] for t in x["lora_targets"]), "")]
-        if x.get("cpu_tier"):
-            flags += [("--enable-hierarchical-cache", None, "a host KV tier"),
-                      ("--hicache-size", f"{x['cpu_tier']['bytes'] / 10**9:g}", "GB per TP rank")]
+        tier, disk = x.get("cpu_tier"), x.get("disk_tier")
+        if tier or disk:
+            flags.append(("--enable-hierarchical-cache", None, "a host KV tier"))
+        if tier and tier["ratio"] is not None:
+            flags.append(("--hicache-ratio", f"{tier['ratio']:g}", "host pool = ratio x device pool, per TP rank"))
+        elif tier:
+            flags.append(("--hicache-size", tier["bytes"] // 10**9, "GB per TP rank (whole GB)"))
+        if disk:  # HiCacheFile: max_size in bytes per rank (storage/file/lru_file_evictor.py)
+            import json
+            import shlex
+
+            flags += [("--hicache-storage-backend", "file", "a disk tier of page files"),
+                      ("--hicache-storage-backend-extra-config", shlex.quote(json.dumps(
+                          {"max_size": disk["bytes"], "file_storage_path": "/mnt/kvcalc-kv"}, separators=(",", ":"))),
+                       "bytes per TP rank; point file_storage_path at the disk")]
         if x.get("draft_model_ref"):
             flags += [("--speculative-algorithm", "STANDALONE", "a separate draft model"),
                       ("--speculative-draft-model-path", x["draft_model_ref"], "its KV counted in the pool")]

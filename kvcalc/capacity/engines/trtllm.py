@@ -32,14 +32,17 @@ class TensorRTLLM(Engine):
 
     tier_backends = ("host",)
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """KvCacheConfig.host_cache_size (bytes per rank): whole blocks of tokens_per_block tokens."""
+    def tier_tokens(self, ask) -> tuple[int, int, str]:
+        """KvCacheConfig.host_cache_size (bytes per rank): whole blocks of tokens_per_block. A disk tier
+        is not modelled (KvCacheConfig sizes host memory only; its connector API is not followed)."""
         from kvcalc.capacity.extras import chunked_tokens
 
-        if backend != "host":
-            raise ValueError(f"TensorRT-LLM has no KV tier backend {backend!r} kvcalc models (host)")
-        return (chunked_tokens(size, block, block * bytes_per_token),
+        if ask.backend != "host":
+            raise ValueError(f"TensorRT-LLM has no KV tier backend {ask.backend!r} kvcalc models (host)")
+        if ask.medium == "disk":
+            raise ValueError("a disk tier is not modelled for TensorRT-LLM: kvcalc follows its host cache "
+                             "(host_cache_size) only")
+        return (chunked_tokens(ask.size, ask.block, ask.block * ask.bytes_per_token), ask.size,
                 "TensorRT-LLM host cache: per rank, whole blocks of tokens_per_block")
 
     def default_util(self, spec, deployment) -> Fraction:
@@ -84,6 +87,12 @@ class TensorRTLLM(Engine):
             yaml_lines.append(f"  host_cache_size: {r.extras['cpu_tier']['bytes']}")
         if r.replicas > 1:
             comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
+        x = r.extras
+        for asked, what in ((x["lora_bytes_per_gpu"], "LoRA slots (its lora_config)"),
+                            (x.get("draft_model_ref") or x.get("draft") or x["mtp_layers"],
+                             "speculative decoding (its speculative_config)")):
+            if asked:  # counted in the budget, but kvcalc does not follow TensorRT-LLM's settings for them
+                comments.append(f"{what}: counted as vLLM holds them, not written here; set them in the YAML")
         flags = [
             ("--tp_size", r.tp, ""),
             ("--pp_size", r.pp, ""),

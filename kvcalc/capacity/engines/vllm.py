@@ -181,6 +181,17 @@ class VLLM(Engine):
         """Tokens a sliding window keeps beyond itself: every batch in flight (0.26.0 on), else one."""
         return self.batches_in_flight(deployment) * batched if self.rules.window_in_flight else batched
 
+    def retained_lookahead(self, deployment) -> int:
+        """Tokens a sliding window keeps past itself for a multi-module MTP drafter:
+        num_prefill_lookahead_tokens - 1 (v1/core/kv_cache_planning.py 1636-1642), where the lookahead is
+        num_speculative_tokens when min(MTP modules, num_speculative_tokens) > 1 (config/vllm.py 654-675,
+        config/speculative.py 2188-2194) and 1 or 0 otherwise; num_speculative_tokens defaults to the MTP
+        module count (speculative.py 1600-1603)."""
+        if not deployment.mtp_layers:
+            return 0
+        k = deployment.switches.speculative_tokens or deployment.mtp_layers
+        return k - 1 if min(deployment.mtp_layers, k) > 1 else 0
+
     def mamba_mode(self, deployment) -> str:
         """models/config.py MambaModelConfig: prefix caching (on by default) sets mamba_cache_mode
         'align' (always from 0.28.0; before, 'all' for models that support Mamba prefix caching,
@@ -236,6 +247,7 @@ class VLLM(Engine):
         block = deployment.block_size or self.default_block(spec, deployment)
         dcp = deployment.dcp  # each page of ``block`` tokens per rank covers block x dcp tokens of a request
         in_flight = self.window_in_flight(deployment, batched)
+        retained = self.retained_lookahead(deployment)  # multi-module MTP: extra_retained_tokens
         attention = [t for t in types if t.attends]
         states = [t for t in types if not t.attends and t.state_bytes]
         types = attention + states  # a no-KV kind without a state takes no pages
@@ -290,7 +302,7 @@ class VLLM(Engine):
                 return self.state_pages(t, deployment)
             b = blocks_of[t.name]
             if t.kind == "sliding":  # SlidingWindowSpec: the window need not start on a page boundary
-                return cdiv(min(t.span - 1 + in_flight, length), b) + 1
+                return cdiv(min(t.span - 1 + retained + in_flight, length), b) + 1
             if t.kind == "chunked":  # ChunkedLocalAttentionSpec
                 return cdiv(min(t.span + in_flight, length), b)
             return cdiv(length, b * dcp)
@@ -340,20 +352,57 @@ class VLLM(Engine):
     lora_default_targets = ("q", "k", "v", "o", "gate", "up", "down", "embed", "lm_head")  # vllm/lora: all supported
     tier_backends = ("native", "lmcache")
 
-    def tier_tokens(self, backend: str, size: int, block: int, bytes_per_token: int, world: int,
-                    mla: bool) -> tuple[int, str]:
-        """native (``--kv-offloading-size``, all ranks together; v1/kv_offload): chunks of one GPU block of
-        every rank's layers, rounded up to 4096 B (an MLA model on one node keeps one copy); lmcache
-        (its ``max_local_cpu_size`` / ``max_local_disk_size``, per worker): chunks of 256 tokens."""
+    def tier_tokens(self, ask) -> tuple[int, int, str]:
+        """native (``--kv-offloading-size`` GiB, all ranks together; v1/kv_offload/cpu/spec.py 104-123):
+        chunks of one GPU block of every rank's layers (one copy for MLA on one node), each rounded up to
+        4096 B. Its disk tier is the fs secondary tier of TieringOffloadingSpec (tiering/fs/manager.py,
+        registered as "fs" in tiering/factory.py 150-154): one file per CPU chunk of the same bytes
+        (the primary view's stride, fs/manager.py 172-179), behind a CPU tier, with no cap of its own.
+        lmcache (per worker; lmcache 0.5.6 ``max_local_cpu_size`` and ``max_local_disk_size`` are GiB,
+        local_cpu_backend.py 403, local_disk_backend.py 190): chunks of 256 tokens (config.py 90)."""
         from kvcalc.capacity.extras import chunked_tokens
 
-        if backend == "lmcache":
-            return (chunked_tokens(size, 256, 256 * bytes_per_token),
-                    "LMCache: per worker, chunks of 256 tokens of the rank's layers")
-        if backend != "native":
-            raise ValueError(f"vLLM has no KV tier backend {backend!r} kvcalc models (native, lmcache)")
-        return (chunked_tokens(size, block, block * bytes_per_token * (1 if mla else world), 4096),
+        if ask.backend == "lmcache":
+            setting = "max_local_cpu_size" if ask.medium == "cpu" else "max_local_disk_size"
+            return (chunked_tokens(ask.size, 256, 256 * ask.bytes_per_token), ask.size,
+                    f"LMCache {setting}: per worker, chunks of 256 tokens of the rank's layers")
+        if ask.backend != "native":
+            raise ValueError(f"vLLM has no KV tier backend {ask.backend!r} kvcalc models (native, lmcache)")
+        if ask.medium == "disk" and not ask.cpu_size:
+            raise ValueError("vLLM's disk tier is the fs secondary tier behind its CPU tier "
+                             "(TieringOffloadingSpec): give --cpu-kv too")
+        chunk = ask.block * ask.bytes_per_token * (1 if ask.mla else ask.world)
+        tokens = chunked_tokens(ask.size, ask.block, chunk, 4096)
+        if ask.medium == "disk":
+            return (tokens, ask.size, "vLLM fs tier: one file per chunk of one block of every rank's layers "
+                    "(rounded up to 4096 B); vLLM sets it no size, so SIZE is the space its directory has")
+        return (tokens, ask.size,
                 "vLLM native offloading: all ranks together, chunks of one block of every rank's layers")
+
+    def cuda_graphs(self, spec, deployment, batched: int, speculative_tokens: int = 0, lora: bool = False) -> dict:
+        """The capture sizes (config/vllm.py _set_cudagraph_sizes 2447-2605; --enforce-eager empties them,
+        2002-2009); with LoRA each size is captured for 2 LoRA cases, none and max_loras + 1
+        (v1/worker/gpu/lora_utils.py 20-35). The reserve stays an estimate: vLLM measures the two largest
+        FULL graphs at start-up and extrapolates first + (n - 1) x max(second, 1 MiB)
+        (v1/worker/gpu/cudagraph_utils.py 1031-1040), so no per-size cost is in its code."""
+        if deployment.switches.enforce_eager:
+            return {"captured": False, "sizes": [], "graphs": 0, "reserve_bytes": 0,
+                    "rule": "--enforce-eager: no capture sizes and nothing profiled (config/vllm.py 2002-2009, "
+                            "v1/worker/gpu_worker.py 708-717)"}
+        reserve = CUDA_GRAPHS if self.rules.cuda_graphs_profiled else 0  # as reserve_parts counts it
+        if deployment.platform != "cuda":
+            return {"captured": None, "sizes": [], "graphs": None, "reserve_bytes": reserve,
+                    "rule": "vLLM's CPU platform: its graphs are not modelled (kvcalc keeps the reserve's estimate)"}
+        sm100 = (deployment.compute_capability or "").startswith("10.")
+        sizes = capture_sizes(max_seqs(deployment), 1 + speculative_tokens, batched, sm100,
+                              deployment.switches.cuda_graph_max_bs)
+        graphs = len(sizes) * (2 if lora else 1)
+        rule = (f"{len(sizes)} capture sizes, {sizes[0]}..{sizes[-1]} tokens, by vLLM 0.33.0's rule"
+                + (f" ({graphs} graphs: each for no LoRA and for max_loras + 1)" if lora else "")
+                + "; vLLM measures its two largest graphs at start-up and extrapolates, so the cost per size is "
+                "not in its code: kvcalc reserves a flat " + (f"{reserve / GiB:g} GiB" if reserve else
+                                                              "0 (captured after the budget, before 0.20.0)"))
+        return {"captured": True, "sizes": sizes, "graphs": graphs, "reserve_bytes": reserve, "rule": rule}
 
     def default_block(self, spec, deployment) -> int:
         """--block-size when not given: 16 on CUDA; vLLM's CPU platform takes 128 (16 for MLA),
@@ -381,6 +430,10 @@ class VLLM(Engine):
 
     def notes(self, spec, deployment, kv_dtype: str) -> list[str]:
         out = []
+        retained = self.retained_lookahead(deployment)
+        if retained and any(k.type == "sliding" for k in spec.layers.kinds.values()):
+            out.append(f"multi-module MTP: every sliding window keeps {retained} more token(s) for the drafter's "
+                       "lookahead (num_speculative_tokens - 1, vLLM's extra_retained_tokens)")
         windows = any(k.type in ("sliding", "chunked") for k in spec.layers.kinds.values())
         if windows and self.async_scheduling(deployment):
             n = self.batches_in_flight(deployment)
@@ -424,6 +477,9 @@ class VLLM(Engine):
         d = r.deployment
         if d["enforce_eager"]:
             flags.append(("--enforce-eager", None, "no CUDA graphs (none in the reserve)"))
+        elif d["cuda_graph_max_bs"]:
+            flags.append(("--compilation-config", _quoted({"max_cudagraph_capture_size": d["cuda_graph_max_bs"]}),
+                          "the largest CUDA-graph capture size, as counted"))
         if d["async_scheduling"] is not None:
             flags.append(("--async-scheduling" if d["async_scheduling"] else "--no-async-scheduling", None,
                           "batches in flight, as counted"))
@@ -437,14 +493,26 @@ class VLLM(Engine):
             flags += [("--enable-lora", None, "LoRA slots counted in the budget"),
                       ("--max-loras", x["lora_slots"], "adapters on each GPU at once"),
                       ("--max-lora-rank", x["lora_rank"], "every slot sized for it")]
-        tier = x.get("cpu_tier")
-        if tier and tier["backend"] == "lmcache":  # vLLM does not pass a size to LMCache: its own config does
+        tier, disk = x.get("cpu_tier"), x.get("disk_tier")
+        lmcache = (tier or disk or {}).get("backend") == "lmcache"
+        if lmcache:  # vLLM does not pass a size to LMCache: its own config does (GiB: x 1024**3 in lmcache 0.5.6)
             flags.append(("--kv-offloading-backend", "lmcache", ""))
-            comments.append(f"LMCache holds the tier: set its max_local_cpu_size to {tier['bytes'] / 10**9:g} (GB, "
-                            "per worker) in its config")
+            for t, setting in ((tier, "max_local_cpu_size"), (disk, "max_local_disk_size")):
+                if t:
+                    comments.append(f"LMCache holds the tier: set its {setting} to {_gib(t['bytes'])} (GiB, per "
+                                    "worker) in its config" + (" and local_disk to a directory on the disk"
+                                                               if t is disk else ""))
         elif tier:
-            flags += [("--kv-offloading-size", f"{tier['bytes'] / 2**30:g}", "GiB of CPU tier, all ranks together"),
+            flags += [("--kv-offloading-size", _gib(tier["bytes"]), "GiB of CPU tier, all ranks together"),
                       ("--kv-offloading-backend", "native", "")]
+        if disk and not lmcache:  # the fs secondary tier of TieringOffloadingSpec, merged into the native connector
+            config = {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+                      "kv_connector_extra_config": {"spec_name": "TieringOffloadingSpec",
+                                                    "secondary_tiers": [{"type": "fs", "root_dir": "/mnt/kvcalc-kv"}]}}
+            flags.append(("--kv-transfer-config", _quoted(config), "a disk tier behind the CPU one (fs, one file "
+                                                                     "per chunk)"))
+            comments.append(f"the disk tier has no size in vLLM: point root_dir at a directory with "
+                            f"{disk['bytes']:,} B free")
         speculative = _speculative_config(x, d["speculative_tokens"])
         if speculative:
             flags.append(("--speculative-config", speculative, "draft or MTP layers counted in the pool"))
@@ -454,17 +522,60 @@ class VLLM(Engine):
         return command_lines(f"vllm serve {model}", flags, comments)
 
 
+def capture_sizes(max_num_seqs: int, query_len: int, batched: int, sm100: bool,
+                  max_size: int | None = None) -> list[int]:
+    """vLLM 0.33.0's cudagraph_capture_sizes by default (config/vllm.py 2447-2605, no dynamic speculation, the
+    default performance mode): a ceiling of min(max_num_seqs x query_len x 2, 1024 on SM100 else 512) unless
+    max_cudagraph_capture_size is given, then at most max_num_batched_tokens; 1, 2, 4, every 8 below 256,
+    every 16 from 256; max_num_batched_tokens when under the ceiling; and the uniform-decode sizes
+    (max_num_seqs, or n x query_len for a request-count grid under speculative decoding)."""
+    default = 1024 if sm100 else 512
+    uniform: list[int] = []
+    top = max_size
+    if top is None:
+        top = min(max_num_seqs * query_len * 2, default)
+        if query_len > 1:
+            most = min(max_num_seqs, default)
+            counts = [n for n in (1, 2, 4) if n <= most] + list(range(8, min(most + 1, 256), 8)) \
+                + list(range(256, most + 1, 16))
+            uniform = sorted({n * query_len for n in set(counts + [most]) if n * query_len <= top})
+        elif max_num_seqs <= top:
+            uniform = [max_num_seqs]
+    top = min(batched, top)
+    sizes = [i for i in (1, 2, 4) if i <= top]
+    if top >= 8:
+        sizes += list(range(8, min(top + 1, 256), 8))
+    if top >= 256:
+        sizes += list(range(256, top + 1, 16))
+    if batched <= top:
+        sizes.append(batched)
+    sizes += [u for u in uniform if u <= batched]
+    return sorted(set(sizes))
+
+
 def _speculative_config(extras: dict, tokens: int) -> str | None:
     """vLLM's --speculative-config JSON, shell-quoted: a draft model or the model's MTP layers."""
-    import json
-    import shlex
-
     if extras.get("draft_model_ref"):
         config = {"model": extras["draft_model_ref"], "num_speculative_tokens": tokens or 1}
     elif extras.get("mtp_layers"):
         config = {"method": "mtp", "num_speculative_tokens": tokens or extras["mtp_layers"]}
     else:
         return None
+    return _quoted(config)
+
+
+def _gib(size: int) -> str:
+    """Bytes as the GiB float vLLM and LMCache multiply by 2**30: exact (a power-of-two division of an
+    integer below 2**53 is), written in the fewest digits that read back to it."""
+    value = size / 2**30
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def _quoted(config: dict) -> str:
+    """A JSON flag value, shell-quoted."""
+    import json
+    import shlex
+
     return shlex.quote(json.dumps(config, separators=(",", ":")))
 
 
