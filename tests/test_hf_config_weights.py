@@ -53,7 +53,6 @@ def skip_note(spec) -> str:
 NOT_DERIVED = {
     "llama-4-scout": "vision",
     "chatglm3-6b": "'chatglm' is not one",
-    "nemotron-3-nano-30b-a3b": "relu2 MLPs of up and down",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
@@ -373,3 +372,44 @@ def test_bloom_and_mpt_counts_by_hand():
     per_layer = 2 * 4096 + 4096 * 3 * 4096 + 4096 * 4096 + 2 * 4096 * 4 * 4096
     mpt = 50432 * 4096 + 32 * per_layer + 4096
     assert total(load_config_path(CONFIGS / "mpt-7b-instruct")) == mpt == 6_649_286_656
+
+
+def test_nemotron_3_nano_relu2_experts_by_hand():
+    # hybrid_override_pattern: 23 Mamba2 (M), 23 mixture-of-experts (E), 6 attention (*) layers; hidden 2688
+    pattern = raw("nemotron-3-nano-30b-a3b")["hybrid_override_pattern"]
+    assert (pattern.count("M"), pattern.count("E"), pattern.count("*")) == (23, 23, 6)
+    h = 2688
+    # Mamba2: 64 heads x 64 = 4096 inner, 8 groups of state 128, kernel 4 with a conv bias
+    mamba = (h * (2 * 4096 + 2 * 8 * 128 + 64) + (4096 + 2 * 8 * 128) * (4 + 1) + 3 * 64 + 4096 + 4096 * h)
+    attention = h * 32 * 128 + 2 * h * 2 * 128 + 32 * 128 * h  # 32 query / 2 KV heads of 128, no biases
+    # 128 relu2 experts of up and down (1856), one relu2 shared MLP of 3712, a router with a per-expert bias
+    expert = 2 * h * 1856
+    moe = 128 * expert + 2 * h * 3712 + 128 * h + 128
+    expected = 2 * 131072 * h + 23 * mamba + 6 * attention + 23 * moe + 52 * h + h  # untied head; norms
+    count = parameter_count(load_config_path(CONFIGS / "nemotron-3-nano-30b-a3b"))
+    assert count.total == expected == 31_577_940_288  # model card: 31.6B total
+    assert count.active == expected - 23 * (128 - 6) * expert == 3_580_076_352  # top 6; card: 3.6B with embeddings
+    assert count.moe_layers == 23
+
+
+def test_nemotron_h_experts_that_are_not_counted_are_said():
+    for change, words in (({"moe_latent_size": 1024}, "moe_latent_size"), ({"n_shared_experts": 2}, "n_shared_experts 2"),
+                          ({"mlp_bias": True}, "mlp_bias")):
+        assert words in skip_note(spec_of(raw("nemotron-3-nano-30b-a3b") | change))
+
+
+def test_moe_layer_indices_exclude_the_period_rule():
+    from pydantic import ValidationError
+
+    from kvcalc.spec import MoE
+
+    base = {"experts": 4, "experts_per_token": 2, "intermediate_size": 8}
+    moe = MoE.model_validate(base | {"layer_indices": [1, 4]})
+    assert [i for i in range(6) if moe.is_moe_layer(i)] == [1, 4]
+    for bad in ({"layer_period": 2}, {"first_dense_layers": 1}, {"layer_offset": 1}):
+        with pytest.raises(ValidationError, match="layer_indices goes without"):
+            MoE.model_validate(base | {"layer_indices": [1]} | bad)
+    with pytest.raises(ValidationError, match="twice"):
+        MoE.model_validate(base | {"layer_indices": [1, 1]})
+    with pytest.raises(ValidationError):
+        MoE.model_validate(base | {"expert_kind": "swiglu"})

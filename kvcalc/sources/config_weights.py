@@ -66,7 +66,7 @@ DEFAULTS["jamba"] = {  # JambaConfig
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
-                          "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
+                          "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
@@ -535,14 +535,14 @@ def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: in
 
 def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
-    up and down), one RMSNorm before each, a final norm, the head untied by default. Layers of experts (E)
-    are relu2 MLPs too, which the schema's gated experts cannot state: such configs are not counted."""
+    up and down, E a mixture of experts), one RMSNorm before each, a final norm, the head untied by default.
+    An E layer (transformers' NemotronHMoE): n_routed_experts relu2 experts of up and down
+    (moe_intermediate_size), a float32 router n_routed_experts x hidden with its e_score_correction_bias
+    buffer, one relu2 shared MLP of moe_shared_expert_intermediate_size, no gate on it. A latent projection
+    (moe_latent_size) is not counted: such configs are left out."""
     pattern = f.data.get("hybrid_override_pattern")
     if not isinstance(pattern, str):
         raise _Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
-    if "E" in pattern:
-        raise _Skip("Nemotron-H's experts (E layers) are relu2 MLPs of up and down, not the gated experts the "
-                    "weights schema states")
     if f.flag("use_bias") or f.flag("mamba_proj_bias"):
         raise _Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
     if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
@@ -551,11 +551,27 @@ def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
                           f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
                           f.flag("use_conv_bias"))
     bias = f.flag("attention_bias")
+    mlp_bias = f.flag("mlp_bias")
     block = _base(f, "rms", 1)
-    kinds = {"M": "mamba2", "-": "ffn"}
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), f.flag("mlp_bias")),
-                 mlp_kinds=["ffn"] if "-" in pattern else [],
+    kinds = {"M": "mamba2", "-": "ffn", "E": "ffn"}
+    block.update(qkv_bias=bias, output_bias=bias,
+                 mlp=_plain(f.integer("intermediate_size"), mlp_bias) if "-" in pattern else None,
+                 mlp_kinds=["ffn"] if set(pattern) & {"-", "E"} else [],
                  mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
+    if "E" in pattern:
+        if f.data.get("moe_latent_size") is not None:
+            raise _Skip("moe_latent_size: the experts' latent projections are not counted")
+        if mlp_bias:
+            raise _Skip("mlp_bias true with experts: the experts' weights have no biases but the shared MLP's do")
+        shared = f.integer("n_shared_experts", least=0)
+        if shared != 1:
+            raise _Skip(f"n_shared_experts {shared}: transformers builds one shared MLP whatever it says")
+        block["moe"] = {
+            "experts": f.integer("n_routed_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
+            "intermediate_size": f.integer("moe_intermediate_size"), "expert_kind": "plain",
+            "shared_experts": 1, "shared_intermediate_size": f.integer("moe_shared_expert_intermediate_size"),
+            "router_bias": True, "layer_indices": [i for i, c in enumerate(pattern) if c == "E"],
+        }
     return block
 
 
