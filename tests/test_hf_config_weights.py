@@ -393,8 +393,8 @@ def test_nemotron_3_nano_relu2_experts_by_hand():
 
 
 def test_nemotron_h_experts_that_are_not_counted_are_said():
-    for change, words in (({"moe_latent_size": 1024}, "moe_latent_size"), ({"n_shared_experts": 2}, "n_shared_experts 2"),
-                          ({"mlp_bias": True}, "mlp_bias")):
+    for change, words in (({"moe_latent_size": 1024}, "moe_latent_size"),
+                          ({"n_shared_experts": 2}, "n_shared_experts 2"), ({"mlp_bias": True}, "mlp_bias")):
         assert words in skip_note(spec_of(raw("nemotron-3-nano-30b-a3b") | change))
 
 

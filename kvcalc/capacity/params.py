@@ -96,7 +96,8 @@ def mlp_parameters(weights: Weights, hidden: int, index: int) -> tuple[int, int,
     moe = weights.moe
     if moe is not None and moe.is_moe_layer(index):
         expert = _mlp(moe.expert_kind, hidden, moe.intermediate_size)
-        shared = moe.shared_experts * _mlp(moe.expert_kind, hidden, moe.shared_intermediate_size or moe.intermediate_size)
+        shared_inner = moe.shared_intermediate_size or moe.intermediate_size
+        shared = moe.shared_experts * _mlp(moe.expert_kind, hidden, shared_inner)
         router = hidden * moe.experts + (moe.experts if moe.router_bias else 0)
         gate = hidden if moe.shared_expert_gate and moe.shared_experts else 0
         inactive = (moe.experts - moe.experts_per_token) * expert
