@@ -52,7 +52,6 @@ def skip_note(spec) -> str:
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
 NOT_DERIVED = {
     "llama-4-scout": "vision",
-    "chatglm3-6b": "'chatglm' is not one",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
@@ -413,3 +412,20 @@ def test_moe_layer_indices_exclude_the_period_rule():
         MoE.model_validate(base | {"layer_indices": [1, 1]})
     with pytest.raises(ValidationError):
         MoE.model_validate(base | {"expert_kind": "swiglu"})
+
+
+def test_chatglm3_6b_by_hand():
+    # padded_vocab_size 65024, hidden 4096, 28 GLMBlocks: query_key_value 4096 x (32 + 2 x 2) x 128 with a bias
+    # (add_qkv_bias), dense 4096 x 4096, SwiGLU dense_h_to_4h 4096 x 2 x 13696 and dense_4h_to_h, two RMSNorms;
+    # final_layernorm; a separate output_layer; the persistent rotary inv_freq of 128 / 2 / 2 = 32 values
+    per_layer = 4096 * 36 * 128 + 36 * 128 + 4096 * 4096 + 4096 * 2 * 13696 + 13696 * 4096 + 2 * 4096
+    expected = 2 * 65024 * 4096 + 28 * per_layer + 4096 + 32
+    # ChatGLM2-6B (the same shape) pytorch_model.bin.index.json total_size 12,487,168,064 bytes of float16
+    assert expected == 12_487_168_064 // 2 == 6_243_584_032
+    spec = load_config_path(CONFIGS / "chatglm3-6b")
+    assert total(spec) == expected
+    assert any("inv_freq" in n for n in spec.notes)
+    # add_bias_linear puts biases on dense and both MLP projections
+    biased = spec_of(raw("chatglm3-6b") | {"add_bias_linear": True})
+    assert total(biased) - expected == 28 * (4096 + 2 * 13696 + 4096)
+    assert "pre_seq_len" in skip_note(spec_of(raw("chatglm3-6b") | {"pre_seq_len": 128}))

@@ -69,7 +69,10 @@ DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False,
                           "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
+# ChatGLMConfig (THUDM's configuration_chatglm.py, remote code); the head is never tied
+DEFAULTS["chatglm"] = {"add_bias_linear": False, "add_qkv_bias": False, "post_layer_norm": True, "rmsnorm": True}
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
+OWNERS = {"chatglm": "ChatGLMConfig's (THUDM's remote code)"}
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,8 @@ def weights_block(
         notes.append(SKIP + f"a field has an unexpected type or value ({type(exc).__name__}: {str(exc)[:80]})")
         return None
     if fields.defaulted:
-        owner = "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}"
+        owner = OWNERS.get(model_type) or (
+            "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}")
         notes.append(
             f"inferred: weights use {owner} defaults for "
             f"{', '.join(fields.defaulted)} (not in config.json)"
@@ -610,7 +614,36 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
     return block
 
 
+def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """ChatGLM2/3 (THUDM's remote code, modeling_chatglm.py): word_embeddings padded_vocab_size x hidden and
+    a separate output_layer; per GLMBlock two norms (RMSNorm when rmsnorm), query_key_value hidden x
+    (heads + 2 groups) x kv_channels (a bias when add_qkv_bias or add_bias_linear), dense, and a SwiGLU MLP
+    dense_h_to_4h hidden x 2 ffn_hidden_size and dense_4h_to_h (biases when add_bias_linear); final_layernorm
+    when post_layer_norm. RotaryEmbedding registers inv_freq as a persistent buffer: rotary_dim // 2 wide
+    (rotary_dim = kv_channels), so ceil(kv_channels / 4) values that the checkpoint stores."""
+    if attention["kind"] == "mla":
+        raise _Skip("ChatGLM attention that is MLA")
+    if f.data.get("pre_seq_len") is not None:
+        raise _Skip("pre_seq_len: the P-tuning prefix encoder is not counted")
+    if not f.present("padded_vocab_size"):
+        raise _Skip("no padded_vocab_size in config.json (ChatGLM sizes its embedding by it)")
+    bias = f.flag("add_bias_linear")
+    rotary = f.integer("kv_channels") // 2
+    inv_freq = (rotary + 1) // 2
+    block = {
+        "vocab_size": f.integer("padded_vocab_size"), "tied_embeddings": False,
+        "norm": "rms" if f.flag("rmsnorm") else "layer", "norms_per_layer": 2, "final_norm": f.flag("post_layer_norm"),
+        "qkv_bias": bias or f.flag("add_qkv_bias"), "output_bias": bias,
+        "mlp": {"kind": "gated", "intermediate_size": f.integer("ffn_hidden_size"), "bias": bias},
+        "extra_parameters": inv_freq,
+    }
+    notes.append(f"inferred: extra_parameters {inv_freq}: the rotary inv_freq buffer ChatGLM's checkpoint stores "
+                 f"(kv_channels {rotary * 2} / 4)")
+    return block
+
+
 BUILDERS = {
+    "chatglm": _chatglm,
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
     "qwen3_5_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
