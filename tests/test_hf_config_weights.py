@@ -429,3 +429,34 @@ def test_chatglm3_6b_by_hand():
     biased = spec_of(raw("chatglm3-6b") | {"add_bias_linear": True})
     assert total(biased) - expected == 28 * (4096 + 2 * 13696 + 4096)
     assert "pre_seq_len" in skip_note(spec_of(raw("chatglm3-6b") | {"pre_seq_len": 128}))
+
+
+# Qwen3_5MoeTextConfig's class defaults (transformers 5.24, configuration_qwen3_5_moe.py), written out: no
+# released Qwen3.5-MoE config.json was found to copy
+QWEN3_5_MOE_TEXT = {
+    "model_type": "qwen3_5_moe_text", "vocab_size": 248320, "hidden_size": 2048, "num_hidden_layers": 40,
+    "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "max_position_embeddings": 32768,
+    "tie_word_embeddings": False, "attention_bias": False, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+    "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "num_experts_per_tok": 8,
+    "num_experts": 256, "torch_dtype": "bfloat16",
+    "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(40)],
+}
+
+
+def test_qwen3_5_moe_by_hand():
+    h = 2048
+    # every layer: two RMSNorms, 256 gated experts of 512, a gated shared expert of 512 behind a 2048 x 1 gate
+    expert = 3 * h * 512
+    moe = 256 * expert + 3 * h * 512 + h * 256 + h
+    # 10 full-attention layers: q_proj twice as wide (the output gate), q/k norms of 256
+    attention = h * 16 * 256 * 2 + 2 * h * 2 * 256 + 16 * 256 * h + 2 * 256
+    # 30 Gated DeltaNet layers: keys 16 x 128, values 32 x 128, kernel 4
+    deltanet = (h * (2 * 16 * 128 + 2 * 32 * 128) + h * 2 * 32 + (2 * 16 * 128 + 32 * 128) * 4 + 2 * 32 + 128
+                + 32 * 128 * h)
+    expected = 2 * 248320 * h + 40 * (2 * h + moe) + 10 * attention + 30 * deltanet + h
+    spec = spec_of(QWEN3_5_MOE_TEXT)
+    count = parameter_count(spec)
+    assert count.total == expected
+    assert count.active == expected - 40 * (256 - 8) * expert
+    assert count.total == transformers_count(QWEN3_5_MOE_TEXT)

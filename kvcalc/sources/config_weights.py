@@ -65,6 +65,7 @@ DEFAULTS["jamba"] = {  # JambaConfig
 }
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
+DEFAULTS["qwen3_5_moe_text"] = DEFAULTS["qwen3_5_text"]  # Qwen3_5MoeTextConfig
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
                           "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
@@ -86,6 +87,7 @@ class Decoder:
     qk_norm: bool = False
     moe: str | None = None  # "mixtral", "qwen" or "deepseek"
     shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
+    every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
 
 
 DECODERS = {
@@ -100,6 +102,9 @@ DECODERS = {
     # the attention output are added by _qwen3_next
     "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
     "qwen3_5_text": Decoder(bias="attention_bias", qk_norm=True),  # dense Qwen3.5; _qwen3_next adds the rest
+    # Qwen3.5-MoE (Qwen3_5MoeTextConfig has no decoder_sparse_step or mlp_only_layers: every layer is MoE)
+    "qwen3_5_moe_text": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True,
+                                every_layer=True),
     "gemma": Decoder(bias="attention_bias"),
     "gemma2": Decoder(bias="attention_bias", norms=4),
     "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
@@ -236,12 +241,12 @@ def _moe(f: _Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dic
         moe = {"experts": f.integer("num_local_experts"), "intermediate_size": f.integer("intermediate_size")}
     elif family.moe == "qwen":
         experts = f.integer("num_experts", least=0)
-        only_dense = f._get("mlp_only_layers")
+        only_dense = [] if family.every_layer else f._get("mlp_only_layers")
         if only_dense:  # a layer list the period/offset schema cannot state in general
             raise _Skip(f"mlp_only_layers {json.dumps(only_dense)[:60]} makes the MoE layers irregular")
         if experts == 0:
             return None, False
-        step = f.integer("decoder_sparse_step")
+        step = 1 if family.every_layer else f.integer("decoder_sparse_step")
         moe = {  # transformers: layer i is MoE when (i + 1) % decoder_sparse_step == 0
             "experts": experts, "intermediate_size": f.integer("moe_intermediate_size"),
             "layer_period": step, "layer_offset": step - 1,
@@ -429,10 +434,12 @@ def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
         "linear_conv_kernel_dim"))
     mixer = (hidden * (2 * nk * dk + 2 * nv * dv) + hidden * 2 * nv + (2 * nk * dk + nv * dv) * kernel
              + 2 * nv + dv + nv * dv * hidden)
-    interval = f.integer("full_attention_interval")
     types = f.data.get("layer_types")
-    full = (sum(1 for t in types if t == "full_attention") if isinstance(types, list)
-            else sum(1 for i in range(count) if (i + 1) % interval == 0))
+    if isinstance(types, list):
+        full = sum(1 for t in types if t == "full_attention")
+    else:
+        interval = f.integer("full_attention_interval")
+        full = sum(1 for i in range(count) if (i + 1) % interval == 0)
     gated = f.model_type == "qwen3_next" or f.flag("attn_output_gate")
     gate = full * hidden * attention["heads"] * attention["head_dim"] if gated else 0
     vision = _qwen_vision(f, hidden, notes) if f.outer is not f.data and f.outer.get("vision_config") else 0
@@ -465,8 +472,9 @@ def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     if missing:
         raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
     h, inner, depth, patch, temporal, channels, positions, merge, out = (v[k] for k in keys)
-    if out != text_hidden:
-        raise _Skip(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size {text_hidden}")
+    if out != text_hidden:  # transformers builds the merger out_hidden_size wide all the same (class defaults do)
+        notes.append(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size "
+                     f"{text_hidden}: the merger is counted {out} wide, as transformers builds it")
     wide = h * merge * merge
     tower = (channels * temporal * patch * patch * h + h + positions * h
              + depth * (2 * 2 * h + h * 3 * h + 3 * h + h * h + h + h * inner + inner + inner * h + h)
@@ -645,7 +653,7 @@ def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
 BUILDERS = {
     "chatglm": _chatglm,
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
-    "qwen3_5_text": _qwen3_next, "jamba": _jamba,
+    "qwen3_5_text": _qwen3_next, "qwen3_5_moe_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
