@@ -346,6 +346,8 @@ class Weights(_Frozen):
     norms_per_layer: NonNegative = 2
     final_norm: bool = True
     qk_norm: bool = False  # per-head q and k norms of width head_dim
+    # "heads": the q and k norms span every head (heads x head_dim and kv_heads x head_dim: OLMo-2, MiniMax-M2)
+    qk_norm_width: Literal["head", "heads"] = "head"
     qkv_bias: bool = False
     output_bias: bool = False
     mlp: DenseMLP | None = None  # None only when every layer that has one is MoE

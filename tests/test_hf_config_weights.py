@@ -252,7 +252,7 @@ def test_qwen3_moe_sparse_step_makes_odd_layers_moe():
         ("mixtral-8x7b", {"num_local_experts": None}, "no num_local_experts"),
         ("bert-base", {"position_embedding_type": "relative_key"}, "relative_key"),
         ("gpt2", {"add_cross_attention": True}, "cross-attention"),
-        ("llama-3-8b", {"model_type": "olmo2"}, "'olmo2' is not one kvcalc counts"),
+        ("llama-3-8b", {"model_type": "persimmon"}, "'persimmon' is not one kvcalc counts"),
         ("llama-3-8b", {"model_type": None}, "'(none)' is not one kvcalc counts"),
     ],
 )
@@ -300,7 +300,7 @@ VARIANTS = {
 # Configs transformers reads under another model_type: the remote-code formats of the same model.
 # multimodal wrappers whose causal-LM class in transformers is the language model alone (Qwen3.5): kvcalc
 # counts what the checkpoint holds, the vision tower too, as the image-text-to-text class builds it
-IMAGE_TEXT = {"qwen3_5"}
+IMAGE_TEXT = {"qwen3_5", "qwen3_5_moe"}
 BUILT_AS = {
     "kimi_k2": ("deepseek_v3", "its config.json names DeepseekV3Config in auto_map; transformers has no kimi_k2"),
     "RefinedWebModel": ("falcon", "Falcon-7B's remote-code format; transformers reads it as falcon"),
@@ -460,3 +460,44 @@ def test_qwen3_5_moe_by_hand():
     assert count.total == expected
     assert count.active == expected - 40 * (256 - 8) * expert
     assert count.total == transformers_count(QWEN3_5_MOE_TEXT)
+
+
+# Families counted from transformers' class defaults (no released config.json among the fixtures), each with the
+# switches its modelling file reads, checked against the model transformers builds on the meta device
+DEFAULT_CASES = {
+    "granite": {"attention_bias": True, "mlp_bias": True}, "granitemoe": {"attention_bias": True},
+    "smollm3": {"attention_bias": True, "mlp_bias": True}, "helium": {"attention_bias": True, "mlp_bias": True},
+    "seed_oss": {"attention_out_bias": True, "mlp_bias": True}, "ernie4_5": {"use_bias": True},
+    "arcee": {"attention_bias": True, "mlp_bias": True}, "glm": {"attention_bias": False},
+    "glm4": {"attention_bias": False}, "cwm": {"mlp_bias": True}, "exaone4": {}, "olmo2": {"attention_bias": True},
+    "olmo3": {}, "olmoe": {}, "minimax_m2": {}, "qwen3_5_moe": {}, "qwen3_5_moe_text": {},
+}
+
+
+def default_cases():
+    cases = []
+    for model_type, change in DEFAULT_CASES.items():
+        cases.append(pytest.param(model_type, {}, id=model_type))
+        if change:
+            cases.append(pytest.param(model_type, change, id=f"{model_type}+" + "+".join(change)))
+    return cases
+
+
+@pytest.mark.parametrize(("model_type", "change"), default_cases())
+def test_class_defaults_count_as_transformers_builds_them(model_type, change):
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model(model_type).to_dict() | change
+    spec = spec_of(data)
+    assert total(spec) == transformers_count(data)
+    if change:  # the switch changes the count, so the comparison above tests it
+        assert total(spec) != total(spec_of(transformers.AutoConfig.for_model(model_type).to_dict()))
+
+
+def test_olmo2_norms_span_every_head_by_hand():
+    # Olmo2Config's defaults: vocab 50304, hidden 4096, 32 layers of 32 heads (num_key_value_heads None: 32) of 128,
+    # MLP 11008, untied; q_norm over 32 x 128 and k_norm over 32 x 128; two RMSNorms after attention and MLP
+    data = {"model_type": "olmo2", "vocab_size": 50304, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "max_position_embeddings": 2048,
+            "torch_dtype": "float32"}
+    per_layer = 4 * 4096 * 4096 + (32 + 32) * 128 + 3 * 4096 * 11008 + 2 * 4096
+    assert total(spec_of(data)) == 2 * 50304 * 4096 + 32 * per_layer + 4096

@@ -71,7 +71,8 @@ def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int,
     if weights.output_bias:
         small += hidden
     if weights.qk_norm:
-        small += 2 * attention.head_dim
+        small += (2 * attention.head_dim if weights.qk_norm_width == "head"
+                  else (attention.heads + attention.kv_heads) * attention.head_dim)
     return matrices, small
 
 

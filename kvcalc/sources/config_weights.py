@@ -82,9 +82,13 @@ class Decoder:
 
     bias: str | None = None  # the field switching q, k, v and o biases on
     qkv_bias: str | bool = False  # q, k, v biases alone: always (True) or this field
+    out_bias: str | None = None  # o's bias alone (Seed-OSS's attention_out_bias)
     mlp_bias: str | None = None
+    mlp_kind: str = "gated"  # "plain": up and down only (relu2 MLPs)
     norms: int = 2
-    qk_norm: bool = False
+    qk_norm: bool | str = False  # True: per-head norms; "heads": across all heads; a field name: switched by it
+    experts_key: str = "num_local_experts"  # the expert count of a Mixtral-style MoE
+    router_bias: bool = False  # a Mixtral-style router with a per-expert e_score_correction_bias (MiniMax-M2)
     moe: str | None = None  # "mixtral", "qwen" or "deepseek"
     shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
     every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
@@ -115,6 +119,46 @@ DECODERS = {
     "deepseek_v32": Decoder(bias="attention_bias", moe="deepseek"),
     "kimi_k2": Decoder(bias="attention_bias", moe="deepseek"),
 }
+
+# Llama-shaped decoders of transformers 5.24 (bias switches and norms read from each modeling file; each family's
+# class defaults checked against the model transformers builds, tests/test_hf_config_weights.py)
+DECODERS.update({
+    "granite": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "granitemoe": Decoder(bias="attention_bias", moe="mixtral"),
+    "smollm3": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "helium": Decoder(qkv_bias="attention_bias", mlp_bias="mlp_bias"),
+    "seed_oss": Decoder(qkv_bias="attention_bias", out_bias="attention_out_bias", mlp_bias="mlp_bias"),
+    "ernie4_5": Decoder(bias="use_bias", mlp_bias="use_bias"),
+    "arcee": Decoder(bias="attention_bias", mlp_bias="mlp_bias", mlp_kind="plain"),
+    "glm": Decoder(qkv_bias="attention_bias"),
+    "glm4": Decoder(qkv_bias="attention_bias", norms=4),
+    "cwm": Decoder(mlp_bias="mlp_bias"),
+    "exaone4": Decoder(qk_norm=True),
+    "olmo2": Decoder(bias="attention_bias", qk_norm="heads"),
+    "olmo3": Decoder(bias="attention_bias", qk_norm="heads"),
+    "olmoe": Decoder(bias="attention_bias", qk_norm="heads", moe="mixtral", experts_key="num_experts"),
+    "minimax_m2": Decoder(qk_norm="heads", moe="mixtral", router_bias=True),
+})
+for _type in ("granite", "granitemoe", "smollm3", "helium", "seed_oss", "ernie4_5", "arcee", "glm", "glm4", "cwm",
+              "exaone4", "olmo2", "olmo3", "olmoe", "minimax_m2"):
+    DEFAULTS.setdefault(_type, {})
+DEFAULTS.update({
+    "granite": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "granitemoe": {**_UNTIED, "attention_bias": False},
+    "smollm3": {**_TIED, "attention_bias": False, "mlp_bias": False},
+    "helium": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "seed_oss": {**_UNTIED, "attention_bias": True, "attention_out_bias": False, "mlp_bias": False},
+    "ernie4_5": {**_TIED, "use_bias": False},
+    "arcee": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "glm": {**_UNTIED, "attention_bias": True},
+    "glm4": {**_UNTIED, "attention_bias": True},
+    "cwm": {**_UNTIED, "mlp_bias": False},
+    "exaone4": _UNTIED,
+    "olmo2": {**_UNTIED, "attention_bias": False},
+    "olmo3": {**_UNTIED, "attention_bias": False},
+    "olmoe": {**_UNTIED, "attention_bias": False},
+    "minimax_m2": _UNTIED,
+})
 
 NOT_DERIVED = {
     "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
@@ -221,9 +265,14 @@ def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
         raise _Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
     moe, every_layer = _moe(f, count, family, notes)
     block = _base(f, "rms", family.norms)
-    block.update(qk_norm=family.qk_norm, qkv_bias=bias or qkv_bias, output_bias=bias)
+    qk_norm = f.flag(family.qk_norm) if isinstance(family.qk_norm, str) and family.qk_norm != "heads" \
+        else bool(family.qk_norm)
+    out_bias = bias or (f.flag(family.out_bias) if family.out_bias else False)
+    block.update(qk_norm=qk_norm, qkv_bias=bias or qkv_bias, output_bias=out_bias)
+    if family.qk_norm == "heads":
+        block["qk_norm_width"] = "heads"
     block["mlp"] = None if every_layer else {
-        "kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
+        "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
     }
     block["moe"] = moe
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
@@ -238,7 +287,8 @@ def _moe(f: _Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dic
     if family.moe is None:
         return None, False
     if family.moe == "mixtral":  # every layer; intermediate_size is each expert's
-        moe = {"experts": f.integer("num_local_experts"), "intermediate_size": f.integer("intermediate_size")}
+        moe = {"experts": f.integer(family.experts_key), "intermediate_size": f.integer("intermediate_size"),
+               "router_bias": family.router_bias}
     elif family.moe == "qwen":
         experts = f.integer("num_experts", least=0)
         only_dense = [] if family.every_layer else f._get("mlp_only_layers")
