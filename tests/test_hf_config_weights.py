@@ -471,6 +471,10 @@ DEFAULT_CASES = {
     "arcee": {"attention_bias": True, "mlp_bias": True}, "glm": {"attention_bias": False},
     "glm4": {"attention_bias": False}, "cwm": {"mlp_bias": True}, "exaone4": {}, "olmo2": {"attention_bias": True},
     "olmo3": {}, "olmoe": {}, "minimax_m2": {}, "qwen3_5_moe": {}, "qwen3_5_moe_text": {},
+    "starcoder2": {"use_bias": False}, "stablelm": {"use_parallel_residual": True, "use_qkv_bias": True},
+    "phi": {}, "cohere": {"use_qk_norm": True, "attention_bias": True}, "cohere2": {"attention_bias": True},
+    # GPTBigCodeConfig sets num_key_value_heads from multi_query; a released config states multi_query alone
+    "gpt_bigcode": {"multi_query": False, "num_key_value_heads": None},
 }
 
 

@@ -158,6 +158,12 @@ DEFAULTS.update({
     "olmo3": {**_UNTIED, "attention_bias": False},
     "olmoe": {**_UNTIED, "attention_bias": False},
     "minimax_m2": _UNTIED,
+    "starcoder2": {**_TIED, "use_bias": True},
+    "stablelm": {**_UNTIED, "qk_layernorm": False, "use_parallel_residual": False, "use_qkv_bias": False},
+    "phi": {**_UNTIED, "qk_layernorm": False},
+    "cohere": {**_TIED, "attention_bias": False, "use_qk_norm": False},
+    "cohere2": {**_TIED, "attention_bias": False},
+    "gpt_bigcode": {**_TIED, "add_cross_attention": False},
 })
 
 NOT_DERIVED = {
@@ -375,6 +381,10 @@ def _mha_width(attention: dict, hidden: int, family: str) -> None:
     """GPT-2, GPT-NeoX, OPT, BERT and old Falcon size their projections by hidden_size."""
     if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden:
         raise _Skip(f"{family} projections are hidden_size wide, but heads x head_dim differs from it")
+
+
+def _gated(f: _Fields) -> dict:
+    return {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
 
 
 def _plain(inner: int, bias: bool) -> dict:
@@ -700,7 +710,64 @@ def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
     return block
 
 
+def _starcoder2(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """StarCoder2: two LayerNorms per layer and a final one, q/k/v/o and a plain MLP (c_fc, c_proj), every
+    bias switched by use_bias; the head tied by default."""
+    if attention["kind"] == "mla":
+        raise _Skip("StarCoder2 attention that is MLA")
+    bias = f.flag("use_bias")
+    block = _base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), bias))
+    return block
+
+
+def _stablelm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """StableLM: LayerNorms (one per layer with use_parallel_residual, else two) and a final one, q/k/v biases
+    when use_qkv_bias, o_proj hidden x hidden without one, a gated MLP without biases; per-head q/k LayerNorms
+    (qk_layernorm) are not counted."""
+    _mha_width(attention, hidden, "StableLM")
+    if f.flag("qk_layernorm"):
+        raise _Skip("qk_layernorm true: StableLM's per-head q and k LayerNorms are not counted")
+    block = _base(f, "layer", 1 if f.flag("use_parallel_residual") else 2)
+    block.update(qkv_bias=f.flag("use_qkv_bias"), mlp=_gated(f))
+    return block
+
+
+def _phi(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Phi-1/1.5/2: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v and dense
+    with biases, a plain MLP fc1/fc2 with biases, an untied lm_head with a bias (vocab_size more, in
+    extra_parameters); q/k LayerNorms (qk_layernorm) are not counted."""
+    if attention["kind"] == "mla":
+        raise _Skip("Phi attention that is MLA")
+    if f.flag("qk_layernorm"):
+        raise _Skip("qk_layernorm true: Phi's q and k LayerNorms are not counted")
+    block = _base(f, "layer", 1)
+    block.update(qkv_bias=True, output_bias=True, mlp=_plain(f.integer("intermediate_size"), True))
+    if block["tied_embeddings"]:
+        raise _Skip("tie_word_embeddings true: Phi's lm_head bias beside a tied weight is not counted")
+    block["extra_parameters"] = block["vocab_size"]
+    notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
+    return block
+
+
+def _cohere(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Cohere (Command-R) and Cohere2: one CohereLayerNorm per layer (attention and MLP in parallel) and a
+    final one, each a weight without a bias; q/k/v/o biases when attention_bias; a gated MLP without biases;
+    the head tied by default. Cohere's use_qk_norm adds q and k norms of heads x head_dim and
+    kv_heads x head_dim."""
+    if attention["kind"] == "mla":
+        raise _Skip("Cohere attention that is MLA")
+    bias = f.flag("attention_bias")
+    block = _base(f, "rms", 1)  # a LayerNorm with a weight alone counts as an RMSNorm does
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_gated(f))
+    if f.model_type == "cohere" and f.flag("use_qk_norm"):
+        block.update(qk_norm=True, qk_norm_width="heads")
+    return block
+
+
 BUILDERS = {
+    "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
+    "gpt_bigcode": _gpt2,
     "chatglm": _chatglm,
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
     "qwen3_5_text": _qwen3_next, "qwen3_5_moe_text": _qwen3_next, "jamba": _jamba,
