@@ -169,10 +169,13 @@ Attention = Annotated[DenseAttention | MLAAttention | NoAttention, Field(discrim
 
 
 class FullLayer(_Frozen):
-    """Attends to every earlier token: holds the whole context."""
+    """Attends to every earlier token: holds the whole context. With a ``state``, the layer also runs a
+    Mamba2 mixer and keeps its constant state beside the KV cache (Falcon-H1's parallel hybrid layers,
+    Zamba2's hybrid layers with a shared attention block), described as a no-KV layer would be."""
 
     type: Literal["full"]
     attention: Attention | None = None  # None: the model's attention
+    state: NoKVLayer | None = None
 
 
 class SlidingLayer(_Frozen):
@@ -229,6 +232,8 @@ class NoKVLayer(_Frozen):
         return ((self.state_elements - conv) * DTYPE_BITS[self.state_dtype or model_dtype]
                 + conv * DTYPE_BITS[self.conv_dtype or model_dtype])
 
+
+FullLayer.model_rebuild()
 
 LayerKind = Annotated[
     FullLayer | SlidingLayer | ChunkedLayer | NoKVLayer, Field(discriminator="type")
