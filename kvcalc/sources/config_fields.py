@@ -126,7 +126,8 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^attn_output_gate$", "a gate on the attention output (Qwen3-Next, Qwen3.5): the same K and V are cached"),
     (r"^num_mem_blocks$", "Zamba2's shared attention blocks: weights shared by the hybrid layers, each of which "
                           "keeps its own K and V"),
-    (r"^use_shared_attention_adapter$|^adapter_rank$", "LoRA adapters on Zamba2's shared blocks: weights, not the cache"),
+    (r"^use_shared_attention_adapter$|^adapter_rank$",
+     "LoRA adapters on Zamba2's shared blocks: weights, not the cache"),
     (r"^attention_hidden_size$", "Zamba2's attention input width (2 x hidden_size): the projections' input, not what "
                                  "is cached"),
     (r"^num_query_groups$", "a Megatron name Zamba2Config writes (num_attention_heads); num_key_value_heads decides"),
