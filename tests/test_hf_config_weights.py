@@ -51,7 +51,6 @@ def skip_note(spec) -> str:
 
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
 NOT_DERIVED = {
-    "llama-4-scout": "vision",
     "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
@@ -300,7 +299,7 @@ VARIANTS = {
 # Configs transformers reads under another model_type: the remote-code formats of the same model.
 # multimodal wrappers whose causal-LM class in transformers is the language model alone (Qwen3.5): kvcalc
 # counts what the checkpoint holds, the vision tower too, as the image-text-to-text class builds it
-IMAGE_TEXT = {"qwen3_5", "qwen3_5_moe"}
+IMAGE_TEXT = {"qwen3_5", "qwen3_5_moe", "llama4"}
 BUILT_AS = {
     "kimi_k2": ("deepseek_v3", "its config.json names DeepseekV3Config in auto_map; transformers has no kimi_k2"),
     "RefinedWebModel": ("falcon", "Falcon-7B's remote-code format; transformers reads it as falcon"),

@@ -166,11 +166,8 @@ DEFAULTS.update({
     "gpt_bigcode": {**_TIED, "add_cross_attention": False},
 })
 
-NOT_DERIVED = {
-    "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
-    "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
-}
-NOT_DERIVED["llama4_text"] = NOT_DERIVED["llama4"]
+NOT_DERIVED: dict[str, str] = {}  # model_type -> why its weights are not counted though its family is known
+DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
 
 class _Skip(Exception):
@@ -765,7 +762,64 @@ def _cohere(f: _Fields, attention: dict, count: int, hidden: int, notes: list[st
     return block
 
 
+def _llama4(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Llama 4 (transformers' Llama4ForConditionalGeneration, the whole checkpoint): two RMSNorms per layer,
+    q/k/v/o with biases when attention_bias (the q/k norm is a weightless L2 norm), on moe_layers (every
+    interleave_moe_layer_step-th layer when not listed) num_local_experts gated experts of intermediate_size
+    with a router without a bias and one gated shared expert of intermediate_size, elsewhere a gated MLP of
+    intermediate_size_mlp; the vision encoder, its pixel-shuffle MLP and the projector (_llama4_vision)."""
+    if attention["kind"] == "mla":
+        raise _Skip("Llama 4 attention that is MLA")
+    bias = f.flag("attention_bias")
+    inner = f.integer("intermediate_size")
+    moe = {"experts": f.integer("num_local_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": inner, "shared_experts": 1, "shared_intermediate_size": inner}
+    listed = f.data.get("moe_layers")
+    if listed is not None:
+        if not isinstance(listed, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count
+                                               for i in listed):
+            raise _Skip(f"moe_layers {json.dumps(listed)[:60]} is not a list of layer numbers below {count}")
+        moe["layer_indices"] = sorted(set(listed))
+    else:
+        step = f.integer("interleave_moe_layer_step")
+        moe.update(layer_period=step, layer_offset=step - 1)  # Llama4TextConfig: range(step - 1, layers, step)
+    every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
+    block = _base(f, "rms", 2)
+    block.update(qkv_bias=bias, output_bias=bias, moe=moe,
+                 mlp=None if every else {"kind": "gated", "intermediate_size": f.integer("intermediate_size_mlp")})
+    if f.outer is not f.data and f.outer.get("vision_config"):
+        block["extra_parameters"] = _llama4_vision(f, hidden, notes)
+    return block
+
+
+def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+    """Llama 4's vision encoder (Llama4VisionModel) and projector, as transformers builds them: a patch
+    linear (channels x patch^2 -> hidden, no bias), a class embedding, (image / patch)^2 + 1 learned positions,
+    LayerNorms before and after, per layer q/k/v/o with biases, an MLP fc1/fc2 with biases and two LayerNorms;
+    the pixel-shuffle MLP fc1 intermediate_size -> projector_input_dim and fc2 projector_output_dim square,
+    without biases; the projector vision_output_dim -> the text hidden size, without a bias."""
+    v = f.outer["vision_config"]
+    if not isinstance(v, dict):
+        raise _Skip("vision_config is not a JSON object")
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size",
+            "projector_input_dim", "projector_output_dim", "vision_output_dim")
+    missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, layers, image, patch, proj_in, proj_out, out = (v[k] for k in keys)
+    channels = v.get("num_channels", 3)
+    encoder = (channels * patch * patch * h + h + ((image // patch) ** 2 + 1) * h + 2 * 2 * h
+               + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h))
+    adapter = inner * proj_in + proj_out * proj_out
+    projector = out * text_hidden
+    notes.append(f"inferred: extra_parameters {encoder + adapter + projector} = vision encoder {encoder} (hidden {h}, "
+                 f"{layers} layers, MLP {inner}, {image}px in {patch}px patches) + pixel-shuffle MLP {adapter} + "
+                 f"projector {projector}, which the checkpoint holds beside the language model")
+    return encoder + adapter + projector
+
+
 BUILDERS = {
+    "llama4_text": _llama4, "llama4": _llama4,
     "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
     "gpt_bigcode": _gpt2,
     "chatglm": _chatglm,
