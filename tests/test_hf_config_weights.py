@@ -51,7 +51,7 @@ def skip_note(spec) -> str:
 
 # Fixtures whose family kvcalc does not count from fields (the brief: uncertain internals).
 NOT_DERIVED = {
-    "llama-3.3-nemotron-super-49b-v1": "'nemotron-nas' is not one", "mimo-v2.5": "'mimo_v2' is not one",
+    "llama-3.3-nemotron-super-49b-v1": "each choose their own FFN width", "mimo-v2.5": "audio encoder",
 }
 # fixture folder -> bundled preset of the same model (falcon-7b-rw is Falcon-7B's older config format)
 PRESET_OF = {name: name for name in FIXTURES if (PRESETS / f"{name}.yaml").is_file()} | {"falcon-7b-rw": "falcon-7b"}

@@ -166,7 +166,20 @@ DEFAULTS.update({
     "gpt_bigcode": {**_TIED, "add_cross_attention": False},
 })
 
-NOT_DERIVED: dict[str, str] = {}  # model_type -> why its weights are not counted though its family is known
+# model_type -> why its weights are not counted, where kvcalc reads its cache
+NOT_DERIVED: dict[str, str] = {
+    "mimo_v2": "MiMo-V2.5's checkpoint holds a vision encoder (vision_model_type mimovl) and an audio encoder "
+               "(audio_config) from its remote code, whose shapes kvcalc does not know, beside attention sink "
+               "biases and an fp8 block-quantized language model; counting the language model alone would "
+               "understate it",
+    "nemotron-nas": "Nemotron-NAS (DeciLM) blocks each choose their own FFN width (block_configs ffn_mult) and "
+                    "may replace attention by a linear layer or drop it; the weights schema states one MLP width, "
+                    "and transformers cannot build this remote-code model to check a count against",
+    "falcon_h1": "Falcon-H1's parallel attention, Mamba2 mixer and MLP in one layer are not counted yet (fit "
+                 "refuses its layers anyway: their paging is not modelled)",
+    "zamba2": "Zamba2's shared transformer blocks (num_mem_blocks), their per-layer adapters and linear "
+              "projections are not counted yet (fit refuses its hybrid layers anyway: their paging is not modelled)",
+}
 DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
 
