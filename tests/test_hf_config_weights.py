@@ -474,6 +474,8 @@ DEFAULT_CASES = {
     "phi": {}, "cohere": {"use_qk_norm": True, "attention_bias": True}, "cohere2": {"attention_bias": True},
     # GPTBigCodeConfig sets num_key_value_heads from multi_query; a released config states multi_query alone
     "gpt_bigcode": {"multi_query": False, "num_key_value_heads": None},
+    "gptj": {"n_inner": 8192}, "codegen": {"n_inner": 8192}, "gpt_neo": {"intermediate_size": 4096},
+    "nanochat": {"attention_bias": True},
 }
 
 

@@ -89,6 +89,7 @@ class Decoder:
     qk_norm: bool | str = False  # True: per-head norms; "heads": across all heads; a field name: switched by it
     experts_key: str = "num_local_experts"  # the expert count of a Mixtral-style MoE
     router_bias: bool = False  # a Mixtral-style router with a per-expert e_score_correction_bias (MiniMax-M2)
+    final_norm: bool = True  # False: the final norm has no weight (NanoChat's norms are weightless)
     moe: str | None = None  # "mixtral", "qwen" or "deepseek"
     shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
     every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
@@ -138,6 +139,8 @@ DECODERS.update({
     "olmo3": Decoder(bias="attention_bias", qk_norm="heads"),
     "olmoe": Decoder(bias="attention_bias", qk_norm="heads", moe="mixtral", experts_key="num_experts"),
     "minimax_m2": Decoder(qk_norm="heads", moe="mixtral", router_bias=True),
+    # NanoChat: weightless RMSNorms everywhere (the q/k norms too), a plain relu2 MLP without biases
+    "nanochat": Decoder(bias="attention_bias", mlp_kind="plain", norms=0, final_norm=False),
 })
 for _type in ("granite", "granitemoe", "smollm3", "helium", "seed_oss", "ernie4_5", "arcee", "glm", "glm4", "cwm",
               "exaone4", "olmo2", "olmo3", "olmoe", "minimax_m2"):
@@ -164,6 +167,9 @@ DEFAULTS.update({
     "cohere": {**_TIED, "attention_bias": False, "use_qk_norm": False},
     "cohere2": {**_TIED, "attention_bias": False},
     "gpt_bigcode": {**_TIED, "add_cross_attention": False},
+    "nanochat": {**_UNTIED, "attention_bias": False},
+    "gptj": _UNTIED, "codegen": _UNTIED,
+    "gpt_neo": _TIED,
 })
 
 # model_type -> why its weights are not counted, where kvcalc reads its cache
@@ -281,6 +287,7 @@ def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
         raise _Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
     moe, every_layer = _moe(f, count, family, notes)
     block = _base(f, "rms", family.norms)
+    block["final_norm"] = family.final_norm
     qk_norm = f.flag(family.qk_norm) if isinstance(family.qk_norm, str) and family.qk_norm != "heads" \
         else bool(family.qk_norm)
     out_bias = bias or (f.flag(family.out_bias) if family.out_bias else False)
@@ -831,7 +838,36 @@ def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     return encoder + adapter + projector
 
 
+def _gptj(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """GPT-J and CodeGen: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v (fused
+    in CodeGen) and out_proj without biases, a plain MLP fc_in/fc_out with biases (n_inner, or 4 x n_embd),
+    an untied lm_head with a bias (vocab_size more, in extra_parameters)."""
+    _mha_width(attention, hidden, "GPT-J")
+    inner = f.integer("n_inner") if f.present("n_inner") else 4 * hidden
+    if not f.present("n_inner"):
+        notes.append(f"inferred: MLP width 4 x n_embd = {inner} (n_inner is null)")
+    block = _base(f, "layer", 1)
+    if block["tied_embeddings"]:
+        raise _Skip("tie_word_embeddings true: the lm_head's bias beside a tied weight is not counted")
+    block.update(mlp=_plain(inner, True), extra_parameters=block["vocab_size"])
+    notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
+    return block
+
+
+def _gpt_neo(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """GPT-Neo: learned positions, two LayerNorms per layer and a final one, q/k/v without biases and out_proj
+    with one, a plain MLP c_fc/c_proj with biases (intermediate_size, or 4 x hidden_size); tied by default."""
+    _mha_width(attention, hidden, "GPT-Neo")
+    inner = f.integer("intermediate_size") if f.present("intermediate_size") else 4 * hidden
+    if not f.present("intermediate_size"):
+        notes.append(f"inferred: MLP width 4 x hidden_size = {inner} (intermediate_size is null)")
+    block = _base(f, "layer", 2)
+    block.update(position_embeddings=f.integer("max_position_embeddings"), output_bias=True, mlp=_plain(inner, True))
+    return block
+
+
 BUILDERS = {
+    "gptj": _gptj, "codegen": _gptj, "gpt_neo": _gpt_neo,
     "llama4_text": _llama4, "llama4": _llama4,
     "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
     "gpt_bigcode": _gpt2,
