@@ -506,3 +506,12 @@ def test_olmo2_norms_span_every_head_by_hand():
             "torch_dtype": "float32"}
     per_layer = 4 * 4096 * 4096 + (32 + 32) * 128 + 3 * 4096 * 11008 + 2 * 4096
     assert total(spec_of(data)) == 2 * 50304 * 4096 + 32 * per_layer + 4096
+
+
+def test_a_multimodal_wrapper_whose_other_parts_are_not_counted_gets_no_count():
+    # a LLaVA-style config.json: a known language model in text_config beside a vision tower kvcalc does not
+    # know; the language model alone would understate the checkpoint (GOT-OCR2's defaults did, in the survey)
+    data = {"model_type": "llava", "text_config": raw("qwen2-7b"), "vision_config": {"model_type": "clip_vision_model"}}
+    note = skip_note(spec_of(data))
+    assert "'llava' checkpoint wraps the language model" in note and "vision_config" in note
+    assert spec_of(raw("qwen2-7b")).weights is not None  # the same language model on its own is counted

@@ -173,6 +173,9 @@ DEFAULTS.update({
 })
 
 # model_type -> why its weights are not counted, where kvcalc reads its cache
+# multimodal wrappers (config.json with a text_config) whose other parts the builders count: Gemma-3's SigLIP
+# tower, Qwen3.5's vision tower and merger, Llama 4's vision encoder and projector
+COUNTED_WRAPPERS = frozenset({"gemma3", "qwen3_5", "qwen3_5_moe", "llama4"})
 NOT_DERIVED: dict[str, str] = {
     "mimo_v2": "MiMo-V2.5's checkpoint holds a vision encoder (vision_model_type mimovl) and an audio encoder "
                "(audio_config) from its remote code, whose shapes kvcalc does not know, beside attention sink "
@@ -247,6 +250,13 @@ def weights_block(
             raise _Skip(f"model_type {model_type or '(none)'!r} is not one kvcalc counts weights for ({known})")
         if hidden is None:
             raise _Skip("no hidden_size in config.json")
+        wrapper = outer.get("model_type") if outer is not data else None
+        if wrapper is not None and wrapper not in COUNTED_WRAPPERS:
+            others = sorted(k for k, v in outer.items() if k.endswith("_config") and k != "text_config"
+                            and isinstance(v, dict))
+            raise _Skip(f"the {wrapper!r} checkpoint wraps the language model with parts kvcalc does not count"
+                        + (f" ({', '.join(others)})" if others else "")
+                        + "; counting the language model alone would understate it")
         block = build(fields, attention, count, hidden, own)
         Weights.model_validate(block)
     except _Skip as exc:
