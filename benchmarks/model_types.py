@@ -47,7 +47,8 @@ def survey_one(model_type: str) -> dict:
     from kvcalc.spec import ChunkedLayer, SlidingLayer
     from kvcalc.verify.reference import compare, hold
 
-    row = {"type": model_type, "kvcalc": "", "result": "", "detail": "", "context": None, "seconds": 0.0}
+    row = {"type": model_type, "kvcalc": "", "result": "", "detail": "", "context": None, "seconds": 0.0,
+           "weights": "-"}
     try:
         data = AutoConfig.for_model(model_type).to_dict()
     except Exception as exc:  # a config class that needs arguments
@@ -60,6 +61,7 @@ def survey_one(model_type: str) -> dict:
         refused = "is not supported" in text or "encoder-decoder" in text
         row.update(kvcalc="refused" if refused else "cannot read", result="-", detail=text.split(": ", 1)[-1])
         return row
+    row["weights"] = weights_verdict(data, spec)
     untested = any(n.startswith("untested:") for n in spec.notes)
     unread = [n for n in spec.notes if n.startswith("unread:")]
     row["kvcalc"] = "encoder" if spec.is_encoder else ("read, untested" if untested else "read, checked")
@@ -80,6 +82,45 @@ def survey_one(model_type: str) -> dict:
     why = [f"{r.name}: {r.reason}" for r in result.rows if r.reason]
     row["detail"] = "; ".join(why + [n.split(":")[0] for n in result.notes])
     return row
+
+
+def meta_parameters(data: dict, encoder: bool) -> int:
+    """Parameters plus persistent buffers of the model transformers builds from ``data`` on the meta device:
+    the causal-LM class, the image-text class where the config has a vision tower (the whole checkpoint),
+    the base model for an encoder (kvcalc counts BertModel). As tests/test_hf_config_weights.py counts."""
+    import warnings
+
+    import torch
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    cfg = transformers.AutoConfig.for_model(**data)
+    auto = transformers.AutoModelForCausalLM
+    if encoder:
+        auto = transformers.AutoModel
+    elif data.get("vision_config") and data["model_type"] in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        auto = transformers.AutoModelForImageTextToText
+    transformers.logging.set_verbosity_error()
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = auto.from_config(cfg)
+    saved = set(model.state_dict())
+    return (sum(p.numel() for p in model.parameters())
+            + sum(b.numel() for name, b in model.named_buffers() if name in saved))
+
+
+def weights_verdict(data: dict, spec) -> str:
+    """`equal`, `kvcalc N, transformers M`, `not derived` (kvcalc gives no count) or `error: ...`."""
+    from kvcalc.capacity.params import parameter_count
+
+    count = parameter_count(spec)
+    if count is None:
+        return "not derived"
+    try:
+        built = meta_parameters(data, spec.is_encoder)
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "equal" if built == count.total else f"kvcalc {count.total:,}, transformers {built:,}"
 
 
 def main() -> None:
@@ -106,26 +147,31 @@ def main() -> None:
             row = survey_one(model_type)
         except TimedOut:
             row = {"type": model_type, "kvcalc": "?", "result": "error", "detail": f"over {LIMIT_S} s",
-                   "context": None}
+                   "context": None, "weights": "-"}
         finally:
             signal.alarm(0)
         if model_type in new:
             row["kvcalc"] = f"new, {row['kvcalc']}"
         row["seconds"] = round(time.monotonic() - start, 1)
         rows.append(row)
-        print(f"{model_type:28} {row['kvcalc']:24} {row['result']:10} {row['detail'][:150]}", flush=True)
+        print(f"{model_type:28} {row['kvcalc']:24} {row['result']:10} {row['weights'][:40]:40} {row['detail'][:120]}",
+              flush=True)
     if not args.types:
         _write(Path(args.out), rows, transformers.__version__)
     if new:
         print(f"NEW TYPES = {sorted(new)!r}  (classify them in kvcalc/sources/model_types.py, then record "
               "SURVEYED_WITH and SURVEYED_TYPES)")
-    print("SUMMARY = " + repr({r["type"]: (r["kvcalc"], r["result"], r["detail"]) for r in rows}))
+    print("SUMMARY = " + repr({r["type"]: (r["kvcalc"], r["result"], r["weights"], r["detail"]) for r in rows}))
 
 
 def _write(path: Path, rows: list[dict], version: str) -> None:
     counts: dict[str, int] = {}
+    weights: dict[str, int] = {}
     for r in rows:
         counts[r["result"]] = counts.get(r["result"], 0) + 1
+        verdict = r["weights"] if r["weights"] in ("equal", "not derived", "-") else (
+            "error" if r["weights"].startswith("error") else "differs")
+        weights[verdict] = weights.get(verdict, 0) + 1
     lines = [
         "# Every transformers causal-LM type, read by kvcalc and checked against transformers",
         "",
@@ -142,15 +188,22 @@ def _write(path: Path, rows: list[dict], version: str) -> None:
         "Result column: `match` (equal bytes in every layer kind), `explained` (every difference is a",
         "known convention, named in the detail), `diff` (a difference nobody explained), `error`",
         "(transformers could not build or run the model on meta tensors; the reason is given), `-` (not run).",
+        "Weights column: the parameter count `fit` derives from the same config (kvcalc/sources/config_weights.py)",
+        "against the parameters and persistent buffers of the model transformers builds on the meta device (the",
+        "image-text class where the config has a vision tower): `equal`, both numbers where they differ,",
+        "`not derived` (kvcalc gives no count: no builder for the family yet, or a part it cannot state; fit says",
+        "so), `error` (transformers could not build it), `-` (kvcalc does not read the type).",
         "",
         "Totals: " + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(counts.items())) + f" of {len(rows)} types.",
+        "Weights: " + ", ".join(f"{k} {v}" for k, v in sorted(weights.items())) + ".",
         "",
-        "| type | kvcalc | result | context | detail |",
-        "|---|---|---|---|---|",
+        "| type | kvcalc | result | weights | context | detail |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         detail = r["detail"].replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r['type']} | {r['kvcalc']} | {r['result']} | {r['context'] or ''} | {detail} |")
+        lines.append(f"| {r['type']} | {r['kvcalc']} | {r['result']} | {r['weights']} | {r['context'] or ''} "
+                     f"| {detail} |")
     path.write_text("\n".join(lines) + "\n")
 
 

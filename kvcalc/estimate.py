@@ -3,7 +3,8 @@
 Per token and layer, MHA/MQA/GQA cache ``2 * kv_heads * head_dim`` elements and MLA caches
 ``kv_lora_rank + qk_rope_head_dim`` (latent) or ``heads * (nope + rope + v)`` (expanded).
 A layer holds ``context`` tokens, ``min(context, window)`` when sliding and
-``min(context, chunk)`` when chunked; no-KV layers hold none and report a constant state.
+``min(context, chunk)`` when chunked; no-KV layers hold none and report a constant state, and a
+full layer with a ``state`` (Falcon-H1, Zamba2's hybrid layers) holds both.
 DeepSeek-V3.2's lightning indexer caches one key per token beside the MLA latent, a group of
 its own (``indexer``) in the total.
 Sizes are counted in bits so int4 (half a byte) stays exact.
@@ -125,6 +126,7 @@ def estimate(
             per_token_bits = layers * (attention.kv_elements_per_token(mla_layout) * bits + sum(
                 rows * row_scale_bits(kv_dtype, width) for rows, width in attention.kv_rows_per_token(mla_layout)))
             held = tokens_held(kind, context)
+            state = getattr(kind, "state", None)  # a hybrid layer's Mamba state beside its KV cache
             groups.append(
                 GroupEstimate(
                     name=name,
@@ -135,7 +137,7 @@ def estimate(
                     tokens=held,
                     bytes_per_token=_bytes(per_token_bits),
                     bytes=_bytes(per_token_bits * held * batch),
-                    state_bytes=0,
+                    state_bytes=_bytes(state.bits(model_dtype) * layers * batch) if state else 0,
                 )
             )
             if getattr(attention, "indexer", None) is not None:

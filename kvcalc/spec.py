@@ -169,10 +169,13 @@ Attention = Annotated[DenseAttention | MLAAttention | NoAttention, Field(discrim
 
 
 class FullLayer(_Frozen):
-    """Attends to every earlier token: holds the whole context."""
+    """Attends to every earlier token: holds the whole context. With a ``state``, the layer also runs a
+    Mamba2 mixer and keeps its constant state beside the KV cache (Falcon-H1's parallel hybrid layers,
+    Zamba2's hybrid layers with a shared attention block), described as a no-KV layer would be."""
 
     type: Literal["full"]
     attention: Attention | None = None  # None: the model's attention
+    state: NoKVLayer | None = None
 
 
 class SlidingLayer(_Frozen):
@@ -229,6 +232,8 @@ class NoKVLayer(_Frozen):
         return ((self.state_elements - conv) * DTYPE_BITS[self.state_dtype or model_dtype]
                 + conv * DTYPE_BITS[self.conv_dtype or model_dtype])
 
+
+FullLayer.model_rebuild()
 
 LayerKind = Annotated[
     FullLayer | SlidingLayer | ChunkedLayer | NoKVLayer, Field(discriminator="type")
@@ -293,7 +298,9 @@ class DenseMLP(_Frozen):
 
 
 class MoE(_Frozen):
-    """Mixture of experts: routed experts (each a gated MLP), shared experts, a router."""
+    """Mixture of experts: routed experts (each a gated MLP, or a plain one of up and down), shared experts
+    of the same kind, a router. The MoE layers: from first_dense_layers on, every layer_period-th from
+    layer_offset, or exactly those in layer_indices (Nemotron-H's E layers) when it is given."""
 
     experts: Heads
     experts_per_token: Heads
@@ -305,14 +312,24 @@ class MoE(_Frozen):
     first_dense_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0  # layers 0..k-1 keep the dense MLP
     layer_period: LayerCount = 1
     layer_offset: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0
+    # the MoE layers by number, instead of first_dense_layers / layer_period / layer_offset
+    layer_indices: list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]] | None = Field(default=None, max_length=MAX_LAYERS)
+    expert_kind: Literal["gated", "plain"] = "gated"  # plain: up and down only (Nemotron-H's relu2 experts)
 
     @model_validator(mode="after")
     def _check(self):
         if self.experts_per_token > self.experts:
             raise ValueError(f"experts_per_token={self.experts_per_token} is more than experts={self.experts}")
+        if self.layer_indices is not None:
+            if self.first_dense_layers or self.layer_period != 1 or self.layer_offset:
+                raise ValueError("layer_indices goes without first_dense_layers, layer_period and layer_offset")
+            if len(set(self.layer_indices)) != len(self.layer_indices):
+                raise ValueError("layer_indices names a layer twice")
         return self
 
     def is_moe_layer(self, index: int) -> bool:
+        if self.layer_indices is not None:
+            return index in self.layer_indices
         return (
             index >= self.first_dense_layers
             and index >= self.layer_offset
@@ -334,6 +351,8 @@ class Weights(_Frozen):
     norms_per_layer: NonNegative = 2
     final_norm: bool = True
     qk_norm: bool = False  # per-head q and k norms of width head_dim
+    # "heads": the q and k norms span every head (heads x head_dim and kv_heads x head_dim: OLMo-2, MiniMax-M2)
+    qk_norm_width: Literal["head", "heads"] = "head"
     qkv_bias: bool = False
     output_bias: bool = False
     mlp: DenseMLP | None = None  # None only when every layer that has one is MoE

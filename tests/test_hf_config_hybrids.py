@@ -246,22 +246,18 @@ def test_hybrid_layer_pattern_of_the_wrong_length_fails():
 # ---------------------------------------------------------------- refused
 
 
-def test_falcon_h1_parallel_layers_are_refused():
+def test_parallel_hybrid_fields_outside_falcon_h1_and_zamba2_are_refused():
+    # Falcon-H1 and Zamba2 are read (tests/test_hf_config_parallel_hybrids.py); the same fields under another
+    # model_type are not guessed at
     data = raw("nemotron-h-8b-base-8k")
     del data["hybrid_override_pattern"]
-    data.update(model_type="falcon_h1", mamba_d_ssm=1536)
-    with pytest.raises(PresetError, match="model_type 'falcon_h1' is not supported: attention and a Mamba2 mixer"):
+    data.update(model_type="someones_hybrid", mamba_d_ssm=1536)
+    with pytest.raises(PresetError, match="mamba_d_ssm: .* reads for model_type falcon_h1 only"):
         from_dict(data)
-    data["model_type"] = "someones_hybrid"  # the field alone refuses it too
-    with pytest.raises(PresetError, match="both a KV cache and a state"):
-        from_dict(data)
-
-
-def test_zamba2_hybrid_layers_are_refused():
     data = raw("nemotron-h-8b-base-8k")
     del data["hybrid_override_pattern"]
     data["layers_block_type"] = ["mamba", "hybrid"] * 26
-    with pytest.raises(PresetError, match=r'layers_block_type\[1\] is "hybrid"'):
+    with pytest.raises(PresetError, match=r'layers_block_type\[1\] is "hybrid": .* zamba2 and falcon_h1 only'):
         from_dict(data)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvcalc.dtypes import DTYPE_BITS, serving_dtype, state_dtype
+from kvcalc.errors import KvcalcError
 from kvcalc.spec import ModelSpec, NoKVLayer
 
 
@@ -79,6 +80,11 @@ def layer_types(spec: ModelSpec, layers: range, tp: int, engine, kv_dtype: str,
             # the model dtype engines serve in (a float32 checkpoint in bf16): a state without its own dtype keeps it
             state = engine.state_bytes(kind, state_dtype(spec.dtype, kv_dtype), tp, platform)
             types.append(LayerType(name, "none", None, n, 0, state, kind.mixer))
+        elif getattr(kind, "state", None) is not None:
+            raise KvcalcError(
+                f"{spec.name}: layer kind {name!r} holds a KV cache and a Mamba state together (Falcon-H1, Zamba2): "
+                "how an engine pages such layers (vLLM registers the attention and the mixer as two layers sharing "
+                "one page size) is not modelled, so fit gives no number; estimate and verify count the bytes")
         else:
             bits = engine.token_bits(spec.attention_of(name), tp, kv_dtype, mla_layout)
             types.append(LayerType(name, kind.type, getattr(kind, "span", None), n, bits, 0))

@@ -71,7 +71,8 @@ def attention_parameters(attention, hidden: int, weights: Weights) -> tuple[int,
     if weights.output_bias:
         small += hidden
     if weights.qk_norm:
-        small += 2 * attention.head_dim
+        small += (2 * attention.head_dim if weights.qk_norm_width == "head"
+                  else (attention.heads + attention.kv_heads) * attention.head_dim)
     return matrices, small
 
 
@@ -95,8 +96,9 @@ def mlp_parameters(weights: Weights, hidden: int, index: int) -> tuple[int, int,
     """(matrix weights, biases and router, inactive expert weights) of layer ``index``'s MLP."""
     moe = weights.moe
     if moe is not None and moe.is_moe_layer(index):
-        expert = _mlp("gated", hidden, moe.intermediate_size)
-        shared = moe.shared_experts * _mlp("gated", hidden, moe.shared_intermediate_size or moe.intermediate_size)
+        expert = _mlp(moe.expert_kind, hidden, moe.intermediate_size)
+        shared_inner = moe.shared_intermediate_size or moe.intermediate_size
+        shared = moe.shared_experts * _mlp(moe.expert_kind, hidden, shared_inner)
         router = hidden * moe.experts + (moe.experts if moe.router_bias else 0)
         gate = hidden if moe.shared_expert_gate and moe.shared_experts else 0
         inactive = (moe.experts - moe.experts_per_token) * expert
@@ -158,7 +160,7 @@ def _count(spec: ModelSpec) -> ParamCount | None:
         other += _norm(w, hidden)
     other += w.extra_parameters
     total = embedding + head + linear + other
-    expert = _mlp("gated", hidden, w.moe.intermediate_size) if w.moe else 0
+    expert = _mlp(w.moe.expert_kind, hidden, w.moe.intermediate_size) if w.moe else 0
     routed = moe_layers * w.moe.experts * expert if w.moe else 0
     return ParamCount(
         total=total,
@@ -208,6 +210,7 @@ def shared_expert_matrices(spec: ModelSpec) -> int:
     if w is None or w.moe is None or not w.moe.shared_experts or spec.hidden_size is None:
         return 0
     moe = w.moe
-    layers = sum(moe.is_moe_layer(i) for i in range(spec.layers.count))
-    return layers * moe.shared_experts * _mlp("gated", spec.hidden_size,
+    order = spec.layers.order()
+    layers = sum(moe.is_moe_layer(i) and (w.mlp_kinds is None or order[i] in w.mlp_kinds) for i in range(len(order)))
+    return layers * moe.shared_experts * _mlp(moe.expert_kind, spec.hidden_size,
                                                moe.shared_intermediate_size or moe.intermediate_size)

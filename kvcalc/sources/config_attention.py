@@ -46,6 +46,22 @@ def _v_head_dim(r: Reader, head_dim: int) -> int | None:
 
 def _head_dim(r: Reader, heads: int) -> int:
     """An explicit head_dim wins: Gemma, Qwen3 and others differ from hidden_size / heads."""
+    if r.model_type == "zamba2":  # Zamba2Config.__post_init__: attention over 2 x hidden_size (the shared block
+        hidden = r.integer("hidden_size")  # sees the layer input and the first embeddings, concatenated)
+        if hidden is None or (2 * hidden) % heads:
+            r.fail(f"Zamba2's head width 2 x hidden_size / num_attention_heads needs {heads} to divide 2 x hidden_size")
+        # Zamba2Config writes kv_channels = hidden_size / heads too, which the head_dim aliases would prefer
+        r.notes[:] = [n for n in r.notes if not n.startswith(("ignored: attention_head_dim", "ignored: kv_channels"))]
+        for key in ("attention_head_dim", "kv_channels", "head_dim"):
+            stated = r.data.get(key)
+            if stated is not None and stated != 2 * hidden // heads:
+                r.notes.append(f"ignored: {key} {shown_json(stated)}: Zamba2's attention heads are 2 x hidden_size / "
+                               f"num_attention_heads = {2 * hidden // heads} wide, as Zamba2Config sets "
+                               "attention_head_dim")
+        r.notes.append(f"inferred: head_dim = 2 x hidden_size / num_attention_heads = 2 x {hidden} / {heads} = "
+                       f"{2 * hidden // heads} (Zamba2's shared attention reads the hidden state and the embeddings "
+                       "side by side)")
+        return 2 * hidden // heads
     explicit = r.integer("head_dim")
     if explicit is not None:
         return explicit

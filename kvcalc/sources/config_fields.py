@@ -39,10 +39,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "sliding_window_pattern": ("sliding_window_pattern", "_sliding_window_pattern"),
     # Mamba2: Nemotron-H's names first, then GraniteMoeHybrid / Bamba's
-    "mamba2_heads": ("mamba_num_heads", "mamba_n_heads"),
+    "mamba2_heads": ("mamba_num_heads", "mamba_n_heads", "n_mamba_heads"),
     "mamba2_head_dim": ("mamba_head_dim", "mamba_d_head"),
     "mamba2_state": ("ssm_state_size", "mamba_d_state"),
-    "mamba2_groups": ("n_groups", "mamba_n_groups"),
+    "mamba2_groups": ("n_groups", "mamba_n_groups", "mamba_ngroups"),
     "mamba2_conv": ("conv_kernel", "mamba_d_conv"),
 }
 
@@ -124,6 +124,17 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^attention_multiplier$", "Granite's attention score multiplier: the same K and V are cached"),
     (r"^shared_intermediate_size$", "the shared MLP's width (Granite-4.0-H): the MLP, not attention"),
     (r"^attn_output_gate$", "a gate on the attention output (Qwen3-Next, Qwen3.5): the same K and V are cached"),
+    (r"^num_mem_blocks$", "Zamba2's shared attention blocks: weights shared by the hybrid layers, each of which "
+                          "keeps its own K and V"),
+    (r"^use_shared_attention_adapter$|^adapter_rank$",
+     "LoRA adapters on Zamba2's shared blocks: weights, not the cache"),
+    (r"^attention_hidden_size$", "Zamba2's attention input width (2 x hidden_size): the projections' input, not what "
+                                 "is cached"),
+    (r"^num_query_groups$", "a Megatron name Zamba2Config writes (num_attention_heads); num_key_value_heads decides"),
+    (r"^hybrid_layer_ids$", "Zamba2Config's list of the hybrid layers, derived from layers_block_type (read)"),
+    (r"^(attention_in|attention_out|ssm_in|ssm_out|lm_head|embedding|key)_multiplier$|^(ssm|mlp)_multipliers$",
+     "Falcon-H1's muP multipliers: they scale activations; the same K, V and state are cached"),
+    (r"^mamba_use_mlp$", "Falcon-H1's MLP switch (transformers builds the MLP regardless): the MLP, not the cache"),
 )
 
 ZERO_ALLOWED = frozenset({"attn_layer_offset", "max_window_layers"})

@@ -23,7 +23,11 @@ LAYER_TYPES = {
     # Nemotron-H's layers_block_type (transformers' NemotronHConfig): a layer that is only an
     # MLP or a mixture of experts has neither attention nor a recurrent state
     "mlp": "ffn", "moe": "ffn",
+    # Zamba2's and Falcon-H1's layers_block_type: a Mamba2 mixer and attention in one layer (HYBRID_TYPES)
+    "hybrid": "hybrid",
 }
+# model types whose "hybrid" layers kvcalc reads: a full-attention KV cache and a Mamba2 state in one layer
+HYBRID_TYPES = ("zamba2", "falcon_h1")
 # Nemotron-H's hybrid_override_pattern, one character per layer, as NemotronHConfig and
 # vLLM's nemotron_h.py read it: M a Mamba2 mixer, * attention, - an MLP, E a mixture of experts.
 HYBRID_OVERRIDE_CHARS = {"M": "state", "*": "full", "-": "ffn", "E": "ffn"}
@@ -34,7 +38,7 @@ DELTANET_FIELDS = (
 )
 MAMBA_FIELDS = ("mamba_expand", "mamba_d_state", "mamba_d_conv")
 # Mamba2 (Nemotron-H, Granite-4.0-H, Bamba): a head count is what sets it apart from Mamba1
-MAMBA2_HEADS = ("mamba_num_heads", "mamba_n_heads")
+MAMBA2_HEADS = ("mamba_num_heads", "mamba_n_heads", "n_mamba_heads")
 # Integer fields where 0 means something: Jamba's layer 0 is attention; no layer is below
 # max_window_layers 0. Every other integer field must be at least 1.
 
@@ -76,6 +80,10 @@ def _layer_order(r: Reader, count: int) -> list:
     if pattern is not None:
         return _with_local_global(r, _hybrid_override_order(r, pattern, count))
     block_types = r.data.get("layers_block_type")
+    if block_types is None and r.model_type == "falcon_h1":
+        r.notes.append("inferred: every layer runs attention and a Mamba2 mixer side by side (Falcon-H1; "
+                       "FalconH1Config's layers_block_type is \"hybrid\" for each)")
+        return ["hybrid"] * count
     if block_types is not None:
         return _with_local_global(r, _from_layer_types(r, block_types, count, "layers_block_type"))
     if r.data.get("hybrid_layer_pattern") is not None:
@@ -170,10 +178,10 @@ def _from_layer_types(r: Reader, layer_types: object, count: int, field: str = "
         r.fail(f"layers_block_type has {len(layer_types)} layers, but num_hidden_layers is {count}")
     order = []
     for i, name in enumerate(layer_types[:count]):
-        if name == "hybrid":  # Zamba2: a Mamba2 mixer and a shared attention block in one layer
+        if name == "hybrid" and r.model_type not in HYBRID_TYPES:
             r.fail(
-                f"{field}[{i}] is \"hybrid\": a layer that holds both a Mamba state and a KV cache "
-                "(Zamba2's shared attention blocks); kvcalc's layer kinds hold one or the other"
+                f"{field}[{i}] is \"hybrid\": a layer that holds both a Mamba state and a KV cache, which kvcalc "
+                f"reads for {' and '.join(HYBRID_TYPES)} only"
             )
         token = LAYER_TYPES.get(name) if isinstance(name, str) else None
         if token is None:
@@ -258,10 +266,10 @@ def _refuse_parallel_hybrids(r: Reader) -> None:
             "linear_attn_config: Kimi Delta Attention layers (Kimi-Linear, Kimi-K3) keep a recurrent state "
             "beside the MLA layers' latent, which kvcalc does not size"
         )
-    if r.model_type == "falcon_h1" or r.data.get("mamba_d_ssm") is not None:
+    if r.model_type != "falcon_h1" and r.data.get("mamba_d_ssm") is not None:
         r.fail(
-            "Falcon-H1-style layers run attention and a Mamba2 mixer in parallel, so every layer "
-            "holds both a KV cache and a state; kvcalc's layer kinds hold one or the other"
+            "mamba_d_ssm: Falcon-H1-style layers run attention and a Mamba2 mixer in parallel, which kvcalc "
+            f"reads for model_type falcon_h1 only, not {r.model_type or '(none)'}"
         )
 
 
@@ -321,6 +329,8 @@ def _kind(r: Reader, token: str) -> tuple[str, dict]:
         return "full", {"type": "full"}
     if token == "state":
         return r.once("state", _state)
+    if token == "hybrid":
+        return r.once("hybrid", _hybrid)
     if token == "indexed":
         return r.once("indexed", _indexed)
     if token == "conv":
@@ -331,6 +341,16 @@ def _kind(r: Reader, token: str) -> tuple[str, dict]:
             "description": "MLP or mixture-of-experts layer: no attention and no recurrent state",
         }
     return "full", {"type": "full"}
+
+
+def _hybrid(r: Reader) -> tuple[str, dict]:
+    """A layer that runs attention and a Mamba2 mixer (Falcon-H1: side by side in every layer; Zamba2: a
+    shared attention block, then the layer's own Mamba2 mixer): its KV cache holds the whole context, as a
+    full layer's does, and its state is the Mamba2 layer's. transformers 5.24 keeps both in one cache layer
+    (LinearAttentionAndFullAttentionLayer); vLLM registers the attention and the mixer as two layers."""
+    _, state = r.once("state", _state)
+    kind = {"type": "full", "state": state}
+    return "hybrid", kind
 
 
 def _indexed(r: Reader) -> tuple[str, dict]:
@@ -452,6 +472,22 @@ def _mamba2_state(r: Reader) -> tuple[str, dict]:
 
 
 def _mamba2_head_dim(r: Reader, heads: int) -> int:
+    if r.model_type == "zamba2":  # Zamba2Config.__post_init__ sets it, whatever config.json says
+        expand, hidden = r.data.get("mamba_expand", 2), r.integer("hidden_size")
+        if not isinstance(expand, int) or isinstance(expand, bool) or hidden is None or (expand * hidden) % heads:
+            r.fail("Zamba2's Mamba2 head width is mamba_expand x hidden_size / n_mamba_heads, which must divide")
+        if "mamba_expand" not in r.data:
+            r.notes.append("inferred: mamba_expand 2 (Zamba2Config's default)")
+        head_dim = expand * hidden // heads
+        stated = r.data.get("mamba_headdim")
+        if stated is not None and stated != head_dim:
+            r.notes.append(f"ignored: mamba_headdim {shown_json(stated)}: Zamba2Config sets it to mamba_expand x "
+                           f"hidden_size / n_mamba_heads = {head_dim}")
+        r.notes.append(f"inferred: Mamba2 head width = mamba_expand x hidden_size / n_mamba_heads = {expand} x "
+                       f"{hidden} / {heads} = {head_dim} (as Zamba2Config sets mamba_headdim)")
+        return head_dim
+    if r.model_type == "falcon_h1":
+        return _falcon_h1_head_dim(r, heads)
     if r.data.get("mamba_d_head") == "auto":  # GraniteMoeHybrid / Bamba: expand x hidden / heads
         expand, hidden = r.integer("mamba_expand", default=False), r.integer("hidden_size")
         if expand is None or hidden is None or (expand * hidden) % heads:
@@ -463,6 +499,30 @@ def _mamba2_head_dim(r: Reader, heads: int) -> int:
     if head_dim is None:
         r.fail(f"Mamba2 layers need {r.describe('mamba2_head_dim')}")
     return head_dim
+
+
+def _falcon_h1_head_dim(r: Reader, heads: int) -> int:
+    """FalconH1Config: the mixer is mamba_d_ssm wide (mamba_expand x hidden_size when it is null);
+    mamba_d_head "auto" is that width / mamba_n_heads, and heads x mamba_d_head must equal it."""
+    d_ssm = r.data.get("mamba_d_ssm", 1024)
+    if d_ssm is None:
+        expand, hidden = r.data.get("mamba_expand", 2), r.integer("hidden_size")
+        d_ssm = expand * hidden if isinstance(expand, int) and hidden else None
+    if not isinstance(d_ssm, int) or isinstance(d_ssm, bool) or d_ssm < 1:
+        r.fail(f"mamba_d_ssm {shown_json(d_ssm)} is not a whole number (nor mamba_expand x hidden_size)")
+    if "mamba_d_ssm" not in r.data:
+        r.notes.append("inferred: mamba_d_ssm 1024 (FalconH1Config's default)")
+    head = r.data.get("mamba_d_head", "auto")
+    if head == "auto":
+        if d_ssm % heads:
+            r.fail(f"mamba_d_head \"auto\" needs mamba_n_heads {heads} to divide the mixer width {d_ssm}")
+        r.notes.append(f"inferred: mamba_d_head = mixer width / mamba_n_heads = {d_ssm} / {heads} = {d_ssm // heads}")
+        return d_ssm // heads
+    head = r.integer("mamba2_head_dim", default=False)
+    if head is None or head * heads != d_ssm:
+        r.fail(f"mamba_n_heads x mamba_d_head ({heads} x {shown_json(r.data.get('mamba_d_head'))}) must equal the "
+               f"mixer width {d_ssm}, as FalconH1Config requires")
+    return head
 
 
 def _check_expand(r: Reader, inner: int) -> None:

@@ -65,11 +65,15 @@ DEFAULTS["jamba"] = {  # JambaConfig
 }
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
+DEFAULTS["qwen3_5_moe_text"] = DEFAULTS["qwen3_5_text"]  # Qwen3_5MoeTextConfig
 DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
-                          "mamba_proj_bias": False, "use_conv_bias": True}  # NemotronHConfig
+                          "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
+# ChatGLMConfig (THUDM's configuration_chatglm.py, remote code); the head is never tied
+DEFAULTS["chatglm"] = {"add_bias_linear": False, "add_qkv_bias": False, "post_layer_norm": True, "rmsnorm": True}
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
+OWNERS = {"chatglm": "ChatGLMConfig's (THUDM's remote code)"}
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,17 @@ class Decoder:
 
     bias: str | None = None  # the field switching q, k, v and o biases on
     qkv_bias: str | bool = False  # q, k, v biases alone: always (True) or this field
+    out_bias: str | None = None  # o's bias alone (Seed-OSS's attention_out_bias)
     mlp_bias: str | None = None
+    mlp_kind: str = "gated"  # "plain": up and down only (relu2 MLPs)
     norms: int = 2
-    qk_norm: bool = False
+    qk_norm: bool | str = False  # True: per-head norms; "heads": across all heads; a field name: switched by it
+    experts_key: str = "num_local_experts"  # the expert count of a Mixtral-style MoE
+    router_bias: bool = False  # a Mixtral-style router with a per-expert e_score_correction_bias (MiniMax-M2)
+    final_norm: bool = True  # False: the final norm has no weight (NanoChat's norms are weightless)
     moe: str | None = None  # "mixtral", "qwen" or "deepseek"
     shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
+    every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
 
 
 DECODERS = {
@@ -97,6 +107,9 @@ DECODERS = {
     # the attention output are added by _qwen3_next
     "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
     "qwen3_5_text": Decoder(bias="attention_bias", qk_norm=True),  # dense Qwen3.5; _qwen3_next adds the rest
+    # Qwen3.5-MoE (Qwen3_5MoeTextConfig has no decoder_sparse_step or mlp_only_layers: every layer is MoE)
+    "qwen3_5_moe_text": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True,
+                                every_layer=True),
     "gemma": Decoder(bias="attention_bias"),
     "gemma2": Decoder(bias="attention_bias", norms=4),
     "gemma3": Decoder(bias="attention_bias", norms=4, qk_norm=True),
@@ -108,11 +121,75 @@ DECODERS = {
     "kimi_k2": Decoder(bias="attention_bias", moe="deepseek"),
 }
 
-NOT_DERIVED = {
-    "llama4": "Llama 4's vision encoder and projector are not counted from config fields "
-    "(model_presets/llama-4-scout.yaml shows a hand-derived block)",
+# Llama-shaped decoders of transformers 5.24 (bias switches and norms read from each modeling file; each family's
+# class defaults checked against the model transformers builds, tests/test_hf_config_weights.py)
+DECODERS.update({
+    "granite": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "granitemoe": Decoder(bias="attention_bias", moe="mixtral"),
+    "smollm3": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "helium": Decoder(qkv_bias="attention_bias", mlp_bias="mlp_bias"),
+    "seed_oss": Decoder(qkv_bias="attention_bias", out_bias="attention_out_bias", mlp_bias="mlp_bias"),
+    "ernie4_5": Decoder(bias="use_bias", mlp_bias="use_bias"),
+    "arcee": Decoder(bias="attention_bias", mlp_bias="mlp_bias", mlp_kind="plain"),
+    "glm": Decoder(qkv_bias="attention_bias"),
+    "glm4": Decoder(qkv_bias="attention_bias", norms=4),
+    "cwm": Decoder(mlp_bias="mlp_bias"),
+    "exaone4": Decoder(qk_norm=True),
+    "olmo2": Decoder(bias="attention_bias", qk_norm="heads"),
+    "olmo3": Decoder(bias="attention_bias", qk_norm="heads"),
+    "olmoe": Decoder(bias="attention_bias", qk_norm="heads", moe="mixtral", experts_key="num_experts"),
+    "minimax_m2": Decoder(qk_norm="heads", moe="mixtral", router_bias=True),
+    # NanoChat: weightless RMSNorms everywhere (the q/k norms too), a plain relu2 MLP without biases
+    "nanochat": Decoder(bias="attention_bias", mlp_kind="plain", norms=0, final_norm=False),
+})
+for _type in ("granite", "granitemoe", "smollm3", "helium", "seed_oss", "ernie4_5", "arcee", "glm", "glm4", "cwm",
+              "exaone4", "olmo2", "olmo3", "olmoe", "minimax_m2"):
+    DEFAULTS.setdefault(_type, {})
+DEFAULTS.update({
+    "granite": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "granitemoe": {**_UNTIED, "attention_bias": False},
+    "smollm3": {**_TIED, "attention_bias": False, "mlp_bias": False},
+    "helium": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "seed_oss": {**_UNTIED, "attention_bias": True, "attention_out_bias": False, "mlp_bias": False},
+    "ernie4_5": {**_TIED, "use_bias": False},
+    "arcee": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "glm": {**_UNTIED, "attention_bias": True},
+    "glm4": {**_UNTIED, "attention_bias": True},
+    "cwm": {**_UNTIED, "mlp_bias": False},
+    "exaone4": _UNTIED,
+    "olmo2": {**_UNTIED, "attention_bias": False},
+    "olmo3": {**_UNTIED, "attention_bias": False},
+    "olmoe": {**_UNTIED, "attention_bias": False},
+    "minimax_m2": _UNTIED,
+    "starcoder2": {**_TIED, "use_bias": True},
+    "stablelm": {**_UNTIED, "qk_layernorm": False, "use_parallel_residual": False, "use_qkv_bias": False},
+    "phi": {**_UNTIED, "qk_layernorm": False},
+    "cohere": {**_TIED, "attention_bias": False, "use_qk_norm": False},
+    "cohere2": {**_TIED, "attention_bias": False},
+    "gpt_bigcode": {**_TIED, "add_cross_attention": False},
+    "nanochat": {**_UNTIED, "attention_bias": False},
+    "gptj": _UNTIED, "codegen": _UNTIED,
+    "gpt_neo": _TIED,
+})
+
+# model_type -> why its weights are not counted, where kvcalc reads its cache
+# multimodal wrappers (config.json with a text_config) whose other parts the builders count: Gemma-3's SigLIP
+# tower, Qwen3.5's vision tower and merger, Llama 4's vision encoder and projector
+COUNTED_WRAPPERS = frozenset({"gemma3", "qwen3_5", "qwen3_5_moe", "llama4"})
+NOT_DERIVED: dict[str, str] = {
+    "mimo_v2": "MiMo-V2.5's checkpoint holds a vision encoder (vision_model_type mimovl) and an audio encoder "
+               "(audio_config) from its remote code, whose shapes kvcalc does not know, beside attention sink "
+               "biases and an fp8 block-quantized language model; counting the language model alone would "
+               "understate it",
+    "nemotron-nas": "Nemotron-NAS (DeciLM) blocks each choose their own FFN width (block_configs ffn_mult) and "
+                    "may replace attention by a linear layer or drop it; the weights schema states one MLP width, "
+                    "and transformers cannot build this remote-code model to check a count against",
+    "falcon_h1": "Falcon-H1's parallel attention, Mamba2 mixer and MLP in one layer are not counted yet (fit "
+                 "refuses its layers anyway: their paging is not modelled)",
+    "zamba2": "Zamba2's shared transformer blocks (num_mem_blocks), their per-layer adapters and linear "
+              "projections are not counted yet (fit refuses its hybrid layers anyway: their paging is not modelled)",
 }
-NOT_DERIVED["llama4_text"] = NOT_DERIVED["llama4"]
+DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
 
 class _Skip(Exception):
@@ -173,6 +250,13 @@ def weights_block(
             raise _Skip(f"model_type {model_type or '(none)'!r} is not one kvcalc counts weights for ({known})")
         if hidden is None:
             raise _Skip("no hidden_size in config.json")
+        wrapper = outer.get("model_type") if outer is not data else None
+        if wrapper is not None and wrapper not in COUNTED_WRAPPERS:
+            others = sorted(k for k, v in outer.items() if k.endswith("_config") and k != "text_config"
+                            and isinstance(v, dict))
+            raise _Skip(f"the {wrapper!r} checkpoint wraps the language model with parts kvcalc does not count"
+                        + (f" ({', '.join(others)})" if others else "")
+                        + "; counting the language model alone would understate it")
         block = build(fields, attention, count, hidden, own)
         Weights.model_validate(block)
     except _Skip as exc:
@@ -188,7 +272,8 @@ def weights_block(
         notes.append(SKIP + f"a field has an unexpected type or value ({type(exc).__name__}: {str(exc)[:80]})")
         return None
     if fields.defaulted:
-        owner = "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}"
+        owner = OWNERS.get(model_type) or (
+            "PretrainedConfig's" if model_type in REMOTE_CODE else f"transformers' {model_type}")
         notes.append(
             f"inferred: weights use {owner} defaults for "
             f"{', '.join(fields.defaulted)} (not in config.json)"
@@ -212,9 +297,15 @@ def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
         raise _Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
     moe, every_layer = _moe(f, count, family, notes)
     block = _base(f, "rms", family.norms)
-    block.update(qk_norm=family.qk_norm, qkv_bias=bias or qkv_bias, output_bias=bias)
+    block["final_norm"] = family.final_norm
+    qk_norm = f.flag(family.qk_norm) if isinstance(family.qk_norm, str) and family.qk_norm != "heads" \
+        else bool(family.qk_norm)
+    out_bias = bias or (f.flag(family.out_bias) if family.out_bias else False)
+    block.update(qk_norm=qk_norm, qkv_bias=bias or qkv_bias, output_bias=out_bias)
+    if family.qk_norm == "heads":
+        block["qk_norm_width"] = "heads"
     block["mlp"] = None if every_layer else {
-        "kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
+        "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
     }
     block["moe"] = moe
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
@@ -229,15 +320,16 @@ def _moe(f: _Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dic
     if family.moe is None:
         return None, False
     if family.moe == "mixtral":  # every layer; intermediate_size is each expert's
-        moe = {"experts": f.integer("num_local_experts"), "intermediate_size": f.integer("intermediate_size")}
+        moe = {"experts": f.integer(family.experts_key), "intermediate_size": f.integer("intermediate_size"),
+               "router_bias": family.router_bias}
     elif family.moe == "qwen":
         experts = f.integer("num_experts", least=0)
-        only_dense = f._get("mlp_only_layers")
+        only_dense = [] if family.every_layer else f._get("mlp_only_layers")
         if only_dense:  # a layer list the period/offset schema cannot state in general
             raise _Skip(f"mlp_only_layers {json.dumps(only_dense)[:60]} makes the MoE layers irregular")
         if experts == 0:
             return None, False
-        step = f.integer("decoder_sparse_step")
+        step = 1 if family.every_layer else f.integer("decoder_sparse_step")
         moe = {  # transformers: layer i is MoE when (i + 1) % decoder_sparse_step == 0
             "experts": experts, "intermediate_size": f.integer("moe_intermediate_size"),
             "layer_period": step, "layer_offset": step - 1,
@@ -316,6 +408,10 @@ def _mha_width(attention: dict, hidden: int, family: str) -> None:
     """GPT-2, GPT-NeoX, OPT, BERT and old Falcon size their projections by hidden_size."""
     if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden:
         raise _Skip(f"{family} projections are hidden_size wide, but heads x head_dim differs from it")
+
+
+def _gated(f: _Fields) -> dict:
+    return {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
 
 
 def _plain(inner: int, bias: bool) -> dict:
@@ -425,10 +521,12 @@ def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
         "linear_conv_kernel_dim"))
     mixer = (hidden * (2 * nk * dk + 2 * nv * dv) + hidden * 2 * nv + (2 * nk * dk + nv * dv) * kernel
              + 2 * nv + dv + nv * dv * hidden)
-    interval = f.integer("full_attention_interval")
     types = f.data.get("layer_types")
-    full = (sum(1 for t in types if t == "full_attention") if isinstance(types, list)
-            else sum(1 for i in range(count) if (i + 1) % interval == 0))
+    if isinstance(types, list):
+        full = sum(1 for t in types if t == "full_attention")
+    else:
+        interval = f.integer("full_attention_interval")
+        full = sum(1 for i in range(count) if (i + 1) % interval == 0)
     gated = f.model_type == "qwen3_next" or f.flag("attn_output_gate")
     gate = full * hidden * attention["heads"] * attention["head_dim"] if gated else 0
     vision = _qwen_vision(f, hidden, notes) if f.outer is not f.data and f.outer.get("vision_config") else 0
@@ -461,8 +559,9 @@ def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     if missing:
         raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
     h, inner, depth, patch, temporal, channels, positions, merge, out = (v[k] for k in keys)
-    if out != text_hidden:
-        raise _Skip(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size {text_hidden}")
+    if out != text_hidden:  # transformers builds the merger out_hidden_size wide all the same (class defaults do)
+        notes.append(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size "
+                     f"{text_hidden}: the merger is counted {out} wide, as transformers builds it")
     wide = h * merge * merge
     tower = (channels * temporal * patch * patch * h + h + positions * h
              + depth * (2 * 2 * h + h * 3 * h + 3 * h + h * h + h + h * inner + inner + inner * h + h)
@@ -535,14 +634,14 @@ def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: in
 
 def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
-    up and down), one RMSNorm before each, a final norm, the head untied by default. Layers of experts (E)
-    are relu2 MLPs too, which the schema's gated experts cannot state: such configs are not counted."""
+    up and down, E a mixture of experts), one RMSNorm before each, a final norm, the head untied by default.
+    An E layer (transformers' NemotronHMoE): n_routed_experts relu2 experts of up and down
+    (moe_intermediate_size), a float32 router n_routed_experts x hidden with its e_score_correction_bias
+    buffer, one relu2 shared MLP of moe_shared_expert_intermediate_size, no gate on it. A latent projection
+    (moe_latent_size) is not counted: such configs are left out."""
     pattern = f.data.get("hybrid_override_pattern")
     if not isinstance(pattern, str):
         raise _Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
-    if "E" in pattern:
-        raise _Skip("Nemotron-H's experts (E layers) are relu2 MLPs of up and down, not the gated experts the "
-                    "weights schema states")
     if f.flag("use_bias") or f.flag("mamba_proj_bias"):
         raise _Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
     if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
@@ -551,11 +650,27 @@ def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
                           f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
                           f.flag("use_conv_bias"))
     bias = f.flag("attention_bias")
+    mlp_bias = f.flag("mlp_bias")
     block = _base(f, "rms", 1)
-    kinds = {"M": "mamba2", "-": "ffn"}
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), f.flag("mlp_bias")),
-                 mlp_kinds=["ffn"] if "-" in pattern else [],
+    kinds = {"M": "mamba2", "-": "ffn", "E": "ffn"}
+    block.update(qkv_bias=bias, output_bias=bias,
+                 mlp=_plain(f.integer("intermediate_size"), mlp_bias) if "-" in pattern else None,
+                 mlp_kinds=["ffn"] if set(pattern) & {"-", "E"} else [],
                  mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
+    if "E" in pattern:
+        if f.data.get("moe_latent_size") is not None:
+            raise _Skip("moe_latent_size: the experts' latent projections are not counted")
+        if mlp_bias:
+            raise _Skip("mlp_bias true with experts: the experts' weights have no biases but the shared MLP's do")
+        shared = f.integer("n_shared_experts", least=0)
+        if shared != 1:
+            raise _Skip(f"n_shared_experts {shared}: transformers builds one shared MLP whatever it says")
+        block["moe"] = {
+            "experts": f.integer("n_routed_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
+            "intermediate_size": f.integer("moe_intermediate_size"), "expert_kind": "plain",
+            "shared_experts": 1, "shared_intermediate_size": f.integer("moe_shared_expert_intermediate_size"),
+            "router_bias": True, "layer_indices": [i for i, c in enumerate(pattern) if c == "E"],
+        }
     return block
 
 
@@ -594,9 +709,181 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
     return block
 
 
+def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """ChatGLM2/3 (THUDM's remote code, modeling_chatglm.py): word_embeddings padded_vocab_size x hidden and
+    a separate output_layer; per GLMBlock two norms (RMSNorm when rmsnorm), query_key_value hidden x
+    (heads + 2 groups) x kv_channels (a bias when add_qkv_bias or add_bias_linear), dense, and a SwiGLU MLP
+    dense_h_to_4h hidden x 2 ffn_hidden_size and dense_4h_to_h (biases when add_bias_linear); final_layernorm
+    when post_layer_norm. RotaryEmbedding registers inv_freq as a persistent buffer: rotary_dim // 2 wide
+    (rotary_dim = kv_channels), so ceil(kv_channels / 4) values that the checkpoint stores."""
+    if attention["kind"] == "mla":
+        raise _Skip("ChatGLM attention that is MLA")
+    if f.data.get("pre_seq_len") is not None:
+        raise _Skip("pre_seq_len: the P-tuning prefix encoder is not counted")
+    if not f.present("padded_vocab_size"):
+        raise _Skip("no padded_vocab_size in config.json (ChatGLM sizes its embedding by it)")
+    bias = f.flag("add_bias_linear")
+    rotary = f.integer("kv_channels") // 2
+    inv_freq = (rotary + 1) // 2
+    block = {
+        "vocab_size": f.integer("padded_vocab_size"), "tied_embeddings": False,
+        "norm": "rms" if f.flag("rmsnorm") else "layer", "norms_per_layer": 2, "final_norm": f.flag("post_layer_norm"),
+        "qkv_bias": bias or f.flag("add_qkv_bias"), "output_bias": bias,
+        "mlp": {"kind": "gated", "intermediate_size": f.integer("ffn_hidden_size"), "bias": bias},
+        "extra_parameters": inv_freq,
+    }
+    notes.append(f"inferred: extra_parameters {inv_freq}: the rotary inv_freq buffer ChatGLM's checkpoint stores "
+                 f"(kv_channels {rotary * 2} / 4)")
+    return block
+
+
+def _starcoder2(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """StarCoder2: two LayerNorms per layer and a final one, q/k/v/o and a plain MLP (c_fc, c_proj), every
+    bias switched by use_bias; the head tied by default."""
+    if attention["kind"] == "mla":
+        raise _Skip("StarCoder2 attention that is MLA")
+    bias = f.flag("use_bias")
+    block = _base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), bias))
+    return block
+
+
+def _stablelm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """StableLM: LayerNorms (one per layer with use_parallel_residual, else two) and a final one, q/k/v biases
+    when use_qkv_bias, o_proj hidden x hidden without one, a gated MLP without biases; per-head q/k LayerNorms
+    (qk_layernorm) are not counted."""
+    _mha_width(attention, hidden, "StableLM")
+    if f.flag("qk_layernorm"):
+        raise _Skip("qk_layernorm true: StableLM's per-head q and k LayerNorms are not counted")
+    block = _base(f, "layer", 1 if f.flag("use_parallel_residual") else 2)
+    block.update(qkv_bias=f.flag("use_qkv_bias"), mlp=_gated(f))
+    return block
+
+
+def _phi(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Phi-1/1.5/2: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v and dense
+    with biases, a plain MLP fc1/fc2 with biases, an untied lm_head with a bias (vocab_size more, in
+    extra_parameters); q/k LayerNorms (qk_layernorm) are not counted."""
+    if attention["kind"] == "mla":
+        raise _Skip("Phi attention that is MLA")
+    if f.flag("qk_layernorm"):
+        raise _Skip("qk_layernorm true: Phi's q and k LayerNorms are not counted")
+    block = _base(f, "layer", 1)
+    block.update(qkv_bias=True, output_bias=True, mlp=_plain(f.integer("intermediate_size"), True))
+    if block["tied_embeddings"]:
+        raise _Skip("tie_word_embeddings true: Phi's lm_head bias beside a tied weight is not counted")
+    block["extra_parameters"] = block["vocab_size"]
+    notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
+    return block
+
+
+def _cohere(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Cohere (Command-R) and Cohere2: one CohereLayerNorm per layer (attention and MLP in parallel) and a
+    final one, each a weight without a bias; q/k/v/o biases when attention_bias; a gated MLP without biases;
+    the head tied by default. Cohere's use_qk_norm adds q and k norms of heads x head_dim and
+    kv_heads x head_dim."""
+    if attention["kind"] == "mla":
+        raise _Skip("Cohere attention that is MLA")
+    bias = f.flag("attention_bias")
+    block = _base(f, "rms", 1)  # a LayerNorm with a weight alone counts as an RMSNorm does
+    block.update(qkv_bias=bias, output_bias=bias, mlp=_gated(f))
+    if f.model_type == "cohere" and f.flag("use_qk_norm"):
+        block.update(qk_norm=True, qk_norm_width="heads")
+    return block
+
+
+def _llama4(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Llama 4 (transformers' Llama4ForConditionalGeneration, the whole checkpoint): two RMSNorms per layer,
+    q/k/v/o with biases when attention_bias (the q/k norm is a weightless L2 norm), on moe_layers (every
+    interleave_moe_layer_step-th layer when not listed) num_local_experts gated experts of intermediate_size
+    with a router without a bias and one gated shared expert of intermediate_size, elsewhere a gated MLP of
+    intermediate_size_mlp; the vision encoder, its pixel-shuffle MLP and the projector (_llama4_vision)."""
+    if attention["kind"] == "mla":
+        raise _Skip("Llama 4 attention that is MLA")
+    bias = f.flag("attention_bias")
+    inner = f.integer("intermediate_size")
+    moe = {"experts": f.integer("num_local_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": inner, "shared_experts": 1, "shared_intermediate_size": inner}
+    listed = f.data.get("moe_layers")
+    if listed is not None:
+        if not isinstance(listed, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count
+                                               for i in listed):
+            raise _Skip(f"moe_layers {json.dumps(listed)[:60]} is not a list of layer numbers below {count}")
+        moe["layer_indices"] = sorted(set(listed))
+    else:
+        step = f.integer("interleave_moe_layer_step")
+        moe.update(layer_period=step, layer_offset=step - 1)  # Llama4TextConfig: range(step - 1, layers, step)
+    every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
+    block = _base(f, "rms", 2)
+    block.update(qkv_bias=bias, output_bias=bias, moe=moe,
+                 mlp=None if every else {"kind": "gated", "intermediate_size": f.integer("intermediate_size_mlp")})
+    if f.outer is not f.data and f.outer.get("vision_config"):
+        block["extra_parameters"] = _llama4_vision(f, hidden, notes)
+    return block
+
+
+def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+    """Llama 4's vision encoder (Llama4VisionModel) and projector, as transformers builds them: a patch
+    linear (channels x patch^2 -> hidden, no bias), a class embedding, (image / patch)^2 + 1 learned positions,
+    LayerNorms before and after, per layer q/k/v/o with biases, an MLP fc1/fc2 with biases and two LayerNorms;
+    the pixel-shuffle MLP fc1 intermediate_size -> projector_input_dim and fc2 projector_output_dim square,
+    without biases; the projector vision_output_dim -> the text hidden size, without a bias."""
+    v = f.outer["vision_config"]
+    if not isinstance(v, dict):
+        raise _Skip("vision_config is not a JSON object")
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size",
+            "projector_input_dim", "projector_output_dim", "vision_output_dim")
+    missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, layers, image, patch, proj_in, proj_out, out = (v[k] for k in keys)
+    channels = v.get("num_channels", 3)
+    encoder = (channels * patch * patch * h + h + ((image // patch) ** 2 + 1) * h + 2 * 2 * h
+               + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h))
+    adapter = inner * proj_in + proj_out * proj_out
+    projector = out * text_hidden
+    notes.append(f"inferred: extra_parameters {encoder + adapter + projector} = vision encoder {encoder} (hidden {h}, "
+                 f"{layers} layers, MLP {inner}, {image}px in {patch}px patches) + pixel-shuffle MLP {adapter} + "
+                 f"projector {projector}, which the checkpoint holds beside the language model")
+    return encoder + adapter + projector
+
+
+def _gptj(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """GPT-J and CodeGen: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v (fused
+    in CodeGen) and out_proj without biases, a plain MLP fc_in/fc_out with biases (n_inner, or 4 x n_embd),
+    an untied lm_head with a bias (vocab_size more, in extra_parameters)."""
+    _mha_width(attention, hidden, "GPT-J")
+    inner = f.integer("n_inner") if f.present("n_inner") else 4 * hidden
+    if not f.present("n_inner"):
+        notes.append(f"inferred: MLP width 4 x n_embd = {inner} (n_inner is null)")
+    block = _base(f, "layer", 1)
+    if block["tied_embeddings"]:
+        raise _Skip("tie_word_embeddings true: the lm_head's bias beside a tied weight is not counted")
+    block.update(mlp=_plain(inner, True), extra_parameters=block["vocab_size"])
+    notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
+    return block
+
+
+def _gpt_neo(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """GPT-Neo: learned positions, two LayerNorms per layer and a final one, q/k/v without biases and out_proj
+    with one, a plain MLP c_fc/c_proj with biases (intermediate_size, or 4 x hidden_size); tied by default."""
+    _mha_width(attention, hidden, "GPT-Neo")
+    inner = f.integer("intermediate_size") if f.present("intermediate_size") else 4 * hidden
+    if not f.present("intermediate_size"):
+        notes.append(f"inferred: MLP width 4 x hidden_size = {inner} (intermediate_size is null)")
+    block = _base(f, "layer", 2)
+    block.update(position_embeddings=f.integer("max_position_embeddings"), output_bias=True, mlp=_plain(inner, True))
+    return block
+
+
 BUILDERS = {
+    "gptj": _gptj, "codegen": _gptj, "gpt_neo": _gpt_neo,
+    "llama4_text": _llama4, "llama4": _llama4,
+    "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
+    "gpt_bigcode": _gpt2,
+    "chatglm": _chatglm,
     "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
-    "qwen3_5_text": _qwen3_next, "jamba": _jamba,
+    "qwen3_5_text": _qwen3_next, "qwen3_5_moe_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,

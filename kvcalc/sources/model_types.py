@@ -41,6 +41,8 @@ CHECKED_TYPES = frozenset({
     "deepseek_v32", "nemotron_h", "nemotron-nas", "mimo_v2",
     # issue 19: Qwen3.5's Gated DeltaNet state in the dtype its mamba_ssm_dtype names; pure state-space models
     "qwen3_5", "qwen3_5_text", "falcon_mamba", "mamba",
+    # issue 19b: layers holding K/V and a Mamba2 state (transcribed fields, tests/test_hf_config_parallel_hybrids.py)
+    "falcon_h1", "zamba2",
 }) | FALCON_TYPES | CHECKED_ENCODERS
 
 # Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
@@ -99,8 +101,6 @@ REFUSED: dict[str, str] = {
     "inkling2_text": "hybrid layers that hold attention K/V and convolution states together (hybrid, hybrid_sliding)",
     "inkling2_loop_text": "hybrid layers that hold attention K/V and convolution states together, run in loops",
     "zaya": "hybrid layers that hold a Mamba state and a KV cache together",
-    "zamba2": "shared attention blocks inside Mamba2 layers (hybrid): one layer holds a Mamba state and a KV cache",
-    "falcon_h1": "attention and a Mamba2 mixer in parallel in every layer: each holds a KV cache and a state",
     "minimax": "lightning (linear) attention layers whose recurrent state kvcalc does not size",
     "kimi_linear": "Kimi Delta Attention layers (linear_num_heads, linear_head_dim, short convolutions) whose "
                    "recurrent state kvcalc does not size",

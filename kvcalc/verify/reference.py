@@ -374,7 +374,12 @@ STATE_DTYPE_CONVENTIONS = {
                   "unless --mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
     "jamba": "transformers keeps the Mamba state in float32; vLLM keeps the model dtype unless "
              "--mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
+    "falcon_h1": "transformers' Falcon-H1 mixer keeps its recurrent state in float32; vLLM keeps the model dtype "
+                 "unless --mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
+    "zamba2": "transformers' Zamba2 mixer keeps its recurrent state in float32; vLLM keeps the model dtype "
+              "unless --mamba-ssm-cache-dtype says otherwise (default auto), as kvcalc counts",
 }
+KV_ATTRS = ("keys", "values")  # a transformers cache layer's K and V; the rest of a hybrid layer is its state
 
 
 def _explain(spec, model_type, name, kind, layers, mine, parts, context, batch, dtype, mla_layout):
@@ -400,6 +405,8 @@ def _explain(spec, model_type, name, kind, layers, mine, parts, context, batch, 
                              "a convention kvcalc knows: check the config's state dtype field"), False
         return None, (f"transformers holds {elements:,} state elements ({_attrs(parts)}), kvcalc counts "
                 f"{mine_elements:,}"), False
+    if getattr(kind, "state", None) is not None:
+        return _explain_hybrid(model_type, kind.state, layers, mine, parts, batch, spec.dtype)
     attention = spec.attention_of(name)
     bits = DTYPE_BITS[dtype]
     spans = [(min(context, getattr(kind, "span", context)), None, None)]
@@ -458,6 +465,26 @@ def _explain_indexer(indexer, group, mine, parts, batch, dtype):
             "scales, see the estimate's conventions)"), True
     why = f"no known convention gives transformers' {measured:,} indexer bytes ({_attrs(parts)}); kvcalc: {mine:,}"
     return None, why, False
+
+
+def _explain_hybrid(model_type, state, layers, mine, parts, batch, dtype):
+    """A layer holding K/V and a Mamba state (Falcon-H1, Zamba2): equal K/V bytes and equal state
+    elements, with the state in another dtype, is explained where the family's convention is known.
+    ``dtype`` is the model's, which the estimate keeps a state without its own dtype in."""
+    state_mine = -(-state.bits(dtype) * layers * batch // 8)
+    kv_parts = [p for p in parts if p.attr in KV_ATTRS]
+    state_parts = [p for p in parts if p.attr not in KV_ATTRS]
+    kv_same = sum(p.bytes for p in kv_parts) == mine - state_mine
+    state_elements = state.state_elements * layers * batch
+    if kv_same and sum(p.elements for p in state_parts) == state_elements:
+        reason = _dtype_reason(state_parts, state.state_dtype or dtype, state_elements, "state")
+        convention = STATE_DTYPE_CONVENTIONS.get(model_type)
+        if convention:
+            return "dtype", f"{reason} ({convention})", True
+        return "dtype", (f"{reason}; which dtype an engine keeps for model_type {model_type or '(none)'} is not a "
+                         "convention kvcalc knows"), False
+    return None, (f"transformers holds {_attrs(parts)}; kvcalc counts {mine - state_mine:,} B of K/V and "
+                  f"{state_elements:,} state elements"), False
 
 
 def _dtype_reason(parts, dtype: str, elements: int, what: str) -> str:
