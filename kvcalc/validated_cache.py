@@ -26,21 +26,29 @@ _dirty: set[str] = set()
 
 def cached(kind: str, key: str, data: bytes, build, stamp_modules: tuple[str, ...]):
     """``build()``'s object for the file ``key`` (its path) whose bytes are ``data``: from the
-    cache when these very bytes were built before under the same code, else built now and kept."""
+    cache when these very bytes were built before under the same code, else built now and kept
+    (in memory for this run always; on disk unless the cache is off). A file rewritten within one
+    run is built afresh: its bytes differ."""
     entries = _entries(kind, stamp_modules)
-    if entries is None:
-        return build()
     found = entries.get(key)
     if isinstance(found, tuple) and len(found) == 2 and found[0] == data:
         return found[1]
     value = build()
     entries[key] = (data, value)
-    if not _dirty:
-        import atexit
+    if kind in _paths:  # a cache on disk: written once, as the run ends
+        if not _dirty:
+            import atexit
 
-        atexit.register(_save_all)
-    _dirty.add(kind)
+            atexit.register(_save_all)
+        _dirty.add(kind)
     return value
+
+
+def forget() -> None:
+    """Drop this run's entries (the files on disk stay): the next load of each file builds again."""
+    _caches.clear()
+    _paths.clear()
+    _dirty.clear()
 
 
 def cache_dir() -> Path | None:
@@ -51,12 +59,15 @@ def cache_dir() -> Path | None:
     return Path(base) / "kvcalc"
 
 
-def _entries(kind: str, stamp_modules: tuple[str, ...]) -> dict | None:
+def _entries(kind: str, stamp_modules: tuple[str, ...]) -> dict:
+    """This run's entries: loaded from disk once, or empty (and kept in memory only) when the
+    cache is off or cannot be named."""
     if kind in _caches:
         return _caches[kind]
     path = _path(kind, stamp_modules)
     if path is None:
-        return None
+        _caches[kind] = {}
+        return _caches[kind]
     entries = {}
     try:
         stat = path.stat()

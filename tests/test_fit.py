@@ -313,9 +313,7 @@ def test_user_gpu_catalog_adds_entries(runner, kvcalc_app, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["gpu_memory_bytes"] == 10**9
     extra.write_text("gpus:\n  bad:\n    name: x\n    memory_bytes: 1.5e9\n    memory_source: y\n")
-    from kvcalc.capacity import gpus
 
-    gpus._load.cache_clear()
     result = run(runner, kvcalc_app, "gpt2", "--gpu", "bad", "--gpu-catalog", str(extra))
     assert result.exit_code == 1 and "memory_bytes" in result.stderr
 
@@ -600,7 +598,6 @@ def test_a_float32_checkpoint_is_counted_as_served_in_bf16(runner, kvcalc_app, t
 
 
 def test_gpu_catalog_refuses_duplicate_keys_and_clashing_aliases(runner, kvcalc_app, tmp_path):
-    from kvcalc.capacity import gpus
 
     twice = tmp_path / "twice.yaml"
     twice.write_text("gpus:\n  card:\n    name: a\n    memory_bytes: 1000\n    memory_source: x\n"
@@ -610,7 +607,6 @@ def test_gpu_catalog_refuses_duplicate_keys_and_clashing_aliases(runner, kvcalc_
     clash = tmp_path / "clash.yaml"
     clash.write_text("gpus:\n  mine:\n    name: a\n    aliases: [h100]\n    memory_bytes: 1000\n"
                      "    memory_source: x\n")
-    gpus._load.cache_clear()
     result = run(runner, kvcalc_app, "gpt2", "--gpu", "mine", "--gpu-catalog", str(clash))
     assert result.exit_code == 1 and "'h100' names both" in result.stderr
 

@@ -131,3 +131,17 @@ def test_the_gpu_catalog_is_cached_too(tmp_path):
     warm = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
     assert json.loads(warm) == json.loads(cold)
     assert any(gpu["key"] == "h100-sxm" and gpu["memory_bytes"] == 85_045_477_376 for gpu in json.loads(warm))
+
+
+def test_a_file_rewritten_within_one_run_is_read_afresh(tmp_path):
+    """The Python API in a long-lived process: the same path, new bytes, a new spec (the run's
+    entries are kept by path and compared byte for byte, never trusted by path alone)."""
+    from kvcalc.estimate import estimate
+    from kvcalc.sources.presets import load_named
+
+    path = tmp_path / "llama-3-8b.yaml"
+    text = (PRESETS / "llama-3-8b.yaml").read_text()
+    path.write_text(text)
+    assert estimate(load_named(path), context=8192).bytes_per_token == 2 * 32 * 8 * 128 * 2
+    path.write_text(text.replace("count: 32", "count: 16", 1))
+    assert estimate(load_named(path), context=8192).bytes_per_token == 2 * 16 * 8 * 128 * 2

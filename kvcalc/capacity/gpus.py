@@ -8,7 +8,6 @@ override entries with their own YAML files of the same shape (``--gpu-catalog FI
 from __future__ import annotations
 
 import re
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,7 +47,6 @@ def normalize(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip().lower())
 
 
-@cache
 def _load(path: Path) -> dict[str, GPU]:
     from kvcalc.readers import read_text
     from kvcalc.validated_cache import cached

@@ -77,9 +77,9 @@ def load_named(path: Path) -> ModelSpec:
     return spec
 
 
-@cache
 def load_file(path: Path) -> ModelSpec:
-    """Parse and validate one preset YAML; errors name the file and the dotted field."""
+    """Parse and validate one preset YAML; errors name the file and the dotted field. Each
+    file's bytes are validated once per run (and kept between runs): validated_cache.py."""
     from kvcalc.readers import load_yaml, read_text
     from kvcalc.validated_cache import cached
 
