@@ -370,8 +370,7 @@ def tiny(tmp_path):
     return path
 
 
-@needs_torch  # verify says how to get torch (exit 1) before it reads its layout options
-def test_verify_dp_bad_input_exits_2(runner, kvcalc_app):
+def test_verify_dp_bad_input_exits_2(runner, kvcalc_app):  # a usage error first, with or without torch
     out = runner.invoke(kvcalc_app, ["verify", "llama-3-8b", "--engine", "sglang", "--tp", "4", "--dp", "3"])
     assert out.exit_code == 2 and "must divide --tp 4" in " ".join(out.stderr.split())
 

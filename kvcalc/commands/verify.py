@@ -95,13 +95,7 @@ def verify_cmd(
         _verify_reference(model, context, batch, kv_dtype, mla_layout or "latent", json_out,
                           preset_dirs_of(preset_dir), revision_of(revision, [model]))
         return
-    try:
-        import torch  # noqa: F401  (the kvcalc[torch] extra)
-    except ImportError:
-        raise KvcalcError(torch_hint("verify")) from None
     from kvcalc.sources.resolve import resolve
-    from kvcalc.verify.report import verdict, verify_lines, verify_table
-    from kvcalc.verify.runner import verify
 
     options = dict(device=device, context=context, batch=batch, cache=cache, kv_dtype=kv_dtype,
                    mla_layout=mla_layout)
@@ -110,19 +104,26 @@ def verify_cmd(
             raise typer.BadParameter("give a MODEL or --all, not both", param_hint="MODEL")
         if tp is not None or pp is not None or dp is not None or dcp is not None or engine is not None:
             raise typer.BadParameter("--all verifies on one device; give a MODEL with --tp/--pp", param_hint="--all")
+        _need_torch()
         _verify_all(preset_dirs_of(preset_dir), layers, json_out, options)
         return
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
     if tp is not None or pp is not None or dp is not None or dcp is not None:
         spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
-        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out,
-                   {**options, "dp": dp or 1, "dcp": dcp or 1})
+        shape = {**options, "dp": dp or 1, "dcp": dcp or 1}
+        _check_tp_shape(spec, tp or 1, pp or 1, engine or "vllm", layers, shape)  # a usage error first, torch or not
+        _need_torch()
+        _verify_tp(spec, tp or 1, pp or 1, engine or "vllm", layers, json_out, shape)
         return
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
                                  param_hint="--engine")
     spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    _need_torch()
+    from kvcalc.verify.report import verdict, verify_lines, verify_table
+    from kvcalc.verify.runner import verify
+
     result = verify(spec, layers=layers, **options)
     if json_out:
         print_json(result.to_dict())
@@ -160,6 +161,25 @@ def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dir
         out.print(Text(reference_verdict(result), style="bold green" if result.ok else "bold red"))
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401  (the kvcalc[torch] extra)
+    except ImportError:
+        raise KvcalcError(torch_hint("verify")) from None
+
+
+def _check_tp_shape(spec, tp: int, pp: int, engine: str, layers: int | None, options: dict) -> None:
+    """The --tp/--pp/--dp/--dcp rules (torch-free): exit 2 before anything needs torch."""
+    from kvcalc.capacity.fit import FitUsageError
+    from kvcalc.verify.tp_plan import make_tp_plan
+
+    plan = {k: options[k] for k in ("context", "batch", "cache", "kv_dtype", "mla_layout", "dp", "dcp")}
+    try:
+        make_tp_plan(spec, tp=tp, pp=pp, engine=engine, layers=layers, **plan)
+    except FitUsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp/--dcp") from None
 
 
 def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out: bool, options: dict) -> None:
