@@ -171,7 +171,8 @@ def estimate_summary(result: Estimate) -> str:
         lines.append(f"of which sparse-attention indexer keys: {sized(indexer)} (in the KV total)")
     if result.state_bytes:
         lines.append(
-            f"Constant state of no-KV layers: {sized(result.state_bytes)} (not in the KV total)"
+            f"Constant state per sequence (state layers, and attention layers that also keep one): "
+            f"{sized(result.state_bytes)} (not in the KV total)"
         )
     lines.extend(f"note: {c}" for c in result.conventions)
     return "\n".join(lines)

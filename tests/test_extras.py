@@ -222,3 +222,12 @@ def test_multi_module_mtp_keeps_lookahead_in_sliding_windows(runner, kvcalc_app)
     assert sliding_pages("--mtp", "1") == cdiv(128 - 1 + 0 + 4096, 16) + 1 == 265
     assert sliding_pages("--mtp", "3") == cdiv(128 - 1 + 2 + 4096, 16) + 1 == 266
     assert sliding_pages("--mtp", "3", "--num-speculative-tokens", "1") == 265  # min(3, 1) = 1: one module's worth
+
+
+def test_lora_on_the_mlp_counts_only_layers_that_have_one():
+    """Nemotron-H-8B: 52 layers, of which 24 are MLP-only ('ffn', 4096 -> 21504, relu2: up and down),
+    24 Mamba and 4 attention (weights.mlp_kinds). Rank 16 on up and down: 24 x 16 x (4096 + 21504) each."""
+    from kvcalc.capacity.extras import lora_parameters
+
+    spec = kvcalc.load_preset("nemotron-h-8b-base-8k")
+    assert lora_parameters(spec, 16, ("up", "down")) == 2 * 24 * 16 * (4096 + 21504)

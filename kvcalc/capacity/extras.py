@@ -55,8 +55,9 @@ def lora_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[str, i
     if mlp_targets:
         if w is None:
             raise ExtrasError(f"{spec.name}: LoRA on the MLP needs its width (no weights block)")
-        dense = [i for i in range(len(order)) if w.moe is None or not w.moe.is_moe_layer(i)]
-        if w.moe is not None and len(dense) < len(order):
+        with_mlp = [i for i in range(len(order)) if w.mlp_kinds is None or order[i] in w.mlp_kinds]  # not Mamba's
+        dense = [i for i in with_mlp if w.moe is None or not w.moe.is_moe_layer(i)]
+        if w.moe is not None and len(dense) < len(with_mlp):
             if not dense:
                 raise ExtrasError(f"{spec.name}: every layer is mixture-of-experts; LoRA on experts is not "
                                   "modelled (target q,k,v,o)")
