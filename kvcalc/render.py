@@ -139,12 +139,12 @@ def estimate_table(result: Estimate, attention: str = "") -> Grid:
     tokens = f"{result.context:,} token" + ("s" if result.context != 1 else "")
     title = f"{result.model} · {tokens} · batch {result.batch} · {result.kv_dtype}{layout}"
     rows: list = []
-    states = any(g.kind == "none" for g in result.groups)
+    states = any(g.kind == "none" or g.state_bytes for g in result.groups)  # hybrid layers keep one too
     for g in result.groups:
         row = [g.name, _kind_label(g), g.layers, f"{g.tokens:,}", f"{g.bytes_per_token:,}", format_bytes(g.bytes),
                f"{g.bytes:,}"]
         if states:  # a constant state is not KV: its own column, so each column adds up to its total
-            row.append(f"{g.state_bytes:,}" if g.kind == "none" else "")
+            row.append(f"{g.state_bytes:,}" if g.kind == "none" or g.state_bytes else "")
         rows.append(row)
     rows.append(RULE)
     total = [
@@ -171,7 +171,8 @@ def estimate_summary(result: Estimate) -> str:
         lines.append(f"of which sparse-attention indexer keys: {sized(indexer)} (in the KV total)")
     if result.state_bytes:
         lines.append(
-            f"Constant state per sequence (state layers, and attention layers that also keep one): "
+            f"Constant state (state layers, and attention layers that also keep one), "
+            f"{'for the batch of ' + str(result.batch) if result.batch > 1 else 'per sequence'}: "
             f"{sized(result.state_bytes)} (not in the KV total)"
         )
     lines.extend(f"note: {c}" for c in result.conventions)

@@ -91,3 +91,28 @@ def test_the_weights_note_names_the_engine_that_loads_them(runner, kvcalc_app):
     done = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "--gpus", "4", "-c", "8k",
                                       "--engine", "sglang"])
     assert "weights per GPU as SGLang" in done.stdout and "as vLLM loads" not in done.stdout
+
+
+def test_second_review_sglang_host_pool_and_nodes_and_defaults(runner, kvcalc_app):
+    args = ["fit", "llama-3-70b", "--gpu", "h100", "--tp", "4", "-c", "8k", "--engine", "sglang"]
+    small = runner.invoke(kvcalc_app, [*args, "--hicache-ratio", "0.5"])
+    # int(403,495 x 0.5) = 201,747 tokens, whole pages of 1 plus a padding page: 201,748, under the device pool
+    assert small.exit_code == 0 and "201,748 tokens" in small.stdout
+    assert "no larger than the device pool" in small.stdout
+    nodes = runner.invoke(kvcalc_app, ["fit", "llama-3-70b", "--gpu", "h100", "-c", "8k", "--nodes", "2",
+                                       "--gpus-per-node", "4", "--tp", "8", "--engine", "sglang", "--emit", "sglang"])
+    assert nodes.exit_code == 2 and "across nodes for vLLM only" in nodes.stderr
+    graphs = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu", "h100", "-c", "8k", "--engine", "sglang",
+                                        "--cuda-graph-max-bs", "100000"])
+    assert graphs.exit_code == 2 and "default memory fraction" in graphs.stderr
+    assert "--cuda-graph-max-bs" in graphs.stderr
+
+
+def test_estimate_shows_a_hybrid_layers_state_in_its_column():
+    from kvcalc.render import estimate_summary, estimate_table
+
+    spec = kvcalc.load_preset("nemotron-h-8b-base-8k")  # Mamba2 layers keep a state: the column is there
+    result = kvcalc.estimate(spec, context=1024, batch=4)
+    grid = estimate_table(result)
+    assert grid.headers[-1] == "state B"
+    assert "for the batch of 4" in estimate_summary(result)

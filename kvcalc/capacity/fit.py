@@ -220,6 +220,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
                           "states alone is not modelled; kvcalc fits it with vLLM's rules (--engine vllm)")
     gpu_util = engine.default_util(spec, d) if d.gpu_util is None else d.gpu_util
     if not 0 < gpu_util <= 1:
+        if d.gpu_util is None:  # the engine's own default, computed from the GPU and the deployment
+            raise FitUsageError(f"{engine.name}'s default memory fraction comes to {float(gpu_util):.3f} here, "
+                                "outside (0, 1]: its reserve (CUDA-graph batch sizes, chunked prefill, TP) exceeds "
+                                "the GPU; lower --cuda-graph-max-bs or give --gpu-util")
         raise FitUsageError(f"--gpu-util {float(gpu_util)} is outside (0, 1]")
     check_layout(spec, d)
     check_shape(spec, d.attention_tp, d.pp)

@@ -84,7 +84,8 @@ def layer_types(spec: ModelSpec, layers: range, tp: int, engine, kv_dtype: str,
             raise KvcalcError(
                 f"{spec.name}: layer kind {name!r} holds a KV cache and a Mamba state together (Falcon-H1, Zamba2): "
                 "how an engine pages such layers (vLLM registers the attention and the mixer as two layers sharing "
-                "one page size) is not modelled, so fit gives no number; estimate and verify count the bytes")
+                "one page size) is not modelled, so fit gives no number; estimate counts the bytes (verify builds the "
+                "attention part only)")
         else:
             bits = engine.token_bits(spec.attention_of(name), tp, kv_dtype, mla_layout)
             types.append(LayerType(name, kind.type, getattr(kind, "span", None), n, bits, 0))

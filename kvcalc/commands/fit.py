@@ -195,6 +195,10 @@ def fit_cmd(
                       gpus if tp is not None and nodes is None else None, nodes=nodes, gpus_per_node=gpus_per_node,
                       gpu_util=fraction, reserve=reserve, block_size=block_size, max_batched_tokens=max_batched_tokens,
                       kv_dtype=kv_dtype, platform=platform, switches=switches, dp=dp or 1, ep=ep or 1, dcp=dcp or 1)
+    if emit in ("sglang", "trtllm") and nodes is not None and nodes > 1:
+        raise typer.BadParameter(f"kvcalc writes a command across nodes for vLLM only; {emit}'s would need its own "
+                                 "multi-node flags, which kvcalc does not write (--emit vllm, or one node)",
+                                 param_hint="--emit")
     if emit is not None and kv_dtype is not None:
         from kvcalc.capacity.engines.base import nvfp4_gpu_warnings
 

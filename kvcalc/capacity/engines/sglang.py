@@ -230,12 +230,19 @@ class SGLang(Engine):
                 how += "; the size overrides --hicache-ratio, as in SGLang"
             sized = gb * 10**9
         else:
+            if not ask.pool_tokens:
+                return 0, 0, ("SGLang --hicache-ratio sizes the host pool from the device pool, and nothing fits "
+                              "on the GPU here: no host pool to size")
             tokens = int(ask.pool_tokens * float(ask.ratio))  # SGLang multiplies in floating point
             how = (f"SGLang --hicache-ratio {float(ask.ratio):g} x the device pool of {ask.pool_tokens:,} tokens, "
                    "per TP rank")
             sized = 0
         tokens = (tokens // ask.block + 1) * ask.block  # whole pages and one padding page
-        return tokens, sized or tokens * per, how + ", whole pages plus one padding page"
+        how += ", whole pages plus one padding page"
+        if tokens <= ask.pool_tokens:  # pool_host/base.py 237-245: a warning at start-up, not a refusal
+            how += (f"; no larger than the device pool ({ask.pool_tokens:,} tokens), which SGLang warns reduces "
+                    "the host cache's hit rate")
+        return tokens, sized or tokens * per, how
 
     def swa_pool(self, spec) -> bool:
         return spec.model_type in SWA_POOL
