@@ -116,3 +116,12 @@ def test_estimate_shows_a_hybrid_layers_state_in_its_column():
     grid = estimate_table(result)
     assert grid.headers[-1] == "state B"
     assert "for the batch of 4" in estimate_summary(result)
+
+
+def test_what_an_emitted_command_leaves_out_is_said(runner, kvcalc_app):
+    trt = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu", "h100", "-c", "8k", "--engine", "trtllm",
+                                     "--cuda-graph-max-bs", "64", "--emit", "trtllm"])
+    assert trt.exit_code == 0 and "--cuda-graph-max-bs is not written" in trt.stdout
+    disk = runner.invoke(kvcalc_app, ["fit", "llama-3-8b", "--gpu", "h100", "-c", "8k", "--engine", "sglang",
+                                      "--disk-kv", "100GB"])
+    assert disk.exit_code == 0 and "also builds a host pool" in disk.stdout

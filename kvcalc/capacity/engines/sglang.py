@@ -215,9 +215,12 @@ class SGLang(Engine):
         per = ask.bytes_per_token
         if ask.medium == "disk":
             pages = ask.size // (ask.block * per) if per else 0
-            return (pages * ask.block, ask.size,
-                    "SGLang HiCache file storage: per TP rank (an MLA latent shared), files of one page, "
-                    "capped by its max_size")
+            how = ("SGLang HiCache file storage: per TP rank (an MLA latent shared), files of one page, "
+                   "capped by its max_size")
+            if not ask.cpu_size and ask.ratio is None:  # arg_groups/hicache_hook.py 100-125
+                how += ("; HiCache on also builds a host pool (--hicache-ratio 2 by default, or sized from the host's "
+                        "free memory), which kvcalc counts only with --cpu-kv or --hicache-ratio")
+            return pages * ask.block, ask.size, how
         if ask.size:
             gb = ask.size // 10**9  # --hicache-size is an int of GB
             if not gb:

@@ -87,6 +87,9 @@ class TensorRTLLM(Engine):
             yaml_lines.append(f"  host_cache_size: {r.extras['cpu_tier']['bytes']}")
         if r.replicas > 1:
             comments.append(f"TensorRT-LLM has no data-parallel flag: run {r.replicas} replicas of this command")
+        if r.deployment.get("cuda_graph_max_bs"):
+            comments.append("--cuda-graph-max-bs is not written: kvcalc does not model TensorRT-LLM's CUDA-graph "
+                            "settings (its cuda_graph_config); set them in the YAML if you need them")
         x = r.extras
         for asked, what in ((x["lora_bytes_per_gpu"], "LoRA slots (its lora_config)"),
                             (x.get("draft_model_ref") or x.get("draft") or x["mtp_layers"],
