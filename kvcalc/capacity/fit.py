@@ -176,7 +176,7 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
                               replicated=whole, shared=shared_expert_matrices(spec))
     note = None
     if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
-        note = (f"weights per GPU as {d.engine.label.split(' (')[0].split(':')[0]} loads them over TP {d.tp} x "
+        note = (f"weights per GPU as {d.engine.title} loads them over TP {d.tp} x "
                 f"PP {d.pp}: layer matrices split over TP"
                 + (", but MLA's down projections (q_a, kv_a) whole on every GPU" if whole and d.tp > 1 else "")
                 + ", norms, biases and routers whole on every GPU, embedding and head split by rows of a vocabulary "

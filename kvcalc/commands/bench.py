@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
+from kvcalc.commands.common import err, model_of, out, print_json
 from kvcalc.commands.options import (
     BatchOpt,
     ContextOpt,
@@ -70,9 +70,8 @@ def bench_cmd(
 
     from kvcalc.bench.report import bench_lines, bench_table
     from kvcalc.bench.runner import bench
-    from kvcalc.sources.resolve import resolve
 
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     names = None
     if variants is not None:
         from kvcalc.variants import build_variant

@@ -56,6 +56,14 @@ def revision_of(revision: str | None, refs) -> str | None:
     return revision
 
 
+
+def model_of(ref: str, preset_dir, revision: str | None):
+    """A MODEL argument as the user gave it: a preset, a file or folder, or a Hub id at --revision."""
+    from kvcalc.sources.resolve import resolve
+
+    return resolve(ref, preset_dirs_of(preset_dir), revision_of(revision, [ref]))
+
+
 def check_strict(specs, strict: bool) -> None:
     """--strict: a config key on the KV path that kvcalc did not read is an error naming the keys."""
     if not strict:

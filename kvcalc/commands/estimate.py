@@ -6,16 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc.commands.common import (
-    check_strict,
-    layout_for,
-    no_windows_spec,
-    out,
-    preset_dirs_of,
-    print_json,
-    revision_of,
-    warn,
-)
+from kvcalc.commands.common import check_strict, layout_for, model_of, no_windows_spec, out, print_json, warn
 from kvcalc.commands.options import (
     BatchOpt,
     ContextOpt,
@@ -54,9 +45,8 @@ def estimate_cmd(
 ) -> None:
     """The exact KV cache of MODEL at a context and batch, per layer group."""
     from kvcalc.render import attention_label, estimate_summary, estimate_table
-    from kvcalc.sources.resolve import resolve
 
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     check_strict([spec], strict)
     if as_variant is not None:
         spec, layout = _as_variant(spec, as_variant)

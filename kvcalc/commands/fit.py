@@ -11,11 +11,10 @@ from kvcalc.commands.common import (
     check_strict,
     deployment_of,
     memory_of,
+    model_of,
     out,
-    preset_dirs_of,
     print_inferences,
     print_json,
-    revision_of,
     warn,
 )
 from kvcalc.commands.options import (
@@ -142,7 +141,6 @@ def fit_cmd(
     from kvcalc.capacity.nodes import check_nodes, on_nodes
     from kvcalc.render_fit import fit_answers, fit_rows_table, fit_table
     from kvcalc.sources.checkpoint import checkpoint_of
-    from kvcalc.sources.resolve import resolve
 
     fraction = None if gpu_util is None else fraction_opt(gpu_util)
     logged = None
@@ -204,7 +202,7 @@ def fit_cmd(
 
         for why in nvfp4_gpu_warnings(d.engine, emit, d, kv_dtype):  # a command that cannot start is no answer
             raise typer.BadParameter(why, param_hint="--kv-dtype")
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     check_strict([spec], strict)
     warn(spec_warnings(spec, context is not None))
     notes = []
@@ -322,9 +320,8 @@ def _extras(draft, mtp, max_loras, max_lora_rank, lora_targets, shared_prefix, p
         raise typer.BadParameter(f"{engine} takes {', '.join(backends)}", param_hint="--kv-tier-backend")
     draft_spec = None
     if draft is not None:
-        from kvcalc.sources.resolve import resolve
 
-        draft_spec = resolve(draft, preset_dirs_of(preset_dir), revision_of(revision, [draft]))
+        draft_spec = model_of(draft, preset_dir, revision)
     ref = None
     if draft_spec is not None:
         from kvcalc.capacity.launch import model_reference

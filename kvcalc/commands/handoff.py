@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc.commands.common import catalogs_of, out, preset_dirs_of, print_json, revision_of
+from kvcalc.commands.common import catalogs_of, model_of, out, print_json
 from kvcalc.commands.options import (
     BlockSizeOpt,
     ContextOpt,
@@ -49,9 +49,8 @@ def handoff_cmd(
     from kvcalc.capacity import engines
     from kvcalc.capacity.deployment import FitUsageError
     from kvcalc.capacity.handoff import handoff
-    from kvcalc.sources.resolve import resolve
 
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     if spec.is_encoder:
         raise KvcalcError(f"{spec.name} is an encoder: it keeps no KV cache to hand off")
     try:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvcalc.commands.common import bandwidth_of, out, preset_dirs_of, print_inferences, print_json, revision_of, warn
+from kvcalc.commands.common import bandwidth_of, model_of, out, print_inferences, print_json, warn
 from kvcalc.commands.options import (
     BandwidthOpt,
     BatchOpt,
@@ -63,10 +63,9 @@ def variants_cmd(
 ) -> None:
     """MODEL under each attention design: MHA, GQA-n, MQA, MLA latent and expanded."""
     from kvcalc.render import variants_table
-    from kvcalc.sources.resolve import resolve
     from kvcalc.variants import check_groups, compare_variants
 
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     warn(spec_warnings(spec, context is not None))
     if not speed and (gpu is not None or tp is not None or bandwidth is not None):
         raise typer.BadParameter("--gpu, --tp and --bandwidth are for the decode ceiling: add --speed",

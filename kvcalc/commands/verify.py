@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import typer
 from rich.text import Text
 
-from kvcalc.commands.common import err, out, preset_dirs_of, print_json, revision_of
+from kvcalc.commands.common import err, model_of, out, preset_dirs_of, print_json, revision_of
 from kvcalc.commands.options import (
     AllOpt,
     BatchOpt,
@@ -95,7 +95,6 @@ def verify_cmd(
         _verify_reference(model, context, batch, kv_dtype, mla_layout or "latent", json_out,
                           preset_dirs_of(preset_dir), revision_of(revision, [model]))
         return
-    from kvcalc.sources.resolve import resolve
 
     options = dict(device=device, context=context, batch=batch, cache=cache, kv_dtype=kv_dtype,
                    mla_layout=mla_layout)
@@ -110,7 +109,7 @@ def verify_cmd(
     if model is None:
         raise typer.BadParameter("name a MODEL, or --all", param_hint="MODEL")
     if tp is not None or pp is not None or dp is not None or dcp is not None:
-        spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+        spec = model_of(model, preset_dir, revision)
         shape = {**options, "dp": dp or 1, "dcp": dcp or 1}
         _check_tp_shape(spec, tp or 1, pp or 1, engine or "vllm", layers, shape)  # a usage error first, torch or not
         _need_torch()
@@ -119,20 +118,13 @@ def verify_cmd(
     if engine is not None:
         raise typer.BadParameter("--engine picks fit's per-GPU rule: give --tp (or --pp) with it",
                                  param_hint="--engine")
-    spec = resolve(model, preset_dirs_of(preset_dir), revision_of(revision, [model]))
+    spec = model_of(model, preset_dir, revision)
     _need_torch()
     from kvcalc.verify.report import verdict, verify_lines, verify_table
     from kvcalc.verify.runner import verify
 
     result = verify(spec, layers=layers, **options)
-    if json_out:
-        print_json(result.to_dict())
-    else:
-        if not result.encoder:
-            out.print(verify_table(result))
-        for line in verify_lines(result):
-            out.print(line, markup=False, style="dim", soft_wrap=True)
-        out.print(Text(verdict(result), style="bold green" if result.match else "bold red"))
+    _show(result, json_out, verify_table, verify_lines, verdict)
     if not result.match:
         raise typer.Exit(1)
 
@@ -161,6 +153,18 @@ def _verify_reference(model, context, batch, kv_dtype, mla_layout, json_out, dir
         out.print(Text(reference_verdict(result), style="bold green" if result.ok else "bold red"))
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _show(result, json_out: bool, table, lines, verdict) -> None:
+    """A verify result: JSON, or its table (none for an encoder), its lines and the verdict."""
+    if json_out:
+        print_json(result.to_dict())
+        return
+    if not result.encoder:
+        out.print(table(result))
+    for line in lines(result):
+        out.print(line, markup=False, style="dim", soft_wrap=True)
+    out.print(Text(verdict(result), style="bold green" if result.match else "bold red"))
 
 
 def _need_torch() -> None:
@@ -192,14 +196,7 @@ def _verify_tp(spec, tp: int, pp: int, engine: str, layers: int | None, json_out
         result = verify_tp(spec, tp=tp, pp=pp, engine=engine, layers=layers, **options)
     except FitUsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tp/--pp/--dp/--dcp") from None
-    if json_out:
-        print_json(result.to_dict())
-    else:
-        if not result.encoder:
-            out.print(tp_table(result))
-        for line in tp_lines(result):
-            out.print(line, markup=False, style="dim", soft_wrap=True)
-        out.print(Text(tp_verdict(result), style="bold green" if result.match else "bold red"))
+    _show(result, json_out, tp_table, tp_lines, tp_verdict)
     if not result.match and not result.encoder and not result.no_kv_layer:
         raise typer.Exit(1)
 

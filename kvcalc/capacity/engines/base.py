@@ -77,6 +77,11 @@ class Engine:
     windows = True  # sliding and chunked layers charged only their span
     label = ""
 
+    @property
+    def title(self) -> str:
+        """'vLLM 0.33.0', 'SGLang 0.5.23', 'TensorRT-LLM': the label's name part."""
+        return self.label.split(" (")[0].split(":")[0]
+
     # -- the deployment's defaults ------------------------------------------------------------
     def default_util(self, spec, deployment) -> Fraction:
         return Fraction(9, 10)
@@ -173,7 +178,7 @@ class Engine:
     def kv_dtype_warnings(self, deployment, kv_dtype: str, model_dtype: tuple[str, ...]) -> list[str]:
         """A KV dtype this engine does not cache in (besides the model's own, as checkpoint and as
         served: --kv-cache-dtype auto), or cannot run on this GPU, said in one line each."""
-        name = self.label.split(" (")[0].split(":")[0]
+        name = self.title
         if kv_dtype not in self.kv_cache_dtypes and kv_dtype not in model_dtype:
             return [f"{name} has no {kv_dtype} KV cache (its --kv-cache-dtype takes "
                     f"{', '.join(self.kv_cache_dtypes.values())}); counted as {kv_dtype} values without the "
