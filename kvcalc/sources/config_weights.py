@@ -13,10 +13,20 @@ config, the attention it built), so the arrow runs one way.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from kvcalc.sources import weights_encoders, weights_hybrids, weights_llama_like, weights_moe
+from kvcalc.sources.weights_parts import (
+    Decoder,
+    Fields,
+    Skip,
+    base,
+    decoder,
+    gated,
+    mha_width,
+    plain,
+)
 from kvcalc.spec import MoE, Weights
 
 SKIP = "Weights not derived from config.json: "
@@ -74,25 +84,6 @@ DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 DEFAULTS["chatglm"] = {"add_bias_linear": False, "add_qkv_bias": False, "post_layer_norm": True, "rmsnorm": True}
 REMOTE_CODE = frozenset({"RefinedWeb", "RefinedWebModel"})  # Falcon's trust_remote_code configs
 OWNERS = {"chatglm": "ChatGLMConfig's (THUDM's remote code)"}
-
-
-@dataclass(frozen=True)
-class Decoder:
-    """A pre-norm RMSNorm decoder with a gated MLP: which biases, norms and MoE it has."""
-
-    bias: str | None = None  # the field switching q, k, v and o biases on
-    qkv_bias: str | bool = False  # q, k, v biases alone: always (True) or this field
-    out_bias: str | None = None  # o's bias alone (Seed-OSS's attention_out_bias)
-    mlp_bias: str | None = None
-    mlp_kind: str = "gated"  # "plain": up and down only (relu2 MLPs)
-    norms: int = 2
-    qk_norm: bool | str = False  # True: per-head norms; "heads": across all heads; a field name: switched by it
-    experts_key: str = "num_local_experts"  # the expert count of a Mixtral-style MoE
-    router_bias: bool = False  # a Mixtral-style router with a per-expert e_score_correction_bias (MiniMax-M2)
-    final_norm: bool = True  # False: the final norm has no weight (NanoChat's norms are weightless)
-    moe: str | None = None  # "mixtral", "qwen" or "deepseek"
-    shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
-    every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
 
 
 DECODERS = {
@@ -192,45 +183,6 @@ NOT_DERIVED: dict[str, str] = {
 DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
 
-class _Skip(Exception):
-    """No certain count: the message says why."""
-
-
-class _Fields:
-    """Typed reads of the language model's fields; class defaults used are remembered."""
-
-    def __init__(self, data: dict, outer: dict, model_type: str):
-        self.data, self.outer, self.model_type = data, outer, model_type
-        self.defaulted: list[str] = []
-
-    def _get(self, key: str, *, outer: bool = False):
-        for source in (self.data, self.outer) if outer else (self.data,):
-            if source.get(key) is not None:
-                return source[key]
-        defaults = DEFAULTS.get(self.model_type, {})
-        if key not in defaults:
-            raise _Skip(f"no {key} in config.json")
-        value = defaults[key]
-        if f"{key} {json.dumps(value)}" not in self.defaulted:
-            self.defaulted.append(f"{key} {json.dumps(value)}")
-        return value
-
-    def integer(self, key: str, *, least: int = 1) -> int:
-        value = self._get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise _Skip(f"{key} is {json.dumps(value)}, not a whole number >= {least}")
-        return value
-
-    def flag(self, key: str, *, outer: bool = False) -> bool:
-        value = self._get(key, outer=outer)
-        if not isinstance(value, bool):
-            raise _Skip(f"{key} is {json.dumps(value)}, not true or false")
-        return value
-
-    def present(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-
 def weights_block(
     data: dict, outer: dict, model_type: str, attention: dict, count: int, hidden: int | None, notes: list[str]
 ) -> dict | None:
@@ -240,26 +192,26 @@ def weights_block(
     the whole config; ``attention`` and ``count`` are what the config reader already read.
     """
     own: list[str] = []
-    fields = _Fields(data, outer, model_type)
+    fields = Fields(data, outer, model_type, DEFAULTS.get(model_type, {}), DECODERS.get(model_type))
     try:
         if model_type in NOT_DERIVED:
-            raise _Skip(NOT_DERIVED[model_type])
-        build = BUILDERS.get(model_type) or (_decoder if model_type in DECODERS else None)
+            raise Skip(NOT_DERIVED[model_type])
+        build = BUILDERS.get(model_type) or (decoder if model_type in DECODERS else None)
         if build is None:
             known = ", ".join(sorted((set(DECODERS) | set(BUILDERS)) - REMOTE_CODE))
-            raise _Skip(f"model_type {model_type or '(none)'!r} is not one kvcalc counts weights for ({known})")
+            raise Skip(f"model_type {model_type or '(none)'!r} is not one kvcalc counts weights for ({known})")
         if hidden is None:
-            raise _Skip("no hidden_size in config.json")
+            raise Skip("no hidden_size in config.json")
         wrapper = outer.get("model_type") if outer is not data else None
         if wrapper is not None and wrapper not in COUNTED_WRAPPERS:
             others = sorted(k for k, v in outer.items() if k.endswith("_config") and k != "text_config"
                             and isinstance(v, dict))
-            raise _Skip(f"the {wrapper!r} checkpoint wraps the language model with parts kvcalc does not count"
+            raise Skip(f"the {wrapper!r} checkpoint wraps the language model with parts kvcalc does not count"
                         + (f" ({', '.join(others)})" if others else "")
                         + "; counting the language model alone would understate it")
         block = build(fields, attention, count, hidden, own)
         Weights.model_validate(block)
-    except _Skip as exc:
+    except Skip as exc:
         notes.append(SKIP + str(exc))
         return None
     except ValidationError as exc:
@@ -285,165 +237,35 @@ def weights_block(
 # --------------------------------------------------------------------------- RMSNorm decoders
 
 
-def _decoder(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """Llama, Mistral, Qwen, Gemma, Phi-3, DeepSeek: embeddings, RMSNorms, a gated MLP or experts."""
-    family = DECODERS[f.model_type]
-    bias = f.flag(family.bias) if family.bias else False
-    if attention["kind"] == "mla" and bias:
-        raise _Skip("attention_bias true with MLA: which MLA projections carry a bias differs between implementations")
-    qkv_bias = f.flag(family.qkv_bias) if isinstance(family.qkv_bias, str) else family.qkv_bias
-    mlp_bias = f.flag(family.mlp_bias) if family.mlp_bias else False
-    if mlp_bias and family.moe:
-        raise _Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
-    moe, every_layer = _moe(f, count, family, notes)
-    block = _base(f, "rms", family.norms)
-    block["final_norm"] = family.final_norm
-    qk_norm = f.flag(family.qk_norm) if isinstance(family.qk_norm, str) and family.qk_norm != "heads" \
-        else bool(family.qk_norm)
-    out_bias = bias or (f.flag(family.out_bias) if family.out_bias else False)
-    block.update(qk_norm=qk_norm, qkv_bias=bias or qkv_bias, output_bias=out_bias)
-    if family.qk_norm == "heads":
-        block["qk_norm_width"] = "heads"
-    block["mlp"] = None if every_layer else {
-        "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
-    }
-    block["moe"] = moe
-    if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
-        if not isinstance(f.outer["vision_config"], dict):
-            raise _Skip("vision_config is not a JSON object")
-        block["extra_parameters"] = _siglip(f, hidden, notes)
-    return block
-
-
-def _moe(f: _Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dict | None, bool]:
-    """The MoE block and whether every layer is MoE (then there is no dense MLP)."""
-    if family.moe is None:
-        return None, False
-    if family.moe == "mixtral":  # every layer; intermediate_size is each expert's
-        moe = {"experts": f.integer(family.experts_key), "intermediate_size": f.integer("intermediate_size"),
-               "router_bias": family.router_bias}
-    elif family.moe == "qwen":
-        experts = f.integer("num_experts", least=0)
-        only_dense = [] if family.every_layer else f._get("mlp_only_layers")
-        if only_dense:  # a layer list the period/offset schema cannot state in general
-            raise _Skip(f"mlp_only_layers {json.dumps(only_dense)[:60]} makes the MoE layers irregular")
-        if experts == 0:
-            return None, False
-        step = 1 if family.every_layer else f.integer("decoder_sparse_step")
-        moe = {  # transformers: layer i is MoE when (i + 1) % decoder_sparse_step == 0
-            "experts": experts, "intermediate_size": f.integer("moe_intermediate_size"),
-            "layer_period": step, "layer_offset": step - 1,
-        }
-        if family.shared_expert:
-            moe.update(
-                shared_experts=1, shared_intermediate_size=f.integer("shared_expert_intermediate_size"),
-                shared_expert_gate=True,
-            )
-    else:  # DeepSeek: layers >= first_k_dense_replace, every moe_layer_freq-th
-        freq = f.integer("moe_layer_freq")
-        if freq != 1:
-            raise _Skip(
-                f"moe_layer_freq {freq}: DeepSeek's own code makes every {freq}th layer MoE, "
-                "transformers' makes every layer MoE"
-            )
-        method = f.data.get("topk_method")
-        moe = {
-            "experts": f.integer("n_routed_experts"), "intermediate_size": f.integer("moe_intermediate_size"),
-            "shared_experts": f.integer("n_shared_experts", least=0),
-            "shared_intermediate_size": f.integer("moe_intermediate_size"),
-            "first_dense_layers": f.integer("first_k_dense_replace", least=0),
-            # noaux_tc routing keeps e_score_correction_bias beside the router, one per expert
-            "router_bias": method == "noaux_tc" if method is not None else f.model_type != "deepseek_v2",
-        }
-        if method is None and f.model_type != "deepseek_v2":
-            notes.append("inferred: a per-expert e_score_correction_bias (no topk_method; DeepSeek-V3 routing)")
-    moe["experts_per_token"] = f.integer("num_experts_per_tok")
-    every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
-    return moe, every
-
-
-def _siglip(f: _Fields, text_hidden: int, notes: list[str]) -> int:
-    """Gemma 3's SigLIP vision tower and projector, as transformers builds them."""
-    v = f.outer["vision_config"]
-    if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
-        raise _Skip(f"vision_config model_type {v.get('model_type')!r} is not siglip_vision_model")
-    if v.get("vision_use_head") is not False:
-        raise _Skip("vision_config.vision_use_head is not false (SigLIP's pooling head is not counted)")
-    missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
-               if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
-    if missing:
-        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
-    h, inner, layers, image, patch = (
-        v[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
-    )
-    channels = v.get("num_channels", 3)
-    tower = (
-        channels * patch * patch * h + h  # patch conv
-        + (image // patch) ** 2 * h  # learned positions
-        + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h)
-        + 2 * h  # post-layernorm
-    )
-    projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
-    notes.append(
-        f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
-        f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
-        f"{projector}"
-    )
-    return tower + projector
-
-
 # --------------------------------------------------------------------------- LayerNorm models
 
 
-def _base(f: _Fields, norm: str, norms: int) -> dict:
-    return {
-        "vocab_size": f.integer("vocab_size"),
-        "tied_embeddings": f.flag("tie_word_embeddings", outer=True),
-        "norm": norm,
-        "norms_per_layer": norms,
-    }
-
-
-def _mha_width(attention: dict, hidden: int, family: str) -> None:
-    """GPT-2, GPT-NeoX, OPT, BERT and old Falcon size their projections by hidden_size."""
-    if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden:
-        raise _Skip(f"{family} projections are hidden_size wide, but heads x head_dim differs from it")
-
-
-def _gated(f: _Fields) -> dict:
-    return {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
-
-
-def _plain(inner: int, bias: bool) -> dict:
-    return {"kind": "plain", "intermediate_size": inner, "bias": bias}
-
-
-def _gpt2(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    _mha_width(attention, hidden, "GPT-2")
+def _gpt2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    mha_width(attention, hidden, "GPT-2")
     if f.flag("add_cross_attention"):
-        raise _Skip("add_cross_attention true: cross-attention blocks are not counted")
+        raise Skip("add_cross_attention true: cross-attention blocks are not counted")
     inner = f.integer("n_inner") if f.present("n_inner") else 4 * hidden
     if not f.present("n_inner"):
         notes.append(f"inferred: MLP width 4 x n_embd = {inner} (n_inner is null)")
-    block = _base(f, "layer", 2)
+    block = base(f, "layer", 2)
     positions = f.integer("n_positions") if f.present("n_positions") else f.integer("max_position_embeddings")
-    block.update(position_embeddings=positions, qkv_bias=True, output_bias=True, mlp=_plain(inner, True))
+    block.update(position_embeddings=positions, qkv_bias=True, output_bias=True, mlp=plain(inner, True))
     return block
 
 
-def _gpt_neox(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _gpt_neox(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Parallel residual or not, two LayerNorms per layer; embed_out is untied by default."""
-    _mha_width(attention, hidden, "GPT-NeoX")
+    mha_width(attention, hidden, "GPT-NeoX")
     bias = f.flag("attention_bias")
-    block = _base(f, "layer", 2)
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), True))
+    block = base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), True))
     return block
 
 
-def _opt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    _mha_width(attention, hidden, "OPT")
+def _opt(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    mha_width(attention, hidden, "OPT")
     if f.present("word_embed_proj_dim") and f.integer("word_embed_proj_dim") != hidden:
-        raise _Skip(
+        raise Skip(
             f"word_embed_proj_dim {f.data['word_embed_proj_dim']} differs from hidden_size {hidden}: the "
             "embedding is vocab x word_embed_proj_dim with project_in and project_out, which the weights "
             "schema cannot state"
@@ -451,24 +273,24 @@ def _opt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str])
     affine = f.flag("layer_norm_elementwise_affine")
     bias = f.flag("enable_bias")
     final = f.flag("do_layer_norm_before") and not f.flag("_remove_final_layer_norm")
-    block = _base(f, "layer", 2 if affine else 0)
+    block = base(f, "layer", 2 if affine else 0)
     max_positions = f.integer("max_position_embeddings")
     notes.append(f"inferred: {max_positions} + 2 learned positions (OPT offsets position ids by 2)")
     block.update(
         position_embeddings=max_positions + 2, final_norm=final and affine, qkv_bias=bias, output_bias=bias,
-        mlp=_plain(f.integer("ffn_dim"), bias),
+        mlp=plain(f.integer("ffn_dim"), bias),
     )
     return block
 
 
-def _falcon(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _falcon(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Fused query_key_value; one LayerNorm (parallel attention) or two (ln_attn and ln_mlp)."""
     new_arch = f.data.get("new_decoder_architecture")
     new_arch = f.model_type == "RefinedWeb" if new_arch is None else new_arch is True
     if not new_arch:
-        _mha_width(attention, hidden, "old-architecture Falcon")
+        mha_width(attention, hidden, "old-architecture Falcon")
         if attention["kv_heads"] not in (1, attention["heads"]):
-            raise _Skip("num_kv_heads without multi_query or the new architecture: query_key_value stays 3 x hidden")
+            raise Skip("num_kv_heads without multi_query or the new architecture: query_key_value stays 3 x hidden")
     bias = f.flag("bias")
     parallel = f.flag("parallel_attn")
     layer_norms = f.data.get("num_ln_in_parallel_attn")
@@ -478,19 +300,19 @@ def _falcon(f: _Fields, attention: dict, count: int, hidden: int, notes: list[st
     else:
         inner = 4 * hidden
         notes.append(f"inferred: MLP width 4 x hidden_size = {inner} (no ffn_hidden_size)")
-    block = _base(f, "layer", 2 if not parallel or layer_norms == 2 else 1)
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(inner, bias))
+    block = base(f, "layer", 2 if not parallel or layer_norms == 2 else 1)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(inner, bias))
     return block
 
 
-def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _bert(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """BertModel with its pooler: post-norm, an embedding LayerNorm, no head."""
-    _mha_width(attention, hidden, "BERT")
+    mha_width(attention, hidden, "BERT")
     kind = f.data.get("position_embedding_type", "absolute")
     if kind != "absolute":
-        raise _Skip(f"position_embedding_type {kind!r}: relative distance embeddings are not counted")
+        raise Skip(f"position_embedding_type {kind!r}: relative distance embeddings are not counted")
     if f.flag("add_cross_attention"):
-        raise _Skip("add_cross_attention true: cross-attention blocks are not counted")
+        raise Skip("add_cross_attention true: cross-attention blocks are not counted")
     notes.append(
         f"inferred: weights count BertModel with its pooler ({hidden} x {hidden} + {hidden}); "
         "pretraining or task heads are not counted"
@@ -500,11 +322,11 @@ def _bert(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]
         "position_embeddings": f.integer("max_position_embeddings"),
         "token_type_embeddings": f.integer("type_vocab_size"), "embedding_norm": True,
         "norm": "layer", "norms_per_layer": 2, "final_norm": False, "qkv_bias": True, "output_bias": True,
-        "mlp": _plain(f.integer("intermediate_size"), True), "extra_parameters": hidden * hidden + hidden,
+        "mlp": plain(f.integer("intermediate_size"), True), "extra_parameters": hidden * hidden + hidden,
     }
 
 
-def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _qwen3_next(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Qwen3-Next (transformers' Qwen3NextForCausalLM): Qwen3-MoE's decoder, where every layer keeps its MLP
     or experts and two RMSNorms, plus
     - each Gated DeltaNet layer's mixer: in_proj_qkvz hidden x (2 nk dk + 2 nv dv), in_proj_ba hidden x 2 nv,
@@ -513,9 +335,9 @@ def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
     - each full-attention layer's output gate: q_proj is 2 x heads x head_dim wide (queries and the gate), so
       hidden x heads x head_dim more than a plain attention (extra_parameters, said in a note).
     Multi-token-prediction layers (mtp_num_hidden_layers) are not built by transformers and not counted."""
-    block = _decoder(f, attention, count, hidden, notes)
+    block = decoder(f, attention, count, hidden, notes)
     if attention["kind"] == "mla":
-        raise _Skip("Qwen3-Next attention that is MLA")
+        raise Skip("Qwen3-Next attention that is MLA")
     nk, dk, nv, dv, kernel = (f.integer(k) for k in (
         "linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim",
         "linear_conv_kernel_dim"))
@@ -542,7 +364,7 @@ def _qwen3_next(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
     return block
 
 
-def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+def _qwen_vision(f: Fields, text_hidden: int, notes: list[str]) -> int:
     """Qwen3.5's vision tower and merger (transformers' Qwen3_5VisionModel), in the checkpoint beside the
     language model: a patch convolution in_channels x temporal_patch_size x patch_size^2 -> hidden (+ bias),
     learned positions, depth blocks of two LayerNorms, qkv and proj with biases and a plain MLP with biases,
@@ -550,14 +372,14 @@ def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     m the spatial_merge_size). Deepstack mergers are not counted: such a config is refused."""
     v = f.outer["vision_config"]
     if not isinstance(v, dict):
-        raise _Skip("vision_config is not a JSON object")
+        raise Skip("vision_config is not a JSON object")
     if v.get("deepstack_visual_indexes"):
-        raise _Skip("vision_config.deepstack_visual_indexes: deepstack mergers are not counted")
+        raise Skip("vision_config.deepstack_visual_indexes: deepstack mergers are not counted")
     keys = ("hidden_size", "intermediate_size", "depth", "patch_size", "temporal_patch_size", "in_channels",
             "num_position_embeddings", "spatial_merge_size", "out_hidden_size")
     missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
     if missing:
-        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+        raise Skip(f"vision_config has no whole-number {', '.join(missing)}")
     h, inner, depth, patch, temporal, channels, positions, merge, out = (v[k] for k in keys)
     if out != text_hidden:  # transformers builds the merger out_hidden_size wide all the same (class defaults do)
         notes.append(f"vision_config.out_hidden_size {out} differs from the language model's hidden_size "
@@ -572,7 +394,7 @@ def _qwen_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     return tower
 
 
-def _jamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _jamba(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Jamba (transformers' JambaForCausalLM): two RMSNorms per layer, a gated MLP or, every
     expert_layer_period-th layer from expert_layer_offset, gated experts with a router; attention layers
     without biases; each Mamba layer's mixer, with I = mamba_expand x hidden, N mamba_d_state, k mamba_d_conv,
@@ -580,18 +402,18 @@ def _jamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
     I x (R + 2N), dt_proj R x I + I, A_log I x N, D I, out_proj I x hidden, and RMSNorms of R, N and N on
     dt, B and C; mamba_proj_bias adds in_proj's and out_proj's biases."""
     if attention["kind"] == "mla":
-        raise _Skip("Jamba attention that is MLA")
+        raise Skip("Jamba attention that is MLA")
     inner, state, kernel = f.integer("mamba_expand") * hidden, f.integer("mamba_d_state"), f.integer("mamba_d_conv")
     rank = f._get("mamba_dt_rank")
     if rank == "auto":
         rank = -(-hidden // 16)
         notes.append(f"inferred: mamba_dt_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
     elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise _Skip(f"mamba_dt_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+        raise Skip(f"mamba_dt_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
     mixer = (hidden * 2 * inner + inner * kernel + inner * (rank + 2 * state) + rank * inner + inner + inner * state
              + inner + inner * hidden + rank + 2 * state + (inner if f.flag("mamba_conv_bias") else 0)
              + (2 * inner + hidden if f.flag("mamba_proj_bias") else 0))
-    block = _base(f, "rms", 2)
+    block = base(f, "rms", 2)
     block.update(mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")},
                  mixer_parameters={"mamba": mixer})
     experts = f.integer("num_experts")
@@ -603,22 +425,22 @@ def _jamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
     return block
 
 
-def _bloom(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _bloom(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """BLOOM: a LayerNorm on the embeddings, two LayerNorms per layer, fused query_key_value and dense with
     biases, a plain 4 x hidden MLP with biases; the head tied (BloomConfig's default)."""
-    _mha_width(attention, hidden, "BLOOM")
-    block = _base(f, "layer", 2)
-    block.update(embedding_norm=True, qkv_bias=True, output_bias=True, mlp=_plain(4 * hidden, True))
+    mha_width(attention, hidden, "BLOOM")
+    block = base(f, "layer", 2)
+    block.update(embedding_norm=True, qkv_bias=True, output_bias=True, mlp=plain(4 * hidden, True))
     return block
 
 
-def _mpt(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _mpt(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """MPT: fused Wqkv and out_proj, a plain MLP of expansion_ratio x d_model, two LayerNorms per layer
     and a final one; no_bias drops every bias, the norms' too (transformers' MptBlock)."""
-    _mha_width(attention, hidden, "MPT")
+    mha_width(attention, hidden, "MPT")
     bias = not f.flag("no_bias")
-    block = _base(f, "layer" if bias else "rms", 2)  # a bias-free LayerNorm has a weight only, as an RMSNorm
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("expansion_ratio") * hidden, bias))
+    block = base(f, "layer" if bias else "rms", 2)  # a bias-free LayerNorm has a weight only, as an RMSNorm
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("expansion_ratio") * hidden, bias))
     return block
 
 
@@ -632,7 +454,7 @@ def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: in
             + 3 * heads + inner + inner * hidden)
 
 
-def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _nemotron_h(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
     up and down, E a mixture of experts), one RMSNorm before each, a final norm, the head untied by default.
     An E layer (transformers' NemotronHMoE): n_routed_experts relu2 experts of up and down
@@ -641,30 +463,30 @@ def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
     (moe_latent_size) is not counted: such configs are left out."""
     pattern = f.data.get("hybrid_override_pattern")
     if not isinstance(pattern, str):
-        raise _Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
+        raise Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
     if f.flag("use_bias") or f.flag("mamba_proj_bias"):
-        raise _Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
+        raise Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
     if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
-        raise _Skip("Nemotron-H attention that is not dense")
+        raise Skip("Nemotron-H attention that is not dense")
     mixer = _mamba2_mixer(hidden, f.integer("mamba_num_heads"), f.integer("mamba_head_dim"),
                           f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
                           f.flag("use_conv_bias"))
     bias = f.flag("attention_bias")
     mlp_bias = f.flag("mlp_bias")
-    block = _base(f, "rms", 1)
+    block = base(f, "rms", 1)
     kinds = {"M": "mamba2", "-": "ffn", "E": "ffn"}
     block.update(qkv_bias=bias, output_bias=bias,
-                 mlp=_plain(f.integer("intermediate_size"), mlp_bias) if "-" in pattern else None,
+                 mlp=plain(f.integer("intermediate_size"), mlp_bias) if "-" in pattern else None,
                  mlp_kinds=["ffn"] if set(pattern) & {"-", "E"} else [],
                  mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
     if "E" in pattern:
         if f.data.get("moe_latent_size") is not None:
-            raise _Skip("moe_latent_size: the experts' latent projections are not counted")
+            raise Skip("moe_latent_size: the experts' latent projections are not counted")
         if mlp_bias:
-            raise _Skip("mlp_bias true with experts: the experts' weights have no biases but the shared MLP's do")
+            raise Skip("mlp_bias true with experts: the experts' weights have no biases but the shared MLP's do")
         shared = f.integer("n_shared_experts", least=0)
         if shared != 1:
-            raise _Skip(f"n_shared_experts {shared}: transformers builds one shared MLP whatever it says")
+            raise Skip(f"n_shared_experts {shared}: transformers builds one shared MLP whatever it says")
         block["moe"] = {
             "experts": f.integer("n_routed_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
             "intermediate_size": f.integer("moe_intermediate_size"), "expert_kind": "plain",
@@ -674,7 +496,7 @@ def _nemotron_h(f: _Fields, attention: dict, count: int, hidden: int, notes: lis
     return block
 
 
-def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _mamba(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
     one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
     I its inner width, N state_size, k conv_kernel:
@@ -700,16 +522,16 @@ def _mamba(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str
             rank = -(-hidden // 16)
             notes.append(f"inferred: time_step_rank = ceil(hidden_size / 16) = {rank} (\"auto\")")
         elif isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise _Skip(f"time_step_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
+            raise Skip(f"time_step_rank is {json.dumps(rank)}, not \"auto\" or a whole number >= 1")
         mixer = (hidden * 2 * inner + inner * k + inner * (rank + 2 * n) + rank * inner + inner + inner * n + inner
                  + inner * hidden + (inner if conv_bias else 0) + (2 * inner + hidden if use_bias else 0))
         name = "mamba"
-    block = _base(f, "rms", 1)
+    block = base(f, "rms", 1)
     block.update(mixer_parameters={name: mixer}, mlp_kinds=[])
     return block
 
 
-def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _chatglm(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """ChatGLM2/3 (THUDM's remote code, modeling_chatglm.py): word_embeddings padded_vocab_size x hidden and
     a separate output_layer; per GLMBlock two norms (RMSNorm when rmsnorm), query_key_value hidden x
     (heads + 2 groups) x kv_channels (a bias when add_qkv_bias or add_bias_linear), dense, and a SwiGLU MLP
@@ -717,11 +539,11 @@ def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
     when post_layer_norm. RotaryEmbedding registers inv_freq as a persistent buffer: rotary_dim // 2 wide
     (rotary_dim = kv_channels), so ceil(kv_channels / 4) values that the checkpoint stores."""
     if attention["kind"] == "mla":
-        raise _Skip("ChatGLM attention that is MLA")
+        raise Skip("ChatGLM attention that is MLA")
     if f.data.get("pre_seq_len") is not None:
-        raise _Skip("pre_seq_len: the P-tuning prefix encoder is not counted")
+        raise Skip("pre_seq_len: the P-tuning prefix encoder is not counted")
     if not f.present("padded_vocab_size"):
-        raise _Skip("no padded_vocab_size in config.json (ChatGLM sizes its embedding by it)")
+        raise Skip("no padded_vocab_size in config.json (ChatGLM sizes its embedding by it)")
     bias = f.flag("add_bias_linear")
     rotary = f.integer("kv_channels") // 2
     inv_freq = (rotary + 1) // 2
@@ -737,69 +559,69 @@ def _chatglm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[s
     return block
 
 
-def _starcoder2(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _starcoder2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """StarCoder2: two LayerNorms per layer and a final one, q/k/v/o and a plain MLP (c_fc, c_proj), every
     bias switched by use_bias; the head tied by default."""
     if attention["kind"] == "mla":
-        raise _Skip("StarCoder2 attention that is MLA")
+        raise Skip("StarCoder2 attention that is MLA")
     bias = f.flag("use_bias")
-    block = _base(f, "layer", 2)
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_plain(f.integer("intermediate_size"), bias))
+    block = base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), bias))
     return block
 
 
-def _stablelm(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _stablelm(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """StableLM: LayerNorms (one per layer with use_parallel_residual, else two) and a final one, q/k/v biases
     when use_qkv_bias, o_proj hidden x hidden without one, a gated MLP without biases; per-head q/k LayerNorms
     (qk_layernorm) are not counted."""
-    _mha_width(attention, hidden, "StableLM")
+    mha_width(attention, hidden, "StableLM")
     if f.flag("qk_layernorm"):
-        raise _Skip("qk_layernorm true: StableLM's per-head q and k LayerNorms are not counted")
-    block = _base(f, "layer", 1 if f.flag("use_parallel_residual") else 2)
-    block.update(qkv_bias=f.flag("use_qkv_bias"), mlp=_gated(f))
+        raise Skip("qk_layernorm true: StableLM's per-head q and k LayerNorms are not counted")
+    block = base(f, "layer", 1 if f.flag("use_parallel_residual") else 2)
+    block.update(qkv_bias=f.flag("use_qkv_bias"), mlp=gated(f))
     return block
 
 
-def _phi(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _phi(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Phi-1/1.5/2: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v and dense
     with biases, a plain MLP fc1/fc2 with biases, an untied lm_head with a bias (vocab_size more, in
     extra_parameters); q/k LayerNorms (qk_layernorm) are not counted."""
     if attention["kind"] == "mla":
-        raise _Skip("Phi attention that is MLA")
+        raise Skip("Phi attention that is MLA")
     if f.flag("qk_layernorm"):
-        raise _Skip("qk_layernorm true: Phi's q and k LayerNorms are not counted")
-    block = _base(f, "layer", 1)
-    block.update(qkv_bias=True, output_bias=True, mlp=_plain(f.integer("intermediate_size"), True))
+        raise Skip("qk_layernorm true: Phi's q and k LayerNorms are not counted")
+    block = base(f, "layer", 1)
+    block.update(qkv_bias=True, output_bias=True, mlp=plain(f.integer("intermediate_size"), True))
     if block["tied_embeddings"]:
-        raise _Skip("tie_word_embeddings true: Phi's lm_head bias beside a tied weight is not counted")
+        raise Skip("tie_word_embeddings true: Phi's lm_head bias beside a tied weight is not counted")
     block["extra_parameters"] = block["vocab_size"]
     notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
     return block
 
 
-def _cohere(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _cohere(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Cohere (Command-R) and Cohere2: one CohereLayerNorm per layer (attention and MLP in parallel) and a
     final one, each a weight without a bias; q/k/v/o biases when attention_bias; a gated MLP without biases;
     the head tied by default. Cohere's use_qk_norm adds q and k norms of heads x head_dim and
     kv_heads x head_dim."""
     if attention["kind"] == "mla":
-        raise _Skip("Cohere attention that is MLA")
+        raise Skip("Cohere attention that is MLA")
     bias = f.flag("attention_bias")
-    block = _base(f, "rms", 1)  # a LayerNorm with a weight alone counts as an RMSNorm does
-    block.update(qkv_bias=bias, output_bias=bias, mlp=_gated(f))
+    block = base(f, "rms", 1)  # a LayerNorm with a weight alone counts as an RMSNorm does
+    block.update(qkv_bias=bias, output_bias=bias, mlp=gated(f))
     if f.model_type == "cohere" and f.flag("use_qk_norm"):
         block.update(qk_norm=True, qk_norm_width="heads")
     return block
 
 
-def _llama4(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _llama4(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Llama 4 (transformers' Llama4ForConditionalGeneration, the whole checkpoint): two RMSNorms per layer,
     q/k/v/o with biases when attention_bias (the q/k norm is a weightless L2 norm), on moe_layers (every
     interleave_moe_layer_step-th layer when not listed) num_local_experts gated experts of intermediate_size
     with a router without a bias and one gated shared expert of intermediate_size, elsewhere a gated MLP of
     intermediate_size_mlp; the vision encoder, its pixel-shuffle MLP and the projector (_llama4_vision)."""
     if attention["kind"] == "mla":
-        raise _Skip("Llama 4 attention that is MLA")
+        raise Skip("Llama 4 attention that is MLA")
     bias = f.flag("attention_bias")
     inner = f.integer("intermediate_size")
     moe = {"experts": f.integer("num_local_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
@@ -808,13 +630,13 @@ def _llama4(f: _Fields, attention: dict, count: int, hidden: int, notes: list[st
     if listed is not None:
         if not isinstance(listed, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count
                                                for i in listed):
-            raise _Skip(f"moe_layers {json.dumps(listed)[:60]} is not a list of layer numbers below {count}")
+            raise Skip(f"moe_layers {json.dumps(listed)[:60]} is not a list of layer numbers below {count}")
         moe["layer_indices"] = sorted(set(listed))
     else:
         step = f.integer("interleave_moe_layer_step")
         moe.update(layer_period=step, layer_offset=step - 1)  # Llama4TextConfig: range(step - 1, layers, step)
     every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
-    block = _base(f, "rms", 2)
+    block = base(f, "rms", 2)
     block.update(qkv_bias=bias, output_bias=bias, moe=moe,
                  mlp=None if every else {"kind": "gated", "intermediate_size": f.integer("intermediate_size_mlp")})
     if f.outer is not f.data and f.outer.get("vision_config"):
@@ -822,7 +644,7 @@ def _llama4(f: _Fields, attention: dict, count: int, hidden: int, notes: list[st
     return block
 
 
-def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
+def _llama4_vision(f: Fields, text_hidden: int, notes: list[str]) -> int:
     """Llama 4's vision encoder (Llama4VisionModel) and projector, as transformers builds them: a patch
     linear (channels x patch^2 -> hidden, no bias), a class embedding, (image / patch)^2 + 1 learned positions,
     LayerNorms before and after, per layer q/k/v/o with biases, an MLP fc1/fc2 with biases and two LayerNorms;
@@ -830,12 +652,12 @@ def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     without biases; the projector vision_output_dim -> the text hidden size, without a bias."""
     v = f.outer["vision_config"]
     if not isinstance(v, dict):
-        raise _Skip("vision_config is not a JSON object")
+        raise Skip("vision_config is not a JSON object")
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size",
             "projector_input_dim", "projector_output_dim", "vision_output_dim")
     missing = [k for k in keys if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
     if missing:
-        raise _Skip(f"vision_config has no whole-number {', '.join(missing)}")
+        raise Skip(f"vision_config has no whole-number {', '.join(missing)}")
     h, inner, layers, image, patch, proj_in, proj_out, out = (v[k] for k in keys)
     channels = v.get("num_channels", 3)
     encoder = (channels * patch * patch * h + h + ((image // patch) ** 2 + 1) * h + 2 * 2 * h
@@ -848,31 +670,31 @@ def _llama4_vision(f: _Fields, text_hidden: int, notes: list[str]) -> int:
     return encoder + adapter + projector
 
 
-def _gptj(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _gptj(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """GPT-J and CodeGen: one LayerNorm per layer (attention and MLP in parallel) and a final one, q/k/v (fused
     in CodeGen) and out_proj without biases, a plain MLP fc_in/fc_out with biases (n_inner, or 4 x n_embd),
     an untied lm_head with a bias (vocab_size more, in extra_parameters)."""
-    _mha_width(attention, hidden, "GPT-J")
+    mha_width(attention, hidden, "GPT-J")
     inner = f.integer("n_inner") if f.present("n_inner") else 4 * hidden
     if not f.present("n_inner"):
         notes.append(f"inferred: MLP width 4 x n_embd = {inner} (n_inner is null)")
-    block = _base(f, "layer", 1)
+    block = base(f, "layer", 1)
     if block["tied_embeddings"]:
-        raise _Skip("tie_word_embeddings true: the lm_head's bias beside a tied weight is not counted")
-    block.update(mlp=_plain(inner, True), extra_parameters=block["vocab_size"])
+        raise Skip("tie_word_embeddings true: the lm_head's bias beside a tied weight is not counted")
+    block.update(mlp=plain(inner, True), extra_parameters=block["vocab_size"])
     notes.append(f"inferred: extra_parameters {block['vocab_size']}: the lm_head's bias")
     return block
 
 
-def _gpt_neo(f: _Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+def _gpt_neo(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """GPT-Neo: learned positions, two LayerNorms per layer and a final one, q/k/v without biases and out_proj
     with one, a plain MLP c_fc/c_proj with biases (intermediate_size, or 4 x hidden_size); tied by default."""
-    _mha_width(attention, hidden, "GPT-Neo")
+    mha_width(attention, hidden, "GPT-Neo")
     inner = f.integer("intermediate_size") if f.present("intermediate_size") else 4 * hidden
     if not f.present("intermediate_size"):
         notes.append(f"inferred: MLP width 4 x hidden_size = {inner} (intermediate_size is null)")
-    block = _base(f, "layer", 2)
-    block.update(position_embeddings=f.integer("max_position_embeddings"), output_bias=True, mlp=_plain(inner, True))
+    block = base(f, "layer", 2)
+    block.update(position_embeddings=f.integer("max_position_embeddings"), output_bias=True, mlp=plain(inner, True))
     return block
 
 
@@ -888,5 +710,13 @@ BUILDERS = {
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }
+
+BUILDERS_OWN, DECODERS_OWN = dict(BUILDERS), dict(DECODERS)  # this module's own, before the others join
+FAMILY_MODULES = (weights_llama_like, weights_moe, weights_encoders, weights_hybrids)
+for _module in FAMILY_MODULES:
+    for _type, _defaults in _module.DEFAULTS.items():  # may add class defaults to a type counted above
+        DEFAULTS.setdefault(_type, {}).update(_defaults)
+    DECODERS.update(_module.DECODERS)  # each type is built in one place: tests/test_weights_families.py
+    BUILDERS.update(_module.BUILDERS)
 
 __all__ = ["DEFAULTS", "SKIP", "weights_block"]

@@ -1,0 +1,204 @@
+"""The building blocks of a weights block: typed reads of config fields, the pre-norm decoder
+with a gated MLP or experts (``Decoder`` rows), and the pieces the family builders share.
+
+Each family module (``config_weights`` and the ``weights_*`` modules beside it) builds on these;
+``config_weights.weights_block`` picks the builder for a model_type. Nothing here knows a table of
+families: a ``Fields`` carries its type's class defaults and ``Decoder`` row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from kvcalc.spec import MoE
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A pre-norm RMSNorm decoder with a gated MLP: which biases, norms and MoE it has."""
+
+    bias: str | None = None  # the field switching q, k, v and o biases on
+    qkv_bias: str | bool = False  # q, k, v biases alone: always (True) or this field
+    out_bias: str | None = None  # o's bias alone (Seed-OSS's attention_out_bias)
+    mlp_bias: str | None = None
+    mlp_kind: str = "gated"  # "plain": up and down only (relu2 MLPs)
+    norms: int = 2
+    qk_norm: bool | str = False  # True: per-head norms; "heads": across all heads; a field name: switched by it
+    experts_key: str = "num_local_experts"  # the expert count of a Mixtral-style MoE
+    router_bias: bool = False  # a Mixtral-style router with a per-expert e_score_correction_bias (MiniMax-M2)
+    final_norm: bool = True  # False: the final norm has no weight (NanoChat's norms are weightless)
+    moe: str | None = None  # "mixtral", "qwen" or "deepseek"
+    shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
+    every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
+
+
+class Skip(Exception):
+    """No certain count: the message says why."""
+
+
+class Fields:
+    """Typed reads of the language model's fields; class defaults used are remembered."""
+
+    def __init__(self, data: dict, outer: dict, model_type: str, defaults: dict[str, object],
+                 family: Decoder | None = None):
+        self.data, self.outer, self.model_type = data, outer, model_type
+        self.defaults, self.family = defaults, family  # the type's class defaults; its Decoder row, if any
+        self.defaulted: list[str] = []
+
+    def _get(self, key: str, *, outer: bool = False):
+        for source in (self.data, self.outer) if outer else (self.data,):
+            if source.get(key) is not None:
+                return source[key]
+        defaults = self.defaults
+        if key not in defaults:
+            raise Skip(f"no {key} in config.json")
+        value = defaults[key]
+        if f"{key} {json.dumps(value)}" not in self.defaulted:
+            self.defaulted.append(f"{key} {json.dumps(value)}")
+        return value
+
+    def integer(self, key: str, *, least: int = 1) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise Skip(f"{key} is {json.dumps(value)}, not a whole number >= {least}")
+        return value
+
+    def flag(self, key: str, *, outer: bool = False) -> bool:
+        value = self._get(key, outer=outer)
+        if not isinstance(value, bool):
+            raise Skip(f"{key} is {json.dumps(value)}, not true or false")
+        return value
+
+    def present(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+
+def decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Llama, Mistral, Qwen, Gemma, Phi-3, DeepSeek: embeddings, RMSNorms, a gated MLP or experts."""
+    family = f.family
+    bias = f.flag(family.bias) if family.bias else False
+    if attention["kind"] == "mla" and bias:
+        raise Skip("attention_bias true with MLA: which MLA projections carry a bias differs between implementations")
+    qkv_bias = f.flag(family.qkv_bias) if isinstance(family.qkv_bias, str) else family.qkv_bias
+    mlp_bias = f.flag(family.mlp_bias) if family.mlp_bias else False
+    if mlp_bias and family.moe:
+        raise Skip("mlp_bias true in an MoE model: DeepSeek's own code has no MLP biases")
+    moe, every_layer = moe_block(f, count, family, notes)
+    block = base(f, "rms", family.norms)
+    block["final_norm"] = family.final_norm
+    qk_norm = f.flag(family.qk_norm) if isinstance(family.qk_norm, str) and family.qk_norm != "heads" \
+        else bool(family.qk_norm)
+    out_bias = bias or (f.flag(family.out_bias) if family.out_bias else False)
+    block.update(qk_norm=qk_norm, qkv_bias=bias or qkv_bias, output_bias=out_bias)
+    if family.qk_norm == "heads":
+        block["qk_norm_width"] = "heads"
+    block["mlp"] = None if every_layer else {
+        "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
+    }
+    block["moe"] = moe
+    if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
+        if not isinstance(f.outer["vision_config"], dict):
+            raise Skip("vision_config is not a JSON object")
+        block["extra_parameters"] = siglip(f, hidden, notes)
+    return block
+
+
+def moe_block(f: Fields, count: int, family: Decoder, notes: list[str]) -> tuple[dict | None, bool]:
+    """The MoE block and whether every layer is MoE (then there is no dense MLP)."""
+    if family.moe is None:
+        return None, False
+    if family.moe == "mixtral":  # every layer; intermediate_size is each expert's
+        moe = {"experts": f.integer(family.experts_key), "intermediate_size": f.integer("intermediate_size"),
+               "router_bias": family.router_bias}
+    elif family.moe == "qwen":
+        experts = f.integer("num_experts", least=0)
+        only_dense = [] if family.every_layer else f._get("mlp_only_layers")
+        if only_dense:  # a layer list the period/offset schema cannot state in general
+            raise Skip(f"mlp_only_layers {json.dumps(only_dense)[:60]} makes the MoE layers irregular")
+        if experts == 0:
+            return None, False
+        step = 1 if family.every_layer else f.integer("decoder_sparse_step")
+        moe = {  # transformers: layer i is MoE when (i + 1) % decoder_sparse_step == 0
+            "experts": experts, "intermediate_size": f.integer("moe_intermediate_size"),
+            "layer_period": step, "layer_offset": step - 1,
+        }
+        if family.shared_expert:
+            moe.update(
+                shared_experts=1, shared_intermediate_size=f.integer("shared_expert_intermediate_size"),
+                shared_expert_gate=True,
+            )
+    else:  # DeepSeek: layers >= first_k_dense_replace, every moe_layer_freq-th
+        freq = f.integer("moe_layer_freq")
+        if freq != 1:
+            raise Skip(
+                f"moe_layer_freq {freq}: DeepSeek's own code makes every {freq}th layer MoE, "
+                "transformers' makes every layer MoE"
+            )
+        method = f.data.get("topk_method")
+        moe = {
+            "experts": f.integer("n_routed_experts"), "intermediate_size": f.integer("moe_intermediate_size"),
+            "shared_experts": f.integer("n_shared_experts", least=0),
+            "shared_intermediate_size": f.integer("moe_intermediate_size"),
+            "first_dense_layers": f.integer("first_k_dense_replace", least=0),
+            # noaux_tc routing keeps e_score_correction_bias beside the router, one per expert
+            "router_bias": method == "noaux_tc" if method is not None else f.model_type != "deepseek_v2",
+        }
+        if method is None and f.model_type != "deepseek_v2":
+            notes.append("inferred: a per-expert e_score_correction_bias (no topk_method; DeepSeek-V3 routing)")
+    moe["experts_per_token"] = f.integer("num_experts_per_tok")
+    every = all(MoE.model_validate(moe).is_moe_layer(i) for i in range(count))
+    return moe, every
+
+
+def siglip(f: Fields, text_hidden: int, notes: list[str]) -> int:
+    """Gemma 3's SigLIP vision tower and projector, as transformers builds them."""
+    v = f.outer["vision_config"]
+    if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
+        raise Skip(f"vision_config model_type {v.get('model_type')!r} is not siglip_vision_model")
+    if v.get("vision_use_head") is not False:
+        raise Skip("vision_config.vision_use_head is not false (SigLIP's pooling head is not counted)")
+    missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+               if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
+    if missing:
+        raise Skip(f"vision_config has no whole-number {', '.join(missing)}")
+    h, inner, layers, image, patch = (
+        v[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+    )
+    channels = v.get("num_channels", 3)
+    tower = (
+        channels * patch * patch * h + h  # patch conv
+        + (image // patch) ** 2 * h  # learned positions
+        + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h)
+        + 2 * h  # post-layernorm
+    )
+    projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
+    notes.append(
+        f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
+        f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
+        f"{projector}"
+    )
+    return tower + projector
+
+
+def base(f: Fields, norm: str, norms: int) -> dict:
+    return {
+        "vocab_size": f.integer("vocab_size"),
+        "tied_embeddings": f.flag("tie_word_embeddings", outer=True),
+        "norm": norm,
+        "norms_per_layer": norms,
+    }
+
+
+def mha_width(attention: dict, hidden: int, family: str) -> None:
+    """GPT-2, GPT-NeoX, OPT, BERT and old Falcon size their projections by hidden_size."""
+    if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden:
+        raise Skip(f"{family} projections are hidden_size wide, but heads x head_dim differs from it")
+
+
+def gated(f: Fields) -> dict:
+    return {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
+
+
+def plain(inner: int, bias: bool) -> dict:
+    return {"kind": "plain", "intermediate_size": inner, "bias": bias}
