@@ -711,12 +711,14 @@ BUILDERS = {
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }
 
-BUILDERS_OWN, DECODERS_OWN = dict(BUILDERS), dict(DECODERS)  # this module's own, before the others join
+# this module's own rows, before the family modules join
+BUILDERS_OWN, DECODERS_OWN, NOT_DERIVED_OWN = dict(BUILDERS), dict(DECODERS), dict(NOT_DERIVED)
 FAMILY_MODULES = (weights_llama_like, weights_moe, weights_encoders, weights_hybrids)
 for _module in FAMILY_MODULES:
     for _type, _defaults in _module.DEFAULTS.items():  # may add class defaults to a type counted above
         DEFAULTS.setdefault(_type, {}).update(_defaults)
     DECODERS.update(_module.DECODERS)  # each type is built in one place: tests/test_weights_families.py
     BUILDERS.update(_module.BUILDERS)
+    NOT_DERIVED.update(_module.NOT_DERIVED)
 
 __all__ = ["DEFAULTS", "SKIP", "weights_block"]
