@@ -135,10 +135,11 @@ def _electra(f: Fields, attention: dict, count: int, hidden: int, notes: list[st
     """ELECTRA's ElectraModel: BERT's embeddings embedding_size wide (modeling_electra.py 62-66), a projection
     to hidden_size only when the widths differ (554-555), post-norm layers, no pooler. Counted when
     embedding_size equals hidden_size (ELECTRA base and large); small's narrower embeddings are refused."""
+    block = _bert_stack(f, attention, hidden, "ELECTRA")
     _same_width(f, hidden, "embedding_size", "ELECTRA")
     notes.append("inferred: weights count ElectraModel (no pooler); the discriminator or generator head is not "
                  "counted")
-    return _bert_stack(f, attention, hidden, "ELECTRA")
+    return block
 
 
 def _roformer(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
@@ -147,9 +148,9 @@ def _roformer(f: Fields, attention: dict, count: int, hidden: int, notes: list[s
     learned positions; the encoder's sinusoidal table is a frozen nn.Embedding, a parameter of
     max_position_embeddings x (hidden_size // num_attention_heads) (50-54, 397-399) that the state dict
     holds; post-norm layers, no pooler."""
+    block = _bert_stack(f, attention, hidden, "RoFormer", positions=False)
     if f.present("embedding_size"):
         _same_width(f, hidden, "embedding_size", "RoFormer")
-    block = _bert_stack(f, attention, hidden, "RoFormer", positions=False)
     table = f.integer("max_position_embeddings") * (hidden // f.integer("num_attention_heads"))
     block["extra_parameters"] = table
     notes.append(f"inferred: extra_parameters {table}: RoFormer's sinusoidal position table, a frozen parameter "
