@@ -48,6 +48,11 @@ NOT_DERIVED: dict[str, str] = {
     # (256 in google/rembert, hidden_size 1152), then embedding_hidden_mapping_in up to hidden_size
     "rembert": "RemBERT's embeddings are input_embedding_size wide, not hidden_size, with a projection up to "
                "hidden_size; the weights schema sizes the embeddings by hidden_size",
+    # modeling_moshi.py: MoshiForConditionalGeneration holds the text decoder, a depth decoder, audio embeddings
+    # and the Mimi codec (audio_encoder_config); every Moshi config.json states them
+    "moshi": "a Moshi checkpoint holds a depth decoder, audio embeddings and the Mimi codec (depth_decoder_config, "
+             "audio_encoder_config) beside the text decoder, whose shapes kvcalc does not count; counting the text "
+             "decoder alone would understate it",
 }
 
 
@@ -351,25 +356,6 @@ def _modernbert_decoder(f: Fields, attention: dict, count: int, hidden: int, not
     return block
 
 
-def _moshi(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """Moshi's MoshiForCausalLM (the text decoder that AutoModelForCausalLM builds): embed_tokens of
-    vocab_size + 1 rows (modeling_moshi.py 743) and an lm_head of vocab_size rows, never tied (818), q/k/v/o
-    without biases (255, 433-445), a gated MLP fc1 hidden -> ffn_dim and fc2 ffn_dim // 2 -> hidden without
-    biases (356-357), two RMSNorms per layer (509-510) and a final one (750). MoshiForConditionalGeneration's
-    depth decoder, audio embeddings and Mimi codec are not part of that class and not counted."""
-    if attention["kind"] == "mla":
-        raise Skip("Moshi attention that is MLA")
-    ffn = f.integer("ffn_dim")
-    if ffn % 2:
-        raise Skip(f"ffn_dim {ffn} is odd: fc1 is ffn_dim wide and fc2 takes ffn_dim // 2, not a gated MLP's halves")
-    block = {"vocab_size": f.integer("vocab_size"), "tied_embeddings": False, "norm": "rms", "norms_per_layer": 2,
-             "mlp": {"kind": "gated", "intermediate_size": ffn // 2}, "extra_parameters": hidden}
-    notes.append(f"inferred: extra_parameters {hidden}: the input embedding's row past vocab_size (Moshi embeds "
-                 "vocab_size + 1 tokens); weights count MoshiForCausalLM, not the depth decoder or audio codec "
-                 "of a full Moshi checkpoint")
-    return block
-
-
 BUILDERS = {
     "roberta": _roberta, "camembert": _roberta, "xlm-roberta": _roberta, "data2vec-text": _roberta,
     "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "roformer": _roformer, "xmod": _xmod,
@@ -377,5 +363,5 @@ BUILDERS = {
     "roberta-prelayernorm": _pre_norm, "xlm-roberta-xl": _pre_norm, "megatron-bert": _pre_norm,
     "bert-generation": _bert_generation, "biogpt": _biogpt, "ctrl": _ctrl, "openai-gpt": _openai_gpt,
     "xglm": _xglm, "gpt_neox_japanese": _gpt_neox_japanese, "git": _git,
-    "modernbert-decoder": _modernbert_decoder, "moshi": _moshi,
+    "modernbert-decoder": _modernbert_decoder,
 }
