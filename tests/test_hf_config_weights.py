@@ -251,7 +251,7 @@ def test_qwen3_moe_sparse_step_makes_odd_layers_moe():
         ("mixtral-8x7b", {"num_local_experts": None}, "no num_local_experts"),
         ("bert-base", {"position_embedding_type": "relative_key"}, "relative_key"),
         ("gpt2", {"add_cross_attention": True}, "cross-attention"),
-        ("llama-3-8b", {"model_type": "persimmon"}, "'persimmon' is not one kvcalc counts"),
+        ("llama-3-8b", {"model_type": "not_a_family"}, "'not_a_family' is not one kvcalc counts"),
         ("llama-3-8b", {"model_type": None}, "'(none)' is not one kvcalc counts"),
     ],
 )

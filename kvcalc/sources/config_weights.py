@@ -720,5 +720,6 @@ for _module in FAMILY_MODULES:
     DECODERS.update(_module.DECODERS)  # each type is built in one place: tests/test_weights_families.py
     BUILDERS.update(_module.BUILDERS)
     NOT_DERIVED.update(_module.NOT_DERIVED)
+    COUNTED_WRAPPERS |= getattr(_module, "COUNTED_WRAPPERS", frozenset())  # wrappers whose parts a builder counts
 
 __all__ = ["DEFAULTS", "SKIP", "weights_block"]

@@ -4,13 +4,381 @@ Each family module states, for its own model types, transformers' class defaults
 it reads (DEFAULTS), pre-norm decoder rows (DECODERS), builders for the rest (BUILDERS), and why a
 type it reads has no count (NOT_DERIVED); config_weights merges them, and a type may appear in one
 module only.
+
+This module: Llama-shaped decoders of transformers 5.24 and their near relatives (extra per-layer
+vectors, LayerNorms, plain MLPs, attention sinks, MoE variants of the same decoder). Line numbers cite
+transformers/models/<type>/modeling_<type>.py of transformers 5.24; the types that transformers builds as
+LlamaForCausalLM (exaone, internlm3, iquestcoder; models/auto/modeling_auto.py) cite modeling_llama.py.
 """
 
 from __future__ import annotations
 
-from kvcalc.sources.weights_parts import Decoder
+import json
 
-DEFAULTS: dict[str, dict[str, object]] = {}
-DECODERS: dict[str, Decoder] = {}
-BUILDERS: dict = {}
-NOT_DERIVED: dict[str, str] = {}
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, plain
+
+_TIED = {"tie_word_embeddings": True}
+_UNTIED = {"tie_word_embeddings": False}
+
+# transformers' class defaults (configuration_<type>.py, 5.24) of the fields read here
+DEFAULTS: dict[str, dict[str, object]] = {
+    "apertus": {**_UNTIED, "attention_bias": False, "hidden_act": "xielu"},
+    "apertus1p5_text": {**_UNTIED, "attention_bias": False, "hidden_act": "xielu"},
+    "bitnet": {**_UNTIED, "attention_bias": False},
+    "diffllama": {**_UNTIED, "attention_bias": False},
+    "doge": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "is_moe": False},
+    "emu3_text_model": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "exaone": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "flex_olmo": {**_UNTIED, "attention_bias": False},
+    "granite_swa": {**_TIED, "attention_bias": False, "mlp_bias": False},
+    "granitemoe_swa": {**_UNTIED, "attention_bias": False, "shared_intermediate_size": 0},
+    "granitemoeshared": {**_UNTIED, "attention_bias": False, "shared_intermediate_size": 0},
+    "hunyuan_v1_dense": {**_UNTIED, "attention_bias": False},
+    "hyperclovax": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_post_norm": True},
+    "internlm3": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "iquestcoder": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "jais2": {**_UNTIED, "attention_bias": True, "mlp_bias": True},
+    "kolibri1": _UNTIED,
+    "lara_mini": {**_TIED, "attention_bias": False},
+    "mellum": {**_UNTIED, "attention_bias": False},
+    "ministral": _UNTIED,
+    "ministral3": _UNTIED,
+    "nemotron": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
+    "olmo": {**_UNTIED, "attention_bias": False},
+    "persimmon": {**_UNTIED, "qk_layernorm": True},
+    "solar_open": {**_UNTIED, "attention_bias": False, "n_shared_experts": 1},
+    "vaultgemma": {**_TIED, "attention_bias": False},
+    "youtu": {**_TIED, "attention_bias": False},
+}
+
+DECODERS: dict[str, Decoder] = {
+    # LlamaForCausalLM (modeling_llama.py 151-163 attention_bias on q/k/v/o; 48-51 mlp_bias on the MLP)
+    "exaone": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "iquestcoder": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    "emu3_text_model": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),  # modeling_emu3.py 144-155, 226-228
+    "ministral": Decoder(),  # modeling_ministral.py 151-154: no biases; 229-230 two norms
+    "ministral3": Decoder(),  # modeling_ministral3.py 123-126, 221-222
+    "hunyuan_v1_dense": Decoder(bias="attention_bias", qk_norm=True),  # 167-180: per-head query/key_layernorm
+    # olmo: OlmoLayerNorm has neither weight nor bias (modeling_olmo.py 49-60), the final norm too (345)
+    "olmo": Decoder(bias="attention_bias", norms=0, final_norm=False),
+    # vaultgemma: input_layernorm and pre_feedforward_layernorm only (242-244); Gemma's embed_scale is not saved
+    "vaultgemma": Decoder(bias="attention_bias"),
+    # flex_olmo: every layer FlexOlmoSparseMoeBlock (355) of num_experts gated experts of intermediate_size
+    # (296-305), a router without a bias (281); q/k norms across all heads (225-226); two norms (357-358)
+    "flex_olmo": Decoder(bias="attention_bias", qk_norm="heads", moe="mixtral", experts_key="num_experts"),
+}
+
+NOT_DERIVED: dict[str, str] = {
+    "hrm_text": "HRM-Text's two stacks of num_layers_per_stack layers are run H_cycles x (L_cycles + 1) times, so "
+                "the cache has num_hidden_layers slots whose weights are shared; the weights schema (one set of "
+                "weights per cached layer) cannot state that sharing",
+}
+
+
+def _either(f: Fields, keys: tuple[str, ...], **kw) -> int:
+    """A whole number stated under any of ``keys`` (a config's attribute_map aliases), else the first's default."""
+    for key in keys:
+        if f.present(key):
+            return f.integer(key, **kw)
+    return f.integer(keys[0], **kw)
+
+
+def _flag_either(f: Fields, keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        if f.present(key):
+            return f.flag(key)
+    return f.flag(keys[0])
+
+
+def _no_mla(attention: dict, family: str) -> None:
+    if attention["kind"] == "mla":
+        raise Skip(f"{family} attention that is MLA")
+
+
+def _add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
+    if amount:
+        block["extra_parameters"] = block.get("extra_parameters", 0) + amount
+        notes.append(f"inferred: extra_parameters has {amount} for {what}")
+    return block
+
+
+# --------------------------------------------------------------------------- dense decoders
+
+
+def _apertus(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Apertus (modeling_apertus.py; Apertus-1.5's text model the same, modeling_apertus1p5.py 361-550): q/k/v/o
+    with biases when attention_bias (210-221), per-head q_norm and k_norm (222-223), a plain MLP up/down without
+    biases (49-50), two RMSNorms (277-278). The xIELU activation (hidden_act "xielu", 52-53) keeps two parameters
+    alpha_p and alpha_n and two saved buffers beta and eps per layer (activations.py XIELUActivation 249-254)."""
+    _no_mla(attention, "Apertus")
+    if f.data.get("output_vocab_size") not in (None, f.data.get("vocab_size")):
+        raise Skip("output_vocab_size: Apertus-1.5's lm_head pruned below vocab_size is not counted")
+    bias = f.flag("attention_bias")
+    block = base(f, "rms", 2)
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), False))
+    if f._get("hidden_act") == "xielu":
+        _add_extra(block, 4 * count, notes, f"the xIELU activation's alpha_p, alpha_n, beta and eps in {count} layers")
+    return block
+
+
+def _bitnet(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """BitNet (modeling_bitnet.py): Llama's decoder (gated MLP 70-72, q/k/v/o with attention_bias 165-176, two
+    norms 230-231) with two more RMSNorms per layer: attn_sub_norm over hidden_size (177) before o_proj and
+    ffn_sub_norm over intermediate_size (74) before down_proj. Counted as transformers builds it (full-precision
+    matrices; a packed ternary checkpoint's weight_scale tensors are not)."""
+    _no_mla(attention, "BitNet")
+    bias = f.flag("attention_bias")
+    inner = f.integer("intermediate_size")
+    block = base(f, "rms", 3)  # input, post-attention and attn_sub_norm (hidden_size wide)
+    block.update(qkv_bias=bias, output_bias=bias, mlp={"kind": "gated", "intermediate_size": inner})
+    return _add_extra(block, count * inner, notes, f"ffn_sub_norm ({inner} wide) in {count} layers")
+
+
+def _diffllama(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """DiffLlama (modeling_diffllama.py): Llama's decoder (209-220, 58-60, 344-345) with four head_dim vectors per
+    layer, lambda_q1, lambda_k1, lambda_q2, lambda_k2 (238-241); its groupnorm has no weight (242)."""
+    _no_mla(attention, "DiffLlama")
+    bias = f.flag("attention_bias")
+    block = base(f, "rms", 2)
+    block.update(qkv_bias=bias, output_bias=bias,
+                 mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")})
+    d = attention["head_dim"]
+    return _add_extra(block, count * 4 * d, notes, f"the differential attention's four lambda vectors of {d} in "
+                      f"{count} layers")
+
+
+def _doge(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Doge (modeling_doge.py): q/k/v/o with attention_bias (252-268), per-head q_norm and k_norm (269-270), per
+    layer a vector A of kv_heads (262) and dt_proj kv_heads x head_dim -> kv_heads (263-265, with attention_bias),
+    two RMSNorms (445, 449) and two residual scales of hidden_size (447, 451); a gated MLP with mlp_bias (370-372).
+    The CDMoE (is_moe) is not counted."""
+    _no_mla(attention, "Doge")
+    if f.flag("is_moe"):
+        raise Skip("is_moe true: Doge's CDMoE retrieval experts (embedding rows picked per token) are not counted")
+    bias = f.flag("attention_bias")
+    block = base(f, "rms", 4)  # two RMSNorms and the two residual scales, each hidden_size wide
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias,
+                 mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": f.flag("mlp_bias")})
+    kv, d = attention["kv_heads"], attention["head_dim"]
+    dt = kv + kv * d * kv + (kv if bias else 0)
+    notes.append("inferred: norms_per_layer 4: two RMSNorms and the input and post-attention residual scales")
+    return _add_extra(block, count * dt, notes, f"A and dt_proj ({kv} x {d} -> {kv}) in {count} layers")
+
+
+def _hyperclovax(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """HyperCLOVA X (modeling_hyperclovax.py): Llama's decoder (194-205, 255-257) with post_norm1 and post_norm2
+    after attention and MLP when use_post_norm (276-281)."""
+    _no_mla(attention, "HyperCLOVA X")
+    bias = f.flag("attention_bias")
+    block = base(f, "rms", 4 if f.flag("use_post_norm") else 2)
+    block.update(qkv_bias=bias, output_bias=bias,
+                 mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": f.flag("mlp_bias")})
+    return block
+
+
+def _internlm3(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """InternLM3, built as LlamaForCausalLM: attention_bias (its config.json: qkv_bias) on q/k/v/o, mlp_bias
+    (bias) on the MLP (configuration_internlm3.py 82 maps the names; 99-103 requires them equal)."""
+    _no_mla(attention, "InternLM3")
+    bias = _flag_either(f, ("attention_bias", "qkv_bias"))
+    mlp_bias = _flag_either(f, ("mlp_bias", "bias"))
+    block = base(f, "rms", 2)
+    block.update(qkv_bias=bias, output_bias=bias,
+                 mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias})
+    return block
+
+
+def _granite_swa(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Granite-SWA (modeling_granite_swa.py): Granite's decoder (137-148, 227-229, 244-245) with a learnable
+    per-head attention sink in every layer, sliding or not (153). GraniteMoE-SWA (modeling_granitemoe_swa.py):
+    the same attention (217-233) over GraniteMoE's experts (_granitemoe)."""
+    block = _granitemoe(f, attention, count, hidden, notes) if f.model_type == "granitemoe_swa" else None
+    if block is None:
+        _no_mla(attention, "Granite-SWA")
+        bias = f.flag("attention_bias")
+        block = base(f, "rms", 2)
+        block.update(qkv_bias=bias, output_bias=bias,
+                     mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size"),
+                          "bias": f.flag("mlp_bias")})
+    heads = attention["heads"]
+    return _add_extra(block, count * heads, notes, f"the attention sinks ({heads} per layer) in {count} layers")
+
+
+def _granitemoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """GraniteMoE-Shared (modeling_granitemoeshared.py) and GraniteMoE-SWA: every layer num_local_experts gated
+    experts of intermediate_size (140-149) behind a router without a bias (130), and, when shared_intermediate_size
+    is not 0, a gated shared MLP input_linear hidden -> 2 x shared and output_linear (70-86, 344), without a gate;
+    q/k/v/o with attention_bias (280-291); two RMSNorms (340-341)."""
+    _no_mla(attention, "GraniteMoE")
+    bias = f.flag("attention_bias")
+    moe = {"experts": f.integer("num_local_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": f.integer("intermediate_size")}
+    shared = f.integer("shared_intermediate_size", least=0)
+    if shared:
+        moe.update(shared_experts=1, shared_intermediate_size=shared)
+    block = base(f, "rms", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=None, moe=moe)
+    return block
+
+
+def _nemotron(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Nemotron (modeling_nemotron.py): LayerNorm1P, a LayerNorm with weight and bias (61-72), twice per layer
+    (299-300) and at the end (382); q/k/v/o with attention_bias (244-247); a plain up/down MLP with mlp_bias
+    (178-179)."""
+    _no_mla(attention, "Nemotron")
+    bias = f.flag("attention_bias")
+    block = base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), f.flag("mlp_bias")))
+    return block
+
+
+def _jais2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Jais-2 (modeling_jais2.py): two LayerNorms with biases per layer (205-206) and a final one (316); q/k/v/o
+    with attention_bias (142-153); a plain up/down MLP with mlp_bias (50-51)."""
+    _no_mla(attention, "Jais-2")
+    bias = f.flag("attention_bias")
+    block = base(f, "layer", 2)
+    block.update(qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), f.flag("mlp_bias")))
+    return block
+
+
+def _persimmon(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Persimmon (modeling_persimmon.py): query_key_value hidden x 3 hidden and dense, both with biases (202-203);
+    per-head q_layernorm and k_layernorm, LayerNorms with biases, when qk_layernorm (207-213); a plain MLP with
+    biases (143-144); two LayerNorms per layer (307-308) and a final one (383). Fuyu (modeling_fuyu.py 57-59) adds
+    vision_embed_tokens, a linear patch_size^2 x num_channels -> hidden with a bias."""
+    if attention["kind"] == "mla" or attention["heads"] * attention["head_dim"] != hidden \
+            or attention["kv_heads"] != attention["heads"]:
+        raise Skip("Persimmon's query_key_value is 3 x hidden_size wide, but the heads differ from it")
+    block = base(f, "layer", 2)
+    block.update(qkv_bias=True, output_bias=True, mlp=plain(f.integer("intermediate_size"), True))
+    if f.flag("qk_layernorm"):
+        d = attention["head_dim"]
+        _add_extra(block, count * 4 * d, notes,
+                   f"q_layernorm and k_layernorm (weight and bias of {d}) in {count} layers")
+    outer = f.outer
+    if outer is not f.data and outer.get("model_type") == "fuyu":
+        keys = ("patch_size", "num_channels")
+        if any(isinstance(outer.get(k), bool) or not isinstance(outer.get(k), int) or outer[k] < 1 for k in keys):
+            raise Skip("Fuyu's config has no whole-number patch_size and num_channels")
+        patch = outer["patch_size"] ** 2 * outer["num_channels"]
+        _add_extra(block, patch * hidden + hidden, notes,
+                   f"Fuyu's vision_embed_tokens ({patch} -> {hidden} with a bias)")
+    return block
+
+
+# --------------------------------------------------------------------------- MoE and hybrid decoders
+
+
+def _mellum(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Mellum (modeling_mellum.py): q/k/v/o with attention_bias (215-226), per-head q_norm and k_norm (227-228),
+    two RMSNorms (374-375); where mlp_layer_types says "sparse" (all, by default) num_experts gated experts of
+    moe_intermediate_size (275-284) and a router without a bias (321), elsewhere a gated MLP of intermediate_size
+    (349-357). Multi-token-prediction layers (num_mtp_layers) are not built by transformers and not counted."""
+    _no_mla(attention, "Mellum")
+    kinds = f.data.get("mlp_layer_types")
+    if kinds is None:
+        kinds = ["sparse"] * count  # configuration_mellum.py 118-119
+        notes.append("inferred: every layer sparse (no mlp_layer_types; MellumConfig's default)")
+    if not isinstance(kinds, list) or len(kinds) != count or any(k not in ("sparse", "dense") for k in kinds):
+        raise Skip(f"mlp_layer_types {json.dumps(kinds)[:60]} is not \"sparse\" or \"dense\" for each of "
+                   f"{count} layers")
+    bias = f.flag("attention_bias")
+    moe = {"experts": _either(f, ("num_local_experts", "num_experts")),
+           "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": f.integer("moe_intermediate_size"),
+           "layer_indices": [i for i, k in enumerate(kinds) if k == "sparse"]}
+    block = base(f, "rms", 2)
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, moe=moe,
+                 mlp=None if "dense" not in kinds else {"kind": "gated",
+                                                        "intermediate_size": f.integer("intermediate_size")})
+    _mtp_note(f, ("num_mtp_layers", "num_nextn_predict_layers"), notes)
+    return block
+
+
+def _mtp_note(f: Fields, keys: tuple[str, ...], notes: list[str]) -> None:
+    for key in keys:
+        mtp = f.data.get(key)
+        if isinstance(mtp, int) and not isinstance(mtp, bool) and mtp > 0:
+            notes.append(f"the {mtp} multi-token-prediction layer(s) ({key}) in the checkpoint are not counted "
+                         "(transformers does not build them)")
+            return
+
+
+def _kolibri1(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Kolibri-1 (modeling_kolibri1.py): q/k/v/o without biases (154-157), per-head q_norm and k_norm (159-160),
+    four RMSNorms per layer (325-328); every layer Kolibri1SparseMoeBlock (324): num_experts gated experts of
+    moe_intermediate_size (228-237), a router with an e_score_correction_bias buffer (274-275) and one gated shared
+    expert of shared_expert_intermediate_size without a gate (307)."""
+    _no_mla(attention, "Kolibri-1")
+    moe = {"experts": _either(f, ("num_local_experts", "num_experts")),
+           "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": f.integer("moe_intermediate_size"), "router_bias": True,
+           "shared_experts": 1, "shared_intermediate_size": f.integer("shared_expert_intermediate_size")}
+    block = base(f, "rms", 4)
+    block.update(qk_norm=True, mlp=None, moe=moe)
+    return block
+
+
+def _solar_open(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Solar-Open (modeling_solar_open.py): q/k/v with attention_bias, o_proj without (292-301); two RMSNorms
+    (51-52); every layer SolarOpenMoE (50): n_routed_experts gated experts of moe_intermediate_size (145-154), a
+    router with an e_score_correction_bias buffer (109, 114) and a gated shared MLP of moe_intermediate_size x
+    n_shared_experts (194-196), counted as n_shared_experts shared experts of moe_intermediate_size."""
+    _no_mla(attention, "Solar-Open")
+    inner = f.integer("moe_intermediate_size")
+    moe = {"experts": _either(f, ("n_routed_experts", "num_local_experts")),
+           "experts_per_token": f.integer("num_experts_per_tok"), "intermediate_size": inner, "router_bias": True,
+           "shared_experts": f.integer("n_shared_experts"), "shared_intermediate_size": inner}
+    block = base(f, "rms", 2)
+    block.update(qkv_bias=f.flag("attention_bias"), mlp=None, moe=moe)
+    return block
+
+
+def _lara_mini(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Lara-Mini (modeling_lara_mini.py): every layer two RMSNorms (828-829) and LaraMiniSparseMoeBlock (827):
+    num_experts gated experts of moe_intermediate_size (726-735), a router without a bias (772) and one gated
+    shared expert of shared_expert_intermediate_size without a gate (807); attention layers q/k/v/o with
+    attention_bias and per-head q/k norms (226-239); each Gated DeltaNet layer (562-609): in_proj_qkv hidden x
+    (2 nk dk + nv dv), in_proj_z hidden x nv dv, in_proj_b and in_proj_a hidden x nv, conv1d (2 nk dk + nv dv) x
+    kernel without a bias, dt_bias and A_log nv each, a gated RMSNorm dv, out_proj nv dv x hidden."""
+    _no_mla(attention, "Lara-Mini")
+    bias = f.flag("attention_bias")
+    nk, dk, nv, dv, kernel = (f.integer(k) for k in (
+        "linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim",
+        "linear_conv_kernel_dim"))
+    conv = 2 * nk * dk + nv * dv
+    mixer = hidden * conv + hidden * nv * dv + 2 * hidden * nv + conv * kernel + 2 * nv + dv + nv * dv * hidden
+    moe = {"experts": _either(f, ("num_experts", "num_local_experts")),
+           "experts_per_token": f.integer("num_experts_per_tok"),
+           "intermediate_size": f.integer("moe_intermediate_size"),
+           "shared_experts": 1, "shared_intermediate_size": f.integer("shared_expert_intermediate_size")}
+    block = base(f, "rms", 2)
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, mlp=None, moe=moe, mixer_parameters={"linear": mixer})
+    return block
+
+
+def _youtu(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Youtu-LLM (modeling_youtu.py): DeepSeek-V3's MLA attention (279-313; attention_bias on q_a_proj,
+    kv_a_proj_with_mqa and o_proj is not counted) and a dense gated MLP in every layer (119-127, 404-405)."""
+    if attention["kind"] != "mla":
+        raise Skip("Youtu attention that is not MLA")
+    if f.flag("attention_bias"):
+        raise Skip("attention_bias true: the biases of Youtu's MLA projections are not counted")
+    block = base(f, "rms", 2)
+    block["mlp"] = {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
+    return block
+
+
+BUILDERS: dict = {
+    "apertus": _apertus, "apertus1p5_text": _apertus, "bitnet": _bitnet, "diffllama": _diffllama, "doge": _doge,
+    "hyperclovax": _hyperclovax, "internlm3": _internlm3, "granite_swa": _granite_swa,
+    "granitemoe_swa": _granite_swa, "granitemoeshared": _granitemoe, "nemotron": _nemotron, "jais2": _jais2,
+    "persimmon": _persimmon, "mellum": _mellum, "kolibri1": _kolibri1, "solar_open": _solar_open,
+    "lara_mini": _lara_mini, "youtu": _youtu,
+}
+
+# multimodal wrappers whose other parts a builder here counts (Fuyu's vision_embed_tokens, _persimmon)
+COUNTED_WRAPPERS = frozenset({"fuyu"})
+
+__all__ = ["BUILDERS", "COUNTED_WRAPPERS", "DECODERS", "DEFAULTS", "NOT_DERIVED"]
