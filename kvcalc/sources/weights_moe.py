@@ -37,7 +37,8 @@ class Experts:
     # which layers are MoE when mlp_layer_types is not given (transformers' config __post_init__ derives it):
     # "first_k": from first_k_dense_replace on; "axk": i >= first_k_dense_replace and i % moe_layer_freq == 0;
     # an int n: the first n layers dense (min(n, layers)); "all": every layer; "ernie": (i + 1) %
-    # moe_layer_interval == 0 and moe_layer_start_index <= i <= moe_layer_end_index (-1: the last layer)
+    # moe_layer_interval == 0 and moe_layer_start_index <= i <= moe_layer_end_index (-1: the last layer);
+    # "qwen": Qwen2-MoE's mlp_only_layers and decoder_sparse_step
     rule: str | int = "first_k"
     layer_types: bool = True  # mlp_layer_types ("dense" / "sparse"), when given, decides
     post_norm: bool = False  # an RMSNorm of hidden_size on each MoE block's output (A.X-K1)
@@ -151,6 +152,14 @@ def _moe_layers(f: Fields, count: int, rule: Experts) -> list[int]:
         return list(range(count))
     if isinstance(rule.rule, int):
         return list(range(min(rule.rule, count), count))
+    if rule.rule == "qwen":  # Qwen2-MoE's rule: num_experts > 0, not in mlp_only_layers, (i + 1) % step == 0
+        only = f._get("mlp_only_layers")
+        if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in only):
+            raise Skip(f"mlp_only_layers {json.dumps(only)[:60]} is not a list of layer numbers")
+        step = f.integer("decoder_sparse_step")
+        if f.integer(rule.experts, least=0) == 0:
+            return []
+        return [i for i in range(count) if i not in only and (i + 1) % step == 0]
     if rule.rule == "ernie":
         interval, start = f.integer("moe_layer_interval"), f.integer("moe_layer_start_index", least=0)
         end = f.integer("moe_layer_end_index", least=-1)
@@ -311,3 +320,87 @@ DEFAULTS["ernie4_5_moe"] = {**_TIED, "use_bias": False, "moe_num_shared_experts"
                             "moe_layer_end_index": -1, "moe_layer_interval": 1}  # Ernie4_5_MoeConfig
 DECODERS["ernie4_5_moe"] = Decoder(bias="use_bias", mlp_bias="use_bias")
 BUILDERS["ernie4_5_moe"] = _ernie4_5_moe
+
+
+def _phimoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Phi-3.5-MoE: q/k/v/o biases on attention_bias (modeling_phimoe.py 183-193), every layer Mixtral's
+    experts with a router without a bias (309-310, 465, 526), LayerNorms with weight and bias before attention
+    and MLP and at the end (529-530, 601), an lm_head bias on lm_head_bias (750)."""
+    block = decoder(f, attention, count, hidden, notes)
+    block["norm"] = "layer"
+    if f.flag("lm_head_bias"):
+        _extra(block, block["vocab_size"], notes, "the lm_head's bias (lm_head_bias)")
+    return block
+
+
+def _aria_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Aria's language model: q/k/v/o biases on attention_bias (modeling_aria.py 421-431); every layer MoE
+    (494): moe_num_experts gated experts of intermediate_size without biases (287-288), a router without a
+    bias (265), and moe_num_shared_experts shared experts as one gated MLP of intermediate_size x that count
+    with biases on mlp_bias (242-245)."""
+    block = decoder(f, attention, count, hidden, notes)
+    inner, shared = f.integer("intermediate_size"), f.integer("moe_num_shared_experts", least=0)
+    moe = {"experts": f.integer("moe_num_experts"), "experts_per_token": f.integer("moe_topk"),
+           "intermediate_size": inner}
+    if shared:
+        moe.update(shared_experts=1, shared_intermediate_size=shared * inner)
+        if f.flag("mlp_bias"):
+            _extra(block, count * (2 * shared * inner + hidden), notes,
+                   f"the shared experts' biases (mlp_bias) in {count} layers")
+    block.update(moe=moe, mlp=None)
+    return block
+
+
+DEFAULTS.update({
+    "phimoe": {**_UNTIED, "attention_bias": False, "lm_head_bias": False},  # PhimoeConfig
+    "aria_text": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "moe_num_shared_experts": 2},
+})
+DECODERS.update({
+    "phimoe": Decoder(bias="attention_bias", moe="mixtral"),
+    "aria_text": Decoder(bias="attention_bias"),
+})
+BUILDERS.update({"phimoe": _phimoe, "aria_text": _aria_text})
+
+
+def _flint(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Flint: q/k/v/o biases on attention_bias, per-head q/k norms and an attention sink per head in every
+    layer (modeling_flint.py 249-264); MoE layers as Qwen2-MoE picks them (315-316): num_experts gated
+    experts, a float32 router without a bias (89, 114-115) and one ungated shared expert of
+    shared_expert_intermediate_size (150-158); a dense MLP of intermediate_size elsewhere (320)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    _extra(block, count * attention["heads"], notes,
+           f"the attention sinks ({count} layers x {attention['heads']} heads)")
+    return block
+
+
+MOE["flint"] = Experts(experts="num_experts", shared=None, shared_inner="shared_expert_intermediate_size",
+                       router_bias=False, rule="qwen", layer_types=False)
+DEFAULTS["flint"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": [0, 1]}
+DECODERS["flint"] = Decoder(bias="attention_bias", qk_norm=True)
+BUILDERS["flint"] = _flint
+
+
+def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Laguna: q/k/v/o biases on attention_bias, per-head q/k norms (modeling_laguna.py 339-353) and a gate
+    projection g_proj without a bias, hidden x heads when gating is true or "per-head", else hidden x heads x
+    head_dim (354-356); DeepSeek-V3's MoE with a bias parameter beside the router (153-154) and one shared
+    expert of shared_expert_intermediate_size (223) on mlp_layer_types' sparse layers (419; layer 0 dense
+    by default, configuration_laguna.py 131-132). Per-layer head counts (num_attention_heads_per_layer, 417)
+    that differ from num_attention_heads are not counted."""
+    heads = attention["heads"]
+    per_layer = f.data.get("num_attention_heads_per_layer")
+    if per_layer is not None and per_layer != [heads] * count:
+        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]}: per-layer head counts are not "
+                   "counted (the weights schema has one attention shape per layer kind)")
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    gating = f._get("gating")
+    width = heads if gating is True or gating == "per-head" else heads * attention["head_dim"]
+    _extra(block, count * hidden * width, notes, f"the attention output gate g_proj ({count} layers x {hidden} x "
+           f"{width})")
+    return block
+
+
+MOE["laguna"] = Experts(experts="num_experts", shared=None, shared_inner="shared_expert_intermediate_size", rule=1)
+DEFAULTS["laguna"] = {**_UNTIED, "attention_bias": False, "gating": True}  # LagunaConfig
+DECODERS["laguna"] = Decoder(bias="attention_bias", qk_norm=True)
+BUILDERS["laguna"] = _laguna
