@@ -31,6 +31,7 @@ class Experts:
 
     experts: str = "n_routed_experts"
     per_token: str = "num_experts_per_tok"
+    inner: str = "moe_intermediate_size"  # each routed expert's width
     shared: str | None = "n_shared_experts"  # a count: one shared MLP of count x moe_intermediate_size
     shared_inner: str | None = None  # or a field stating the shared MLP's width (one shared expert)
     router_bias: bool = True  # an e_score_correction_bias buffer beside the router
@@ -41,6 +42,7 @@ class Experts:
     # "qwen": Qwen2-MoE's mlp_only_layers and decoder_sparse_step
     rule: str | int = "first_k"
     layer_types: bool = True  # mlp_layer_types ("dense" / "sparse"), when given, decides
+    first_key: str = "first_k_dense_replace"  # the "first_k" rule's field
     post_norm: bool = False  # an RMSNorm of hidden_size on each MoE block's output (A.X-K1)
 
 
@@ -165,7 +167,7 @@ def _moe_layers(f: Fields, count: int, rule: Experts) -> list[int]:
         end = f.integer("moe_layer_end_index", least=-1)
         end = count - 1 if end == -1 else end
         return [i for i in range(count) if (i + 1) % interval == 0 and start <= i <= end]
-    first = f.integer("first_k_dense_replace", least=0)
+    first = f.integer(rule.first_key, least=0)
     if rule.rule == "axk":
         freq = f.integer("moe_layer_freq")
         return [i for i in range(count) if i >= first and i % freq == 0]
@@ -181,7 +183,7 @@ def _moe_decoder(f: Fields, attention: dict, count: int, hidden: int, notes: lis
     layers = _moe_layers(f, count, rule)
     if not layers:
         return block
-    inner = f.integer("moe_intermediate_size")
+    inner = f.integer(rule.inner)
     moe: dict = {"experts": f.integer(rule.experts), "experts_per_token": f.integer(rule.per_token),
                  "intermediate_size": inner, "router_bias": rule.router_bias}
     if rule.shared_inner:
@@ -404,3 +406,63 @@ MOE["laguna"] = Experts(experts="num_experts", shared=None, shared_inner="shared
 DEFAULTS["laguna"] = {**_UNTIED, "attention_bias": False, "gating": True}  # LagunaConfig
 DECODERS["laguna"] = Decoder(bias="attention_bias", qk_norm=True)
 BUILDERS["laguna"] = _laguna
+
+
+def _gated_attention(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Beam and AFMoE: four RMSNorms per layer, q/k/v/o biases on attention_bias, per-head q/k norms, and an
+    attention output gate gate_proj hidden x heads x head_dim without a bias (modeling_beam.py 215-233, with a
+    gate_bias of one per head; modeling_afmoe.py 318-337); MoE as the ``MOE`` row says: Beam's DeepSeek-V3
+    experts without shared ones on mlp_layer_types' sparse layers (modeling_beam.py 380-381, 409-414; three
+    dense layers by default, configuration_beam.py 118-121); AFMoE's from num_dense_layers on with
+    num_shared_experts shared as one MLP and an expert_bias parameter (modeling_afmoe.py 140, 209-211,
+    405-417)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    heads, head_dim = attention["heads"], attention["head_dim"]
+    gate = count * hidden * heads * head_dim + (count * heads if f.model_type == "beam" else 0)
+    _extra(block, gate, notes, f"the attention output gate ({count} layers x {hidden} x {heads} heads x {head_dim}"
+           + (f", and a bias of {heads}" if f.model_type == "beam" else "") + ")")
+    return block
+
+
+MOE["beam"] = Experts(experts="num_experts", shared=None, rule=3)
+MOE["afmoe"] = Experts(experts="num_experts", shared="num_shared_experts", first_key="num_dense_layers",
+                       layer_types=False)
+DEFAULTS["beam"] = {**_UNTIED, "attention_bias": False}  # BeamConfig
+DEFAULTS["afmoe"] = {**_UNTIED, "attention_bias": False, "num_dense_layers": 1, "num_shared_experts": 2}
+DECODERS["beam"] = DECODERS["afmoe"] = Decoder(bias="attention_bias", qk_norm=True, norms=4)
+BUILDERS["beam"] = BUILDERS["afmoe"] = _gated_attention
+
+
+def _cohere2_moe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Cohere2-MoE: one norm per layer (attention and MLP in parallel), an RMSNorm or a LayerNorm without a
+    bias, weight only either way (modeling_cohere2_moe.py 69, 357-361), q/k/v/o biases on attention_bias
+    (287-298); on mlp_layer_types' sparse layers num_experts gated experts of intermediate_size, a router
+    without a bias (110-111, 148) and num_shared_experts shared experts as one MLP of intermediate_size x
+    that count (176-179); on dense layers a gated MLP of prefix_dense_intermediate_size (352-356; the layers
+    derive from first_k_dense_replace, configuration_cohere2_moe.py 140, 156-159)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    if block["mlp"] is not None:
+        block["mlp"] = {**block["mlp"], "intermediate_size": f.integer("prefix_dense_intermediate_size")}
+    return block
+
+
+MOE["cohere2_moe"] = Experts(experts="num_experts", inner="intermediate_size", shared="num_shared_experts",
+                             router_bias=False)
+DEFAULTS["cohere2_moe"] = {**_TIED, "attention_bias": False, "num_shared_experts": 0,
+                           "first_k_dense_replace": 0}  # Cohere2MoeConfig; the last a kwarg popped with 0
+DECODERS["cohere2_moe"] = Decoder(bias="attention_bias", norms=1)
+BUILDERS["cohere2_moe"] = _cohere2_moe
+
+NOT_DERIVED.update({
+    "jetmoe": "JetMoE's attention is a mixture of experts (per-expert query and output projections with a "
+              "router, a shared kv_proj; modeling_jetmoe.py), which the weights schema cannot state",
+    "dbrx": "DBRX's nested attn_config and ffn_config (fused Wqkv, experts sized by ffn_config) are not counted "
+            "yet, and transformers 5.24 cannot build its class defaults to check a count against",
+    "hunyuan_v1_moe": "Hunyuan-MoE's shared MLP and experts (num_experts and moe_topk may be per-layer lists) "
+                      "are not counted yet, and transformers 5.24 cannot build its class defaults to check a "
+                      "count against",
+    "lfm3": "LFM3's short-convolution layers (in_proj, a depthwise conv, out_proj), its sandwich norms and "
+            "the attention gate are not counted yet",
+    "axk2": "A.X-K2's query projection q_gate_proj (2 x q_lora_rank -> heads x (qk_head_dim + v_head_dim)) "
+            "replaces MLA's q_b_proj, and its gated norms carry low-rank MLPs; neither is counted yet",
+})
