@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import pytest
+from test_hf_config_weights import transformers_count
 
 from kvcalc.capacity.params import parameter_count
 from kvcalc.sources.config_json import spec_from_config
 from kvcalc.sources.config_weights import SKIP
-from tests.test_hf_config_weights import transformers_count
 
 
 def spec_of(data: dict):
