@@ -93,7 +93,6 @@ DECODERS = {
     "qwen2": Decoder(qkv_bias=True),
     "qwen2_moe": Decoder(qkv_bias="qkv_bias", moe="qwen", shared_expert=True),
     "qwen3": Decoder(bias="attention_bias", qk_norm=True),
-    "qwen3_moe": Decoder(bias="attention_bias", qk_norm=True, moe="qwen"),
     # Qwen3-Next: Qwen3-MoE's blocks with a gated shared expert; its Gated DeltaNet layers and the gate on
     # the attention output are added by _qwen3_next
     "qwen3_next": Decoder(bias="attention_bias", qk_norm=True, moe="qwen", shared_expert=True),
@@ -108,7 +107,6 @@ DECODERS = {
     "phi3": Decoder(),
     "deepseek_v2": Decoder(bias="attention_bias", mlp_bias="mlp_bias", moe="deepseek"),
     "deepseek_v3": Decoder(bias="attention_bias", moe="deepseek"),
-    "deepseek_v32": Decoder(bias="attention_bias", moe="deepseek"),
     "kimi_k2": Decoder(bias="attention_bias", moe="deepseek"),
 }
 

@@ -1,16 +1,468 @@
-"""Weights builders for more families (see weights_parts for the building blocks).
+"""Weights builders for mixture-of-experts families (see weights_parts for the building blocks).
 
 Each family module states, for its own model types, transformers' class defaults of the fields
 it reads (DEFAULTS), pre-norm decoder rows (DECODERS), builders for the rest (BUILDERS), and why a
 type it reads has no count (NOT_DERIVED); config_weights merges them, and a type may appear in one
 module only.
+
+Most families here are DeepSeek-V3's MoE under another name: per MoE layer n routed gated experts, a
+router (float32, hidden x n) with a per-expert e_score_correction_bias buffer, and shared experts built
+as ONE gated MLP of moe_intermediate_size x n_shared (so its count equals n_shared MLPs); the other layers
+keep a dense gated MLP of intermediate_size. ``_moe_decoder`` counts them from an ``Experts`` row that
+names the family's fields and says which layers are MoE. All line numbers below are of transformers 5.24,
+``transformers/models/<type>/modeling_<type>.py`` unless another file is named.
 """
 
 from __future__ import annotations
 
-from kvcalc.sources.weights_parts import Decoder
+import json
+from dataclasses import dataclass
 
-DEFAULTS: dict[str, dict[str, object]] = {}
-DECODERS: dict[str, Decoder] = {}
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, decoder
+from kvcalc.spec import MoE
+
+_TIED = {"tie_word_embeddings": True}
+_UNTIED = {"tie_word_embeddings": False}
+
+
+@dataclass(frozen=True)
+class Experts:
+    """How a family names its MoE fields, and which layers are MoE."""
+
+    experts: str = "n_routed_experts"
+    per_token: str = "num_experts_per_tok"
+    inner: str = "moe_intermediate_size"  # each routed expert's width
+    shared: str | None = "n_shared_experts"  # a count: one shared MLP of count x moe_intermediate_size
+    shared_inner: str | None = None  # or a field stating the shared MLP's width (one shared expert)
+    router_bias: bool = True  # an e_score_correction_bias buffer beside the router
+    # which layers are MoE when mlp_layer_types is not given (transformers' config __post_init__ derives it):
+    # "first_k": from first_k_dense_replace on; "axk": i >= first_k_dense_replace and i % moe_layer_freq == 0;
+    # an int n: the first n layers dense (min(n, layers)); "all": every layer; "ernie": (i + 1) %
+    # moe_layer_interval == 0 and moe_layer_start_index <= i <= moe_layer_end_index (-1: the last layer);
+    # "qwen": Qwen2-MoE's mlp_only_layers and decoder_sparse_step
+    rule: str | int = "first_k"
+    layer_types: bool = True  # mlp_layer_types ("dense" / "sparse"), when given, decides
+    first_key: str = "first_k_dense_replace"  # the "first_k" rule's field
+    post_norm: bool = False  # an RMSNorm of hidden_size on each MoE block's output (A.X-K1)
+
+
+# transformers' attribute_map of each config class: another name a config.json may use for a field
+ALIASES: dict[str, dict[str, str]] = {
+    "qwen3_moe": {"num_local_experts": "num_experts"},  # configuration_qwen3_moe.py:51
+    "sarvam_mla": {"num_local_experts": "n_routed_experts", "num_experts": "n_routed_experts",
+                   "num_shared_experts": "n_shared_experts"},  # configuration_sarvam_mla.py:82-88
+    "sarvam_moe": {"num_local_experts": "n_routed_experts", "num_experts": "n_routed_experts",
+                   "num_shared_experts": "n_shared_experts", "use_qkv_bias": "attention_bias"},
+    "glm4_moe_lite": {"num_local_experts": "n_routed_experts"},
+    "glm_moe_dsa": {"num_local_experts": "n_routed_experts"},
+    "axk1": {"num_local_experts": "n_routed_experts"},
+    "axk2": {"num_local_experts": "n_routed_experts"},
+    "mimo_v2_flash": {"num_local_experts": "n_routed_experts"},
+    "hy_v3": {"num_local_experts": "num_experts"},
+    "exaone_moe": {"num_local_experts": "num_experts"},
+}
+
+MOE: dict[str, Experts] = {
+    # DeepSeek-V3's MoE (modeling_glm4_moe_lite.py 488 shared, 507 mlp_layer_types; the config's
+    # __post_init__ makes layer 0 dense, configuration_glm4_moe_lite.py 119-120)
+    "glm4_moe_lite": Experts(rule=1),
+    # modeling_glm_moe_dsa.py 563, 582; configuration_glm_moe_dsa.py 153-155 (first_k_dense_replace)
+    "glm_moe_dsa": Experts(),
+    # transformers builds sarvam_mla as DeepseekV3ForCausalLM (auto/modeling_auto.py 957):
+    # modeling_deepseek_v3.py 493 (layer_idx >= first_k_dense_replace)
+    "sarvam_mla": Experts(layer_types=False),
+    # sarvam_moe as Glm4MoeForCausalLM (auto/modeling_auto.py 958): modeling_glm4_moe.py 382, 402
+    "sarvam_moe": Experts(layer_types=False),
+    # modeling_axk1.py 228 (shared), 493; configuration_axk1.py 124-130 (legacy first_k / moe_layer_freq)
+    "axk1": Experts(rule="axk", post_norm=True),  # post_mlp_layernorm: modeling_axk1.py 230
+    # modeling_exaone_moe.py 320 (num_shared_experts), 338-339; configuration_exaone_moe.py 126-129
+    "exaone_moe": Experts(experts="num_experts", shared="num_shared_experts"),
+    # modeling_hy_v3.py 346 (the bias buffer on the MoE block), 348 (shared), 374; configuration 110-113
+    "hy_v3": Experts(experts="num_experts", shared="num_shared_experts", rule=1),
+    # modeling_dots1.py 364 (shared), 384 (layer_idx >= first_k_dense_replace)
+    "dots1": Experts(layer_types=False),
+}
+
+DEFAULTS: dict[str, dict[str, object]] = {
+    # transformers' DeepSeek code has no moe_layer_freq: every layer from first_k_dense_replace on is MoE
+    # (modeling_deepseek_v2.py 428, modeling_deepseek_v3.py 493); released configs state 1
+    "deepseek_v2": {"moe_layer_freq": 1},
+    "deepseek_v3": {"moe_layer_freq": 1},
+    "deepseek_v32": {"moe_layer_freq": 1},
+    "qwen3_moe": {"num_experts": 128},  # Qwen3MoeConfig.num_experts (configuration_qwen3_moe.py:100)
+    "glm4_moe_lite": {**_UNTIED, "attention_bias": False},  # Glm4MoeLiteConfig
+    "glm_moe_dsa": {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 3},  # GlmMoeDsaConfig
+    "sarvam_mla": {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 1,
+                   "n_shared_experts": 1},  # SarvamMLAConfig
+    "sarvam_moe": {**_UNTIED, "attention_bias": False, "use_qk_norm": True, "first_k_dense_replace": 1,
+                   "n_shared_experts": 1},  # SarvamMoEConfig and Glm4MoeConfig
+    # AXK1Config; first_k_dense_replace and moe_layer_freq are legacy kwargs popped with these defaults
+    "axk1": {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 1, "moe_layer_freq": 1},
+    "exaone_moe": {**_UNTIED, "first_k_dense_replace": 1, "num_shared_experts": 1},  # ExaoneMoeConfig
+    "hy_v3": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "num_shared_experts": 1},  # HYV3Config
+    "dots1": {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 0},  # Dots1Config
+    "minicpm3": {**_TIED, "attention_bias": False, "mlp_bias": False},  # MiniCPM3Config
+}
+
+DECODERS: dict[str, Decoder] = {
+    # Qwen3-MoE moves here to read num_local_experts, its attribute_map alias of num_experts
+    "qwen3_moe": Decoder(bias="attention_bias", qk_norm=True, moe="qwen"),
+    # MLA decoders; decoder() refuses attention_bias with MLA
+    "glm4_moe_lite": Decoder(bias="attention_bias"),
+    "glm_moe_dsa": Decoder(bias="attention_bias"),
+    "sarvam_mla": Decoder(bias="attention_bias"),
+    "axk1": Decoder(bias="attention_bias"),
+    # MiniCPM3: MLA and a dense gated MLP with mlp_bias (modeling_minicpm3.py 132-134, 374-376); the
+    # embedding scale (scale_emb) is a number, not a weight
+    "minicpm3": Decoder(bias="attention_bias", mlp_bias="mlp_bias"),
+    # Glm4Moe attention: q/k/v biases on attention_bias, o_proj without (modeling_glm4_moe.py 188-197);
+    # per-head q/k norms on use_qk_norm (199-201)
+    "sarvam_moe": Decoder(qkv_bias="attention_bias", qk_norm="use_qk_norm"),
+    # q/k/v/o without biases, per-head q/k norms (modeling_exaone_moe.py 155-161)
+    "exaone_moe": Decoder(qk_norm=True),
+    # q/k/v/o biases on attention_bias, per-head q/k norms (modeling_hy_v3.py 212-225); mlp_bias on the
+    # dense MLP and the shared expert (118-120)
+    "hy_v3": Decoder(bias="attention_bias", qk_norm=True, mlp_bias="mlp_bias"),
+    # q/k/v/o biases on attention_bias, per-head q/k norms (modeling_dots1.py 197-210)
+    "dots1": Decoder(bias="attention_bias", qk_norm=True),
+}
 BUILDERS: dict = {}
 NOT_DERIVED: dict[str, str] = {}
+
+
+def _aliased(f: Fields) -> Fields:
+    """The same fields with transformers' attribute_map aliases read under their canonical names."""
+    aliases = ALIASES.get(f.model_type, {})
+    moved = {canon: f.data[alias] for alias, canon in aliases.items()
+             if f.data.get(alias) is not None and f.data.get(canon) is None}
+    if not moved:
+        return f
+    data = {**f.data, **moved}
+    g = Fields(data, data if f.outer is f.data else f.outer, f.model_type, f.defaults, f.family)
+    g.defaulted = f.defaulted  # the caller reports the defaults used from its own list
+    return g
+
+
+def _moe_layers(f: Fields, count: int, rule: Experts) -> list[int]:
+    """The MoE layers' numbers, as the config class's __post_init__ and the decoder layer pick them."""
+    listed = f.data.get("mlp_layer_types") if rule.layer_types else None
+    if listed is not None:
+        if not isinstance(listed, list) or len(listed) != count or not set(listed) <= {"dense", "sparse"}:
+            raise Skip(f"mlp_layer_types {json.dumps(listed)[:60]} is not {count} of \"dense\" / \"sparse\"")
+        return [i for i, kind in enumerate(listed) if kind == "sparse"]
+    if rule.rule == "all":
+        return list(range(count))
+    if isinstance(rule.rule, int):
+        return list(range(min(rule.rule, count), count))
+    if rule.rule == "qwen":  # Qwen2-MoE's rule: num_experts > 0, not in mlp_only_layers, (i + 1) % step == 0
+        only = f._get("mlp_only_layers")
+        if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in only):
+            raise Skip(f"mlp_only_layers {json.dumps(only)[:60]} is not a list of layer numbers")
+        step = f.integer("decoder_sparse_step")
+        if f.integer(rule.experts, least=0) == 0:
+            return []
+        return [i for i in range(count) if i not in only and (i + 1) % step == 0]
+    if rule.rule == "ernie":
+        interval, start = f.integer("moe_layer_interval"), f.integer("moe_layer_start_index", least=0)
+        end = f.integer("moe_layer_end_index", least=-1)
+        end = count - 1 if end == -1 else end
+        return [i for i in range(count) if (i + 1) % interval == 0 and start <= i <= end]
+    first = f.integer(rule.first_key, least=0)
+    if rule.rule == "axk":
+        freq = f.integer("moe_layer_freq")
+        return [i for i in range(count) if i >= first and i % freq == 0]
+    return list(range(min(first, count), count))
+
+
+def _moe_decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """A pre-norm decoder (its Decoder row: biases, q/k norms, the dense MLP) whose MoE layers hold routed
+    gated experts, a router with or without a bias and a shared MLP, as the ``MOE`` row names them."""
+    f = _aliased(f)
+    rule = MOE[f.model_type]
+    block = decoder(f, attention, count, hidden, notes)
+    layers = _moe_layers(f, count, rule)
+    if not layers:
+        return block
+    inner = f.integer(rule.inner)
+    moe: dict = {"experts": f.integer(rule.experts), "experts_per_token": f.integer(rule.per_token),
+                 "intermediate_size": inner, "router_bias": rule.router_bias}
+    if rule.shared_inner:
+        moe.update(shared_experts=1, shared_intermediate_size=f.integer(rule.shared_inner))
+    elif rule.shared:
+        shared = f.integer(rule.shared, least=0)
+        if shared:
+            moe.update(shared_experts=1, shared_intermediate_size=shared * inner)
+    if layers == list(range(count - len(layers), count)):
+        moe["first_dense_layers"] = count - len(layers)
+    else:
+        moe["layer_indices"] = layers
+    mlp_bias = f.flag(f.family.mlp_bias) if f.family.mlp_bias else False
+    if mlp_bias and moe.get("shared_experts"):
+        moe_bias = len(layers) * (2 * moe["shared_intermediate_size"] + hidden)  # the shared MLP's biases
+        block["extra_parameters"] = block.get("extra_parameters", 0) + moe_bias
+        notes.append(f"inferred: extra_parameters has {moe_bias} for the shared expert's biases (mlp_bias) in "
+                     f"{len(layers)} MoE layers")
+    if rule.post_norm:
+        block["extra_parameters"] = block.get("extra_parameters", 0) + len(layers) * hidden
+        notes.append(f"inferred: extra_parameters has {len(layers) * hidden} for the RMSNorm on the output of "
+                     f"{len(layers)} MoE blocks ({hidden} each)")
+    block["moe"] = moe
+    if len(layers) == count:
+        block["mlp"] = None
+    MoE.model_validate(moe)
+    return block
+
+
+def _qwen3_moe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Qwen3-MoE (the Decoder row): num_experts, or num_local_experts, its alias (configuration_qwen3_moe.py
+    51); MoE when num_experts > 0 and (i + 1) % decoder_sparse_step == 0 (modeling_qwen3_moe.py 311)."""
+    return decoder(_aliased(f), attention, count, hidden, notes)
+
+
+def _deepseek_v32(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """DeepSeek-V3.2: DeepSeek-V3's decoder (the Decoder row in config_weights), where mlp_layer_types, when
+    given, picks the MoE layers (modeling_deepseek_v32.py 609); otherwise the config derives it from
+    first_k_dense_replace (configuration_deepseek_v32.py 132-135), as the Decoder row counts."""
+    block = decoder(f, attention, count, hidden, notes)
+    listed = f.data.get("mlp_layer_types")
+    if listed is not None:
+        first = block["moe"]["first_dense_layers"]
+        if listed != ["dense"] * min(first, count) + ["sparse"] * max(count - first, 0):
+            raise Skip(f"mlp_layer_types {json.dumps(listed)[:60]} is not first_k_dense_replace {first} dense "
+                       "layers then MoE")
+    return block
+
+
+DECODERS["deepseek_v32"] = Decoder(bias="attention_bias", moe="deepseek")  # moved from config_weights
+BUILDERS.update({"qwen3_moe": _qwen3_moe, "deepseek_v32": _deepseek_v32})
+BUILDERS.update({t: _moe_decoder for t in MOE})
+
+
+def _extra(block: dict, amount: int, notes: list[str], what: str) -> None:
+    """Adds a part outside the schema, counted exactly from fields, to extra_parameters and says it."""
+    if amount:
+        block["extra_parameters"] = block.get("extra_parameters", 0) + amount
+        notes.append(f"inferred: extra_parameters has {amount} for {what}")
+
+
+def _mtp_note(f: Fields, notes: list[str], *keys: str) -> bool:
+    """Says the multi-token-prediction layers a checkpoint holds beside what transformers builds."""
+    for key in keys:
+        layers = f.data.get(key)
+        if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0:
+            notes.append(f"the {layers} multi-token-prediction layer(s) in the checkpoint ({key}) are not counted "
+                         "(transformers does not build them; fit --mtp adds them for speculative decoding)")
+            return True
+    return False
+
+
+def _gpt_oss(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """gpt-oss: q/k/v/o with biases on attention_bias (modeling_gpt_oss.py 272-283) and one attention sink per
+    head (285); every layer MoE (336): num_local_experts experts of intermediate_size with biases on gate_up
+    (2 x intermediate) and down (hidden) (75-78), a router with a bias (123-124); two RMSNorms."""
+    if attention["kind"] == "mla":
+        raise Skip("gpt-oss attention that is MLA")
+    block = decoder(f, attention, count, hidden, notes)
+    experts, inner = block["moe"]["experts"], block["moe"]["intermediate_size"]
+    _extra(block, count * attention["heads"], notes, f"the attention sinks ({count} layers x {attention['heads']} "
+           "heads)")
+    _extra(block, count * experts * (2 * inner + hidden), notes,
+           f"the experts' biases ({count} layers x {experts} experts x (2 x {inner} + {hidden}))")
+    return block
+
+
+def _mimo_v2_flash(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """MiMo-V2-Flash: q/k/v biases on attention_bias, o_proj without (modeling_mimo_v2_flash.py 352-357; the
+    sliding layers' doubled KV heads come with the attention the KV reader built), an attention sink per
+    head on sliding layers (360); DeepSeek-V3's MoE without shared experts (212-220) on mlp_layer_types'
+    sparse layers (415; configuration_mimo_v2_flash.py 119-120: layer 0 dense), a dense MLP elsewhere. The
+    checkpoint's MTP layers (model.mtp.*, ignored on load, 472) are not counted."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    kinds = f.data.get("layer_types")
+    if not isinstance(kinds, list) or len(kinds) != count:
+        raise Skip("no layer_types list: which layers carry attention sinks is not stated")
+    sliding = sum(1 for k in kinds if k == "sliding_attention")
+    _extra(block, sliding * attention["heads"], notes,
+           f"the attention sinks of {sliding} sliding layers ({attention['heads']} heads each)")
+    if not _mtp_note(f, notes, "num_nextn_predict_layers", "num_mtp_layers"):
+        notes.append("the checkpoint's model.mtp.* multi-token-prediction weights are not counted (transformers "
+                     "ignores them on load, modeling_mimo_v2_flash.py 472)")
+    return block
+
+
+MOE["mimo_v2_flash"] = Experts(shared=None, rule=1)
+DEFAULTS.update({
+    "gpt_oss": {**_UNTIED, "attention_bias": True},  # GptOssConfig
+    "mimo_v2_flash": {**_UNTIED, "attention_bias": False},  # MiMoV2FlashConfig
+})
+DECODERS.update({
+    "gpt_oss": Decoder(bias="attention_bias", moe="mixtral", router_bias=True),
+    "mimo_v2_flash": Decoder(qkv_bias="attention_bias"),
+})
+BUILDERS.update({"gpt_oss": _gpt_oss, "mimo_v2_flash": _mimo_v2_flash})
+
+
+def _ernie4_5_moe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """ERNIE-4.5-MoE: q/k/v/o, the dense MLP, the shared experts and the lm_head carry biases on use_bias
+    (modeling_ernie4_5_moe.py 73-75, 222-225, 371, 635; the head's bias stays apart from a tied weight);
+    moe_num_experts experts (the routed experts without biases, 305-306), a float32 router and a 1 x experts
+    e_score_correction_bias parameter (282, 339), moe_num_shared_experts shared experts as one MLP (369-371),
+    on layers where (i + 1) % moe_layer_interval == 0 between moe_layer_start_index and moe_layer_end_index
+    (398-400; -1 the last, configuration_ernie4_5_moe.py 119-121)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    if f.flag("use_bias"):
+        _extra(block, block["vocab_size"], notes, "the lm_head's bias (use_bias)")
+    return block
+
+
+MOE["ernie4_5_moe"] = Experts(experts="moe_num_experts", per_token="moe_k", shared="moe_num_shared_experts",
+                              rule="ernie", layer_types=False)
+ALIASES["ernie4_5_moe"] = {"num_experts": "moe_num_experts", "num_experts_per_tok": "moe_k"}  # configuration 60
+DEFAULTS["ernie4_5_moe"] = {**_TIED, "use_bias": False, "moe_num_shared_experts": 2, "moe_layer_start_index": 1,
+                            "moe_layer_end_index": -1, "moe_layer_interval": 1}  # Ernie4_5_MoeConfig
+DECODERS["ernie4_5_moe"] = Decoder(bias="use_bias", mlp_bias="use_bias")
+BUILDERS["ernie4_5_moe"] = _ernie4_5_moe
+
+
+def _phimoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Phi-3.5-MoE: q/k/v/o biases on attention_bias (modeling_phimoe.py 183-193), every layer Mixtral's
+    experts with a router without a bias (309-310, 465, 526), LayerNorms with weight and bias before attention
+    and MLP and at the end (529-530, 601), an lm_head bias on lm_head_bias (750)."""
+    block = decoder(f, attention, count, hidden, notes)
+    block["norm"] = "layer"
+    if f.flag("lm_head_bias"):
+        _extra(block, block["vocab_size"], notes, "the lm_head's bias (lm_head_bias)")
+    return block
+
+
+def _aria_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Aria's language model: q/k/v/o biases on attention_bias (modeling_aria.py 421-431); every layer MoE
+    (494): moe_num_experts gated experts of intermediate_size without biases (287-288), a router without a
+    bias (265), and moe_num_shared_experts shared experts as one gated MLP of intermediate_size x that count
+    with biases on mlp_bias (242-245)."""
+    block = decoder(f, attention, count, hidden, notes)
+    inner, shared = f.integer("intermediate_size"), f.integer("moe_num_shared_experts", least=0)
+    moe = {"experts": f.integer("moe_num_experts"), "experts_per_token": f.integer("moe_topk"),
+           "intermediate_size": inner}
+    if shared:
+        moe.update(shared_experts=1, shared_intermediate_size=shared * inner)
+        if f.flag("mlp_bias"):
+            _extra(block, count * (2 * shared * inner + hidden), notes,
+                   f"the shared experts' biases (mlp_bias) in {count} layers")
+    block.update(moe=moe, mlp=None)
+    return block
+
+
+DEFAULTS.update({
+    "phimoe": {**_UNTIED, "attention_bias": False, "lm_head_bias": False},  # PhimoeConfig
+    "aria_text": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "moe_num_shared_experts": 2},
+})
+DECODERS.update({
+    "phimoe": Decoder(bias="attention_bias", moe="mixtral"),
+    "aria_text": Decoder(bias="attention_bias"),
+})
+BUILDERS.update({"phimoe": _phimoe, "aria_text": _aria_text})
+
+
+def _flint(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Flint: q/k/v/o biases on attention_bias, per-head q/k norms and an attention sink per head in every
+    layer (modeling_flint.py 249-264); MoE layers as Qwen2-MoE picks them (315-316): num_experts gated
+    experts, a float32 router without a bias (89, 114-115) and one ungated shared expert of
+    shared_expert_intermediate_size (150-158); a dense MLP of intermediate_size elsewhere (320)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    _extra(block, count * attention["heads"], notes,
+           f"the attention sinks ({count} layers x {attention['heads']} heads)")
+    return block
+
+
+MOE["flint"] = Experts(experts="num_experts", shared=None, shared_inner="shared_expert_intermediate_size",
+                       router_bias=False, rule="qwen", layer_types=False)
+DEFAULTS["flint"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": [0, 1]}
+DECODERS["flint"] = Decoder(bias="attention_bias", qk_norm=True)
+BUILDERS["flint"] = _flint
+
+
+def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Laguna: q/k/v/o biases on attention_bias, per-head q/k norms (modeling_laguna.py 339-353) and a gate
+    projection g_proj without a bias, hidden x heads when gating is true or "per-head", else hidden x heads x
+    head_dim (354-356); DeepSeek-V3's MoE with a bias parameter beside the router (153-154) and one shared
+    expert of shared_expert_intermediate_size (223) on mlp_layer_types' sparse layers (419; layer 0 dense
+    by default, configuration_laguna.py 131-132). Per-layer head counts (num_attention_heads_per_layer, 417)
+    that differ from num_attention_heads are not counted."""
+    heads = attention["heads"]
+    per_layer = f.data.get("num_attention_heads_per_layer")
+    if per_layer is not None and per_layer != [heads] * count:
+        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]}: per-layer head counts are not "
+                   "counted (the weights schema has one attention shape per layer kind)")
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    gating = f._get("gating")
+    width = heads if gating is True or gating == "per-head" else heads * attention["head_dim"]
+    _extra(block, count * hidden * width, notes, f"the attention output gate g_proj ({count} layers x {hidden} x "
+           f"{width})")
+    return block
+
+
+MOE["laguna"] = Experts(experts="num_experts", shared=None, shared_inner="shared_expert_intermediate_size", rule=1)
+DEFAULTS["laguna"] = {**_UNTIED, "attention_bias": False, "gating": True}  # LagunaConfig
+DECODERS["laguna"] = Decoder(bias="attention_bias", qk_norm=True)
+BUILDERS["laguna"] = _laguna
+
+
+def _gated_attention(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Beam and AFMoE: four RMSNorms per layer, q/k/v/o biases on attention_bias, per-head q/k norms, and an
+    attention output gate gate_proj hidden x heads x head_dim without a bias (modeling_beam.py 215-233, with a
+    gate_bias of one per head; modeling_afmoe.py 318-337); MoE as the ``MOE`` row says: Beam's DeepSeek-V3
+    experts without shared ones on mlp_layer_types' sparse layers (modeling_beam.py 380-381, 409-414; three
+    dense layers by default, configuration_beam.py 118-121); AFMoE's from num_dense_layers on with
+    num_shared_experts shared as one MLP and an expert_bias parameter (modeling_afmoe.py 140, 209-211,
+    405-417)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    heads, head_dim = attention["heads"], attention["head_dim"]
+    gate = count * hidden * heads * head_dim + (count * heads if f.model_type == "beam" else 0)
+    _extra(block, gate, notes, f"the attention output gate ({count} layers x {hidden} x {heads} heads x {head_dim}"
+           + (f", and a bias of {heads}" if f.model_type == "beam" else "") + ")")
+    return block
+
+
+MOE["beam"] = Experts(experts="num_experts", shared=None, rule=3)
+MOE["afmoe"] = Experts(experts="num_experts", shared="num_shared_experts", first_key="num_dense_layers",
+                       layer_types=False)
+DEFAULTS["beam"] = {**_UNTIED, "attention_bias": False}  # BeamConfig
+DEFAULTS["afmoe"] = {**_UNTIED, "attention_bias": False, "num_dense_layers": 1, "num_shared_experts": 2}
+DECODERS["beam"] = DECODERS["afmoe"] = Decoder(bias="attention_bias", qk_norm=True, norms=4)
+BUILDERS["beam"] = BUILDERS["afmoe"] = _gated_attention
+
+
+def _cohere2_moe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Cohere2-MoE: one norm per layer (attention and MLP in parallel), an RMSNorm or a LayerNorm without a
+    bias, weight only either way (modeling_cohere2_moe.py 69, 357-361), q/k/v/o biases on attention_bias
+    (287-298); on mlp_layer_types' sparse layers num_experts gated experts of intermediate_size, a router
+    without a bias (110-111, 148) and num_shared_experts shared experts as one MLP of intermediate_size x
+    that count (176-179); on dense layers a gated MLP of prefix_dense_intermediate_size (352-356; the layers
+    derive from first_k_dense_replace, configuration_cohere2_moe.py 140, 156-159)."""
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    if block["mlp"] is not None:
+        block["mlp"] = {**block["mlp"], "intermediate_size": f.integer("prefix_dense_intermediate_size")}
+    return block
+
+
+MOE["cohere2_moe"] = Experts(experts="num_experts", inner="intermediate_size", shared="num_shared_experts",
+                             router_bias=False)
+DEFAULTS["cohere2_moe"] = {**_TIED, "attention_bias": False, "num_shared_experts": 0,
+                           "first_k_dense_replace": 0}  # Cohere2MoeConfig; the last a kwarg popped with 0
+DECODERS["cohere2_moe"] = Decoder(bias="attention_bias", norms=1)
+BUILDERS["cohere2_moe"] = _cohere2_moe
+
+NOT_DERIVED.update({
+    "jetmoe": "JetMoE's attention is a mixture of experts (per-expert query and output projections with a "
+              "router, a shared kv_proj; modeling_jetmoe.py), which the weights schema cannot state",
+    "dbrx": "DBRX's nested attn_config and ffn_config (fused Wqkv, experts sized by ffn_config) are not counted "
+            "yet, and transformers 5.24 cannot build its class defaults to check a count against",
+    "hunyuan_v1_moe": "Hunyuan-MoE's shared MLP and experts (num_experts and moe_topk may be per-layer lists) "
+                      "are not counted yet, and transformers 5.24 cannot build its class defaults to check a "
+                      "count against",
+    "lfm3": "LFM3's short-convolution layers (in_proj, a depthwise conv, out_proj), its sandwich norms and "
+            "the attention gate are not counted yet",
+    "axk2": "A.X-K2's query projection q_gate_proj (2 x q_lora_rank -> heads x (qk_head_dim + v_head_dim)) "
+            "replaces MLA's q_b_proj, and its gated norms carry low-rank MLPs; neither is counted yet",
+})
