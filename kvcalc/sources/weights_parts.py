@@ -202,3 +202,16 @@ def gated(f: Fields) -> dict:
 
 def plain(inner: int, bias: bool) -> dict:
     return {"kind": "plain", "intermediate_size": inner, "bias": bias}
+
+
+def mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int, kernel: int, conv_bias: bool, *,
+                 in_bias: bool = False, out_bias: bool = False, norm: bool = True) -> int:
+    """One Mamba2 mixer (transformers' Mamba2Mixer, NemotronHMamba2Mixer, BambaMixer, GraniteMoeHybridMambaLayer,
+    Zamba2MambaMixer, FalconH1Mixer), I = heads x head_dim: in_proj hidden x (2I + 2GN + H) (+ a bias when
+    in_bias), conv1d (I + 2GN) x kernel (+ a bias), dt_bias, A_log and D H each, a gated RMSNorm I (norm:
+    Falcon-H1 builds it only with mamba_rms_norm), out_proj I x hidden (+ a bias when out_bias)."""
+    inner = heads * head_dim
+    conv_dim = inner + 2 * groups * state
+    projection = 2 * inner + 2 * groups * state + heads
+    return (hidden * projection + (projection if in_bias else 0) + conv_dim * kernel + (conv_dim if conv_bias else 0)
+            + 3 * heads + (inner if norm else 0) + inner * hidden + (hidden if out_bias else 0))
