@@ -100,7 +100,7 @@ def decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
         if not isinstance(f.outer["vision_config"], dict):
             raise Skip("vision_config is not a JSON object")
-        block["extra_parameters"] = siglip(f, hidden, notes)
+        block["extra_parameters"] = siglip(f, hidden, notes, pooling_head=True)
     return block
 
 
@@ -151,12 +151,19 @@ def moe_block(f: Fields, count: int, family: Decoder, notes: list[str]) -> tuple
     return moe, every
 
 
-def siglip(f: Fields, text_hidden: int, notes: list[str]) -> int:
-    """Gemma 3's SigLIP vision tower and projector, as transformers builds them."""
+def siglip(f: Fields, text_hidden: int, notes: list[str], *, pooling_head: bool = False) -> int:
+    """Gemma 3's SigLIP vision tower and projector, as transformers builds them. pooling_head: count the
+    attention pooling head SiglipVisionTransformer builds unless vision_use_head is false (its class default
+    is true; modeling_siglip.py 567-569, SiglipMultiheadAttentionPoolingHead 624-630: a probe, a
+    torch MultiheadAttention in_proj 3h x h + 3h and out_proj h x h + h, a LayerNorm, SiglipMLP fc1 and fc2
+    with biases); without it such a config is refused."""
     v = f.outer["vision_config"]
     if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
         raise Skip(f"vision_config model_type {v.get('model_type')!r} is not siglip_vision_model")
-    if v.get("vision_use_head") is not False:
+    head = v.get("vision_use_head", True)
+    if not isinstance(head, bool):
+        raise Skip(f"vision_config.vision_use_head is {json.dumps(head)}, not true or false")
+    if head and not pooling_head:
         raise Skip("vision_config.vision_use_head is not false (SigLIP's pooling head is not counted)")
     missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
                if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
@@ -173,6 +180,11 @@ def siglip(f: Fields, text_hidden: int, notes: list[str]) -> int:
         + 2 * h  # post-layernorm
     )
     projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
+    if head:
+        pooling = h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * inner + inner + inner * h + h
+        tower += pooling
+        notes.append(f"inferred: the SigLIP tower includes its attention pooling head ({pooling}; vision_use_head "
+                     f"{'true' if 'vision_use_head' in v else 'absent, SiglipVisionConfig default true'})")
     notes.append(
         f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
         f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
