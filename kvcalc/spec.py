@@ -360,6 +360,18 @@ class Weights(_Frozen):
     # the layer kinds whose layers have the MLP or experts; None: every layer (a Mamba layer has none)
     mlp_kinds: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=64)
     mixer_parameters: dict[str, Elements] = Field(default_factory=dict)  # per no-KV layer, by kind
+    # per layer of a kind (any kind), beside its attention or mixer and its MLP: a Mamba2 mixer running beside
+    # attention (Falcon-H1), a hybrid layer's own Mamba2 block and linear projection (Zamba2); layer matrices
+    layer_parameters: dict[Annotated[str, Field(max_length=64)], Elements] = Field(default_factory=dict, max_length=64)
+    # layer kinds whose attention is a block shared between layers (Zamba2's num_mem_blocks): its weights are
+    # counted once, in extra_parameters, not per layer
+    shared_attention: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    # per layer, layer 0 first: the dense MLP's width (mlp.kind and mlp.bias), 0 for a layer without one
+    # (Nemotron-NAS's block_configs ffn_mult); None: mlp.intermediate_size in every layer that has an MLP
+    mlp_sizes: list[NonNegative] | None = Field(default=None, max_length=MAX_LAYERS)
+    # per layer, layer 0 first: how many norms it has (a block without attention has none before it);
+    # None: norms_per_layer in every layer
+    layer_norms: list[NonNegative] | None = Field(default=None, max_length=MAX_LAYERS)
     extra_parameters: Elements = 0  # parts outside this schema, explained in the notes
 
 
@@ -412,6 +424,16 @@ class ModelSpec(_Frozen):
         unknown = sorted(set(w.mlp_kinds or ()) - set(self.layers.kinds))
         if unknown:
             raise ValueError(f"weights.mlp_kinds names {', '.join(unknown)}, not a layer kind")
+        unknown = sorted((set(w.layer_parameters) | set(w.shared_attention)) - set(self.layers.kinds))
+        if unknown:
+            raise ValueError(f"weights.layer_parameters or shared_attention names {', '.join(unknown)}, "
+                             "not a layer kind")
+        for field in ("mlp_sizes", "layer_norms"):
+            listed = getattr(w, field)
+            if listed is not None and len(listed) != len(order):
+                raise ValueError(f"weights.{field} has {len(listed)} entries, not one per layer ({len(order)})")
+        if w.mlp_sizes is not None and (w.mlp is None or w.moe is not None):
+            raise ValueError("weights.mlp_sizes needs weights.mlp (its kind) and no moe")
         with_mlp = [i for i, name in enumerate(order) if w.mlp_kinds is None or name in w.mlp_kinds]
         if w.mlp is None and with_mlp and (w.moe is None or not all(w.moe.is_moe_layer(i) for i in with_mlp)):
             raise ValueError("weights.mlp is needed: some layers are not MoE")

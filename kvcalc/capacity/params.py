@@ -104,10 +104,13 @@ def mlp_parameters(weights: Weights, hidden: int, index: int) -> tuple[int, int,
         inactive = (moe.experts - moe.experts_per_token) * expert
         return moe.experts * expert + shared, router + gate, inactive
     mlp = weights.mlp
-    matrices = _mlp(mlp.kind, hidden, mlp.intermediate_size)
+    inner = mlp.intermediate_size if weights.mlp_sizes is None else weights.mlp_sizes[index]
+    if not inner:  # mlp_sizes 0: this layer has no MLP
+        return 0, 0, 0
+    matrices = _mlp(mlp.kind, hidden, inner)
     bias = 0
     if mlp.bias:
-        bias = (2 if mlp.kind == "gated" else 1) * mlp.intermediate_size + hidden
+        bias = (2 if mlp.kind == "gated" else 1) * inner + hidden
     return matrices, bias, 0
 
 
@@ -139,15 +142,18 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     linear = other = inactive = moe_layers = 0
     per_kind: dict[str, tuple[int, int]] = {}
     for index, name in enumerate(spec.layers.order()):
-        other += w.norms_per_layer * _norm(w, hidden)
+        norms = w.norms_per_layer if w.layer_norms is None else w.layer_norms[index]
+        other += norms * _norm(w, hidden)
         if name not in per_kind:
             kind = spec.layers.kinds[name]
             if isinstance(kind, NoKVLayer):
                 per_kind[name] = (w.mixer_parameters[name], 0)
+            elif name in w.shared_attention:  # a shared block, counted once in extra_parameters
+                per_kind[name] = (0, 0)
             else:
                 per_kind[name] = attention_parameters(spec.attention_of(name), hidden, w)
         mixer, small = per_kind[name]
-        linear += mixer
+        linear += mixer + w.layer_parameters.get(name, 0)
         other += small
         if w.mlp_kinds is not None and name not in w.mlp_kinds:
             continue  # a layer without an MLP (Mamba)
@@ -188,8 +194,11 @@ def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
     split = whole = 0
     for name in spec.layers.order():
         kind = spec.layers.kinds[name]
+        split += w.layer_parameters.get(name, 0)
         if isinstance(kind, NoKVLayer):
             split += w.mixer_parameters[name]
+            continue
+        if name in w.shared_attention:  # counted once, in extra_parameters
             continue
         a = spec.attention_of(name)
         matrices, _ = attention_parameters(a, hidden, w)

@@ -76,8 +76,6 @@ DEFAULTS["jamba"] = {  # JambaConfig
 DEFAULTS["qwen3_next"] = {**_UNTIED, "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
 DEFAULTS["qwen3_5_text"] = {**_UNTIED, "attention_bias": False, "attn_output_gate": True}  # Qwen3_5TextConfig
 DEFAULTS["qwen3_5_moe_text"] = DEFAULTS["qwen3_5_text"]  # Qwen3_5MoeTextConfig
-DEFAULTS["nemotron_h"] = {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
-                          "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1}  # NemotronHConfig
 DEFAULTS["mpt"] = {**_TIED, "no_bias": True, "expansion_ratio": 4}  # MptConfig
 DEFAULTS["gemma3"] = DEFAULTS["gemma3_text"]
 # ChatGLMConfig (THUDM's configuration_chatglm.py, remote code); the head is never tied
@@ -165,19 +163,7 @@ DEFAULTS.update({
 # multimodal wrappers (config.json with a text_config) whose other parts the builders count: Gemma-3's SigLIP
 # tower, Qwen3.5's vision tower and merger, Llama 4's vision encoder and projector
 COUNTED_WRAPPERS = frozenset({"gemma3", "qwen3_5", "qwen3_5_moe", "llama4"})
-NOT_DERIVED: dict[str, str] = {
-    "mimo_v2": "MiMo-V2.5's checkpoint holds a vision encoder (vision_model_type mimovl) and an audio encoder "
-               "(audio_config) from its remote code, whose shapes kvcalc does not know, beside attention sink "
-               "biases and an fp8 block-quantized language model; counting the language model alone would "
-               "understate it",
-    "nemotron-nas": "Nemotron-NAS (DeciLM) blocks each choose their own FFN width (block_configs ffn_mult) and "
-                    "may replace attention by a linear layer or drop it; the weights schema states one MLP width, "
-                    "and transformers cannot build this remote-code model to check a count against",
-    "falcon_h1": "Falcon-H1's parallel attention, Mamba2 mixer and MLP in one layer are not counted yet (fit "
-                 "refuses its layers anyway: their paging is not modelled)",
-    "zamba2": "Zamba2's shared transformer blocks (num_mem_blocks), their per-layer adapters and linear "
-              "projections are not counted yet (fit refuses its hybrid layers anyway: their paging is not modelled)",
-}
+NOT_DERIVED: dict[str, str] = {}  # the family modules add theirs (weights_hybrids: mimo_v2)
 DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
 
@@ -442,58 +428,6 @@ def _mpt(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) 
     return block
 
 
-def _mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int, kernel: int,
-                  conv_bias: bool) -> int:
-    """One Mamba2 mixer (transformers' Mamba2Mixer, NemotronHMamba2Mixer): in_proj hidden x (2I + 2GN + H),
-    conv1d (I + 2GN) x kernel (+ a bias), dt_bias, A_log and D H each, a gated RMSNorm I, out_proj I x hidden."""
-    inner = heads * head_dim
-    conv_dim = inner + 2 * groups * state
-    return (hidden * (2 * inner + 2 * groups * state + heads) + conv_dim * kernel + (conv_dim if conv_bias else 0)
-            + 3 * heads + inner + inner * hidden)
-
-
-def _nemotron_h(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """Nemotron-H: one mixer per layer (hybrid_override_pattern: M Mamba2, * attention, - a relu2 MLP of
-    up and down, E a mixture of experts), one RMSNorm before each, a final norm, the head untied by default.
-    An E layer (transformers' NemotronHMoE): n_routed_experts relu2 experts of up and down
-    (moe_intermediate_size), a float32 router n_routed_experts x hidden with its e_score_correction_bias
-    buffer, one relu2 shared MLP of moe_shared_expert_intermediate_size, no gate on it. A latent projection
-    (moe_latent_size) is not counted: such configs are left out."""
-    pattern = f.data.get("hybrid_override_pattern")
-    if not isinstance(pattern, str):
-        raise Skip("no hybrid_override_pattern string: the layer order of the weights is not stated")
-    if f.flag("use_bias") or f.flag("mamba_proj_bias"):
-        raise Skip("a Mamba projection bias (use_bias or mamba_proj_bias true) is not counted")
-    if attention["kind"] != "gqa" and attention["kind"] not in ("mha", "mqa"):
-        raise Skip("Nemotron-H attention that is not dense")
-    mixer = _mamba2_mixer(hidden, f.integer("mamba_num_heads"), f.integer("mamba_head_dim"),
-                          f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
-                          f.flag("use_conv_bias"))
-    bias = f.flag("attention_bias")
-    mlp_bias = f.flag("mlp_bias")
-    block = base(f, "rms", 1)
-    kinds = {"M": "mamba2", "-": "ffn", "E": "ffn"}
-    block.update(qkv_bias=bias, output_bias=bias,
-                 mlp=plain(f.integer("intermediate_size"), mlp_bias) if "-" in pattern else None,
-                 mlp_kinds=["ffn"] if set(pattern) & {"-", "E"} else [],
-                 mixer_parameters={kinds[c]: (mixer if c == "M" else 0) for c in sorted(set(pattern) & set(kinds))})
-    if "E" in pattern:
-        if f.data.get("moe_latent_size") is not None:
-            raise Skip("moe_latent_size: the experts' latent projections are not counted")
-        if mlp_bias:
-            raise Skip("mlp_bias true with experts: the experts' weights have no biases but the shared MLP's do")
-        shared = f.integer("n_shared_experts", least=0)
-        if shared != 1:
-            raise Skip(f"n_shared_experts {shared}: transformers builds one shared MLP whatever it says")
-        block["moe"] = {
-            "experts": f.integer("n_routed_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
-            "intermediate_size": f.integer("moe_intermediate_size"), "expert_kind": "plain",
-            "shared_experts": 1, "shared_intermediate_size": f.integer("moe_shared_expert_intermediate_size"),
-            "router_bias": True, "layer_indices": [i for i, c in enumerate(pattern) if c == "E"],
-        }
-    return block
-
-
 def _mamba(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Mamba, Falcon-Mamba, Mamba2 (MambaMixer / Mamba2Mixer in transformers): embeddings, one RMSNorm and
     one mixer per layer, no MLP, a final norm; the head tied as tie_word_embeddings says. Each mixer, with
@@ -702,7 +636,7 @@ BUILDERS = {
     "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
     "gpt_bigcode": _gpt2,
     "chatglm": _chatglm,
-    "bloom": _bloom, "mpt": _mpt, "nemotron_h": _nemotron_h, "qwen3_next": _qwen3_next,
+    "bloom": _bloom, "mpt": _mpt, "qwen3_next": _qwen3_next,
     "qwen3_5_text": _qwen3_next, "qwen3_5_moe_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
     "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,

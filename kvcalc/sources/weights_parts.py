@@ -100,7 +100,7 @@ def decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
         if not isinstance(f.outer["vision_config"], dict):
             raise Skip("vision_config is not a JSON object")
-        block["extra_parameters"] = siglip(f, hidden, notes)
+        block["extra_parameters"] = siglip(f, hidden, notes, pooling_head=True)
     return block
 
 
@@ -151,12 +151,19 @@ def moe_block(f: Fields, count: int, family: Decoder, notes: list[str]) -> tuple
     return moe, every
 
 
-def siglip(f: Fields, text_hidden: int, notes: list[str]) -> int:
-    """Gemma 3's SigLIP vision tower and projector, as transformers builds them."""
+def siglip(f: Fields, text_hidden: int, notes: list[str], *, pooling_head: bool = False) -> int:
+    """Gemma 3's SigLIP vision tower and projector, as transformers builds them. pooling_head: count the
+    attention pooling head SiglipVisionTransformer builds unless vision_use_head is false (its class default
+    is true; modeling_siglip.py 567-569, SiglipMultiheadAttentionPoolingHead 624-630: a probe, a
+    torch MultiheadAttention in_proj 3h x h + 3h and out_proj h x h + h, a LayerNorm, SiglipMLP fc1 and fc2
+    with biases); without it such a config is refused."""
     v = f.outer["vision_config"]
     if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
         raise Skip(f"vision_config model_type {v.get('model_type')!r} is not siglip_vision_model")
-    if v.get("vision_use_head") is not False:
+    head = v.get("vision_use_head", True)
+    if not isinstance(head, bool):
+        raise Skip(f"vision_config.vision_use_head is {json.dumps(head)}, not true or false")
+    if head and not pooling_head:
         raise Skip("vision_config.vision_use_head is not false (SigLIP's pooling head is not counted)")
     missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
                if not isinstance(v.get(k), int) or isinstance(v.get(k), bool) or v[k] < 1]
@@ -173,6 +180,11 @@ def siglip(f: Fields, text_hidden: int, notes: list[str]) -> int:
         + 2 * h  # post-layernorm
     )
     projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
+    if head:
+        pooling = h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * inner + inner + inner * h + h
+        tower += pooling
+        notes.append(f"inferred: the SigLIP tower includes its attention pooling head ({pooling}; vision_use_head "
+                     f"{'true' if 'vision_use_head' in v else 'absent, SiglipVisionConfig default true'})")
     notes.append(
         f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
         f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
@@ -202,3 +214,16 @@ def gated(f: Fields) -> dict:
 
 def plain(inner: int, bias: bool) -> dict:
     return {"kind": "plain", "intermediate_size": inner, "bias": bias}
+
+
+def mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int, kernel: int, conv_bias: bool, *,
+                 in_bias: bool = False, out_bias: bool = False, norm: bool = True) -> int:
+    """One Mamba2 mixer (transformers' Mamba2Mixer, NemotronHMamba2Mixer, BambaMixer, GraniteMoeHybridMambaLayer,
+    Zamba2MambaMixer, FalconH1Mixer), I = heads x head_dim: in_proj hidden x (2I + 2GN + H) (+ a bias when
+    in_bias), conv1d (I + 2GN) x kernel (+ a bias), dt_bias, A_log and D H each, a gated RMSNorm I (norm:
+    Falcon-H1 builds it only with mamba_rms_norm), out_proj I x hidden (+ a bias when out_bias)."""
+    inner = heads * head_dim
+    conv_dim = inner + 2 * groups * state
+    projection = 2 * inner + 2 * groups * state + heads
+    return (hidden * projection + (projection if in_bias else 0) + conv_dim * kernel + (conv_dim if conv_bias else 0)
+            + 3 * heads + (inner if norm else 0) + inner * hidden + (hidden if out_bias else 0))
