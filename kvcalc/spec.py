@@ -9,6 +9,7 @@ latent instead and gets its own variant (``MLAAttention``).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -286,7 +287,13 @@ class Layers(_Frozen):
 
     def order(self) -> list[str]:
         """The kind name of each layer, layer 0 first."""
-        return expand_pattern(self.pattern, self.count)
+        return list(_expanded(tuple(self.pattern), self.count))
+
+
+@lru_cache(maxsize=256)
+def _expanded(pattern: tuple[str, ...], count: int) -> tuple[str, ...]:
+    """expand_pattern, once per pattern and count: fit and compare ask a spec's order many times."""
+    return tuple(expand_pattern(list(pattern), count))
 
 
 class DenseMLP(_Frozen):
