@@ -13,6 +13,7 @@ of 128 renamed copies beside the bundled ones). Validated presets are cached bet
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -48,10 +49,16 @@ def kvcalc_cmd(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "kvcalc", *args]
 
 
+# a bare environment, so no setting of the caller's changes the runs; PYTHONPATH passes through, so a
+# checkout beside the installed one can be timed (PYTHONPATH=/path/to/checkout python benchmarks/startup.py)
+ENV = {"COLUMNS": "120", "PATH": "/usr/bin:/bin"} | (
+    {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})
+
+
 def time_once(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+                   env=ENV)
     return time.perf_counter() - start
 
 

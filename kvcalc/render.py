@@ -46,11 +46,21 @@ class Grid:
             widths[shrink] = max(min(widths[shrink], options.max_width - others), 12)
         total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
         yield Text(clean(self.title))
-        rule = Text(" " + "─" * (total - 2), style="dim")
-        lines = [self._line([Text(h, style="bold") for h in self.headers], widths, shown), rule]
-        lines += [rule if row is RULE else self._line(row, widths, shown) for row in self.rows]
-        body = Text("\n").join(lines)
-        if total <= options.max_width:  # nothing to wrap: one text, drawn without measuring each line
+        rule = " " + "─" * (total - 2)
+        parts, spans, at = [], [], 0  # the body as one string and its styles: one Text, however many rows
+        for row in [self.headers, RULE, *self.rows]:
+            if row is RULE:
+                line, line_spans = rule, [Span(0, len(rule), "dim")]
+            else:
+                line, line_spans = self._line(row, widths, shown, bold=row is self.headers)
+            if parts:
+                parts.append("\n")
+                at += 1
+            parts.append(line)
+            spans += [Span(at + s.start, at + s.end, s.style) for s in line_spans]
+            at += len(line)
+        body = Text("".join(parts), spans=spans)
+        if total <= options.max_width:  # nothing to wrap: drawn without measuring each line
             body.no_wrap = True
         yield body
         if self.whole_below and shrink in shown:  # a cut cell is said in full below: no word lost at any width
@@ -60,9 +70,9 @@ class Grid:
         if self.caption:
             yield Text(self.caption, style="dim")
 
-    def _line(self, row, widths, shown) -> Text:
-        """One row as one Text: plain cells joined as strings, styled cells' spans moved to
-        where they land (building it cell by cell costs more than the rest of compare --all)."""
+    def _line(self, row, widths, shown, bold: bool = False) -> tuple[str, list[Span]]:
+        """One row as a string and its styles: plain cells joined as strings, styled cells' spans
+        moved to where they land (building it cell by cell costs more than the rest of compare --all)."""
         parts, spans, at = [" "], [], 1  # wraps rather than hides a number when nothing optional is left
         for n, i in enumerate(shown):
             cell = row[i]
@@ -75,7 +85,9 @@ class Grid:
             lead = ("   " if n else "") + (pad if right else "")
             parts.append(lead)
             at += len(lead)
-            if styled:
+            if bold:
+                spans.append(Span(at, at + len(text), "bold"))
+            elif styled:
                 if cell.style:
                     spans.append(Span(at, at + len(text), cell.style))
                 spans += [Span(at + span.start, at + span.end, span.style) for span in cell.spans]
@@ -84,7 +96,7 @@ class Grid:
             if not right and n < len(shown) - 1:
                 parts.append(pad)
                 at += len(pad)
-        return Text("".join(parts), spans=spans)
+        return "".join(parts), spans
 
 
 def exact(n: int) -> str:

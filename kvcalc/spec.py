@@ -5,9 +5,11 @@ meaning kv_heads == heads and MQA meaning kv_heads == 1. MLA caches a compressed
 latent instead and gets its own variant (``MLAAttention``).
 """
 
+
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -168,6 +170,36 @@ class NoAttention(_Frozen):
 Attention = Annotated[DenseAttention | MLAAttention | NoAttention, Field(discriminator="kind")]
 
 
+class NoKVLayer(_Frozen):
+    """Linear attention or Mamba: no KV cache, a constant state per sequence."""
+
+    type: Literal["none"]
+    state_elements: Elements = 0  # the whole state as transformers holds it, conv part included
+    state_dtype: KVDtype | None = None  # None: the model's dtype
+    # the conv part of the state (conv_channels x conv_kernel of state_elements), kept in conv_dtype
+    # (None: the model's); engines keep kernel - 1 columns of it (vLLM's and SGLang's conv state)
+    conv_channels: Elements = 0
+    conv_kernel: Annotated[int, Field(ge=0, le=4096)] = 0
+    conv_dtype: KVDtype | None = None
+    mixer: Literal["mamba", "mamba2", "gated_deltanet", "short_conv", "linear"] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check_conv(self):
+        if bool(self.conv_channels) != bool(self.conv_kernel):
+            raise ValueError("conv_channels and conv_kernel go together")
+        if self.conv_channels * self.conv_kernel > self.state_elements:
+            raise ValueError(f"the conv state ({self.conv_channels} x {self.conv_kernel}) is larger than "
+                             f"state_elements ({self.state_elements})")
+        return self
+
+    def bits(self, model_dtype: str) -> int:
+        """One request's state in one layer as transformers holds it (full conv kernel)."""
+        conv = self.conv_channels * self.conv_kernel
+        return ((self.state_elements - conv) * DTYPE_BITS[self.state_dtype or model_dtype]
+                + conv * DTYPE_BITS[self.conv_dtype or model_dtype])
+
+
 class FullLayer(_Frozen):
     """Attends to every earlier token: holds the whole context. With a ``state``, the layer also runs a
     Mamba2 mixer and keeps its constant state beside the KV cache (Falcon-H1's parallel hybrid layers,
@@ -203,37 +235,6 @@ class ChunkedLayer(_Frozen):
         return self.chunk
 
 
-class NoKVLayer(_Frozen):
-    """Linear attention or Mamba: no KV cache, a constant state per sequence."""
-
-    type: Literal["none"]
-    state_elements: Elements = 0  # the whole state as transformers holds it, conv part included
-    state_dtype: KVDtype | None = None  # None: the model's dtype
-    # the conv part of the state (conv_channels x conv_kernel of state_elements), kept in conv_dtype
-    # (None: the model's); engines keep kernel - 1 columns of it (vLLM's and SGLang's conv state)
-    conv_channels: Elements = 0
-    conv_kernel: Annotated[int, Field(ge=0, le=4096)] = 0
-    conv_dtype: KVDtype | None = None
-    mixer: Literal["mamba", "mamba2", "gated_deltanet", "short_conv", "linear"] | None = None
-    description: str | None = None
-
-    @model_validator(mode="after")
-    def _check_conv(self):
-        if bool(self.conv_channels) != bool(self.conv_kernel):
-            raise ValueError("conv_channels and conv_kernel go together")
-        if self.conv_channels * self.conv_kernel > self.state_elements:
-            raise ValueError(f"the conv state ({self.conv_channels} x {self.conv_kernel}) is larger than "
-                             f"state_elements ({self.state_elements})")
-        return self
-
-    def bits(self, model_dtype: str) -> int:
-        """One request's state in one layer as transformers holds it (full conv kernel)."""
-        conv = self.conv_channels * self.conv_kernel
-        return ((self.state_elements - conv) * DTYPE_BITS[self.state_dtype or model_dtype]
-                + conv * DTYPE_BITS[self.conv_dtype or model_dtype])
-
-
-FullLayer.model_rebuild()
 
 LayerKind = Annotated[
     FullLayer | SlidingLayer | ChunkedLayer | NoKVLayer, Field(discriminator="type")
@@ -286,7 +287,13 @@ class Layers(_Frozen):
 
     def order(self) -> list[str]:
         """The kind name of each layer, layer 0 first."""
-        return expand_pattern(self.pattern, self.count)
+        return list(_expanded(tuple(self.pattern), self.count))
+
+
+@lru_cache(maxsize=256)
+def _expanded(pattern: tuple[str, ...], count: int) -> tuple[str, ...]:
+    """expand_pattern, once per pattern and count: fit and compare ask a spec's order many times."""
+    return tuple(expand_pattern(list(pattern), count))
 
 
 class DenseMLP(_Frozen):

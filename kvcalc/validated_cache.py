@@ -6,7 +6,9 @@ bytes were validated before gives back the object built then: each entry keeps t
 bytes beside the object and a hit needs them equal byte for byte, so an edited file is
 validated afresh, never answered from an older one (no hash, so no collision to fear);
 the cache file's name carries kvcalc's version and the size and mtime of the modules that
-define the objects, so a changed schema starts a new cache. Errors are never cached.
+define the objects, so a changed schema starts a new cache. Errors are never cached. Each folder
+of files has its own cache file, so a run loads the entries of the folders it reads and no
+more: ``estimate`` of a bundled preset does not unpickle the presets of every folder ever used.
 
 The cache lives in ``$KVCALC_CACHE_DIR``, else ``$XDG_CACHE_HOME/kvcalc``, else
 ``~/.cache/kvcalc``; ``KVCALC_CACHE_DIR=off`` turns it off. It is a pickle written by this
@@ -19,9 +21,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MAX_ENTRIES = 1024  # per kind: presets and catalogs a user has edited many times need no more
-_caches: dict[str, dict] = {}  # kind -> {key: object}, loaded once per process
-_dirty: set[str] = set()
+MAX_ENTRIES = 1024  # per folder: presets and catalogs a user has edited many times need no more
+MAX_FOLDERS = 64  # per kind: the cache files written least recently go first
+_caches: dict[tuple[str, str], dict] = {}  # (kind, folder) -> {key: (bytes, object)}, loaded once per process
+_dirty: set[tuple[str, str]] = set()
 
 
 def cached(kind: str, key: str, data: bytes, build, stamp_modules: tuple[str, ...]):
@@ -29,18 +32,19 @@ def cached(kind: str, key: str, data: bytes, build, stamp_modules: tuple[str, ..
     cache when these very bytes were built before under the same code, else built now and kept
     (in memory for this run always; on disk unless the cache is off). A file rewritten within one
     run is built afresh: its bytes differ."""
-    entries = _entries(kind, stamp_modules)
+    entries = _entries((kind, os.path.dirname(key)), stamp_modules)
     found = entries.get(key)
     if isinstance(found, tuple) and len(found) == 2 and found[0] == data:
         return found[1]
     value = build()
     entries[key] = (data, value)
-    if kind in _paths:  # a cache on disk: written once, as the run ends
+    group = (kind, os.path.dirname(key))
+    if group in _paths:  # a cache on disk: written once, as the run ends
         if not _dirty:
             import atexit
 
             atexit.register(_save_all)
-        _dirty.add(kind)
+        _dirty.add(group)
     return value
 
 
@@ -59,15 +63,15 @@ def cache_dir() -> Path | None:
     return Path(base) / "kvcalc"
 
 
-def _entries(kind: str, stamp_modules: tuple[str, ...]) -> dict:
-    """This run's entries: loaded from disk once, or empty (and kept in memory only) when the
-    cache is off or cannot be named."""
-    if kind in _caches:
-        return _caches[kind]
-    path = _path(kind, stamp_modules)
+def _entries(group: tuple[str, str], stamp_modules: tuple[str, ...]) -> dict:
+    """This run's entries for one kind and folder: loaded from disk once, or empty (and kept in
+    memory only) when the cache is off or cannot be named."""
+    if group in _caches:
+        return _caches[group]
+    path = _path(*group, stamp_modules)
     if path is None:
-        _caches[kind] = {}
-        return _caches[kind]
+        _caches[group] = {}
+        return _caches[group]
     entries = {}
     try:
         stat = path.stat()
@@ -79,17 +83,24 @@ def _entries(kind: str, stamp_modules: tuple[str, ...]) -> dict:
                 entries = loaded
     except Exception:  # absent, unreadable, truncated, from another Python: start afresh
         entries = {}
-    _caches[kind] = entries
-    _paths[kind] = path
+    _caches[group] = entries
+    _paths[group] = path
     return entries
 
 
-_paths: dict[str, Path] = {}
+_paths: dict[tuple[str, str], Path] = {}
 
 
-def _path(kind: str, stamp_modules: tuple[str, ...]) -> Path | None:
+def _digest(text: str) -> str:
+    import zlib  # built in: a name needs no cryptographic hash (hashlib costs 2 ms to import)
+
+    data = text.encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+
+def _path(kind: str, folder_of_files: str, stamp_modules: tuple[str, ...]) -> Path | None:
+    """``KIND-STAMP-FOLDER.pickle``: STAMP names the code, FOLDER the folder of files."""
     import sys
-    import zlib  # built in: a stamp needs no cryptographic hash (hashlib costs 2 ms to import)
 
     from kvcalc import __version__
 
@@ -104,25 +115,24 @@ def _path(kind: str, stamp_modules: tuple[str, ...]) -> Path | None:
             stamp.append(f"{module_file}:{stat.st_size}:{stat.st_mtime_ns}")
         except (KeyError, AttributeError, TypeError, OSError):
             return None  # code we cannot stamp is not cached against
-    text = "\n".join(stamp).encode()
-    digest = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
-    return folder / f"{kind}-{digest}.pickle"
+    return folder / f"{kind}-{_digest(chr(10).join(stamp))}-{_digest(folder_of_files)}.pickle"
 
 
 def _save_all() -> None:
-    for kind in sorted(_dirty):
+    for group in sorted(_dirty):
         try:
-            _save(kind)
+            _save(group)
         except Exception:  # a full disk or a read-only home: the next run validates again
             pass
     _dirty.clear()
 
 
-def _save(kind: str) -> None:
+def _save(group: tuple[str, str]) -> None:
     import pickle
     import tempfile
 
-    path, entries = _paths[kind], _caches[kind]
+    kind = group[0]
+    path, entries = _paths[group], _caches[group]
     if len(entries) > MAX_ENTRIES:
         entries = dict(list(entries.items())[-MAX_ENTRIES:])
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -136,6 +146,13 @@ def _save(kind: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    for old in path.parent.glob(f"{kind}-*.pickle"):  # caches of older code
-        if old != path:
-            old.unlink(missing_ok=True)
+    stamp = path.name.split("-")[1]
+    kept = []
+    for other in path.parent.glob(f"{kind}-*.pickle"):
+        if other.name.split("-")[1] != stamp:  # a cache of older code
+            other.unlink(missing_ok=True)
+        elif other != path:
+            kept.append(other)
+    kept.sort(key=lambda p: p.stat().st_mtime_ns)  # the folders written least recently first
+    for other in kept[: max(0, len(kept) + 1 - MAX_FOLDERS)]:
+        other.unlink(missing_ok=True)

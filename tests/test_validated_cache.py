@@ -108,9 +108,42 @@ def test_changed_code_starts_a_new_cache(tmp_path, monkeypatch):
     fake.__file__ = str(module)
     monkeypatch.setitem(sys.modules, "schema_module", fake)
     monkeypatch.setenv("KVCALC_CACHE_DIR", str(tmp_path / "cache"))
-    first = validated_cache._path("presets", ("schema_module",))
+    first = validated_cache._path("presets", "/some/folder", ("schema_module",))
     module.write_text("X = 22\n")
-    assert validated_cache._path("presets", ("schema_module",)) != first
+    assert validated_cache._path("presets", "/some/folder", ("schema_module",)) != first
+
+
+def test_each_folder_has_its_own_cache_and_a_run_loads_only_the_folders_it_reads(tmp_path):
+    """A user folder's presets are kept apart: estimating a bundled preset unpickles the bundled
+    folder's entries alone, and the cache files of many folders (temporary ones) stay bounded."""
+    from kvcalc import validated_cache
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "llama-3-8b.yaml").write_text((PRESETS / "llama-3-8b.yaml").read_text())
+    run(tmp_path / "cache", user)
+    assert len(cache_files(tmp_path / "cache")) == 2  # the bundled folder and mine
+    probe = (
+        "import pickle, sys\n"
+        "loaded = []\n"
+        "original = pickle.loads\n"
+        "pickle.loads = lambda data, **k: loaded.append(len(original(data, **k))) or original(data, **k)\n"
+        "from kvcalc.sources.presets import load_named, bundled_dir\n"
+        "load_named(bundled_dir() / 'llama-3-8b.yaml')\n"
+        "print(loaded)\n"
+    )
+    env = {**os.environ, "KVCALC_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout
+    # one file, the bundled folder's: its presets but llama-3-8b, which my folder's copy overrode
+    assert json.loads(out) == [len(list(PRESETS.glob("*.yaml"))) - 1]
+    text = (PRESETS / "llama-3-8b.yaml").read_text()
+    folders = [tmp_path / f"t{i}" for i in range(validated_cache.MAX_FOLDERS + 3)]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        (folder / f"copy{i}.yaml").write_text(text.replace("name: llama-3-8b\n", f"name: copy{i}\n", 1))
+    many = run(tmp_path / "cache", *folders)
+    assert many["totals"]["copy7"] == 2 * 32 * 8 * 128 * 2 * 8192
+    assert len(cache_files(tmp_path / "cache")) == validated_cache.MAX_FOLDERS
 
 
 def test_off_and_unwritable_caches_cost_nothing_but_a_validation(tmp_path):

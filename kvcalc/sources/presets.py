@@ -5,6 +5,7 @@ Each file is parsed and validated at most once per process, and only when it is 
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def load_file(path: Path) -> ModelSpec:
     from kvcalc.validated_cache import cached
 
     text = read_text(path)
-    return cached("presets", str(path.resolve()), text.encode(),
+    return cached("presets", os.path.abspath(path), text.encode(),  # abspath: no system call per file
                   lambda: spec_from_data(load_yaml(text, str(path)), origin=str(path)), STAMP)
 
 
