@@ -16,7 +16,14 @@ import json
 
 from pydantic import ValidationError
 
-from kvcalc.sources import weights_encoders, weights_hybrids, weights_llama_like, weights_moe
+from kvcalc.sources import (
+    weights_encoders,
+    weights_gemma4,
+    weights_hybrids,
+    weights_llama_like,
+    weights_moe,
+    weights_remote,
+)
 from kvcalc.sources.weights_parts import (
     Decoder,
     Fields,
@@ -645,7 +652,7 @@ BUILDERS = {
 
 # this module's own rows, before the family modules join
 BUILDERS_OWN, DECODERS_OWN, NOT_DERIVED_OWN = dict(BUILDERS), dict(DECODERS), dict(NOT_DERIVED)
-FAMILY_MODULES = (weights_llama_like, weights_moe, weights_encoders, weights_hybrids)
+FAMILY_MODULES = (weights_llama_like, weights_moe, weights_encoders, weights_hybrids, weights_gemma4, weights_remote)
 for _module in FAMILY_MODULES:
     for _type, _defaults in _module.DEFAULTS.items():  # may add class defaults to a type counted above
         DEFAULTS.setdefault(_type, {}).update(_defaults)

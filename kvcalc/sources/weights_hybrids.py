@@ -43,20 +43,6 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 DECODERS: dict[str, Decoder] = {}
 NOT_DERIVED: dict[str, str] = {
-    "mimo_v2": "MiMo-V2.5's checkpoint holds a vision encoder (vision_config, the remote code's mimovl tower) and "
-               "an audio encoder (audio_config) whose modeling code is not in transformers and whose shapes the "
-               "config alone does not fix, beside per-head attention sink biases; counting the language model "
-               "alone would understate it",
-    # Gemma-4 (modeling_gemma4.py): besides the decoder kvcalc counts for Gemma-3
-    "gemma4_text": "Gemma-4's per-layer input embeddings (embed_tokens_per_layer, per_layer_model_projection, each "
-                   "layer's per_layer_input_gate and per_layer_projection), its layer_scalar weights and full "
-                   "layers whose heads differ in size from the sliding ones are not counted yet",
-    "gemma4_unified_text": "Gemma-4's layer_scalar weights and full-attention layers whose heads differ in size from "
-                           "the sliding ones are not counted yet",
-    "gemma4": "Gemma-4's per-layer input embeddings, layer_scalar weights, its full layers' own head sizes, and the "
-              "vision and audio towers (vision_config, audio_config) are not counted yet",
-    "gemma4_unified": "Gemma-4's layer_scalar weights, its full layers' own head sizes, and the vision and audio "
-                      "towers (vision_config, audio_config) are not counted yet",
     "phi4_multimodal": "Phi-4-multimodal's causal LM holds a SigLIP image encoder with its pooling head and "
                        "projections and a Conformer audio encoder with its projections (embed_tokens_extend), which "
                        "kvcalc does not count",
