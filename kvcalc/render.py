@@ -47,22 +47,18 @@ class Grid:
         total = sum(widths[i] for i in shown) + 3 * (len(shown) - 1) + 2
         yield Text(clean(self.title))
         rule = " " + "─" * (total - 2)
-        parts, spans, at = [], [], 0  # the body as one string and its styles: one Text, however many rows
-        for row in [self.headers, RULE, *self.rows]:
-            if row is RULE:
-                line, line_spans = rule, [Span(0, len(rule), "dim")]
-            else:
-                line, line_spans = self._line(row, widths, shown, bold=row is self.headers)
-            if parts:
-                parts.append("\n")
-                at += 1
-            parts.append(line)
-            spans += [Span(at + s.start, at + s.end, s.style) for s in line_spans]
-            at += len(line)
-        body = Text("".join(parts), spans=spans)
-        if total <= options.max_width:  # nothing to wrap: drawn without measuring each line
-            body.no_wrap = True
-        yield body
+        lines = [self._line(self.headers, widths, shown, bold=True), (rule, [Span(0, len(rule), "dim")])]
+        lines += [(rule, [Span(0, len(rule), "dim")]) if row is RULE else self._line(row, widths, shown)
+                  for row in self.rows]
+        if total <= options.max_width:  # nothing to wrap: each line as it is drawn, no Text to lay out
+            yield from _segments(console, lines)
+        else:  # one Text, which Rich wraps: a number is wrapped, never hidden
+            parts, spans, at = [], [], 0
+            for line, line_spans in lines:
+                spans += [Span(at + s.start, at + s.end, s.style) for s in line_spans]
+                parts.append(line)
+                at += len(line) + 1
+            yield Text("\n".join(parts), spans=spans)
         if self.whole_below and shrink in shown:  # a cut cell is said in full below: no word lost at any width
             for row in self.rows:
                 if row is not RULE and len(str(row[shrink])) > widths[shrink]:
@@ -97,6 +93,27 @@ class Grid:
                 parts.append(pad)
                 at += len(pad)
         return "".join(parts), spans
+
+
+def _segments(console, lines: list[tuple[str, list[Span]]]):
+    """Grid lines as Rich segments, each styled part with its style (a Grid's spans never overlap)."""
+    from rich.segment import Segment
+
+    styles: dict = {}
+    for line, spans in lines:
+        at = 0
+        for span in sorted(spans):
+            if span.end <= span.start or not span.style:
+                continue  # nothing styled: its text goes out with the plain text around it
+            if span.start > at:
+                yield Segment(line[at:span.start])
+            if span.style not in styles:
+                styles[span.style] = console.get_style(span.style) if isinstance(span.style, str) else span.style
+            yield Segment(line[span.start:span.end], styles[span.style])
+            at = span.end
+        if at < len(line):
+            yield Segment(line[at:])
+        yield Segment.line()
 
 
 def exact(n: int) -> str:

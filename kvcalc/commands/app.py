@@ -1,6 +1,5 @@
 """The Typer app, the one error boundary, and the registration of the commands."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,6 +1,5 @@
 """kvcalc bench: timed decode steps through a model's attention layers."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

@@ -1,6 +1,5 @@
 """What every command shares: the output streams, JSON printing, preset folders, catalogs, warnings."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """kvcalc compare: models side by side at one or more contexts."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

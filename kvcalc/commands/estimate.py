@@ -1,6 +1,5 @@
 """kvcalc estimate: the exact KV cache of one model, or of a what-if variant of it."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

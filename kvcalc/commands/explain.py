@@ -1,6 +1,5 @@
 """kvcalc explain: an engine's start-up log read line by line against kvcalc's rules."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,6 +1,5 @@
 """kvcalc fit: requests that fit on GPUs as an engine counts them, and backwards from a concurrency."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

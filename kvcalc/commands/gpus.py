@@ -1,6 +1,5 @@
 """kvcalc gpus: the GPU catalog."""
 
-from __future__ import annotations
 
 from kvcalc.commands.common import catalogs_of, out, print_json
 from kvcalc.commands.options import GPUCatalogOpt, JsonOpt

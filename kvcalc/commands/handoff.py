@@ -1,6 +1,5 @@
 """kvcalc handoff: one request's KV moved from prefill to decode."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

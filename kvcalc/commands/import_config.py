@@ -1,6 +1,5 @@
 """kvcalc import: a config.json turned into a preset YAML."""
 
-from __future__ import annotations
 
 import re
 from pathlib import Path

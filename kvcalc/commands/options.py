@@ -1,6 +1,5 @@
 """Every option declared once: its name, bound and help text (the parsers are in parsers.py)."""
 
-from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path

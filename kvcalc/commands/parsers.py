@@ -1,6 +1,5 @@
 """The parsers behind kvcalc's options: integers, sizes, token counts, fractions, rates, lists."""
 
-from __future__ import annotations
 
 import re
 

@@ -1,6 +1,5 @@
 """kvcalc plot: KV memory against context, in the terminal or as an image."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated

@@ -1,6 +1,5 @@
 """kvcalc presets: list the presets, or show one."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

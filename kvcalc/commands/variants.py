@@ -1,6 +1,5 @@
 """kvcalc variants: one model under each attention design."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,6 +1,5 @@
 """kvcalc verify: real torch layers and caches measured against the formula."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 
