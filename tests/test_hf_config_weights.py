@@ -68,8 +68,8 @@ def test_every_fixture_derives_weights_or_says_why():
 
 
 # presets the weights schema cannot describe either (their notes say why; tests/test_params.py checks the note);
-# Nemotron-Super-49B's config.json is counted now (tests/test_weights_hybrids.py), its preset still has no weights
-NO_WEIGHTS_PRESETS = {"llama-3.3-nemotron-super-49b-v1"}
+# none now: Nemotron-Super-49B's preset carries the per-block widths (mlp_sizes) its config.json gives
+NO_WEIGHTS_PRESETS: set[str] = set()
 
 
 @pytest.mark.parametrize("name", sorted(set(PRESET_OF) - set(NOT_DERIVED) - NO_WEIGHTS_PRESETS))

@@ -286,6 +286,16 @@ EXPECTED_TOTAL = {
         + 32 * 2 * 4096
         + 4096
     ),
+    # Llama-3.3-Nemotron-Super-49B: 49 of 80 blocks attend (64 heads, 8 KV heads of 128) with an input_layernorm,
+    # 31 are no_op; every block a gated MLP of int(2 x ffn_mult x 8192 / 3) rounded up to 256 (block_configs):
+    # 28672 in 49 blocks, 14336 in 6, 7168 in 10, 5632 in 8, 2816 in 6, 17920 in 1; untied head.
+    "llama-3.3-nemotron-super-49b-v1": (
+        2 * 128256 * 8192
+        + 49 * (2 * 8192 * 8192 + 2 * 8192 * 8 * 128 + 8192)
+        + 80 * 8192
+        + 3 * 8192 * (49 * 28672 + 6 * 14336 + 10 * 7168 + 8 * 5632 + 6 * 2816 + 17920)
+        + 8192
+    ),
 }
 
 # (experts - experts_per_token) x one expert x MoE layers, left out of the active count.

@@ -62,11 +62,14 @@ def lora_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[str, i
                 raise ExtrasError(f"{spec.name}: every layer is mixture-of-experts; LoRA on experts is not "
                                   "modelled (target q,k,v,o)")
         if dense and w.mlp is not None:
-            inner = w.mlp.intermediate_size
-            shapes = {"gate": (hidden, inner), "up": (hidden, inner), "down": (inner, hidden)}
-            if w.mlp.kind != "gated":
-                shapes.pop("gate")
-            found += [(t, *shapes[t], len(dense)) for t in mlp_targets if t in shapes]
+            # per-layer widths where the weights block lists them (Nemotron-NAS's mlp_sizes; 0: no MLP there),
+            # one entry per distinct width with the layers that have it
+            sizes = [w.mlp.intermediate_size if w.mlp_sizes is None else w.mlp_sizes[i] for i in dense]
+            for inner in dict.fromkeys(s for s in sizes if s):
+                shapes = {"gate": (hidden, inner), "up": (hidden, inner), "down": (inner, hidden)}
+                if w.mlp.kind != "gated":
+                    shapes.pop("gate")
+                found += [(t, *shapes[t], sizes.count(inner)) for t in mlp_targets if t in shapes]
     if w is not None:  # embedding and head LoRA: full vocabulary, one each
         found += [(t, w.vocab_size, hidden, 1) if t == "embed" else (t, hidden, w.vocab_size, 1)
                   for t in ("embed", "lm_head") if t in targets]

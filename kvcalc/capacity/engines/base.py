@@ -255,7 +255,9 @@ def estimate_activations(spec, tp: int, batched_tokens: int, max_seqs: int) -> d
     w = spec.weights
     if w is not None:
         vocab = w.vocab_size
-        widths = [w.mlp.intermediate_size] if w.mlp else []
+        # the widest layer's MLP where the weights block lists per-layer widths (Nemotron-NAS's mlp_sizes)
+        widths = ([max(w.mlp_sizes, default=0) if w.mlp_sizes is not None else w.mlp.intermediate_size]
+                  if w.mlp else [])
         if w.moe:
             widths.append(w.moe.intermediate_size * w.moe.experts_per_token
                           + w.moe.shared_experts * (w.moe.shared_intermediate_size or w.moe.intermediate_size))
