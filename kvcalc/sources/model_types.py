@@ -43,6 +43,8 @@ CHECKED_TYPES = frozenset({
     "qwen3_5", "qwen3_5_text", "falcon_mamba", "mamba",
     # issue 19b: layers holding K/V and a Mamba2 state (transcribed fields, tests/test_hf_config_parallel_hybrids.py)
     "falcon_h1", "zamba2",
+    # LFM2-1.2B's released config: attention KV and conv state by hand (tests/test_weights_remote.py)
+    "lfm2",
 }) | FALCON_TYPES | CHECKED_ENCODERS
 
 # Types whose transformers 5.24 default config kvcalc reads, and whose cache after a forward on
@@ -55,7 +57,7 @@ DEFAULTS_MATCHED = frozenset({
     "gemma4_unified_text", "git", "glm", "glm4", "glm4_moe_lite", "got_ocr2", "gpt-sw3", "gpt_bigcode",
     "gpt_neo", "gpt_neox_japanese", "gpt_oss", "gptj", "granite", "granite_swa", "granitemoe",
     "granitemoe_swa", "granitemoeshared", "helium", "hrm_text", "hy_v3", "hyperclovax", "internlm3",
-    "iquestcoder", "jais2", "kolibri1", "laguna", "lara_mini", "lfm2", "mellum", "minicpm3", "minimax_m2",
+    "iquestcoder", "jais2", "kolibri1", "laguna", "lara_mini", "mellum", "minicpm3", "minimax_m2",
     "ministral3", "modernbert-decoder", "moss_transcribe_diarize", "nanochat", "olmo",
     "olmo2", "olmo3", "olmo_hybrid", "olmoe", "persimmon", "phi", "phi4_multimodal", "phimoe",
     "qwen3_5_moe", "qwen3_5_moe_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",

@@ -312,7 +312,8 @@ def _lfm2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     bias = f.flag("conv_bias")
     conv = hidden * 3 * hidden + hidden * f.integer("conv_L_cache") + hidden * hidden + (5 * hidden if bias else 0)
     block.update(qk_norm=True, mixer_parameters={"conv": conv} if "conv" in types else {})
-    inner = f.integer("intermediate_size")
+    # Lfm2Config.__post_init__ (configuration_lfm2.py 91): a released config's block_ff_dim wins over intermediate_size
+    inner = f.integer("block_ff_dim" if f.model_type == "lfm2" and f.present("block_ff_dim") else "intermediate_size")
     if f.model_type == "lfm2_moe":
         block["mlp"] = {"kind": "gated", "intermediate_size": inner}
         block["moe"] = {"experts": f.integer("num_experts"), "experts_per_token": f.integer("num_experts_per_tok"),
