@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, mamba2_mixer, plain
+from kvcalc.sources.weights_parts import WRAPPED, Decoder, Fields, Skip, base, mamba2_mixer, plain
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -46,10 +46,6 @@ NOT_DERIVED: dict[str, str] = {
     "phi4_multimodal": "Phi-4-multimodal's causal LM holds a SigLIP image encoder with its pooling head and "
                        "projections and a Conformer audio encoder with its projections (embed_tokens_extend), which "
                        "kvcalc does not count",
-    "got_ocr2": "GOT-OCR2's SAM-style vision tower (windowed ViT with relative positions, neck convolutions) and its "
-                "convolutional projector are not counted",
-    "moss_transcribe_diarize": "MOSS-Transcribe-Diarize's Whisper-style audio tower (conv front end, learned "
-                               "positions, encoder layers) and its projector are not counted",
 }
 
 # layer type names of config.json (layers_block_type, layer_types; transformers' legacy names too) -> what each
@@ -422,6 +418,126 @@ def _nemotron_nas(f: Fields, attention: dict, count: int, hidden: int, notes: li
         notes.append(f"inferred: extra_parameters {linear_ffn * hidden * hidden}: the {linear_ffn} blocks whose MLP is "
                      f"one linear {hidden} x {hidden} (ffn replace_with_linear)")
     return block
+
+
+# --------------------------------------------------------------------------- towers beside a language model
+
+
+def _sub(f: Fields, key: str, defaults: dict[str, object], aliases: dict[str, str], notes: list[str]) -> dict:
+    """The sub-config ``key`` of the whole config (vision_config, audio_config), each of ``defaults``' fields
+    read under its name or its attribute_map alias, the config class's default where neither is stated (said
+    in a note). Whole numbers must be >= 1 (>= 0 where the default is 0), flags true or false."""
+    sub = f.outer.get(key) or {}
+    if not isinstance(sub, dict):
+        raise Skip(f"{key} is not a JSON object")
+    values, defaulted = {}, []
+    for name, default in defaults.items():
+        value = sub.get(name)
+        if value is None and name in aliases:
+            value = sub.get(aliases[name])
+        if value is None:
+            value = default
+            defaulted.append(f"{name} {json.dumps(default)}")
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise Skip(f"{key}.{name} is {json.dumps(value)[:40]}, not true or false")
+        elif isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)
+                                           or value < min(default, 1)):
+            raise Skip(f"{key}.{name} is {json.dumps(value)[:40]}, not a whole number >= {min(default, 1)}")
+        values[name] = value
+    if defaulted:
+        notes.append(f"inferred: {key} uses its config class's defaults for {', '.join(defaulted)}")
+    return values
+
+
+def _wrapper_tie(f: Fields, default: bool, block: dict, notes: list[str]) -> None:
+    """transformers ties the head by the whole config's tie_word_embeddings (modeling_utils.py 2492:
+    self.config), the wrapper class's default when config.json leaves it out, not text_config's."""
+    tie = f.outer.get("tie_word_embeddings")
+    if tie is None:
+        tie = default
+        notes.append(f"inferred: tie_word_embeddings {json.dumps(default)} (the {f.outer['model_type']} config "
+                     "class's default; transformers ties by the whole config's value)")
+    elif not isinstance(tie, bool):
+        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
+    block["tied_embeddings"] = tie
+
+
+# GotOcr2VisionConfig (configuration_got_ocr2.py), transformers 5.24
+_GOT_VISION = {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "num_channels": 3, "image_size": 1024, "patch_size": 16, "qkv_bias": True, "use_abs_pos": True,
+               "use_rel_pos": True, "window_size": 14, "mlp_dim": 3072}
+
+
+def _got_ocr2(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
+    """GOT-OCR2 (GotOcr2ForConditionalGeneration, modeling_got_ocr2.py): beside the language model (AutoModel
+    of text_config, 512-520), the SAM-style vision tower GotOcr2VisionEncoder: a patch Conv2d with a bias (342),
+    with use_abs_pos a learned (image / patch)^2 x hidden position grid (416-425), per layer two LayerNorms
+    (218, 220), qkv hidden x 3 hidden (a bias when qkv_bias) and proj with a bias (98-99), with use_rel_pos
+    rel_pos_h and rel_pos_w of (2s - 1) x head_dim each, s the window_size or, on global layers
+    (global_attn_indexes, or window_size 0), image / patch (87-91, 106-108), an MLP lin1, lin2 with biases
+    (71-72); the neck conv1 1x1 hidden -> output_channels and conv2 3x3, no biases, each followed by a
+    LayerNorm with a bias (389-392); the projector conv_upsampler1 3x3 output_channels -> 2 x that and
+    conv_upsampler2 3x3 -> the text hidden size, no biases, and a Linear text hidden square with a bias
+    (467-473). The head ties by GotOcr2Config's tie_word_embeddings (default true)."""
+    v = _sub(f, "vision_config", _GOT_VISION, {}, notes)
+    listed = (f.outer.get("vision_config") or {}).get("global_attn_indexes", [2, 5, 8, 11])
+    if not isinstance(listed, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in listed):
+        raise Skip("vision_config.global_attn_indexes is not a list of layer numbers")
+    h, out, layers, heads = v["hidden_size"], v["output_channels"], v["num_hidden_layers"], v["num_attention_heads"]
+    grid, window = v["image_size"] // v["patch_size"], v["window_size"]
+    head_dim = h // heads
+    tower = v["num_channels"] * v["patch_size"] ** 2 * h + h + (grid * grid * h if v["use_abs_pos"] else 0)
+    for i in range(layers):
+        side = grid if i in listed or window == 0 else window
+        tower += (2 * 2 * h + 3 * h * h + (3 * h if v["qkv_bias"] else 0) + h * h + h
+                  + (2 * (2 * side - 1) * head_dim if v["use_rel_pos"] else 0)
+                  + 2 * h * v["mlp_dim"] + v["mlp_dim"] + h)
+    tower += h * out + 2 * out + out * out * 9 + 2 * out  # the neck
+    projector = out * 2 * out * 9 + 2 * out * text_hidden * 9 + text_hidden * text_hidden + text_hidden
+    block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
+    _wrapper_tie(f, True, block, notes)
+    notes.append(f"inferred: extra_parameters has {tower + projector} = GOT-OCR2's vision tower {tower} (hidden {h}, "
+                 f"{layers} layers, MLP {v['mlp_dim']}, {v['image_size']}px in {v['patch_size']}px patches, window "
+                 f"{window}, neck {out}) + projector {projector}")
+
+
+# MossTranscribeDiarizeAudioConfig (its attribute_map names d_model, encoder_layers, encoder_ffn_dim) and
+# MossTranscribeDiarizeConfig, transformers 5.24
+_MOSS_AUDIO = {"num_mel_bins": 80, "num_hidden_layers": 24, "intermediate_size": 4096, "hidden_size": 1024,
+               "max_source_positions": 1500}
+_MOSS_ALIASES = {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers", "intermediate_size": "encoder_ffn_dim"}
+
+
+def _moss_transcribe_diarize(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
+    """MOSS-Transcribe-Diarize (MossTranscribeDiarizeForConditionalGeneration, modeling_moss_transcribe_diarize.py):
+    beside the language model (AutoModel of text_config, 389-391), the Whisper-style audio tower: conv1
+    num_mel_bins -> d and conv2 d -> d, kernel 3, with biases (283-284), embed_positions max_source_positions x d
+    (a frozen parameter, 286), per layer q, v, out with biases and k without (134-137), two LayerNorms (194,
+    200), fc1 and fc2 with biases (198-199), a final LayerNorm (289); the projector linear_1 d x audio_merge_size
+    -> the text hidden size and linear_2 text hidden square, biases when projector_bias, and a LayerNorm with a
+    bias (56-61). The head ties by MossTranscribeDiarizeConfig's tie_word_embeddings (default true, 523)."""
+    a = _sub(f, "audio_config", _MOSS_AUDIO, _MOSS_ALIASES, notes)
+    d, layers, inner = a["hidden_size"], a["num_hidden_layers"], a["intermediate_size"]
+    tower = (a["num_mel_bins"] * d * 3 + d + d * d * 3 + d + a["max_source_positions"] * d
+             + layers * (4 * d * d + 3 * d + 2 * 2 * d + 2 * d * inner + inner + d) + 2 * d)
+    merge = f.outer.get("audio_merge_size", 4)
+    bias = f.outer.get("projector_bias", True)
+    if isinstance(merge, bool) or not isinstance(merge, int) or merge < 1 or not isinstance(bias, bool):
+        raise Skip("audio_merge_size or projector_bias is not a whole number >= 1 and true or false")
+    if "audio_merge_size" not in f.outer or "projector_bias" not in f.outer:
+        notes.append("inferred: MossTranscribeDiarizeConfig's audio_merge_size 4 and projector_bias true where "
+                     "config.json leaves them out")
+    projector = d * merge * text_hidden + text_hidden * text_hidden + (2 * text_hidden if bias else 0) + 2 * text_hidden
+    block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
+    _wrapper_tie(f, True, block, notes)
+    notes.append(f"inferred: extra_parameters has {tower + projector} = the Whisper-style audio tower {tower} "
+                 f"(d_model {d}, {layers} layers, FFN {inner}) + projector {projector}")
+
+
+WRAPPED.update({"got_ocr2": _got_ocr2, "moss_transcribe_diarize": _moss_transcribe_diarize})
+# wrappers whose other parts the hooks above count, when their language model is one decoder() builds
+COUNTED_WRAPPERS = frozenset(WRAPPED)
 
 
 BUILDERS: dict = {
