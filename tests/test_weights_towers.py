@@ -134,7 +134,8 @@ def got_ocr2_defaults() -> dict:
         "text_config": {"model_type": "qwen2", "vocab_size": 151860, "hidden_size": 1024, "intermediate_size": 2816,
                         "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
                         "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
-                        "tie_word_embeddings": True, "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+                        "tie_word_embeddings": True,
+                        "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
                         "use_sliding_window": False, "sliding_window": None, "max_window_layers": 21,
                         "layer_types": ["full_attention"] * 24},
     }
@@ -205,6 +206,11 @@ CASES = {
                       **_vision({"qkv_bias": False, "use_rel_pos": False, "use_abs_pos": False, "window_size": 8,
                                  "global_attn_indexes": [1, 3], "num_hidden_layers": 4, "output_channels": 128})}],
     "moss_transcribe_diarize": [{}, {"tie_word_embeddings": False, "projector_bias": False, "audio_merge_size": 2}],
+    "phi4_multimodal": [{}, {"tie_word_embeddings": True, "num_hidden_layers": 4,
+                             "vision_config": {"num_hidden_layers": 3, "image_size": 224, "intermediate_size": 1000},
+                             "audio_config": {"num_blocks": 3, "time_reduction": 4, "bias_symmetric": True,
+                                              "depthwise_multiplier": 2, "ext_pw_out_channel": 512,
+                                              "downsample_rate": 2, "input_size": 81}}],
 }
 
 
@@ -219,10 +225,54 @@ def test_count_equals_the_model_transformers_builds(model_type, change):
 
 
 def test_the_hand_written_defaults_are_the_class_defaults():
-    for model_type, written in (("got_ocr2", got_ocr2_defaults()), ("moss_transcribe_diarize", moss_defaults())):
+    for model_type, written in (("got_ocr2", got_ocr2_defaults()), ("moss_transcribe_diarize", moss_defaults()),
+                                ("phi4_multimodal", phi4_defaults())):
         defaults = class_defaults(model_type)
         for key, value in written.items():
             if isinstance(value, dict):
                 assert {k: defaults[key][k] for k in value} == value, (model_type, key)
             else:
                 assert defaults[key] == value, (model_type, key)
+
+
+def test_phi4_multimodal_class_defaults_by_hand():
+    # Phi4MultimodalConfig's defaults (microsoft/Phi-4-multimodal-instruct's shape), the whole checkpoint
+    text, vocab, layers, heads, kv_heads, inner = 3072, 200064, 32, 32, 8, 8192
+    head_dim = text // heads
+    decoder_layer = (text * (heads + 2 * kv_heads) * head_dim + heads * head_dim * text  # qkv_proj, o_proj
+                     + 3 * text * inner + 2 * text)  # gate_up_proj, down_proj, two RMSNorms
+    language = 2 * vocab * text + layers * decoder_layer + text  # embeddings, untied lm_head, final norm
+    # the image embedding: SigLIP (1152 wide, 27 layers, MLP 4304, 448px in 14px patches) with its pooling head
+    h, mlp_inner = 1152, 4304
+    mlp = 2 * h * mlp_inner + mlp_inner + h
+    siglip = (3 * 14 * 14 * h + h + 32 * 32 * h + 27 * (4 * (h * h + h) + mlp + 4 * h) + 2 * h
+              + h + 4 * h * h + 4 * h + 2 * h + mlp)  # probe, MultiheadAttention, LayerNorm, MLP
+    image = siglip + h * text + text + text * text + text + 2 * h
+    # the audio embedding: Conformer (1024 wide, 24 blocks, MLP 1536, 16 heads), NeMo subsampling by 8
+    a, ai, c = 1024, 1536, 1024
+    final = 10  # 80 mel bins halved three times, rounding up: 40, 20, 10
+    subsampling = c * 9 + c + 2 * (c * 9 + c + c * c + c) + c * final * a + a
+    conformer_block = (2 * (2 * a + 2 * a * ai + 2 * ai + ai * a + a) + 4 * (a * a + a)
+                       + 2 * a + 2 * a * a + 2 * a + 2 * a + a * 3 + a + a * a + a + a * a + a + 4 * a)
+    encoder = 2 * 80 + subsampling + 2000 * 16 + 24 * conformer_block
+    audio = encoder + 2 * (a * text + text + text * text + text)
+    assert total(phi4_defaults()) == language + image + audio
+
+
+def phi4_defaults() -> dict:
+    """Phi4MultimodalConfig's defaults as to_dict() writes them (transformers 5.24), the fields read."""
+    return {
+        "model_type": "phi4_multimodal", "vocab_size": 200064, "hidden_size": 3072, "intermediate_size": 8192,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096, "tie_word_embeddings": False,
+        "vision_config": {"model_type": "phi4_multimodal_vision", "hidden_size": 1152, "intermediate_size": 4304,
+                          "num_hidden_layers": 27, "num_attention_heads": 16, "num_channels": 3, "image_size": 448,
+                          "patch_size": 14},
+        "audio_config": {"model_type": "phi4_multimodal_audio", **PHI4_AUDIO},
+    }
+
+
+PHI4_AUDIO = {"hidden_size": 1024, "intermediate_size": 1536, "num_blocks": 24, "num_attention_heads": 16,
+              "ext_pw_out_channel": 1024, "depthwise_separable_out_channel": 1024, "depthwise_multiplier": 1,
+              "kernel_size": 3, "input_size": 80, "time_reduction": 8, "bias_max_distance": 1000,
+              "bias_symmetric": False, "nemo_conv_channels": 1024, "downsample_rate": 1}

@@ -372,8 +372,8 @@ def _modernbert_decoder(f: Fields, attention: dict, count: int, hidden: int, not
 
 BUILDERS = {
     "roberta": _roberta, "camembert": _roberta, "xlm-roberta": _roberta, "data2vec-text": _roberta,
-    "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "rembert": _rembert, "roformer": _roformer, "xmod": _xmod,
-    "roc_bert": _roc_bert,
+    "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "rembert": _rembert, "roformer": _roformer,
+    "xmod": _xmod, "roc_bert": _roc_bert,
     "roberta-prelayernorm": _pre_norm, "xlm-roberta-xl": _pre_norm, "megatron-bert": _pre_norm,
     "bert-generation": _bert_generation, "biogpt": _biogpt, "ctrl": _ctrl, "openai-gpt": _openai_gpt,
     "xglm": _xglm, "gpt_neox_japanese": _gpt_neox_japanese, "git": _git,
