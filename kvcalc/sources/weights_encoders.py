@@ -45,11 +45,13 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 DECODERS: dict[str, Decoder] = {}
 NOT_DERIVED: dict[str, str] = {
-    # modeling_moshi.py: MoshiForConditionalGeneration holds the text decoder, a depth decoder, audio embeddings
-    # and the Mimi codec (audio_encoder_config); every Moshi config.json states them
-    "moshi": "a Moshi checkpoint holds a depth decoder, audio embeddings and the Mimi codec (depth_decoder_config, "
-             "audio_encoder_config) beside the text decoder, whose shapes kvcalc does not count; counting the text "
-             "decoder alone would understate it",
+    # modeling_moshi.py: MoshiForConditionalGeneration (the released checkpoints' class; transformers builds it on
+    # meta, 7,783,880,545 for the class defaults) holds beside the text decoder 2 x num_codebooks audio embeddings,
+    # the depth decoder (per-codebook MoshiFlexibleLinear weights) and the Mimi codec (audio_encoder_config)
+    "moshi": "a Moshi checkpoint holds the Mimi codec (SEANet convolutional encoder and decoder, their transformers, "
+             "the split residual quantizer with its codebook buffers), the depth decoder with per-codebook weights and "
+             "the audio embeddings beside the text decoder; kvcalc does not count them yet, and the text decoder "
+             "alone would understate it",
 }
 
 
