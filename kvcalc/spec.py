@@ -354,6 +354,12 @@ class Weights(_Frozen):
     position_embeddings: NonNegativeTokens = 0  # learned absolute positions (GPT-2, BERT)
     token_type_embeddings: NonNegative = 0  # BERT
     embedding_norm: bool = False
+    # the width of the input embeddings (word, position, token type) and their norm when narrower than
+    # hidden_size (ELECTRA-small's embedding_size, RemBERT's input_embedding_size); None: hidden_size
+    embedding_size: Positive | None = None
+    # a Linear embedding width -> hidden_size with a bias after the embeddings (ELECTRA's embeddings_project,
+    # RemBERT's embedding_hidden_mapping_in): its matrix counted with the layer matrices, its bias with the rest
+    embedding_projection: bool = False
     norm: Literal["rms", "layer"] = "rms"  # layer norms carry a bias too
     norms_per_layer: NonNegative = 2
     final_norm: bool = True

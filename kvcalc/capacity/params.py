@@ -135,11 +135,14 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     if w is None:
         return None
     hidden = spec.hidden_size
-    embedding = (w.vocab_size + w.position_embeddings + w.token_type_embeddings) * hidden
+    width = w.embedding_size or hidden  # the embeddings' own width (narrower in ELECTRA-small, RemBERT)
+    embedding = (w.vocab_size + w.position_embeddings + w.token_type_embeddings) * width
     if w.embedding_norm:
-        embedding += _norm(w, hidden)
+        embedding += _norm(w, width)
     head = 0 if w.tied_embeddings else w.vocab_size * hidden
     linear = other = inactive = moe_layers = 0
+    if w.embedding_projection:  # embedding width -> hidden_size, with a bias
+        linear, other = width * hidden, hidden
     per_kind: dict[str, tuple[int, int]] = {}
     for index, name in enumerate(spec.layers.order()):
         norms = w.norms_per_layer if w.layer_norms is None else w.layer_norms[index]

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "ernie": {**_BERT, "use_task_id": False, "task_type_vocab_size": 3},  # ErnieConfig
     "big_bird": {**_BERT, "use_bias": True},  # BigBirdConfig
     "electra": {**_BERT, "embedding_size": 128},  # ElectraConfig
+    "rembert": {**_BERT, "input_embedding_size": 256},  # RemBertConfig
     "roformer": _BERT,  # RoFormerConfig: embedding_size None means hidden_size (configuration_roformer.py 69)
     "xmod": {**_BERT, "pre_norm": False, "adapter_reduction_factor": 2, "adapter_layer_norm": False,
              "languages": ["en_XX"]},  # XmodConfig
@@ -44,15 +45,13 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 DECODERS: dict[str, Decoder] = {}
 NOT_DERIVED: dict[str, str] = {
-    # modeling_rembert.py 53-59 and 350: word, position and token-type embeddings input_embedding_size wide
-    # (256 in google/rembert, hidden_size 1152), then embedding_hidden_mapping_in up to hidden_size
-    "rembert": "RemBERT's embeddings are input_embedding_size wide, not hidden_size, with a projection up to "
-               "hidden_size; the weights schema sizes the embeddings by hidden_size",
-    # modeling_moshi.py: MoshiForConditionalGeneration holds the text decoder, a depth decoder, audio embeddings
-    # and the Mimi codec (audio_encoder_config); every Moshi config.json states them
-    "moshi": "a Moshi checkpoint holds a depth decoder, audio embeddings and the Mimi codec (depth_decoder_config, "
-             "audio_encoder_config) beside the text decoder, whose shapes kvcalc does not count; counting the text "
-             "decoder alone would understate it",
+    # modeling_moshi.py: MoshiForConditionalGeneration (the released checkpoints' class; transformers builds it on
+    # meta, 7,783,880,545 for the class defaults) holds beside the text decoder 2 x num_codebooks audio embeddings,
+    # the depth decoder (per-codebook MoshiFlexibleLinear weights) and the Mimi codec (audio_encoder_config)
+    "moshi": "a Moshi checkpoint holds the Mimi codec (SEANet convolutional encoder and decoder, their transformers, "
+             "the split residual quantizer with its codebook buffers), the depth decoder with per-codebook weights and "
+             "the audio embeddings beside the text decoder; kvcalc does not count them yet, and the text decoder "
+             "alone would understate it",
 }
 
 
@@ -129,21 +128,34 @@ def _pre_norm(f: Fields, attention: dict, count: int, hidden: int, notes: list[s
     return block
 
 
-def _same_width(f: Fields, hidden: int, key: str, family: str) -> None:
-    width = f.integer(key)
-    if width != hidden:
-        raise Skip(f"{key} {width} differs from hidden_size {hidden}: {family}'s embeddings are {key} wide with "
-                   "a projection up to hidden_size, and the weights schema sizes the embeddings by hidden_size")
-
-
 def _electra(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """ELECTRA's ElectraModel: BERT's embeddings embedding_size wide (modeling_electra.py 62-66), a projection
-    to hidden_size only when the widths differ (554-555), post-norm layers, no pooler. Counted when
-    embedding_size equals hidden_size (ELECTRA base and large); small's narrower embeddings are refused."""
+    """ELECTRA's ElectraModel: BERT's word, position and token-type embeddings and their LayerNorm, all
+    embedding_size wide (modeling_electra.py 62-66), embeddings_project embedding_size -> hidden_size with a
+    bias only when the widths differ (554-555: ELECTRA-small, the class defaults 128 and 256), post-norm
+    layers, no pooler."""
     block = _bert_stack(f, attention, hidden, "ELECTRA")
-    _same_width(f, hidden, "embedding_size", "ELECTRA")
+    width = f.integer("embedding_size")
+    if width != hidden:
+        block.update(embedding_size=width, embedding_projection=True)
+        notes.append(f"inferred: the embeddings are embedding_size {width} wide, projected to hidden_size {hidden} "
+                     "(embeddings_project)")
     notes.append("inferred: weights count ElectraModel (no pooler); the discriminator or generator head is not "
                  "counted")
+    return block
+
+
+def _rembert(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """RemBERT's RemBertModel: word, position and token-type embeddings and their LayerNorm, all
+    input_embedding_size wide (modeling_rembert.py 53-59), then the encoder's embedding_hidden_mapping_in
+    input_embedding_size -> hidden_size with a bias, built whatever the widths (350); BERT-shaped post-norm
+    layers (127-129 q/k/v, 208-209, 251, 267-268) and the pooler (102, 507). output_embedding_size sizes only
+    the masked-LM head (447-450), which RemBertModel has not."""
+    block = _bert_stack(f, attention, hidden, "RemBERT")
+    width = f.integer("input_embedding_size")
+    block.update(embedding_size=width, embedding_projection=True,
+                 extra_parameters=_pooler(hidden, "RemBertModel", notes))
+    notes.append(f"inferred: the embeddings are input_embedding_size {width} wide, mapped to hidden_size {hidden} "
+                 "(embedding_hidden_mapping_in); output_embedding_size belongs to the LM head, not counted")
     return block
 
 
@@ -152,10 +164,14 @@ def _roformer(f: Fields, attention: dict, count: int, hidden: int, notes: list[s
     (modeling_roformer.py 88-91; embedding_size null means hidden_size, configuration_roformer.py 69), no
     learned positions; the encoder's sinusoidal table is a frozen nn.Embedding, a parameter of
     max_position_embeddings x (hidden_size // num_attention_heads) (50-54, 397-399) that the state dict
-    holds; post-norm layers, no pooler."""
+    holds; post-norm layers, no pooler. An embedding_size narrower than hidden_size adds embeddings_project
+    embedding_size -> hidden_size with a bias (654-655)."""
     block = _bert_stack(f, attention, hidden, "RoFormer", positions=False)
-    if f.present("embedding_size"):
-        _same_width(f, hidden, "embedding_size", "RoFormer")
+    width = f.integer("embedding_size") if f.present("embedding_size") else hidden
+    if width != hidden:
+        block.update(embedding_size=width, embedding_projection=True)
+        notes.append(f"inferred: the embeddings are embedding_size {width} wide, projected to hidden_size {hidden} "
+                     "(embeddings_project)")
     table = f.integer("max_position_embeddings") * (hidden // f.integer("num_attention_heads"))
     block["extra_parameters"] = table
     notes.append(f"inferred: extra_parameters {table}: RoFormer's sinusoidal position table, a frozen parameter "
@@ -358,8 +374,8 @@ def _modernbert_decoder(f: Fields, attention: dict, count: int, hidden: int, not
 
 BUILDERS = {
     "roberta": _roberta, "camembert": _roberta, "xlm-roberta": _roberta, "data2vec-text": _roberta,
-    "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "roformer": _roformer, "xmod": _xmod,
-    "roc_bert": _roc_bert,
+    "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "rembert": _rembert, "roformer": _roformer,
+    "xmod": _xmod, "roc_bert": _roc_bert,
     "roberta-prelayernorm": _pre_norm, "xlm-roberta-xl": _pre_norm, "megatron-bert": _pre_norm,
     "bert-generation": _bert_generation, "biogpt": _biogpt, "ctrl": _ctrl, "openai-gpt": _openai_gpt,
     "xglm": _xglm, "gpt_neox_japanese": _gpt_neox_japanese, "git": _git,

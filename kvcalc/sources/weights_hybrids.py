@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, mamba2_mixer, plain
+from kvcalc.sources.weights_parts import WRAPPED, Decoder, Fields, Skip, base, decoder, mamba2_mixer, plain
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -37,19 +37,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "lfm2_moe": {**_TIED, "conv_bias": False, "use_expert_bias": True},
     # OlmoHybridConfig
     "olmo_hybrid": {**_UNTIED, "attention_bias": False},
+    # Phi4MultimodalConfig
+    "phi4_multimodal": _UNTIED,
     # NemotronHConfig
     "nemotron_h": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "use_bias": False,
                    "mamba_proj_bias": False, "use_conv_bias": True, "n_shared_experts": 1},
 }
 DECODERS: dict[str, Decoder] = {}
 NOT_DERIVED: dict[str, str] = {
-    "phi4_multimodal": "Phi-4-multimodal's causal LM holds a SigLIP image encoder with its pooling head and "
-                       "projections and a Conformer audio encoder with its projections (embed_tokens_extend), which "
-                       "kvcalc does not count",
-    "got_ocr2": "GOT-OCR2's SAM-style vision tower (windowed ViT with relative positions, neck convolutions) and its "
-                "convolutional projector are not counted",
-    "moss_transcribe_diarize": "MOSS-Transcribe-Diarize's Whisper-style audio tower (conv front end, learned "
-                               "positions, encoder layers) and its projector are not counted",
 }
 
 # layer type names of config.json (layers_block_type, layer_types; transformers' legacy names too) -> what each
@@ -425,8 +420,213 @@ def _nemotron_nas(f: Fields, attention: dict, count: int, hidden: int, notes: li
     return block
 
 
+# --------------------------------------------------------------------------- towers beside a language model
+
+
+def _sub(f: Fields, key: str, defaults: dict[str, object], aliases: dict[str, str], notes: list[str]) -> dict:
+    """The sub-config ``key`` of the whole config (vision_config, audio_config), each of ``defaults``' fields
+    read under its name or its attribute_map alias, the config class's default where neither is stated (said
+    in a note). Whole numbers must be >= 1 (>= 0 where the default is 0), flags true or false."""
+    sub = f.outer.get(key) or {}
+    if not isinstance(sub, dict):
+        raise Skip(f"{key} is not a JSON object")
+    values, defaulted = {}, []
+    for name, default in defaults.items():
+        value = sub.get(name)
+        if value is None and name in aliases:
+            value = sub.get(aliases[name])
+        if value is None:
+            value = default
+            defaulted.append(f"{name} {json.dumps(default)}")
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise Skip(f"{key}.{name} is {json.dumps(value)[:40]}, not true or false")
+        elif isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)
+                                           or value < min(default, 1)):
+            raise Skip(f"{key}.{name} is {json.dumps(value)[:40]}, not a whole number >= {min(default, 1)}")
+        values[name] = value
+    if defaulted:
+        notes.append(f"inferred: {key} uses its config class's defaults for {', '.join(defaulted)}")
+    return values
+
+
+def _wrapper_tie(f: Fields, default: bool, block: dict, notes: list[str]) -> None:
+    """transformers ties the head by the whole config's tie_word_embeddings (modeling_utils.py 2492:
+    self.config), the wrapper class's default when config.json leaves it out, not text_config's."""
+    tie = f.outer.get("tie_word_embeddings")
+    if tie is None:
+        tie = default
+        notes.append(f"inferred: tie_word_embeddings {json.dumps(default)} (the {f.outer['model_type']} config "
+                     "class's default; transformers ties by the whole config's value)")
+    elif not isinstance(tie, bool):
+        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
+    block["tied_embeddings"] = tie
+
+
+# GotOcr2VisionConfig (configuration_got_ocr2.py), transformers 5.24
+_GOT_VISION = {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "num_channels": 3, "image_size": 1024, "patch_size": 16, "qkv_bias": True, "use_abs_pos": True,
+               "use_rel_pos": True, "window_size": 14, "mlp_dim": 3072}
+
+
+def _got_ocr2(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
+    """GOT-OCR2 (GotOcr2ForConditionalGeneration, modeling_got_ocr2.py): beside the language model (AutoModel
+    of text_config, 512-520), the SAM-style vision tower GotOcr2VisionEncoder: a patch Conv2d with a bias (342),
+    with use_abs_pos a learned (image / patch)^2 x hidden position grid (416-425), per layer two LayerNorms
+    (218, 220), qkv hidden x 3 hidden (a bias when qkv_bias) and proj with a bias (98-99), with use_rel_pos
+    rel_pos_h and rel_pos_w of (2s - 1) x head_dim each, s the window_size or, on global layers
+    (global_attn_indexes, or window_size 0), image / patch (87-91, 106-108), an MLP lin1, lin2 with biases
+    (71-72); the neck conv1 1x1 hidden -> output_channels and conv2 3x3, no biases, each followed by a
+    LayerNorm with a bias (389-392); the projector conv_upsampler1 3x3 output_channels -> 2 x that and
+    conv_upsampler2 3x3 -> the text hidden size, no biases, and a Linear text hidden square with a bias
+    (467-473). The head ties by GotOcr2Config's tie_word_embeddings (default true)."""
+    v = _sub(f, "vision_config", _GOT_VISION, {}, notes)
+    listed = (f.outer.get("vision_config") or {}).get("global_attn_indexes", [2, 5, 8, 11])
+    if not isinstance(listed, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in listed):
+        raise Skip("vision_config.global_attn_indexes is not a list of layer numbers")
+    h, out, layers, heads = v["hidden_size"], v["output_channels"], v["num_hidden_layers"], v["num_attention_heads"]
+    grid, window = v["image_size"] // v["patch_size"], v["window_size"]
+    head_dim = h // heads
+    tower = v["num_channels"] * v["patch_size"] ** 2 * h + h + (grid * grid * h if v["use_abs_pos"] else 0)
+    for i in range(layers):
+        side = grid if i in listed or window == 0 else window
+        tower += (2 * 2 * h + 3 * h * h + (3 * h if v["qkv_bias"] else 0) + h * h + h
+                  + (2 * (2 * side - 1) * head_dim if v["use_rel_pos"] else 0)
+                  + 2 * h * v["mlp_dim"] + v["mlp_dim"] + h)
+    tower += h * out + 2 * out + out * out * 9 + 2 * out  # the neck
+    projector = out * 2 * out * 9 + 2 * out * text_hidden * 9 + text_hidden * text_hidden + text_hidden
+    block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
+    _wrapper_tie(f, True, block, notes)
+    notes.append(f"inferred: extra_parameters has {tower + projector} = GOT-OCR2's vision tower {tower} (hidden {h}, "
+                 f"{layers} layers, MLP {v['mlp_dim']}, {v['image_size']}px in {v['patch_size']}px patches, window "
+                 f"{window}, neck {out}) + projector {projector}")
+
+
+# MossTranscribeDiarizeAudioConfig (its attribute_map names d_model, encoder_layers, encoder_ffn_dim) and
+# MossTranscribeDiarizeConfig, transformers 5.24
+_MOSS_AUDIO = {"num_mel_bins": 80, "num_hidden_layers": 24, "intermediate_size": 4096, "hidden_size": 1024,
+               "max_source_positions": 1500}
+_MOSS_ALIASES = {"hidden_size": "d_model", "num_hidden_layers": "encoder_layers",
+                 "intermediate_size": "encoder_ffn_dim"}
+
+
+def _moss_transcribe_diarize(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
+    """MOSS-Transcribe-Diarize (MossTranscribeDiarizeForConditionalGeneration, modeling_moss_transcribe_diarize.py):
+    beside the language model (AutoModel of text_config, 389-391), the Whisper-style audio tower: conv1
+    num_mel_bins -> d and conv2 d -> d, kernel 3, with biases (283-284), embed_positions max_source_positions x d
+    (a frozen parameter, 286), per layer q, v, out with biases and k without (134-137), two LayerNorms (194,
+    200), fc1 and fc2 with biases (198-199), a final LayerNorm (289); the projector linear_1 d x audio_merge_size
+    -> the text hidden size and linear_2 text hidden square, biases when projector_bias, and a LayerNorm with a
+    bias (56-61). The head ties by MossTranscribeDiarizeConfig's tie_word_embeddings (default true, 523)."""
+    a = _sub(f, "audio_config", _MOSS_AUDIO, _MOSS_ALIASES, notes)
+    d, layers, inner = a["hidden_size"], a["num_hidden_layers"], a["intermediate_size"]
+    tower = (a["num_mel_bins"] * d * 3 + d + d * d * 3 + d + a["max_source_positions"] * d
+             + layers * (4 * d * d + 3 * d + 2 * 2 * d + 2 * d * inner + inner + d) + 2 * d)
+    merge = f.outer.get("audio_merge_size", 4)
+    bias = f.outer.get("projector_bias", True)
+    if isinstance(merge, bool) or not isinstance(merge, int) or merge < 1 or not isinstance(bias, bool):
+        raise Skip("audio_merge_size or projector_bias is not a whole number >= 1 and true or false")
+    if "audio_merge_size" not in f.outer or "projector_bias" not in f.outer:
+        notes.append("inferred: MossTranscribeDiarizeConfig's audio_merge_size 4 and projector_bias true where "
+                     "config.json leaves them out")
+    projector = d * merge * text_hidden + text_hidden * text_hidden + (2 * text_hidden if bias else 0) + 2 * text_hidden
+    block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
+    _wrapper_tie(f, True, block, notes)
+    notes.append(f"inferred: extra_parameters has {tower + projector} = the Whisper-style audio tower {tower} "
+                 f"(d_model {d}, {layers} layers, FFN {inner}) + projector {projector}")
+
+
+# Phi4MultimodalVisionConfig and Phi4MultimodalAudioConfig (configuration_phi4_multimodal.py), transformers 5.24
+_PHI4_VISION = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
+                "num_channels": 3, "image_size": 448, "patch_size": 14}
+_PHI4_AUDIO = {"hidden_size": 1024, "intermediate_size": 1536, "num_blocks": 24, "num_attention_heads": 16,
+               "ext_pw_out_channel": 1024, "depthwise_separable_out_channel": 1024, "depthwise_multiplier": 1,
+               "kernel_size": 3, "input_size": 80, "time_reduction": 8, "bias_max_distance": 1000,
+               "bias_symmetric": False, "nemo_conv_channels": 1024, "downsample_rate": 1}
+
+
+def _phi4_multimodal(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Phi-4-multimodal (Phi4MultimodalForCausalLM, modeling_phi4_multimodal.py, the whole checkpoint): Phi-3's
+    decoder (qkv_proj and o_proj without biases 1232-1233, gate_up_proj and down_proj without 1130-1131, two
+    RMSNorms, a final one; lm_head untied by default, 1584) and embed_tokens_extend (1328-1337) holding the image
+    and the audio embedding (_phi4_image, _phi4_audio)."""
+    if attention["kind"] == "mla":
+        raise Skip("Phi-4-multimodal attention that is MLA")
+    f.family = Decoder()
+    block = decoder(f, attention, count, hidden, notes)
+    image, audio = _phi4_image(f, hidden, notes), _phi4_audio(f, hidden, notes)
+    block["extra_parameters"] = image + audio
+    return block
+
+
+def _phi4_image(f: Fields, text_hidden: int, notes: list[str]) -> int:
+    """Phi4MultimodalImageEmbedding (455-477): the SigLIP tower img_processor (Phi4MultimodalVisionModel 387-398):
+    a patch Conv2d with a bias (271-277), (image / patch)^2 learned positions (278), per layer q/k/v/out with
+    biases (101-104), fc1 and fc2 with biases (58-59), two LayerNorms (144, 146), post_layernorm (397) and the
+    pooling head, always built (398; 367-370: a probe, a torch MultiheadAttention in_proj 3h x h + 3h and
+    out_proj h x h + h, a LayerNorm, the MLP); img_projection_up h -> the text hidden size and img_projection_down
+    square, with biases (474-475), and the global and sub-image feature extensors, h each (476-477)."""
+    v = _sub(f, "vision_config", _PHI4_VISION, {}, notes)
+    h, inner, layers = v["hidden_size"], v["intermediate_size"], v["num_hidden_layers"]
+    mlp = 2 * h * inner + inner + h
+    tower = (v["num_channels"] * v["patch_size"] ** 2 * h + h + (v["image_size"] // v["patch_size"]) ** 2 * h
+             + layers * (4 * (h * h + h) + mlp + 2 * 2 * h) + 2 * h
+             + h + 3 * h * h + 3 * h + h * h + h + 2 * h + mlp)  # the pooling head
+    projection = h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden + 2 * h
+    notes.append(f"inferred: extra_parameters has {tower + projection} for the image embedding: SigLIP tower {tower} "
+                 f"(hidden {h}, {layers} layers, MLP {inner}, {v['image_size']}px in {v['patch_size']}px patches, its "
+                 f"pooling head) + projections and feature extensors {projection}")
+    return tower + projection
+
+
+def _phi4_audio(f: Fields, text_hidden: int, notes: list[str]) -> int:
+    """Phi4MultimodalAudioEmbedding (1044-1059): the Conformer encoder (Phi4MultimodalAudioModel 912-921): the
+    global_mean and global_invstd buffers, input_size each (834-835, persistent); NeMo subsampling (753-776): a
+    3x3 Conv2d 1 -> C, then log2(time_reduction) - 1 times a depthwise 3x3 Conv2d and a pointwise 1x1, biases on
+    all, and out C x nemo_final_size -> hidden with a bias (nemo_final_size: input_size halved, rounding up,
+    log2(time_reduction) times, configuration_phi4_multimodal.py 146-149); the relative attention bias, an
+    Embedding of bias_max_distance (twice that unless bias_symmetric) x heads (805-807); per block (725-734) two
+    MLPs (a LayerNorm, gate_up_proj hidden -> 2 x intermediate_size and down_proj, biases; 594-597), q/k/v/o
+    with biases (621-624), the conv module (699-709: a LayerNorm; the GLU's ext_pw_conv_1d hidden -> 2E with a
+    bias and b1, b2 of E (684-687); the depthwise conv hidden -> hidden x depthwise_multiplier, kernel_size,
+    and the pointwise conv to depthwise_separable_out_channel, biases (662-673); ext_pw_conv_1d hidden -> E with
+    a bias), two LayerNorms; then up_proj_for_speech and up_proj_for_vision_speech hidden x downsample_rate ->
+    the text hidden size and the two down projections square, all with biases (1052-1059)."""
+    a = _sub(f, "audio_config", _PHI4_AUDIO, {}, notes)
+    h, inner, heads = a["hidden_size"], a["intermediate_size"], a["num_attention_heads"]
+    ext, kernel, mult, sep = (a[k] for k in ("ext_pw_out_channel", "kernel_size", "depthwise_multiplier",
+                                              "depthwise_separable_out_channel"))
+    steps = a["time_reduction"].bit_length() - 1  # int(math.log2(time_reduction))
+    if steps < 1:
+        raise Skip(f"audio_config.time_reduction {a['time_reduction']} is below 2")
+    final = a["input_size"]
+    for _ in range(steps):
+        final = (final - 1) // 2 + 1  # math.floor((n - 1) / 2 + 1)
+    c = a["nemo_conv_channels"]
+    width = heads * (h // heads)
+    subsampling = c * 9 + c + (steps - 1) * (c * 9 + c + c * c + c) + c * final * h + h
+    buckets = a["bias_max_distance"] * (1 if a["bias_symmetric"] else 2)
+    block = (2 * (2 * h + h * 2 * inner + 2 * inner + inner * h + h)  # feed_forward_in and feed_forward_out
+             + 3 * (h * width + width) + width * h + h  # q, k, v, o
+             + 2 * h + h * 2 * ext + 2 * ext + 2 * ext  # conv module: LayerNorm, the GLU's conv, b1 and b2
+             + h * mult * kernel + h * mult + h * mult * sep + sep + h * ext + ext  # depthwise, pointwise, ext_pw
+             + 2 * 2 * h)  # layer_norm_att, layer_norm
+    encoder = 2 * a["input_size"] + subsampling + buckets * heads + a["num_blocks"] * block
+    up = h * a["downsample_rate"]
+    projections = 2 * (up * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden)
+    notes.append(f"inferred: extra_parameters has {encoder + projections} for the audio embedding: Conformer encoder "
+                 f"{encoder} (hidden {h}, {a['num_blocks']} blocks, MLP {inner}) + speech and vision-speech "
+                 f"projections {projections}")
+    return encoder + projections
+
+
+WRAPPED.update({"got_ocr2": _got_ocr2, "moss_transcribe_diarize": _moss_transcribe_diarize})
+# wrappers whose other parts the hooks above count, when their language model is one decoder() builds
+COUNTED_WRAPPERS = frozenset(WRAPPED)
+
+
 BUILDERS: dict = {
     "bamba": _bamba, "granitemoehybrid": _granitemoehybrid, "falcon_h1": _falcon_h1, "zamba2": _zamba2,
     "nemotron_h": _nemotron_h, "lfm2": _lfm2, "lfm2_moe": _lfm2, "olmo_hybrid": _olmo_hybrid,
-    "nemotron-nas": _nemotron_nas,
+    "nemotron-nas": _nemotron_nas, "phi4_multimodal": _phi4_multimodal,
 }

@@ -9,6 +9,7 @@ families: a ``Fields`` carries its type's class defaults and ``Decoder`` row.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvcalc.spec import MoE
@@ -31,6 +32,12 @@ class Decoder:
     moe: str | None = None  # "mixtral", "qwen" or "deepseek"
     shared_expert: bool = False  # Qwen2-MoE: one gated shared expert
     every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
+
+
+# a wrapper's model_type -> what adds the parts its checkpoint holds beside a language model that decoder() builds
+# (GOT-OCR2's vision tower, MOSS-Transcribe-Diarize's audio tower): it updates the block (extra_parameters, the
+# head's tie as the wrapper's config class says it). Family modules fill it; empty, decoder() is unchanged.
+WRAPPED: dict[str, Callable[[Fields, dict, int, list[str]], None]] = {}
 
 
 class Skip(Exception):
@@ -97,6 +104,9 @@ def decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
         "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
     }
     block["moe"] = moe
+    wrapper = f.outer.get("model_type") if f.outer is not f.data else None
+    if isinstance(wrapper, str) and wrapper in WRAPPED:
+        WRAPPED[wrapper](f, block, hidden, notes)
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
         if not isinstance(f.outer["vision_config"], dict):
             raise Skip("vision_config is not a JSON object")
