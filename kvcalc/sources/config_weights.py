@@ -170,6 +170,8 @@ DEFAULTS.update({
 # multimodal wrappers (config.json with a text_config) whose other parts the builders count: Gemma-3's SigLIP
 # tower, Qwen3.5's vision tower and merger, Llama 4's vision encoder and projector
 COUNTED_WRAPPERS = frozenset({"gemma3", "qwen3_5", "qwen3_5_moe", "llama4"})
+# wrapper model_type -> what counts its other parts around a language model decoder() builds (family modules' WRAPPERS)
+WRAPPERS: dict = {}
 NOT_DERIVED: dict[str, str] = {}  # the family modules add theirs (weights_hybrids: mimo_v2)
 DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_layer_step": 1}  # Llama4TextConfig
 
@@ -200,6 +202,11 @@ def weights_block(
             raise Skip(f"the {wrapper!r} checkpoint wraps the language model with parts kvcalc does not count"
                         + (f" ({', '.join(others)})" if others else "")
                         + "; counting the language model alone would understate it")
+        if wrapper in WRAPPERS:  # its other parts are added by decoder(), which must be what builds this model
+            if build is not decoder:
+                raise Skip(f"the {wrapper!r} checkpoint's language model is {model_type!r}, which kvcalc counts with "
+                           "a builder that does not add the wrapper's other parts")
+            fields.wrapped = WRAPPERS[wrapper]
         block = build(fields, attention, count, hidden, own)
         Weights.model_validate(block)
     except Skip as exc:
@@ -660,5 +667,7 @@ for _module in FAMILY_MODULES:
     BUILDERS.update(_module.BUILDERS)
     NOT_DERIVED.update(_module.NOT_DERIVED)
     COUNTED_WRAPPERS |= getattr(_module, "COUNTED_WRAPPERS", frozenset())  # wrappers whose parts a builder counts
+    WRAPPERS.update(getattr(_module, "WRAPPERS", {}))
+COUNTED_WRAPPERS |= frozenset(WRAPPERS)
 
 __all__ = ["DEFAULTS", "SKIP", "weights_block"]

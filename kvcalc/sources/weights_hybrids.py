@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.weights_parts import WRAPPED, Decoder, Fields, Skip, base, decoder, mamba2_mixer, plain
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, decoder, mamba2_mixer, plain
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -620,9 +620,8 @@ def _phi4_audio(f: Fields, text_hidden: int, notes: list[str]) -> int:
     return encoder + projections
 
 
-WRAPPED.update({"got_ocr2": _got_ocr2, "moss_transcribe_diarize": _moss_transcribe_diarize})
-# wrappers whose other parts the hooks above count, when their language model is one decoder() builds
-COUNTED_WRAPPERS = frozenset(WRAPPED)
+# wrapper model_type -> what counts its other parts, when its language model is one decoder() builds
+WRAPPERS = {"got_ocr2": _got_ocr2, "moss_transcribe_diarize": _moss_transcribe_diarize}
 
 
 BUILDERS: dict = {

@@ -34,12 +34,6 @@ class Decoder:
     every_layer: bool = False  # every layer MoE, no decoder_sparse_step or mlp_only_layers (Qwen3.5-MoE)
 
 
-# a wrapper's model_type -> what adds the parts its checkpoint holds beside a language model that decoder() builds
-# (GOT-OCR2's vision tower, MOSS-Transcribe-Diarize's audio tower): it updates the block (extra_parameters, the
-# head's tie as the wrapper's config class says it). Family modules fill it; empty, decoder() is unchanged.
-WRAPPED: dict[str, Callable[[Fields, dict, int, list[str]], None]] = {}
-
-
 class Skip(Exception):
     """No certain count: the message says why."""
 
@@ -51,6 +45,9 @@ class Fields:
                  family: Decoder | None = None):
         self.data, self.outer, self.model_type = data, outer, model_type
         self.defaults, self.family = defaults, family  # the type's class defaults; its Decoder row, if any
+        # what adds the parts a wrapper's checkpoint holds beside the language model decoder() builds: it updates
+        # the block (extra_parameters, the head's tie as the wrapper's config class says it); None: no wrapper's
+        self.wrapped: Callable[[Fields, dict, int, list[str]], None] | None = None
         self.defaulted: list[str] = []
 
     def _get(self, key: str, *, outer: bool = False):
@@ -104,9 +101,8 @@ def decoder(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
         "kind": family.mlp_kind, "intermediate_size": f.integer("intermediate_size"), "bias": mlp_bias,
     }
     block["moe"] = moe
-    wrapper = f.outer.get("model_type") if f.outer is not f.data else None
-    if isinstance(wrapper, str) and wrapper in WRAPPED:
-        WRAPPED[wrapper](f, block, hidden, notes)
+    if f.wrapped is not None:  # a wrapper's other parts (GOT-OCR2's vision tower, ...): config_weights.WRAPPERS
+        f.wrapped(f, block, hidden, notes)
     if f.model_type in ("gemma3", "gemma3_text") and f.outer is not f.data and f.outer.get("vision_config"):
         if not isinstance(f.outer["vision_config"], dict):
             raise Skip("vision_config is not a JSON object")
