@@ -387,18 +387,28 @@ def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     projection g_proj without a bias, hidden x heads when gating is true or "per-head", else hidden x heads x
     head_dim (354-356); DeepSeek-V3's MoE with a bias parameter beside the router (153-154) and one shared
     expert of shared_expert_intermediate_size (223) on mlp_layer_types' sparse layers (419; layer 0 dense
-    by default, configuration_laguna.py 131-132). Per-layer head counts (num_attention_heads_per_layer, 417)
-    that differ from num_attention_heads are not counted."""
-    heads = attention["heads"]
+    by default, configuration_laguna.py 131-132). Layer i has num_attention_heads_per_layer[i] query heads (417,
+    330; q_proj, its bias, o_proj and g_proj scale with them): the heads beyond num_attention_heads, which the
+    attention shape counts in every layer, go in extra_parameters; fewer in any layer in all is refused."""
+    heads, d = attention["heads"], attention["head_dim"]
     per_layer = f.data.get("num_attention_heads_per_layer")
-    if per_layer is not None and per_layer != [heads] * count:
-        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]}: per-layer head counts are not "
-                   "counted (the weights schema has one attention shape per layer kind)")
+    if per_layer is None:
+        per_layer = [heads] * count  # configuration_laguna.py 133-134
+    if not isinstance(per_layer, list) or len(per_layer) != count or any(not _whole(h) or h < 1 for h in per_layer):
+        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]} is not a head count per layer")
     block = _moe_decoder(f, attention, count, hidden, notes)
     gating = f._get("gating")
-    width = heads if gating is True or gating == "per-head" else heads * attention["head_dim"]
-    _extra(block, count * hidden * width, notes, f"the attention output gate g_proj ({count} layers x {hidden} x "
-           f"{width})")
+    per_head = gating is True or gating == "per-head"  # g_proj hidden x heads, else x heads x head_dim (354-356)
+    width = sum(per_layer) * (1 if per_head else d)
+    _extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
+           f"{'its heads' if per_head else 'its heads x head_dim'} in each)")
+    more = sum(per_layer) - count * heads
+    if more < 0:
+        raise Skip(f"num_attention_heads_per_layer has fewer heads in all ({sum(per_layer)}) than "
+                   f"num_attention_heads in every layer ({count * heads}); the attention shape would overstate them")
+    bias = block.get("qkv_bias", False)
+    _extra(block, more * (2 * hidden * d + (d if bias else 0)), notes,
+           f"q_proj and o_proj of the {more} query heads of num_attention_heads_per_layer beyond {heads} per layer")
     return block
 
 
