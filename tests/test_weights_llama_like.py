@@ -117,7 +117,10 @@ def test_apertus_xielu_and_plain_mlp():
     assert total(small("apertus")) == untied(per_layer + 4)
     assert total(small("apertus", hidden_act="relu2")) == untied(per_layer)
     assert total(small("apertus1p5_text")) == untied(per_layer + 4)
-    assert "output_vocab_size" in skip_note(small("apertus1p5_text", output_vocab_size=50))
+    # a pruned head: the embeddings keep VOCAB rows, lm_head 50 (and 130 rows: the head the larger)
+    assert total(small("apertus1p5_text", output_vocab_size=50)) == VOCAB * H + 50 * H + LAYERS * (per_layer + 4) + H
+    assert total(small("apertus1p5_text", output_vocab_size=130)) == VOCAB * H + 130 * H + LAYERS * (per_layer + 4) + H
+    assert "tie cannot hold" in skip_note(small("apertus1p5_text", output_vocab_size=50, tie_word_embeddings=True))
 
 
 def test_bitnet_sub_norms():
@@ -135,7 +138,8 @@ def test_doge_residuals_and_dt_proj():
     assert total(small("doge")) == untied(per_layer)
     biased = small("doge", attention_bias=True, mlp_bias=True)
     assert total(biased) - untied(per_layer) == LAYERS * ((HEADS + 2 * KV) * D + H + KV + 2 * INNER + H)
-    assert "CDMoE" in skip_note(small("doge", is_moe=True))
+    # CDMoE: the same MLP, router_gate H x 2 floor(sqrt(10)) = H x 6, down_embed and up_embed 10 x H each
+    assert total(small("doge", is_moe=True, num_experts=10)) == untied(per_layer + H * 2 * 3 + 2 * 10 * H)
 
 
 def test_hyperclovax_post_norms():
@@ -224,11 +228,22 @@ def test_youtu_mla_with_a_dense_mlp():
     kv = H * (16 + 4) + 16 + 16 * HEADS * (8 + 8)  # kv_a_proj_with_mqa, its norm, kv_b
     o = HEADS * 8 * H
     assert total(data) == VOCAB * H + LAYERS * (q + kv + o + GATED + 2 * H) + H  # tied by default
-    assert "attention_bias" in skip_note(data | {"attention_bias": True})
+    # attention_bias: q_a_proj (24), kv_a_proj_with_mqa (16 + 4) and o_proj (H) biases
+    assert total(data | {"attention_bias": True}) == total(data) + LAYERS * (24 + 16 + 4 + H)
+
+
+def test_hrm_text_stacks_once_not_per_cache_slot():
+    # 2 layers per stack, H_cycles 2, L_cycles 1: 2 x 2 x 2 = 8 cache slots, 2 x 2 = 4 real layers
+    data = small("hrm_text", num_hidden_layers=8, num_layers_per_stack=2, H_cycles=2, L_cycles=1,
+                 num_key_value_heads=HEADS)
+    layer = 5 * H * HEADS * D + GATED  # q, k, v, gate_proj and o_proj (all heads wide), the MLP; weightless norms
+    assert total(data) == 2 * VOCAB * H + 4 * layer + H  # and z_L_init
+    biased = data | {"attention_bias": True, "mlp_bias": True}
+    assert total(biased) == total(data) + 4 * (4 * HEADS * D + H + 2 * INNER + H)
+    assert "not num_layers_per_stack" in skip_note(data | {"num_hidden_layers": 2})  # a legacy per-stack count
 
 
 def test_types_not_counted_say_why():
-    assert "weights are shared" in skip_note(small("hrm_text"))
     emu3 = {"model_type": "emu3", "text_config": small("emu3_text_model"), "vq_config": {"embed_dim": 4}}
     assert "vq_config" in skip_note(emu3)
 
@@ -238,10 +253,11 @@ def test_types_not_counted_say_why():
 # model_type -> (fields a class-defaults config needs before transformers can build it, switches to turn)
 CASES = {
     "apertus": ({}, [{"attention_bias": True, "hidden_act": "gelu"}]),
-    "apertus1p5_text": ({}, [{"tie_word_embeddings": True}]),
+    "apertus1p5_text": ({}, [{"tie_word_embeddings": True}, {"output_vocab_size": 130000}]),
     "bitnet": ({}, [{"attention_bias": True}]),
     "diffllama": ({}, [{"attention_bias": True}]),
-    "doge": ({}, [{"attention_bias": True, "mlp_bias": True}]),
+    "doge": ({}, [{"attention_bias": True, "mlp_bias": True}, {"is_moe": True, "num_experts": 1000}]),
+    "hrm_text": ({}, [{"attention_bias": True, "mlp_bias": True}]),
     "exaone": ({}, [{"attention_bias": True, "mlp_bias": True}]),
     "flex_olmo": ({}, [{"attention_bias": True}]),
     "fuyu": ({}, []),
@@ -264,7 +280,7 @@ CASES = {
     "persimmon": ({}, [{"qk_layernorm": False}]),
     "solar_open": ({}, [{"attention_bias": True, "n_shared_experts": 2}]),
     "vaultgemma": ({}, [{"attention_bias": True, "tie_word_embeddings": False}]),
-    "youtu": ({}, [{"q_lora_rank": None}]),
+    "youtu": ({}, [{"q_lora_rank": None}, {"attention_bias": True}, {"attention_bias": True, "q_lora_rank": None}]),
 }
 
 

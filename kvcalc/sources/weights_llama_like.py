@@ -14,6 +14,7 @@ LlamaForCausalLM (exaone, internlm3, iquestcoder; models/auto/modeling_auto.py) 
 from __future__ import annotations
 
 import json
+import math
 
 from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, plain
 
@@ -26,7 +27,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "apertus1p5_text": {**_UNTIED, "attention_bias": False, "hidden_act": "xielu"},
     "bitnet": {**_UNTIED, "attention_bias": False},
     "diffllama": {**_UNTIED, "attention_bias": False},
-    "doge": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "is_moe": False},
+    "hrm_text": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "H_cycles": 2,
+                 "L_cycles": 3},  # HrmTextConfig
+    "doge": {**_UNTIED, "attention_bias": False, "mlp_bias": False, "is_moe": False, "num_experts": 16384},
     "emu3_text_model": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
     "exaone": {**_UNTIED, "attention_bias": False, "mlp_bias": False},
     "flex_olmo": {**_UNTIED, "attention_bias": False},
@@ -68,11 +71,7 @@ DECODERS: dict[str, Decoder] = {
     "flex_olmo": Decoder(bias="attention_bias", qk_norm="heads", moe="mixtral", experts_key="num_experts"),
 }
 
-NOT_DERIVED: dict[str, str] = {
-    "hrm_text": "HRM-Text's two stacks of num_layers_per_stack layers are run H_cycles x (L_cycles + 1) times, so "
-                "the cache has num_hidden_layers slots whose weights are shared; the weights schema (one set of "
-                "weights per cached layer) cannot state that sharing",
-}
+NOT_DERIVED: dict[str, str] = {}
 
 
 def _either(f: Fields, keys: tuple[str, ...], **kw) -> int:
@@ -88,6 +87,10 @@ def _flag_either(f: Fields, keys: tuple[str, ...]) -> bool:
         if f.present(key):
             return f.flag(key)
     return f.flag(keys[0])
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _no_mla(attention: dict, family: str) -> None:
@@ -111,10 +114,21 @@ def _apertus(f: Fields, attention: dict, count: int, hidden: int, notes: list[st
     biases (49-50), two RMSNorms (277-278). The xIELU activation (hidden_act "xielu", 52-53) keeps two parameters
     alpha_p and alpha_n and two saved buffers beta and eps per layer (activations.py XIELUActivation 249-254)."""
     _no_mla(attention, "Apertus")
-    if f.data.get("output_vocab_size") not in (None, f.data.get("vocab_size")):
-        raise Skip("output_vocab_size: Apertus-1.5's lm_head pruned below vocab_size is not counted")
     bias = f.flag("attention_bias")
     block = base(f, "rms", 2)
+    output = f.data.get("output_vocab_size") if f.model_type == "apertus1p5_text" else None
+    if output is not None and output != block["vocab_size"]:
+        # Apertus1p5ForCausalLM's lm_head is hidden x (output_vocab_size or vocab_size) (modeling_apertus1p5.py 737)
+        if not _whole(output) or output < 1:
+            raise Skip(f"output_vocab_size is {json.dumps(output)}, not a whole number >= 1")
+        if block["tied_embeddings"]:
+            raise Skip("output_vocab_size differs from vocab_size with tied embeddings: the tie cannot hold")
+        vocab = block["vocab_size"]
+        block["vocab_size"] = min(vocab, output)  # the embeddings and head are each at least this many rows
+        _add_extra(block, abs(vocab - output) * hidden, notes,
+                   f"the {abs(vocab - output)} rows the {'embeddings' if vocab > output else 'lm_head'} have beyond "
+                   f"the {'lm_head' if vocab > output else 'embeddings'} (vocab_size {vocab}, output_vocab_size "
+                   f"{output}; vocab_size states the smaller)")
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), False))
     if f._get("hidden_act") == "xielu":
         _add_extra(block, 4 * count, notes, f"the xIELU activation's alpha_p, alpha_n, beta and eps in {count} layers")
@@ -151,10 +165,9 @@ def _doge(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     """Doge (modeling_doge.py): q/k/v/o with attention_bias (252-268), per-head q_norm and k_norm (269-270), per
     layer a vector A of kv_heads (262) and dt_proj kv_heads x head_dim -> kv_heads (263-265, with attention_bias),
     two RMSNorms (445, 449) and two residual scales of hidden_size (447, 451); a gated MLP with mlp_bias (370-372).
-    The CDMoE (is_moe) is not counted."""
+    With is_moe the MLP is DogeCDMoE (380-402): the same gated MLP, a router_gate hidden x 2 floor(sqrt(num_experts))
+    without a bias and two embeddings num_experts x hidden (down_embed, up_embed), all counted as active."""
     _no_mla(attention, "Doge")
-    if f.flag("is_moe"):
-        raise Skip("is_moe true: Doge's CDMoE retrieval experts (embedding rows picked per token) are not counted")
     bias = f.flag("attention_bias")
     block = base(f, "rms", 4)  # two RMSNorms and the two residual scales, each hidden_size wide
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias,
@@ -162,6 +175,13 @@ def _doge(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     kv, d = attention["kv_heads"], attention["head_dim"]
     dt = kv + kv * d * kv + (kv if bias else 0)
     notes.append("inferred: norms_per_layer 4: two RMSNorms and the input and post-attention residual scales")
+    if f.flag("is_moe"):
+        experts = f.integer("num_experts")
+        keys = math.isqrt(experts)  # math.floor(math.sqrt(num_experts)), modeling_doge.py 388
+        _add_extra(block, count * (hidden * 2 * keys + 2 * experts * hidden), notes,
+                   f"the CDMoE router_gate ({hidden} x 2 x {keys}) and down_embed and up_embed ({experts} x {hidden} "
+                   f"each) in {count} layers; every row counted as active, though a token reads "
+                   "num_experts_per_tok of them")
     return _add_extra(block, count * dt, notes, f"A and dt_proj ({kv} x {d} -> {kv}) in {count} layers")
 
 
@@ -359,18 +379,57 @@ def _lara_mini(f: Fields, attention: dict, count: int, hidden: int, notes: list[
 
 
 def _youtu(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """Youtu-LLM (modeling_youtu.py): DeepSeek-V3's MLA attention (279-313; attention_bias on q_a_proj,
-    kv_a_proj_with_mqa and o_proj is not counted) and a dense gated MLP in every layer (119-127, 404-405)."""
+    """Youtu-LLM (modeling_youtu.py): DeepSeek-V3's MLA attention (279-313; with attention_bias, biases on
+    q_a_proj (q_lora_rank, when there is one), kv_a_proj_with_mqa (kv_lora_rank + qk_rope_head_dim) and o_proj
+    (hidden), 286-312) and a dense gated MLP in every layer (119-127, 404-405)."""
     if attention["kind"] != "mla":
         raise Skip("Youtu attention that is not MLA")
-    if f.flag("attention_bias"):
-        raise Skip("attention_bias true: the biases of Youtu's MLA projections are not counted")
     block = base(f, "rms", 2)
     block["mlp"] = {"kind": "gated", "intermediate_size": f.integer("intermediate_size")}
+    if f.flag("attention_bias"):
+        per_layer = (attention.get("q_lora_rank") or 0) + attention["kv_lora_rank"] + attention["qk_rope_head_dim"] \
+            + hidden
+        _add_extra(block, count * per_layer, notes, f"the MLA projections' biases (attention_bias; {per_layer} per "
+                   f"layer) in {count} layers")
+    return block
+
+
+def _hrm_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """HRM-Text (modeling_hrm_text.py): two stacks, L_module and H_module (408-409), of num_layers_per_stack
+    layers (279-287) run H_cycles x (L_cycles + 1) times, so the cache has num_hidden_layers = that many x
+    num_layers_per_stack slots (configuration_hrm_text.py 110-115) while the weights are the two stacks' once.
+    Each real layer: q, k, v and an output gate gate_proj, hidden -> heads x head_dim, and o_proj back, biases on
+    attention_bias (164-185); a gated MLP with mlp_bias (70-72); its RMSNorms, and each stack's final_norm, have
+    no weight (49-60). Besides: z_L_init, a hidden-wide parameter (411), and an untied lm_head by default (544).
+    Stated as: the attention kind shared (its weights once, in extra_parameters), the MLP on the first
+    2 x num_layers_per_stack layers alone (mlp_sizes), no norms."""
+    if attention["kind"] == "mla":
+        raise Skip("HRM-Text attention that is MLA")
+    stack, high, low = f.integer("num_layers_per_stack"), f.integer("H_cycles"), f.integer("L_cycles", least=0)
+    if count != stack * high * (low + 1) or 2 * stack > count:
+        raise Skip(f"the cache read has {count} layers, not num_layers_per_stack x H_cycles x (L_cycles + 1) = "
+                   f"{stack * high * (low + 1)}: which layers share weights is not certain")
+    heads, d = f.integer("num_attention_heads"), attention["head_dim"]
+    if attention["heads"] != heads or attention["kv_heads"] != heads:
+        raise Skip("HRM-Text's k and v are num_attention_heads wide, but the attention read differs")
+    bias, inner = f.flag("attention_bias"), f.integer("intermediate_size")
+    block = base(f, "rms", 0)
+    block.update(final_norm=False, shared_attention=["full"],
+                 mlp={"kind": "gated", "intermediate_size": inner, "bias": f.flag("mlp_bias")},
+                 mlp_sizes=[inner] * (2 * stack) + [0] * (count - 2 * stack))
+    width = heads * d
+    layer = 5 * hidden * width + (4 * width + hidden if bias else 0)
+    _add_extra(block, 2 * stack * layer, notes, f"the attention (q, k, v, gate_proj and o_proj, {heads} heads of "
+               f"{d}) of the 2 x {stack} real layers, once though {count} cache slots run them; not split into "
+               "matrices for quantization")
+    _add_extra(block, hidden, notes, f"z_L_init ({hidden})")
+    notes.append(f"inferred: the MLP is counted on {2 * stack} layers (mlp_sizes), the two stacks' real layers; "
+                 "its norms have no weights")
     return block
 
 
 BUILDERS: dict = {
+    "hrm_text": _hrm_text,
     "apertus": _apertus, "apertus1p5_text": _apertus, "bitnet": _bitnet, "diffllama": _diffllama, "doge": _doge,
     "hyperclovax": _hyperclovax, "internlm3": _internlm3, "granite_swa": _granite_swa,
     "granitemoe_swa": _granite_swa, "granitemoeshared": _granitemoe, "nemotron": _nemotron, "jais2": _jais2,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, decoder
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, decoder
 from kvcalc.spec import MoE
 
 _TIED = {"tie_word_embeddings": True}
@@ -387,18 +387,28 @@ def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     projection g_proj without a bias, hidden x heads when gating is true or "per-head", else hidden x heads x
     head_dim (354-356); DeepSeek-V3's MoE with a bias parameter beside the router (153-154) and one shared
     expert of shared_expert_intermediate_size (223) on mlp_layer_types' sparse layers (419; layer 0 dense
-    by default, configuration_laguna.py 131-132). Per-layer head counts (num_attention_heads_per_layer, 417)
-    that differ from num_attention_heads are not counted."""
-    heads = attention["heads"]
+    by default, configuration_laguna.py 131-132). Layer i has num_attention_heads_per_layer[i] query heads (417,
+    330; q_proj, its bias, o_proj and g_proj scale with them): the heads beyond num_attention_heads, which the
+    attention shape counts in every layer, go in extra_parameters; fewer in any layer in all is refused."""
+    heads, d = attention["heads"], attention["head_dim"]
     per_layer = f.data.get("num_attention_heads_per_layer")
-    if per_layer is not None and per_layer != [heads] * count:
-        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]}: per-layer head counts are not "
-                   "counted (the weights schema has one attention shape per layer kind)")
+    if per_layer is None:
+        per_layer = [heads] * count  # configuration_laguna.py 133-134
+    if not isinstance(per_layer, list) or len(per_layer) != count or any(not _whole(h) or h < 1 for h in per_layer):
+        raise Skip(f"num_attention_heads_per_layer {json.dumps(per_layer)[:60]} is not a head count per layer")
     block = _moe_decoder(f, attention, count, hidden, notes)
     gating = f._get("gating")
-    width = heads if gating is True or gating == "per-head" else heads * attention["head_dim"]
-    _extra(block, count * hidden * width, notes, f"the attention output gate g_proj ({count} layers x {hidden} x "
-           f"{width})")
+    per_head = gating is True or gating == "per-head"  # g_proj hidden x heads, else x heads x head_dim (354-356)
+    width = sum(per_layer) * (1 if per_head else d)
+    _extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
+           f"{'its heads' if per_head else 'its heads x head_dim'} in each)")
+    more = sum(per_layer) - count * heads
+    if more < 0:
+        raise Skip(f"num_attention_heads_per_layer has fewer heads in all ({sum(per_layer)}) than "
+                   f"num_attention_heads in every layer ({count * heads}); the attention shape would overstate them")
+    bias = block.get("qkv_bias", False)
+    _extra(block, more * (2 * hidden * d + (d if bias else 0)), notes,
+           f"q_proj and o_proj of the {more} query heads of num_attention_heads_per_layer beyond {heads} per layer")
     return block
 
 
@@ -454,15 +464,174 @@ DECODERS["cohere2_moe"] = Decoder(bias="attention_bias", norms=1)
 BUILDERS["cohere2_moe"] = _cohere2_moe
 
 NOT_DERIVED.update({
-    "jetmoe": "JetMoE's attention is a mixture of experts (per-expert query and output projections with a "
-              "router, a shared kv_proj; modeling_jetmoe.py), which the weights schema cannot state",
-    "dbrx": "DBRX's nested attn_config and ffn_config (fused Wqkv, experts sized by ffn_config) are not counted "
-            "yet, and transformers 5.24 cannot build its class defaults to check a count against",
-    "hunyuan_v1_moe": "Hunyuan-MoE's shared MLP and experts (num_experts and moe_topk may be per-layer lists) "
-                      "are not counted yet, and transformers 5.24 cannot build its class defaults to check a "
-                      "count against",
-    "lfm3": "LFM3's short-convolution layers (in_proj, a depthwise conv, out_proj), its sandwich norms and "
-            "the attention gate are not counted yet",
     "axk2": "A.X-K2's query projection q_gate_proj (2 x q_lora_rank -> heads x (qk_head_dim + v_head_dim)) "
             "replaces MLA's q_b_proj, and its gated norms carry low-rank MLPs; neither is counted yet",
 })
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _nested(f: Fields, *keys: str) -> Fields:
+    """The same fields with those of the nested objects ``keys`` (DBRX's attn_config, ffn_config) read as
+    "object.field"; their class defaults stand in DEFAULTS under the same names."""
+    flat = dict(f.data)
+    for key in keys:
+        inner = f.data.get(key)
+        if inner is None:
+            continue
+        if not isinstance(inner, dict):
+            raise Skip(f"{key} is not a JSON object")
+        flat.update({f"{key}.{k}": v for k, v in inner.items()})
+    g = Fields(flat, flat if f.outer is f.data else f.outer, f.model_type, f.defaults, f.family)
+    g.defaulted = f.defaulted
+    return g
+
+
+def _dbrx(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """DBRX (modeling_dbrx.py): per layer a fused Wqkv d_model x (d_model + 2 kv_n_heads head_dim) and out_proj
+    d_model x d_model without biases, head_dim d_model / n_heads (172-190); two LayerNorms without a bias (360,
+    365; weight only, counted as RMSNorms are) and a final one (475); every layer DbrxFFN (406): a router
+    d_model x moe_num_experts without a bias (316) and moe_num_experts gated experts w1, v1, w2 of
+    ffn_hidden_size (254-256); the head is never tied (configuration_dbrx.py 158-159)."""
+    f = _nested(f, "attn_config", "ffn_config")
+    heads, kv = f.integer("n_heads"), f.integer("attn_config.kv_n_heads")
+    if attention["kind"] == "mla" or hidden % heads or attention["heads"] != heads \
+            or attention["head_dim"] != hidden // heads:
+        raise Skip("DBRX's projections are d_model wide, but the attention read differs from n_heads x "
+                   "d_model / n_heads")
+    if attention["kv_heads"] != kv:  # the KV reader reads attn_config as MPT's (attn_type); see the report
+        raise Skip(f"attn_config.kv_n_heads is {kv}, but the attention read has {attention['kv_heads']} KV heads: "
+                   "the count would use the wrong Wqkv width")
+    if f.flag("tie_word_embeddings"):
+        raise Skip("tie_word_embeddings true: DbrxConfig refuses it")
+    block = base(f, "rms", 2)  # LayerNorm(bias=False): one weight of d_model, as an RMSNorm
+    block.update(mlp=None, moe={
+        "experts": f.integer("ffn_config.moe_num_experts"), "experts_per_token": f.integer("ffn_config.moe_top_k"),
+        "intermediate_size": f.integer("ffn_config.ffn_hidden_size"),
+    })
+    notes.append("inferred: DBRX's LayerNorms have no bias (weight only)")
+    return block
+
+
+def _per_layer(f: Fields, key: str, count: int) -> int:
+    """A whole number, or a per-layer list of one repeated whole number (Hunyuan's moe_topk)."""
+    value = f._get(key)
+    if isinstance(value, list):
+        if len(value) != count or not value or any(not _whole(v) for v in value) or len(set(value)) != 1:
+            raise Skip(f"{key} {json.dumps(value)[:60]} differs between layers (the weights schema has one MoE "
+                       "shape)")
+        value = value[0]
+    if not _whole(value) or value < 1:
+        raise Skip(f"{key} is {json.dumps(value)[:60]}, not a whole number >= 1")
+    return value
+
+
+def _hunyuan_v1_moe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Hunyuan-MoE (modeling_hunyuan_v1_moe.py): q/k/v/o with biases on attention_bias, head_dim read from the
+    config (166-177; transformers cannot build a config without it), per-head query/key_layernorm (178-179); every
+    layer HunYuanMoEV1Moe (307): a float32 router hidden x num_experts without a bias (232), num_experts gated
+    experts of intermediate_size (254-255; num_local_experts is num_experts, configuration 47) and one gated
+    shared MLP of intermediate_size (291, 66-74); two RMSNorms (310-311). transformers reads neither
+    moe_intermediate_size nor num_shared_expert: a config where they differ from intermediate_size and 1
+    describes a checkpoint transformers does not build, and is refused."""
+    if not f.present("head_dim"):
+        raise Skip("no head_dim: HunYuanMoEV1Attention reads config.head_dim, and transformers cannot build the "
+                   "model without it")
+    experts = f._get("num_experts")
+    if not _whole(experts) or experts < 1:
+        raise Skip(f"num_experts {json.dumps(experts)[:60]} is not a whole number (per-layer lists: transformers "
+                   "builds its experts from num_local_experts, the same field, and cannot take a list)")
+    inner = f.integer("intermediate_size")
+    for key, want in (("moe_intermediate_size", inner), ("num_shared_expert", 1)):
+        given = f.data.get(key)
+        if given is not None and any(v != want for v in (given if isinstance(given, list) else [given])):
+            raise Skip(f"{key} {json.dumps(given)[:60]}: transformers 5.24 builds every expert and the shared MLP "
+                       f"from intermediate_size, one shared MLP, which is not this checkpoint")
+    top = _per_layer(f, "moe_topk" if f.present("moe_topk") or not f.present("num_experts_per_tok")
+                     else "num_experts_per_tok", count)
+    if attention["kind"] == "mla":
+        raise Skip("Hunyuan-MoE attention that is MLA")
+    bias = f.flag("attention_bias")
+    block = base(f, "rms", 2)
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, mlp=None, moe={
+        "experts": experts, "experts_per_token": top, "intermediate_size": inner,
+        "shared_experts": 1, "shared_intermediate_size": inner,
+    })
+    return block
+
+
+def _jetmoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """JetMoE (modeling_jetmoe.py). Attention is a mixture of experts, JetMoeMoA (267-292): a bias of hidden, per
+    expert an input projection hidden -> kv_channels x num_key_value_heads (p) and an output one back, a router
+    hidden x num_local_experts without a bias, and a shared kv_proj hidden x 2p (449). kvcalc's attention of
+    heads = num_key_value_heads x num_experts_per_tok (k) and head_dim kv_channels counts q, k, v, o as
+    2 k h p + 2 h p, which is kv_proj and k of the experts' pairs; the other (experts - k) pairs go in
+    layer_parameters. The MLP is JetMoeMoE (218-232): a bias of hidden, per expert input_linear hidden ->
+    2 intermediate_size and output_linear back (a gated MLP's 3 h I) and a router without a bias. Two RMSNorms
+    (507-508), a final one (581); tied by default."""
+    experts, top, kv, d = (f.integer(k) for k in ("num_local_experts", "num_experts_per_tok",
+                                                   "num_key_value_heads", "kv_channels"))
+    if attention["kind"] == "mla" or attention["heads"] != kv * top or attention["kv_heads"] != kv \
+            or attention["head_dim"] != d:
+        raise Skip("JetMoE's attention experts are sized by num_key_value_heads x kv_channels, but the attention "
+                   "read is not num_key_value_heads x num_experts_per_tok heads of kv_channels")
+    if top > experts:
+        raise Skip(f"num_experts_per_tok {top} is more than num_local_experts {experts}")
+    p = kv * d
+    block = base(f, "rms", 2)
+    block.update(mlp=None, moe={"experts": experts, "experts_per_token": top,
+                                "intermediate_size": f.integer("intermediate_size")})
+    block["layer_parameters"] = {"full": 2 * (experts - top) * hidden * p}
+    notes.append(f"inferred: layer_parameters has {2 * (experts - top) * hidden * p} per layer for the "
+                 f"{experts - top} attention experts beyond the {top} the q/k/v/o shape counts (each {hidden} -> "
+                 f"{p} and back); the active count includes every attention expert")
+    block["extra_parameters"] = count * (2 * hidden + hidden * experts)
+    notes.append(f"inferred: extra_parameters {block['extra_parameters']} for the attention router ({hidden} x "
+                 f"{experts}) and the attention and MLP output biases ({hidden} each) in {count} layers")
+    return block
+
+
+def _lfm3(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """LFM3 (modeling_lfm3.py): per layer (413-430) operator_norm and ffn_norm, post_operator_norm and
+    post_ffn_norm on use_sandwich_norm, a gated MLP w1, w3, w2 of intermediate_size (125-132), and attention where
+    layer_types is not "conv" (q/k/v/o with biases on attention_bias, per-head q_norm and k_norm, g_proj hidden x
+    heads without a bias on use_attention_gate; 223-241) or a short convolution (344-365: in_proj hidden x 3 hidden,
+    a depthwise conv hidden x conv_L_cache, out_proj hidden x hidden, biases on conv_bias). embedding_norm, applied
+    after the last layer, is the final norm (515); tied by default."""
+    if attention["kind"] == "mla":
+        raise Skip("LFM3 attention that is MLA")
+    types = f.data.get("layer_types")
+    if types is None:  # configuration_lfm3.py 94-98
+        types = ["full_attention" if i % 4 == 2 else "sliding_attention" if i % 4 == 0 and i > 0 else "conv"
+                 for i in range(count)]
+    if not isinstance(types, list) or len(types) != count \
+            or not set(types) <= {"conv", "full_attention", "sliding_attention"}:
+        raise Skip("layer_types is not conv, full_attention or sliding_attention for each layer")
+    bias, conv_bias = f.flag("attention_bias"), f.flag("conv_bias")
+    block = base(f, "rms", 4 if f.flag("use_sandwich_norm") else 2)
+    block.update(qk_norm=True, qkv_bias=bias, output_bias=bias,
+                 mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")})
+    if "conv" in types:
+        block["mixer_parameters"] = {"conv": 4 * hidden * hidden + hidden * f.integer("conv_L_cache")
+                                     + (5 * hidden if conv_bias else 0)}
+    if f.flag("use_attention_gate"):
+        gate = hidden * attention["heads"]
+        block["layer_parameters"] = {kind: gate for kind, name in (("full", "full_attention"),
+                                                                   ("sliding", "sliding_attention")) if name in types}
+        notes.append(f"inferred: layer_parameters has the attention gate g_proj ({hidden} x {attention['heads']}) "
+                     "in every attention layer")
+    return block
+
+
+DEFAULTS.update({
+    # DbrxConfig, DbrxAttentionConfig, DbrxFFNConfig (configuration_dbrx.py 42, 74-76, 138)
+    "dbrx": {**_UNTIED, "n_heads": 16, "attn_config.kv_n_heads": 1, "ffn_config.ffn_hidden_size": 3584,
+             "ffn_config.moe_num_experts": 4, "ffn_config.moe_top_k": 1},
+    "hunyuan_v1_moe": {**_UNTIED, "attention_bias": False, "num_experts": 1, "moe_topk": 1},  # HunYuanMoEV1Config
+    "jetmoe": {**_TIED, "num_local_experts": 8, "num_experts_per_tok": 2, "kv_channels": 128},  # JetMoeConfig
+    "lfm3": {**_TIED, "attention_bias": False, "conv_bias": False, "conv_L_cache": 7, "use_sandwich_norm": True,
+             "use_attention_gate": True},  # Lfm3Config
+})
+BUILDERS.update({"dbrx": _dbrx, "hunyuan_v1_moe": _hunyuan_v1_moe, "jetmoe": _jetmoe, "lfm3": _lfm3})
