@@ -78,6 +78,8 @@ CASES = {
                          "num_hidden_layers": 2, "subsampling_conv_channels": [30, 12], "conv_kernel_size": 3,
                          "output_proj_dims": 80},
         "tie_word_embeddings": False}, {"tie_word_embeddings": False, "hidden_size_per_layer_input": 0}),
+    "gemma4-untied-wrapper": ("gemma4", {"tie_word_embeddings": False}, {"tie_word_embeddings": True}),
+    "gemma4_unified-tied-wrapper": ("gemma4_unified", {"tie_word_embeddings": True}, {"tie_word_embeddings": False}),
     "gemma4_unified-embedders": ("gemma4_unified", {"vision_config": {}, "audio_config": {}}, {}),
     "gemma4_unified-embedders-sized": ("gemma4_unified", {
         "vision_config": {"patch_size": 8, "pooling_kernel_size": 2, "mm_embed_dim": 200, "mm_posemb_size": 50,

@@ -122,6 +122,15 @@ def _gemma4(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     k_eq_v = f.flag("attention_k_eq_v")
     layers = _layer_kinds(f, attention, count, notes)
     block = base(f, "rms", 4)
+    if f.outer is not f.data:  # the wrapper's tie_word_embeddings decides, not text_config's (checked)
+        tied = f.outer.get("tie_word_embeddings")
+        if tied is None:
+            tied = True
+            notes.append("inferred: the head is tied to the embedding (no tie_word_embeddings at the top; "
+                         "Gemma4Config's default true)")
+        if not isinstance(tied, bool):
+            raise Skip(f"tie_word_embeddings is {json.dumps(tied)}, not true or false")
+        block["tied_embeddings"] = tied
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias)
     extra = count  # each layer's layer_scalar buffer
     parts = [f"{count} layer_scalar buffers"]
