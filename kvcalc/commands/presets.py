@@ -33,9 +33,7 @@ def presets_list(
     rows = []
     for path in available(preset_dirs_of(preset_dir)).values():
         spec = load_named(path)
-        text = " ".join([spec.name, spec.attention.kind, spec.architecture, spec.parameters, *spec.source,
-                         *spec.notes, *(k.type for k in spec.layers.kinds.values())]).lower()
-        if all(word in text for word in words):
+        if not words or all(word in _searched_text(spec) for word in words):
             rows.append((spec, estimate(spec, context=1).bytes_per_token))
     if search is not None and not rows:
         warn([f"no preset matches {search!r}; 'kvcalc presets' lists them all"])
@@ -57,6 +55,11 @@ def presets_list(
         )
         return
     out.print(presets_table(rows))
+
+
+def _searched_text(spec) -> str:
+    return " ".join([spec.name, spec.attention.kind, spec.architecture, spec.parameters, *spec.source,
+                     *spec.notes, *(k.type for k in spec.layers.kinds.values())]).lower()
 
 
 def presets_show(
