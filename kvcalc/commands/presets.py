@@ -33,8 +33,11 @@ def presets_list(
     rows = []
     for path in available(preset_dirs_of(preset_dir)).values():
         spec = load_named(path)
-        if not words or all(word in _searched_text(spec) for word in words):
-            rows.append((spec, estimate(spec, context=1).bytes_per_token))
+        if words:
+            text = _searched_text(spec)
+            if not all(word in text for word in words):
+                continue
+        rows.append((spec, estimate(spec, context=1).bytes_per_token))
     if search is not None and not rows:
         warn([f"no preset matches {search!r}; 'kvcalc presets' lists them all"])
     if json_out:
