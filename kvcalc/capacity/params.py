@@ -140,23 +140,73 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     if w.embedding_norm:
         embedding += _norm(w, width)
     head = 0 if w.tied_embeddings else w.vocab_size * hidden
-    linear = other = inactive = moe_layers = 0
+    linear = other = 0
     if w.embedding_projection:  # embedding width -> hidden_size, with a bias
         linear, other = width * hidden, hidden
-    per_kind: dict[str, tuple[int, int]] = {}
-    for index, name in enumerate(spec.layers.order()):
+    layers = layer_parts(spec, range(spec.layers.count))
+    linear += layers.linear
+    other += layers.other
+    if w.final_norm:
+        other += _norm(w, hidden)
+    other += w.extra_parameters
+    total = embedding + head + linear + other
+    expert = _mlp(w.moe.expert_kind, hidden, w.moe.intermediate_size) if w.moe else 0
+    routed = layers.moe_layers * w.moe.experts * expert if w.moe else 0
+    return ParamCount(
+        total=total,
+        active=total - layers.inactive,
+        embedding=embedding,
+        head=head,
+        linear=linear,
+        other=other,
+        moe_layers=layers.moe_layers,
+        expert_parameters=expert,
+        routed=routed,
+    )
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """What some of the layers hold (a pipeline stage's: engines split stages by layer count, and
+    layers differ: MLP widths per block, MLP-only and mixer layers, MoE every other layer)."""
+
+    linear: int  # matrix weights: attention, mixers, MLPs, experts, per-layer parameters
+    other: int  # norms, biases, routers
+    inactive: int  # routed experts' weights a token does not use
+    moe_layers: int
+    attention: int  # of ``linear``, attention and mixer matrices split over attention TP
+    replicated: int  # of ``linear``, those every GPU holds whole (MLA's down projections, the indexer)
+    routed: int  # of ``linear``, the routed experts'
+    shared: int  # of ``linear``, the shared experts'
+
+
+def layer_parts(spec: ModelSpec, indices: range) -> LayerParts:
+    """The parts of layers ``indices`` (embeddings, head, final norm and extra parameters are not in any layer)."""
+    w = spec.weights
+    hidden = spec.hidden_size
+    order = spec.layers.order()
+    linear = other = inactive = moe_layers = attention = replicated = routed = shared = 0
+    per_kind: dict[str, tuple[int, int, int]] = {}  # name -> (matrices, small, held whole)
+    expert = _mlp(w.moe.expert_kind, hidden, w.moe.intermediate_size) if w.moe else 0
+    for index in indices:
+        name = order[index]
         norms = w.norms_per_layer if w.layer_norms is None else w.layer_norms[index]
         other += norms * _norm(w, hidden)
         if name not in per_kind:
             kind = spec.layers.kinds[name]
             if isinstance(kind, NoKVLayer):
-                per_kind[name] = (w.mixer_parameters[name], 0)
+                per_kind[name] = (w.mixer_parameters[name], 0, 0)
             elif name in w.shared_attention:  # a shared block, counted once in extra_parameters
-                per_kind[name] = (0, 0)
+                per_kind[name] = (0, 0, 0)
             else:
-                per_kind[name] = attention_parameters(spec.attention_of(name), hidden, w)
-        mixer, small = per_kind[name]
-        linear += mixer + w.layer_parameters.get(name, 0)
+                a = spec.attention_of(name)
+                matrices, small = attention_parameters(a, hidden, w)
+                per_kind[name] = (matrices, small, _held_whole(a, hidden))
+        matrices, small, whole = per_kind[name]
+        own = w.layer_parameters.get(name, 0)
+        linear += matrices + own
+        attention += matrices - whole + own
+        replicated += whole
         other += small
         if w.mlp_kinds is not None and name not in w.mlp_kinds:
             continue  # a layer without an MLP (Mamba)
@@ -164,24 +214,21 @@ def _count(spec: ModelSpec) -> ParamCount | None:
         linear += matrices
         other += small
         inactive += unused
-        moe_layers += bool(unused) or (w.moe is not None and w.moe.is_moe_layer(index))
-    if w.final_norm:
-        other += _norm(w, hidden)
-    other += w.extra_parameters
-    total = embedding + head + linear + other
-    expert = _mlp(w.moe.expert_kind, hidden, w.moe.intermediate_size) if w.moe else 0
-    routed = moe_layers * w.moe.experts * expert if w.moe else 0
-    return ParamCount(
-        total=total,
-        active=total - inactive,
-        embedding=embedding,
-        head=head,
-        linear=linear,
-        other=other,
-        moe_layers=moe_layers,
-        expert_parameters=expert,
-        routed=routed,
-    )
+        is_moe = bool(unused) or (w.moe is not None and w.moe.is_moe_layer(index))
+        moe_layers += is_moe
+        if is_moe:
+            routed += w.moe.experts * expert
+            shared += w.moe.shared_experts * _mlp(w.moe.expert_kind, hidden,
+                                                  w.moe.shared_intermediate_size or w.moe.intermediate_size)
+    return LayerParts(linear, other, inactive, moe_layers, attention, replicated, routed, shared)
+
+
+def _held_whole(a, hidden: int) -> int:
+    """Attention matrices every GPU holds whole: MLA's down projections and DeepSeek-V3.2's indexer."""
+    if not isinstance(a, MLAAttention):
+        return 0
+    down = hidden * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
+    return down + (indexer_parameters(a, hidden)[0] if a.indexer is not None else 0)
 
 
 def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
@@ -190,39 +237,14 @@ def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
     deepseek_v2.py 494/518 and 966/1059 and SGLang's fused_qkv_a_proj_with_mqa, deepseek_v2.py
     2070) and DeepSeek-V3.2's indexer (vLLM deepseek_v2.py 703/717: wq_b replicated, wk with
     disable_tp)."""
-    w = spec.weights
-    if w is None or spec.hidden_size is None:
+    if spec.weights is None or spec.hidden_size is None:
         return 0, 0
-    hidden = spec.hidden_size
-    split = whole = 0
-    for name in spec.layers.order():
-        kind = spec.layers.kinds[name]
-        split += w.layer_parameters.get(name, 0)
-        if isinstance(kind, NoKVLayer):
-            split += w.mixer_parameters[name]
-            continue
-        if name in w.shared_attention:  # counted once, in extra_parameters
-            continue
-        a = spec.attention_of(name)
-        matrices, _ = attention_parameters(a, hidden, w)
-        if isinstance(a, MLAAttention):
-            down = hidden * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
-            if a.indexer is not None:
-                down += indexer_parameters(a, hidden)[0]
-            split += matrices - down
-            whole += down
-        else:
-            split += matrices
-    return split, whole
+    parts = layer_parts(spec, range(spec.layers.count))
+    return parts.attention, parts.replicated
 
 
 def shared_expert_matrices(spec: ModelSpec) -> int:
     """Matrix weights of every MoE layer's shared experts, the whole model."""
-    w = spec.weights
-    if w is None or w.moe is None or not w.moe.shared_experts or spec.hidden_size is None:
+    if spec.weights is None or spec.weights.moe is None or spec.hidden_size is None:
         return 0
-    moe = w.moe
-    order = spec.layers.order()
-    layers = sum(moe.is_moe_layer(i) and (w.mlp_kinds is None or order[i] in w.mlp_kinds) for i in range(len(order)))
-    return layers * moe.shared_experts * _mlp(moe.expert_kind, spec.hidden_size,
-                                               moe.shared_intermediate_size or moe.intermediate_size)
+    return layer_parts(spec, range(spec.layers.count)).shared

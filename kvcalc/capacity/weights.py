@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvcalc.capacity.params import ParamCount
+from kvcalc.capacity.params import LayerParts, ParamCount
 
 INT4_GROUP = 128
 MXFP4_BLOCK = 32
@@ -88,7 +88,8 @@ class Placement:
 
 def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool, layers: int,
                     stages: list[int], tp: int, extra: int = 0, placement: Placement | None = None,
-                    attention: int = 0, replicated: int = 0, shared: int = 0) -> int:
+                    attention: int = 0, replicated: int = 0, shared: int = 0,
+                    stage_parts: list[LayerParts] | None = None, final_norm: int = 0) -> int:
     """Bytes of weights on the fullest GPU as engines load them (vLLM's layers): the matrices
     inside the layers split as ``placement`` says (default: all over TP), norms, biases and
     routers whole on every GPU, the embedding and the head split by rows of a vocabulary padded
@@ -97,31 +98,53 @@ def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied
     the layers (a vision tower), split like the embedding on the first stage; ``attention``
     and ``replicated``: the attention matrices split over attention TP and those held whole
     (part of ``count.linear``). Parts split the same number of ways are converted to bytes
-    together."""
+    together. ``stage_parts``: each stage's own layers (params.layer_parts), where layers differ
+    (per-block MLP widths, MLP-only and mixer layers, MoE every other layer); without it each
+    stage holds its share of the layers' parts in proportion to its layer count, exact when the
+    layers are alike. ``final_norm``: its parameters, on the last stage (with ``stage_parts``)."""
     place = placement or Placement.tensor_parallel(tp)
     wide = 4 if dtype == "fp32" else 2  # what is not a matrix inside a layer stays 16-bit (fp32: 32-bit)
-    if place.shared is None:
-        shared = 0  # split with the dense MLPs
-    rest = count.linear - attention - replicated - count.routed - shared
-    ways: dict[int, list[int]] = {}  # ways split -> [matrix weights, of them routed]
-    for n, routed, split in ((replicated, 0, 1), (attention, 0, place.attention), (rest, 0, place.dense),
-                             (shared, 0, place.shared or 1), (count.routed, count.routed, place.routed)):
-        if n:
-            group = ways.setdefault(split, [0, 0])
-            group[0] += n
-            group[1] += routed
-    parts = [(matrix_bytes(n, routed, dtype), split) for split, (n, routed) in ways.items()]
     padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
     embedding_rows = -(-padded // place.embedding) * hidden * wide  # one rank's share of the embedding
     head_rows = -(-padded // place.head) * hidden * wide
     token_embedding = vocab * hidden
     other_embedding = max(count.embedding - token_embedding, 0)  # positions, token types, embedding norm
+    if stage_parts is None:
+        parts = _matrix_parts(count.linear, attention, replicated, count.routed, shared, place, dtype)
     fullest = 0
     for i, n in enumerate(stages):
-        here = sum(-(-b * n // (layers * split)) for b, split in parts) + wide * ((count.other - extra) * n // layers)
+        if stage_parts is None:
+            here = (sum(-(-b * n // (layers * split)) for b, split in parts)
+                    + wide * ((count.other - extra) * n // layers))
+        else:
+            s = stage_parts[i]
+            here = sum(-(-b // split) for b, split in _matrix_parts(s.linear, s.attention, s.replicated, s.routed,
+                                                                    s.shared, place, dtype)) + wide * s.other
+            if i == 0:  # what the layers do not hold: an embedding projection, its bias
+                outside = count.linear - sum(p.linear for p in stage_parts)
+                here += sum(-(-b // split) for b, split in _matrix_parts(outside, 0, 0, 0, 0, place, dtype))
+                here += wide * (count.other - extra - final_norm - sum(p.other for p in stage_parts))
+            if i == len(stages) - 1:
+                here += wide * final_norm
         if i == 0:
             here += embedding_rows + wide * other_embedding + -(-wide * extra // place.embedding)
         if i == len(stages) - 1 and (not tied or len(stages) > 1):
             here += head_rows
         fullest = max(fullest, here)
     return fullest
+
+
+def _matrix_parts(linear: int, attention: int, replicated: int, routed: int, shared: int, place: Placement,
+                  dtype: str) -> list[tuple[int, int]]:
+    """(bytes, ways split) of matrix weights, grouped by how many ways each part is split."""
+    if place.shared is None:
+        shared = 0  # split with the dense MLPs
+    rest = linear - attention - replicated - routed - shared
+    ways: dict[int, list[int]] = {}  # ways split -> [matrix weights, of them routed]
+    for n, of_routed, split in ((replicated, 0, 1), (attention, 0, place.attention), (rest, 0, place.dense),
+                                (shared, 0, place.shared or 1), (routed, routed, place.routed)):
+        if n:
+            group = ways.setdefault(split, [0, 0])
+            group[0] += n
+            group[1] += of_routed
+    return [(matrix_bytes(n, of_routed, dtype), split) for split, (n, of_routed) in ways.items()]
