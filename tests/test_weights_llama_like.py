@@ -22,6 +22,7 @@ import pytest
 from test_hf_config_weights import transformers_count
 
 from kvcalc.capacity.params import parameter_count
+from kvcalc.errors import PresetError
 from kvcalc.sources import weights_llama_like
 from kvcalc.sources.config_json import spec_from_config
 from kvcalc.sources.config_weights import SKIP
@@ -240,7 +241,10 @@ def test_hrm_text_stacks_once_not_per_cache_slot():
     assert total(data) == 2 * VOCAB * H + 4 * layer + H  # and z_L_init
     biased = data | {"attention_bias": True, "mlp_bias": True}
     assert total(biased) == total(data) + 4 * (4 * HEADS * D + H + 2 * INNER + H)
-    assert "not num_layers_per_stack" in skip_note(data | {"num_hidden_layers": 2})  # a legacy per-stack count
+    with pytest.raises(PresetError, match="not num_layers_per_stack"):  # a pair that disagrees: the KV reader refuses
+        total(data | {"num_hidden_layers": 2})
+    legacy = {k: v for k, v in data.items() if k != "num_layers_per_stack"} | {"num_hidden_layers": 2}
+    assert total(legacy) == total(data)  # an older config: num_hidden_layers is the per-stack count
 
 
 def test_types_not_counted_say_why():

@@ -69,14 +69,18 @@ def test_dbrx_fused_wqkv_and_experts_by_hand():
     checked(data, 2 * V * h + 2 * (attention + 2 * h + ffn) + h)  # LayerNorms without a bias: h each
 
 
-def test_dbrx_kv_heads_the_reader_misses_are_refused():
-    # kvcalc's KV reader reads attn_config as MPT's (no attn_type: every head cached), not kv_n_heads: the count
-    # would take Wqkv 48 KV heads wide, so it is refused while the reader disagrees
-    assert "kv_n_heads is 8" in skip_note(DBRX_INSTRUCT)
+def test_dbrx_released_config_counts_with_its_kv_n_heads():
+    # the KV reader takes attn_config.kv_n_heads 8 (DbrxAttention, modeling_dbrx.py 181), so Wqkv is
+    # d_model x (d_model + 2 x 8 x 128) wide and the released config is counted, not refused
+    d, layers, kv, head = 6144, 40, 8, 6144 // 48
+    attention = d * (d + 2 * kv * head) + d * d  # Wqkv, out_proj
+    ffn = 16 * 3 * d * 10752 + d * 16  # 16 experts' w1, v1, w2; the router
+    expected = 2 * 100352 * d + layers * (attention + 2 * d + ffn) + d  # untied; LayerNorms without a bias
+    assert expected == 131_596_523_520  # DBRX's published 132B, and what transformers builds (below)
+    checked(DBRX_INSTRUCT, expected)
     mha = copy.deepcopy(DBRX_INSTRUCT)
     mha["attn_config"]["kv_n_heads"] = 48
-    d, layers = 6144, 40
-    expected = 2 * 100352 * d + layers * (d * 3 * d + d * d + 2 * d + 16 * 3 * d * 10752 + d * 16) + d
+    expected = 2 * 100352 * d + layers * (d * 3 * d + d * d + 2 * d + ffn) + d
     checked(mha, expected)
 
 

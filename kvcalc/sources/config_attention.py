@@ -13,10 +13,33 @@ def model_attention(r: Reader) -> dict:
     """The model-wide attention (MLA, else dense), read once per config: the layer reader asks
     for it again when layers carry their own heads, without a second set of notes."""
     def read(r: Reader) -> dict:
-        heads = r.integer("num_attention_heads")
+        heads = _jetmoe_heads(r) if r.model_type == "jetmoe" else r.integer("num_attention_heads")
         return mla_attention(r, heads) or dense_attention(r, heads)
 
     return r.once("attention", read)
+
+
+def _jetmoe_heads(r: Reader) -> int:
+    """JetMoE's attention runs num_key_value_heads x num_experts_per_tok query heads of kv_channels: each of the
+    top-k attention experts projects to num_key_value_heads x kv_channels (modeling_jetmoe.py 281-282, 461-466),
+    and K and V come from kv_proj, num_key_value_heads wide (442, 449). JetMoeConfig derives num_attention_heads
+    the same way when config.json leaves it out (configuration_jetmoe.py 72; class defaults 16 and 2, lines 52
+    and 58); a stated value is kept on the config but read by nothing in the model (444 only stores it)."""
+    kv = r.integer("num_key_value_heads", default=False)
+    top = r.integer("num_experts_per_tok", default=False)
+    for name, value, default in (("num_key_value_heads", kv, 16), ("num_experts_per_tok", top, 2)):
+        if value is None:
+            r.notes.append(f"inferred: {name} = {default} (JetMoeConfig's default; not in config.json)")
+    kv, top = kv or 16, top or 2
+    heads = kv * top
+    found = r.find("num_attention_heads")
+    if found is not None and found[1] != heads:
+        r.notes.append(f"ignored: {found[0]} {shown_json(found[1])}: JetMoE's attention runs num_key_value_heads x "
+                       f"num_experts_per_tok = {kv} x {top} = {heads} query heads, whatever the config says")
+    else:
+        r.notes.append(f"inferred: num_attention_heads = num_key_value_heads x num_experts_per_tok = {kv} x {top} "
+                       f"= {heads} (JetMoeConfig derives it)")
+    return heads
 
 
 def dense_dict(heads: int, kv_heads: int, head_dim: int, v_dim: int | None = None) -> dict:
@@ -82,6 +105,10 @@ def _kv_heads(r: Reader, heads: int) -> int:
     stated = r.integer("num_key_value_heads") if found else None
     if r.model_type in FALCON_TYPES:
         return _falcon_kv_heads(r, heads, found, stated)
+    if r.model_type == "dbrx":
+        return _dbrx_kv_heads(r, heads, found)
+    if r.model_type == "jetmoe":  # _jetmoe_heads read it, or noted JetMoeConfig's default
+        return stated or 16
     if stated is not None:
         return stated
     nas = _block_configs_kv_heads(r, heads)
@@ -173,6 +200,29 @@ def _mpt_kv_heads(r: Reader, heads: int) -> int | None:
     return heads
 
 
+def _dbrx_kv_heads(r: Reader, heads: int, found) -> int:
+    """DBRX's attn_config is DbrxAttentionConfig, not MPT's: no attn_type, and DbrxAttention caches
+    attn_config.kv_n_heads K/V heads (modeling_dbrx.py 181, 188), 1 when left out (configuration_dbrx.py 42;
+    a missing attn_config is DbrxAttentionConfig(), 141-142). DbrxConfig then writes num_key_value_heads from
+    it (153), so a top-level num_key_value_heads never decides."""
+    block = r.data.get("attn_config")
+    if block is not None and not isinstance(block, dict):
+        r.fail(f"attn_config must be a JSON object, got {shown_json(block)}")
+    block = r.data["attn_config"] = Tracked(block or {})  # its keys are checked for unread ones too
+    count = block.get("kv_n_heads")
+    if count is None:
+        count = 1
+        r.notes.append("inferred: 1 KV head (attn_config.kv_n_heads is not in config.json; DbrxAttentionConfig's "
+                       "default is 1)")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= heads or heads % count:
+        r.fail(f"attn_config.kv_n_heads must be a whole number from 1 to {heads} that divides n_heads {heads}, "
+               f"got {shown_json(count)}")
+    if found is not None and found[1] != count:
+        r.notes.append(f"ignored: {found[0]} {shown_json(found[1])}: DbrxConfig sets num_key_value_heads from "
+                       f"attn_config.kv_n_heads {count}")
+    return count
+
+
 def _falcon_kv_heads(r: Reader, heads: int, found, stated: int | None) -> int:
     """transformers' FalconAttention: num_kv_heads only counts with the new decoder
     architecture or without multi_query; otherwise there is one KV head."""
@@ -201,10 +251,21 @@ def mla_attention(r: Reader, heads: int) -> dict | None:
     """DeepSeek-V2/V3 and Kimi-K2: a latent of kv_lora_rank + qk_rope_head_dim per token."""
     if r.data.get("kv_lora_rank") is None:
         return None
-    missing = [name for name in MLA_FIELDS if r.data.get(name) is None]
+    rope_alias = _mla_head_dim(r)
+    missing = [name for name in MLA_FIELDS if r.data.get(name) is None
+               and not (name == "qk_rope_head_dim" and rope_alias is not None)]
     if missing:
         r.fail(f"kv_lora_rank says MLA, but {', '.join(missing)} is missing")
-    dims = {name: r.integer(name, default=False) for name in MLA_FIELDS}
+    dims = {name: r.integer(name, default=False) for name in MLA_FIELDS if r.data.get(name) is not None}
+    if rope_alias is not None:
+        stated = dims.get("qk_rope_head_dim")
+        dims["qk_rope_head_dim"] = rope_alias
+        r.notes.append(
+            f"inferred: qk_rope_head_dim = head_dim = {rope_alias}" + (
+                "" if stated in (None, rope_alias) else f" (not the stated qk_rope_head_dim {stated})")
+            + ": Glm4MoeLiteConfig maps head_dim onto qk_rope_head_dim (configuration_glm4_moe_lite.py 78), "
+            "and kv_a_proj_with_mqa and the cached rope key are that wide (modeling_glm4_moe_lite.py 262, 323)")
+    dims = {name: dims[name] for name in MLA_FIELDS}
     q_lora = r.integer("q_lora_rank", default=False)
     kv_field = r.find("num_key_value_heads")
     if kv_field is not None:
@@ -225,6 +286,32 @@ def mla_attention(r: Reader, heads: int) -> dict | None:
     if indexer is not None:
         attention["indexer"] = indexer
     return attention
+
+
+# MLA types whose config class keeps head_dim apart from qk_rope_head_dim (transformers 5.24): DeepseekV2Config,
+# DeepseekV3Config, YoutuConfig, MiniCPM3Config and GlmMoeDsaConfig set head_dim = qk_rope_head_dim in
+# __post_init__ (configuration_deepseek_v2.py 124, _deepseek_v3.py 123, _youtu.py 102, _minicpm3.py 119,
+# _glm_moe_dsa.py 151), SarvamMLAConfig pops it (configuration_sarvam_mla.py 132), and their attention sizes
+# kv_a_proj_with_mqa and the cached rope key from config.qk_rope_head_dim; a head_dim in config.json only feeds
+# the rotary embedding. Glm4MoeLiteConfig alone aliases head_dim to qk_rope_head_dim (attribute_map).
+MLA_HEAD_DIM_APART = ("deepseek_v2", "deepseek_v3", "youtu", "minicpm3", "glm_moe_dsa", "sarvam_mla")
+
+
+def _mla_head_dim(r: Reader) -> int | None:
+    """GLM-4-MoE-Lite's head_dim is its qk_rope_head_dim (Glm4MoeLiteConfig.attribute_map, configuration
+    77-78): a head_dim in config.json replaces qk_rope_head_dim whatever the order (transformers 5.24 builds
+    kv_a_proj_with_mqa kv_lora_rank + head_dim wide). Returns that head_dim, or None elsewhere; the types of
+    MLA_HEAD_DIM_APART read head_dim here and say it does not size the cache."""
+    if r.data.get("head_dim") is None:
+        return None
+    if r.model_type == "glm4_moe_lite":
+        return r.integer("head_dim", default=False)
+    if r.model_type in MLA_HEAD_DIM_APART:
+        stated = r.data["head_dim"]
+        if stated != r.data.get("qk_rope_head_dim"):
+            r.notes.append(f"ignored: head_dim {shown_json(stated)}: {r.model_type}'s attention sizes the cached rope "
+                           "key from qk_rope_head_dim, not head_dim (its config class keeps them apart)")
+    return None
 
 
 INDEXER_FIELDS = ("index_head_dim", "index_n_heads")

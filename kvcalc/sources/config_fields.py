@@ -69,6 +69,7 @@ CLASS_DEFAULTS: dict[str, dict[str, int]] = {
     "gemma4_text": {"sliding_window": 512},
     "gemma4_unified_text": {"sliding_window": 1024},
     "mimo_v2_flash": {"sliding_window": 129},
+    "jetmoe": {"head_dim": 128},  # JetMoeConfig: kv_channels 128, which head_dim names (configuration_jetmoe.py 47, 53)
     "llama4_text": {"head_dim": 128, "attention_chunk_size": 8192, "no_rope_layer_interval": 4},
     "jamba": {
         "attn_layer_period": 8, "attn_layer_offset": 4,
@@ -111,13 +112,14 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^mtp_layers_block_type$|^num_nextn_predict_layers$|^mtp_num_hidden_layers$",
      "multi-token-prediction layers, loaded only for speculative decoding: not counted"),
     (r"token_index$|token_id$", "a special token's id in the vocabulary, not a size"),
-    (r"^output_attentions$|^output_hidden_states$", "what the forward returns, not what it caches"),
-    (r"^chunk_size_feed_forward$", "feed-forward chunking: the MLP, not the cache"),
+    (r"(^|\.)(output_attentions|output_hidden_states)$", "what the forward returns, not what it caches"),
+    (r"(^|\.)chunk_size_feed_forward$", "feed-forward chunking: the MLP, not the cache"),
     (r"per_layer_input", "per-layer input embeddings (Gemma-3n, Gemma-4): weights, not the cache"),
     (r"^for_llm_compressor$", "a flag for the llm-compressor tool: how weights were quantized"),
     (r"^(mamba_)?chunk_size$", "Mamba2's scan chunk length: how the state is computed, not its size"),
     (r"^mamba_hidden_act$", "the Mamba mixer's activation"),
     (r"^attention_value_scale$", "MiMo-V2 scales values inside attention: the same K and V are cached"),
+    (r"(^|\.)clip_qkv$", "clamps the q, k, v values (DBRX, MPT, OLMo): the same K and V are cached"),
     (r"^attention_projection_layout$", "fused or split q/k/v weights: the same K and V are cached"),
     (r"^block_(auto_adjust_ff_dim|ff_dim|multiple_of|ffn_dim_multiplier|use_swiglu)$",
      "LFM2's feed-forward sizing: the MLP, not the cache"),
@@ -234,7 +236,8 @@ class Reader:
 
 def require(r: Reader) -> None:
     """Every field a spec cannot do without, all missing ones named in a single error."""
-    missing = [r.describe(c) for c in ("num_attention_heads",) if not r.available(c)]
+    # JetMoeConfig derives num_attention_heads (configuration_jetmoe.py 72): its configs may leave it out
+    missing = [r.describe(c) for c in ("num_attention_heads",) if not r.available(c) and r.model_type != "jetmoe"]
     if not r.available("num_hidden_layers") and not _pattern_gives_count(r):
         missing.insert(0, r.describe("num_hidden_layers"))
     if r.data.get("kv_lora_rank") is None and not (r.available("head_dim") or r.available("hidden_size")):

@@ -7,6 +7,7 @@ import json
 
 from kvcalc.sources.config_attention import dense_dict, model_attention
 from kvcalc.sources.config_fields import Reader, note_once, shown_json, unread_note
+from kvcalc.spec import MAX_LAYERS
 
 MAX_KINDS = 64  # Layers.kinds holds at most this many
 
@@ -47,12 +48,45 @@ def layer_count(r: Reader) -> int:
     layers_block_type (NemotronHConfig derives the count from the pattern)."""
     count = r.integer("num_hidden_layers")
     if count is not None:
-        return count
+        return _hrm_text_slots(r, count) if r.model_type == "hrm_text" else count
     # require() let a missing count through only with one of these
     field = "hybrid_override_pattern" if isinstance(r.data.get("hybrid_override_pattern"), str) else "layers_block_type"
     pattern = r.data[field]
     r.notes.append(f"inferred: num_hidden_layers = {len(pattern)}, one per entry of {field}")
     return len(pattern)
+
+
+def _hrm_text_slots(r: Reader, count: int) -> int:
+    """HRM-Text runs its two stacks of num_layers_per_stack layers H_cycles x (L_cycles + 1) times, each run in a
+    cache slot of its own (modeling_hrm_text.py 486-515). HrmTextConfig without num_layers_per_stack (an older
+    config) takes num_hidden_layers as the per-stack count and rewrites num_hidden_layers to the slots
+    (configuration_hrm_text.py 109-115; defaults H_cycles 2, L_cycles 3, lines 93-94). A config with both must
+    state them consistently: DynamicCache pre-allocates num_hidden_layers layers, and a slot past them fails."""
+    cycles = {}
+    for key, default, least in (("H_cycles", 2, 1), ("L_cycles", 3, 0)):
+        value = r.data.get(key)
+        if value is None:
+            value = default
+            r.notes.append(f"inferred: {key} = {default} (HrmTextConfig's default; not in config.json)")
+        elif isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_LAYERS:
+            r.fail(f"{key} must be a whole number from {least} to {MAX_LAYERS:,}, got {shown_json(value)}")
+        cycles[key] = value
+    runs = cycles["H_cycles"] * (cycles["L_cycles"] + 1)
+    stack = r.data.get("num_layers_per_stack")
+    if stack is None:
+        if runs * count > MAX_LAYERS:  # before a list of layers is built from it
+            r.fail(f"num_hidden_layers {count} x H_cycles x (L_cycles + 1) = {runs * count:,} cache layers is more "
+                   f"than any real model has (at most {MAX_LAYERS:,})")
+        r.notes.append(f"inferred: {runs * count} cache layers = num_hidden_layers {count} per stack x H_cycles "
+                       f"{cycles['H_cycles']} x (L_cycles {cycles['L_cycles']} + 1), as HrmTextConfig reads a "
+                       "config without num_layers_per_stack")
+        return runs * count
+    if isinstance(stack, bool) or not isinstance(stack, int) or stack < 1 or stack * runs != count:
+        r.fail(f"num_hidden_layers {count} is not num_layers_per_stack {shown_json(stack)} x H_cycles "
+               f"{cycles['H_cycles']} x (L_cycles {cycles['L_cycles']} + 1), the cache slots HRM-Text runs")
+    r.notes.append(f"inferred: {count} cache layers = num_layers_per_stack {stack} x H_cycles {cycles['H_cycles']} "
+                   f"x (L_cycles {cycles['L_cycles']} + 1): each stack layer runs once per cycle")
+    return count
 
 
 def layers_block(r: Reader, count: int) -> dict:

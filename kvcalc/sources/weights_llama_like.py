@@ -405,7 +405,10 @@ def _hrm_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[s
     2 x num_layers_per_stack layers alone (mlp_sizes), no norms."""
     if attention["kind"] == "mla":
         raise Skip("HRM-Text attention that is MLA")
-    stack, high, low = f.integer("num_layers_per_stack"), f.integer("H_cycles"), f.integer("L_cycles", least=0)
+    # an older config without num_layers_per_stack states the per-stack count as num_hidden_layers, which
+    # HrmTextConfig then rewrites to the cache slots (configuration_hrm_text.py 109-115)
+    stack = f.integer("num_layers_per_stack" if f.present("num_layers_per_stack") else "num_hidden_layers")
+    high, low = f.integer("H_cycles"), f.integer("L_cycles", least=0)
     if count != stack * high * (low + 1) or 2 * stack > count:
         raise Skip(f"the cache read has {count} layers, not num_layers_per_stack x H_cycles x (L_cycles + 1) = "
                    f"{stack * high * (low + 1)}: which layers share weights is not certain")

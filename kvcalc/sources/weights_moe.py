@@ -501,7 +501,7 @@ def _dbrx(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
             or attention["head_dim"] != hidden // heads:
         raise Skip("DBRX's projections are d_model wide, but the attention read differs from n_heads x "
                    "d_model / n_heads")
-    if attention["kv_heads"] != kv:  # the KV reader reads attn_config as MPT's (attn_type); see the report
+    if attention["kv_heads"] != kv:  # the KV reader reads kv_n_heads (config_attention._dbrx_kv_heads): a guard
         raise Skip(f"attn_config.kv_n_heads is {kv}, but the attention read has {attention['kv_heads']} KV heads: "
                    "the count would use the wrong Wqkv width")
     if f.flag("tie_word_embeddings"):
