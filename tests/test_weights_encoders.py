@@ -103,7 +103,8 @@ CASES = {
                   "adapter_reduction_factor": 3}],
     "roc_bert": [{}, {"enable_shape": False}, {"concat_input": False}],
     "roberta-prelayernorm": [{}], "xlm-roberta-xl": [{}], "megatron-bert": [{}],
-    "bert-generation": [{}, {"tie_word_embeddings": False}],
+    "bert-generation": [{}, {"tie_word_embeddings": False}, {"is_decoder": True},
+                        {"is_decoder": True, "tie_word_embeddings": False}],
     "biogpt": [{"tie_word_embeddings": False}],
     "ctrl": [{}], "openai-gpt": [{}], "xglm": [{}],
     "gpt_neox_japanese": [{"intermediate_multiple_size": 2}],
@@ -224,6 +225,10 @@ def test_roc_bert_side_embeddings():
 def test_bert_generation_decoder():
     data = {"model_type": "bert-generation", "vocab_size": 50358, "hidden_size": 1024, "num_hidden_layers": 24,
             "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 512}
+    # is_decoder false (the default): the encoder, BertGenerationEncoder, without a head
+    assert spec_of(data).is_encoder
+    assert total(data) == (50358 + 512) * 1024 + 2 * 1024 + 24 * layer(1024, 4096)
+    data["is_decoder"] = True
     # words and positions + LayerNorm, no token types, post-norm layers, the head tied with a bias
     expected = (50358 + 512) * 1024 + 2 * 1024 + 24 * layer(1024, 4096) + 50358
     assert total(data) == expected

@@ -138,6 +138,14 @@ IGNORED: tuple[tuple[str, str], ...] = (
     (r"^hybrid_layer_ids$", "Zamba2Config's list of the hybrid layers, derived from layers_block_type (read)"),
     (r"^(attention_in|attention_out|ssm_in|ssm_out|lm_head|embedding|key)_multiplier$|^(ssm|mlp)_multipliers$",
      "Falcon-H1's muP multipliers: they scale activations; the same K, V and state are cached"),
+    (r"^audio_chunk_size$", "MOSS-Transcribe-Diarize's Whisper encoder window in raw audio samples "
+                            "(configuration_moss_transcribe_diarize.py 77-78): the audio input, not the cache"),
+    (r"^linear_(a_log_min|a_log_max|dt_min|dt_max|dt_init_floor)$",
+     "OLMo-Hybrid's Gated DeltaNet initialisation ranges (modeling_olmo_hybrid.py 618-626): weights, not the state"),
+    (r"^linear_allow_neg_eigval$", "OLMo-Hybrid scales the delta rule's beta by 2 (modeling_olmo_hybrid.py 705): "
+                                   "the same state is kept"),
+    (r"^num_dense_layers$", "LFM2-MoE's first layers with a dense MLP instead of experts (modeling_lfm2_moe.py 482): "
+                            "the MLP, not the cache"),
     (r"^mamba_use_mlp$", "Falcon-H1's MLP switch (transformers builds the MLP regardless): the MLP, not the cache"),
 )
 

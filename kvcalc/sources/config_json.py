@@ -97,7 +97,7 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         require(reader)
         count = layer_count(reader)
         attention = model_attention(reader)
-        encoder = reader.model_type in ENCODER_TYPES
+        encoder = reader.model_type in ENCODER_TYPES or _bert_generation_encoder(reader)
         if encoder:
             reader.notes.append(
                 f"encoder-only (model_type {reader.model_type}): it keeps no KV cache between steps"
@@ -105,6 +105,8 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             layers = {"count": count}
         else:
             layers = layers_block(reader, count)
+            if reader.model_type in NO_CACHE_DECODERS:
+                reader.notes.append(NO_CACHE_DECODERS[reader.model_type])
     hidden = reader.integer("hidden_size")
     weights = weights_block(reader.data, reader.outer, reader.model_type, attention, count, hidden, reader.notes)
     spec = {
@@ -130,6 +132,31 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
 
 
 # --------------------------------------------------------------------------- the rest
+
+# Causal decoders whose transformers class keeps no KV cache and that no engine kvcalc models
+# serves: kvcalc counts the K and V a caching implementation would hold, and says so.
+NO_CACHE_DECODERS = {
+    # modeling_openai.py 98-103: Attention.forward projects K and V from the whole input, and
+    # OpenAIGPTModel.forward (317-328) takes no cache; vLLM and SGLang have no GPT-1 model
+    "openai-gpt": (
+        "no cache kept: transformers' OpenAIGPTLMHeadModel (GPT-1) keeps no KV cache, it recomputes attention over "
+        "the whole context at every step, and neither vLLM nor SGLang serves GPT-1; kvcalc counts the K and V of "
+        "every layer that an implementation caching its causal attention would hold (as for GPT-2)"
+    ),
+}
+
+
+def _bert_generation_encoder(r: Reader) -> bool:
+    """BertGeneration caches only as a decoder: with is_decoder false (BertGenerationConfig's default,
+    configuration_bert_generation.py 58) its attention is bidirectional and it builds no cache
+    (modeling_bert_generation.py 302, 514-517), as the other BERT-family types kvcalc reads as encoders."""
+    if r.model_type != "bert-generation":
+        return False
+    decoder = r.flag("is_decoder", False)
+    if decoder:
+        r.notes.append("inferred: is_decoder true: BertGenerationDecoder's causal self-attention caches K and V "
+                       "in every layer")
+    return not decoder
 
 
 def _dtype(r: Reader) -> str:

@@ -126,6 +126,11 @@ def _layer_order(r: Reader, count: int) -> list:
         return _attn_layer_indices_order(r, count)
     layer_types = r.data.get("layer_types")
     if layer_types is not None:
+        if _is_gemma4(r) and isinstance(layer_types, list) and len(layer_types) > count:
+            # PreTrainedConfig.validate_layer_type (configuration_utils.py 703-718) refuses it when
+            # transformers builds the config: num_hidden_layers must equal len(layer_types)
+            r.fail(f"layer_types lists {len(layer_types)} layers, but num_hidden_layers is {count}; transformers "
+                   "refuses a config whose counts differ (PreTrainedConfig.validate_layer_type)")
         order = _from_layer_types(r, layer_types, count)
         pattern = r.find("sliding_window_pattern")  # transformers builds layer_types from it; the list decides
         if pattern is not None and order != [
@@ -142,6 +147,13 @@ def _layer_order(r: Reader, count: int) -> list:
         idxs = r.data.get("full_attn_idxs")  # LFM2 builds layer_types from it when layer_types is absent
         if idxs is not None and (not isinstance(idxs, list) or order != _lfm2_order(idxs, count)):
             r.notes.append(f"ignored: full_attn_idxs {shown_json(idxs)}: layer_types decides, and differs")
+        if r.model_type in QWEN_LAYER_TYPES:
+            _qwen_layer_types(r, order)
+        every = r.data.get("global_attn_every_n_layers") if r.model_type == "modernbert-decoder" else None
+        if every is not None and order != [
+            "full" if isinstance(every, int) and every > 0 and i % every == 0 else "sliding" for i in range(count)
+        ]:  # ModernBertDecoderConfig builds layer_types from it only when they are absent
+            r.notes.append(f"ignored: global_attn_every_n_layers {shown_json(every)}: layer_types decides, and differs")
         if _is_gemma4(r) and order and order[-1] != "full":
             order[-1] = "full"
             r.notes.append("inferred: the last layer is full attention, as transformers' Gemma-4 forces it "
@@ -175,6 +187,8 @@ def _layer_order(r: Reader, count: int) -> list:
     if r.model_type == "gemma2":
         r.notes.append("inferred: Gemma-2 alternation, layer 0 sliding, layer 1 full, and so on")
         return ["sliding" if i % 2 == 0 else "full" for i in range(count)]
+    if r.model_type == "modernbert-decoder":
+        return _modernbert_order(r, count)
     if r.once("window", _window) is None:
         return ["full"] * count
     if r.model_type in QWEN_WINDOW_RULES or r.data.get("use_sliding_window") is not None:
@@ -190,6 +204,67 @@ QWEN_WINDOW_RULES = {
     "qwen2_moe": ("even layers i < max_window_layers", lambda i, m: i % 2 == 0 and i < m),
     "qwen3_moe": ("every layer", lambda i, m: True),
 }
+
+
+# The Qwen config classes that build layer_types from use_sliding_window, sliding_window and
+# max_window_layers when config.json has none (configuration_qwen2.py 83-93, configuration_qwen3.py
+# 86-96, configuration_qwen2_moe.py 112-119); with layer_types given, the list decides.
+QWEN_LAYER_TYPES = ("qwen2", "qwen3", "qwen2_moe")
+
+
+def _qwen_layer_types(r: Reader, order: list[str]) -> None:
+    """use_sliding_window and max_window_layers beside layer_types (transformers 5.x writes all three; GOT-OCR2's
+    and MOSS-Transcribe-Diarize's text_config): read, and noted where the list is not what they build."""
+    switch, limit = r.data.get("use_sliding_window"), r.data.get("max_window_layers")
+    window = r.data.get("sliding_window", r.class_default("sliding_window"))
+    if limit is None:
+        limit = r.class_default("max_window_layers")
+    _, slides = QWEN_WINDOW_RULES[r.model_type]
+    on = switch is True and (r.model_type == "qwen2_moe" or window is not None)  # qwen2_moe does not look at it
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return  # nothing to compare with; the list decides
+    built = ["sliding" if on and slides(i, limit) else "full" for i in range(len(order))]
+    if built != order:
+        r.notes.append(f"ignored: use_sliding_window {shown_json(switch)} and max_window_layers {shown_json(limit)}: "
+                       "layer_types decides, and differs")
+
+
+def _modernbert_order(r: Reader, count: int) -> list[str]:
+    """ModernBERT-decoder without layer_types: layer i is full where i % global_attn_every_n_layers == 0
+    (3 when absent), the rest sliding, as ModernBertDecoderConfig builds them (configuration_modernbert_decoder.py
+    102-109)."""
+    every = r.data.get("global_attn_every_n_layers")
+    if every is None:
+        every = 3
+        r.notes.append("inferred: global_attn_every_n_layers = 3 (ModernBertDecoderConfig's default; not in "
+                       "config.json)")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        r.fail(f"global_attn_every_n_layers must be a positive whole number, got {shown_json(every)}")
+    r.notes.append(f"inferred: no layer_types; as transformers' ModernBertDecoderConfig builds them, layers "
+                   f"0, {every}, {2 * every}, ... are full attention, the rest sliding")
+    return ["full" if i % every == 0 else "sliding" for i in range(count)]
+
+
+def _modernbert_window(r: Reader) -> int:
+    """ModernBertDecoderConfig sets sliding_window = local_attention // 2 whatever config.json says
+    (configuration_modernbert_decoder.py 112); the attention of a sliding layer reads it (modeling 246)."""
+    local = r.integer("local_attention", default=False)
+    if local is None:
+        if "local_attention" in r.data:  # null: transformers sets sliding_window -1
+            r.fail("local_attention is null: transformers' ModernBertDecoderConfig then sets sliding_window -1 for "
+                   "the sliding layers, a window kvcalc cannot size")
+        local = 128
+        r.notes.append("inferred: local_attention = 128 (ModernBertDecoderConfig's default; not in config.json)")
+    window = local // 2
+    stated = r.data.get("sliding_window")
+    if stated is not None and stated != window:
+        r.notes.append(f"ignored: sliding_window {shown_json(stated)}: transformers' ModernBertDecoderConfig sets it "
+                       f"to local_attention // 2 = {window}")
+    if window < 1:
+        r.fail(f"local_attention {local}: a window of local_attention // 2 = 0 tokens")
+    r.notes.append(f"inferred: sliding window = local_attention // 2 = {local} // 2 = {window} (as transformers' "
+                   "ModernBertDecoderConfig sets it)")
+    return window
 
 
 def _qwen_window_order(r: Reader, count: int) -> list[str]:
@@ -232,10 +307,15 @@ def _class_pattern(r: Reader, count: int) -> list[str]:
     Gemma-4 makes every sliding_window_pattern-th layer (6) full, and the last layer full;
     MiMo-V2-Flash makes layer 0 and every sixth layer full."""
     if _is_gemma4(r):
-        every = r.integer("sliding_window_pattern", default=False) or 6
-        order = ["full" if (i + 1) % every == 0 or i == count - 1 else "sliding" for i in range(count)]
-        r.notes.append(f"inferred: no layer_types; as transformers' Gemma-4 builds them, every {every}th layer "
-                       "and the last are full attention, the rest sliding")
+        # configuration_gemma4.py 188-193 (configuration_gemma4_unified.py 156-161): a fixed
+        # sliding_window_pattern = 6; a sliding_window_pattern in config.json is not read
+        stated = r.find("sliding_window_pattern")
+        if stated is not None and stated[1] != GEMMA4_EVERY:
+            r.notes.append(f"ignored: {stated[0]} {shown_json(stated[1])}: transformers' Gemma-4 does not read it "
+                           f"and makes every {GEMMA4_EVERY}th layer full")
+        order = ["full" if (i + 1) % GEMMA4_EVERY == 0 or i == count - 1 else "sliding" for i in range(count)]
+        r.notes.append(f"inferred: no layer_types; as transformers' Gemma-4 builds them, every {GEMMA4_EVERY}th "
+                       "layer and the last are full attention, the rest sliding")
         return order
     r.notes.append("inferred: no layer_types; as transformers' MiMoV2FlashConfig builds them, layer 0 and every "
                    "sixth layer are full attention, the rest sliding")
@@ -327,6 +407,8 @@ def _window(r: Reader) -> int | None:
     A missing sliding_window takes the class default where transformers applies one (noted);
     an explicit null means no window. The Qwen classes default use_sliding_window to false.
     """
+    if r.model_type == "modernbert-decoder":
+        return _modernbert_window(r)
     value = r.data.get("sliding_window")
     switch = r.data.get("use_sliding_window")
     if switch is False or (switch is None and r.model_type in QWEN_WINDOW_RULES):
@@ -720,6 +802,7 @@ def _dense(r: Reader, heads: int, kv: int, head_dim: int, v_dim: int | None) -> 
 
 # --------------------------------------------------------------------------- per_layer_config (Gemma-4)
 
+GEMMA4_EVERY = 6  # Gemma4TextConfig's fixed sliding_window_pattern (configuration_gemma4.py 189)
 GEMMA4_GLOBAL_HEAD_DIM = 512  # Gemma4TextConfig's global_head_dim when a config leaves it out
 PER_LAYER_FIELDS = ("head_dim", "num_key_value_heads")
 
@@ -746,6 +829,8 @@ def _with_per_layer_attention(r: Reader, order: list) -> list:
         r.fail("per_layer_config or Gemma-4 global heads beside MLA's kv_lora_rank: kvcalc reads them for dense "
                "attention only")
     heads, kv, head_dim = model["heads"], model["kv_heads"], model["head_dim"]
+    if _is_gemma4(r):
+        _gemma4_homogeneous(r, order, overrides, kv, head_dim)
     out = list(order)
     for index, override in sorted(overrides.items()):
         token = order[index]
@@ -764,6 +849,25 @@ def _with_per_layer_attention(r: Reader, order: list) -> list:
             "apart, as kvcalc counts (an engine that kept one tensor would hold half on those layers)"
         )
     return out
+
+
+def _gemma4_homogeneous(r: Reader, order: list, overrides: dict[int, dict], kv: int, head_dim: int) -> None:
+    """transformers' Gemma-4 reads one config per layer type (per_layer_config[layer_type]: modeling_gemma4.py
+    1096, modeling_gemma4_unified.py 203), which raises unless every layer of that type has the same overrides
+    (integrations/heterogeneity/configuration_utils.py 234-242; overrides equal to the global value are dropped
+    first, 137-147): layers of one type with different heads are a model transformers 5.24 cannot build."""
+    seen: dict[str, tuple[int, tuple[int, int]]] = {}
+    for index, token in enumerate(order):
+        if token not in ("full", "sliding"):
+            continue
+        own = overrides.get(index, {})
+        shape = (own.get("num_key_value_heads", kv), own.get("head_dim", head_dim))
+        first = seen.setdefault(token, (index, shape))
+        if first[1] != shape:
+            kind = f"{token}_attention"
+            r.fail(f"per_layer_config gives the {kind} layers different heads (layer {first[0]}: {first[1][0]} KV "
+                   f"heads of {first[1][1]}, layer {index}: {shape[0]} of {shape[1]}); transformers 5.24 cannot "
+                   f"build it ('Layer type {kind} is not homogeneous across layers')")
 
 
 def _per_layer_config(r: Reader, count: int) -> dict[int, dict]:

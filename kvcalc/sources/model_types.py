@@ -63,6 +63,10 @@ DEFAULTS_MATCHED = frozenset({
     "qwen3_5_moe", "qwen3_5_moe_text", "sarvam_mla", "sarvam_moe", "seed_oss", "smollm3",
     "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu",
     "roberta-prelayernorm", "roc_bert", "data2vec-text",  # encoders: transformers returns no cache either
+    # an encoder unless is_decoder is true (false in its defaults), as transformers caches it
+    "bert-generation",
+    # GPT-1: transformers keeps no cache; kvcalc counts a caching engine's, and its note and the reference say so
+    "openai-gpt",
     # read since the survey's first run: indexed_attention, LFM conv layers, MiMo-V2-Flash's doubled
     # sliding KV heads, XGLM's attention_heads
     "axk2", "glm_moe_dsa", "lfm3", "mimo_v2_flash", "xglm",
@@ -139,8 +143,6 @@ UNVERIFIED: dict[str, str] = {
         ("biogpt", "moshi", "gemma4", "gemma4_unified", "jetmoe"),
         "transformers cannot run the model on meta tensors (a data-dependent operation), so no reference",
     ),
-    "bert-generation": "a BERT decoder that caches only with is_decoder true (false in its defaults)",
-    "openai-gpt": "transformers' OpenAIGPTLMHeadModel keeps no cache to compare with",
     "glm4_moe": "the defaults give no head_dim and 96 heads for hidden 4096; released configs state head_dim",
     **dict.fromkeys(
         ("bamba", "granitemoehybrid"),

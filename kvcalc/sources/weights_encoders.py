@@ -223,8 +223,12 @@ def _bert_generation(f: Fields, attention: dict, count: int, hidden: int, notes:
     """BertGenerationDecoder: word and position embeddings with a LayerNorm, no token types
     (modeling_bert_generation.py 403-409), post-norm BERT layers, no pooler; the head decoder.weight tied to
     the word embeddings by tie_word_embeddings, and a bias of vocab_size (597-598), which the decoder's own
-    bias shares when tied (611-614) and does not when untied (then two biases)."""
+    bias shares when tied (611-614) and does not when untied (then two biases).
+    With is_decoder false (the default) the config reader reads it as an encoder (config_json), and the count is
+    BertGenerationEncoder's, the base model, without the head."""
     block = _bert_stack(f, attention, hidden, "BertGeneration", token_types=False)
+    if not f.data.get("is_decoder", f.outer.get("is_decoder", False)):  # as config_json._bert_generation_encoder
+        return block
     block["tied_embeddings"] = f.flag("tie_word_embeddings", outer=True)
     biases = block["vocab_size"] * (1 if block["tied_embeddings"] else 2)
     block["extra_parameters"] = biases

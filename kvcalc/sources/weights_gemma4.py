@@ -53,10 +53,7 @@ def _layer_kinds(f: Fields, attention: dict, count: int, notes: list[str]) -> li
     num_global_key_value_heads unless per_layer_config is given (208-221); each attention reads its layer's
     (G 1155-1157)."""
     types = f.data.get("layer_types")
-    if types is None:
-        if f.data.get("sliding_window_pattern") not in (None, 6):
-            raise Skip(f"sliding_window_pattern {json.dumps(f.data['sliding_window_pattern'])}: transformers' "
-                       "Gemma-4 ignores it (every 6th layer is full), kvcalc's KV reading follows it")
+    if types is None:  # a sliding_window_pattern is not read, by transformers nor the config reader (noted there)
         types = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(count)]
     if not isinstance(types, list) or len(types) != count or any(t not in _TYPES for t in types):
         raise Skip(f"layer_types {json.dumps(types)[:60]} is not {count} of sliding_attention / full_attention")
@@ -83,11 +80,14 @@ def _layer_kinds(f: Fields, attention: dict, count: int, notes: list[str]) -> li
             glob["num_key_value_heads"] = f.integer("num_global_key_value_heads")
         overrides = {i: glob for i, t in enumerate(types) if t == "full_attention"}
     layers = []
+    shapes: dict[str, tuple[int, int]] = {}
     for i, kind in enumerate(types):
         own = overrides.get(i, {})
         layer_kv, layer_dim = own.get("num_key_value_heads", kv), own.get("head_dim", dim)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (layer_kv, layer_dim)):
             raise Skip(f"per-layer heads of layer {i} are not whole numbers")
+        if shapes.setdefault(kind, (layer_kv, layer_dim)) != (layer_kv, layer_dim):  # the reader refuses it too
+            raise Skip(f"per_layer_config: the {kind} layers differ (transformers cannot build it)")
         name = _TYPES[kind] if (layer_kv, layer_dim) == (kv, dim) else f"{_TYPES[kind]}_kv{layer_kv}_d{layer_dim}"
         layers.append((kind, name, layer_kv, layer_dim))
     return layers

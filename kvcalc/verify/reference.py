@@ -391,6 +391,11 @@ def _explain(spec, model_type, name, kind, layers, mine, parts, context, batch, 
     if measured == mine:
         return None, None, True
     if not parts:
+        from kvcalc.sources.config_json import NO_CACHE_DECODERS
+
+        if model_type in NO_CACHE_DECODERS and not spec.is_encoder:  # the estimate's note says it too
+            return "no-cache", (f"transformers' {model_type} keeps no KV cache (it recomputes attention over the "
+                                "whole context at every step); kvcalc counts what a caching engine would hold"), True
         return None, "transformers' cache holds nothing for these layers (no cache returned, or none kept here)", False
     if spec.is_encoder:
         return None, f"kvcalc reads this as an encoder (no cache kept), transformers held {measured:,} bytes", False
