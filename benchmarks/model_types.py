@@ -87,7 +87,9 @@ def survey_one(model_type: str) -> dict:
 def meta_parameters(data: dict, encoder: bool) -> int:
     """Parameters plus persistent buffers of the model transformers builds from ``data`` on the meta device:
     the causal-LM class, the image-text class where the config has a vision tower (the whole checkpoint),
-    the base model for an encoder (kvcalc counts BertModel). As tests/test_hf_config_weights.py counts."""
+    the base model for an encoder (kvcalc counts BertModel); the whole checkpoint, as kvcalc counts it, for Moshi
+    (MoshiForConditionalGeneration: text decoder, depth decoder, audio embeddings, Mimi codec) and Emu3
+    (Emu3ForConditionalGeneration: the text model and the VQ-VAE). As tests/test_hf_config_weights.py counts."""
     import warnings
 
     import torch
@@ -100,10 +102,16 @@ def meta_parameters(data: dict, encoder: bool) -> int:
         auto = transformers.AutoModel
     elif data.get("vision_config") and data["model_type"] in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         auto = transformers.AutoModelForImageTextToText
+    elif data["model_type"] == "moshi":
+        auto = transformers.MoshiForConditionalGeneration  # the causal-LM mapping names the text decoder alone
+    elif data["model_type"] == "emu3":  # Emu3's checkpoints: the text model and the VQ-VAE
+        auto = transformers.Emu3ForConditionalGeneration
+        if cfg.vocabulary_map is None:  # tokenizer data, no weights; Emu3Model reads it on construction
+            cfg.vocabulary_map = {}
     transformers.logging.set_verbosity_error()
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        model = auto.from_config(cfg)
+        model = auto.from_config(cfg) if hasattr(auto, "from_config") else auto(cfg)
     saved = set(model.state_dict())
     return (sum(p.numel() for p in model.parameters())
             + sum(b.numel() for name, b in model.named_buffers() if name in saved))

@@ -115,8 +115,8 @@ CASES = {
 
 
 def test_every_type_counted_here_is_checked_against_transformers():
-    # RemBERT and ELECTRA-small's narrow embeddings: tests/test_weights_towers.py
-    assert set(CASES) | {"rembert"} == set(weights_encoders.BUILDERS)
+    # RemBERT and ELECTRA-small's narrow embeddings: tests/test_weights_towers.py; Moshi: tests/test_weights_last.py
+    assert set(CASES) | {"rembert", "moshi"} == set(weights_encoders.BUILDERS)
 
 
 @pytest.mark.parametrize(("model_type", "change"),
@@ -309,13 +309,13 @@ def test_modernbert_decoder():
 # ---------------------------------------------------------------- 3. what is refused, said
 
 
-def test_moshi_is_said_not_derived():
-    """A Moshi config states its depth decoder and audio codec: the text decoder alone would understate it."""
+def test_moshi_without_its_codec_config_is_refused():
+    """Moshi's whole checkpoint is counted (tests/test_weights_last.py); without audio_encoder_config MoshiConfig
+    does not pass the audio vocabulary down, and the count is refused by name."""
     data = {"model_type": "moshi", "vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 128, "ffn_dim": 22528,
-            "max_position_embeddings": 3000, "sliding_window": 3000,
-            "depth_decoder_config": {"hidden_size": 1024}, "audio_encoder_config": {"model_type": "mimi"}}
-    assert "depth decoder" in skip_note(data)
+            "max_position_embeddings": 3000, "sliding_window": 3000, "depth_decoder_config": {"hidden_size": 1024}}
+    assert "audio_encoder_config" in skip_note(data)
 
 
 def test_relative_positions_and_cross_attention_refused():

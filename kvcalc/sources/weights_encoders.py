@@ -17,6 +17,7 @@ register (position_ids, token_type_ids, sinusoidal tables, rotary inv_freq, caus
 from __future__ import annotations
 
 import json
+import math
 
 from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, gated, mha_width, plain
 
@@ -42,17 +43,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "git": {"tie_word_embeddings": False},  # GitConfig
     "modernbert-decoder": {**_TIED, "norm_bias": False, "attention_bias": False, "mlp_bias": False,
                            "classifier_bias": False, "decoder_bias": True},  # ModernBertDecoderConfig
+    "moshi": {"tie_word_embeddings": False, "num_codebooks": 8, "ffn_dim": 22528},  # MoshiConfig (148-151)
 }
 DECODERS: dict[str, Decoder] = {}
-NOT_DERIVED: dict[str, str] = {
-    # modeling_moshi.py: MoshiForConditionalGeneration (the released checkpoints' class; transformers builds it on
-    # meta, 7,783,880,545 for the class defaults) holds beside the text decoder 2 x num_codebooks audio embeddings,
-    # the depth decoder (per-codebook MoshiFlexibleLinear weights) and the Mimi codec (audio_encoder_config)
-    "moshi": "a Moshi checkpoint holds the Mimi codec (SEANet convolutional encoder and decoder, their transformers, "
-             "the split residual quantizer with its codebook buffers), the depth decoder with per-codebook weights and "
-             "the audio embeddings beside the text decoder; kvcalc does not count them yet, and the text decoder "
-             "alone would understate it",
-}
+NOT_DERIVED: dict[str, str] = {}
 
 
 def _pooler(hidden: int, name: str, notes: list[str]) -> int:
@@ -376,6 +370,183 @@ def _modernbert_decoder(f: Fields, attention: dict, count: int, hidden: int, not
     return block
 
 
+# MoshiDepthConfig (configuration_moshi.py 56-69; vocab_size, audio_vocab_size, input_size and num_codebooks come
+# from MoshiConfig, 172-180) and MimiConfig (configuration_mimi.py), transformers 5.24
+_MOSHI_DEPTH = {"hidden_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 16, "ffn_dim": 5632}
+_MIMI = {"sampling_rate": 24000, "audio_channels": 1, "hidden_size": 512, "num_filters": 64, "num_residual_layers": 1,
+         "kernel_size": 7, "last_kernel_size": 3, "residual_kernel_size": 3, "compress": 2, "codebook_size": 2048,
+         "num_quantizers": 32, "use_conv_shortcut": False, "vector_quantization_hidden_dimension": 256,
+         "num_semantic_quantizers": 1, "upsample_groups": 512, "num_hidden_layers": 8, "intermediate_size": 2048,
+         "num_attention_heads": 8, "attention_bias": False}
+
+
+def _sub_fields(f: Fields, key: str, defaults: dict, notes: list[str], owner: str) -> dict:
+    """The whole-number and flag fields of the sub-config ``key``, its class defaults where left out."""
+    sub = f.data.get(key)
+    if not isinstance(sub, dict):
+        raise Skip(f"no {key} object in config.json (MoshiConfig passes the sizes the model needs only into a "
+                   f"{key} it is given)")
+    values, defaulted = {}, []
+    for name, default in defaults.items():
+        value = sub.get(name)
+        if value is None:
+            value = default
+            defaulted.append(f"{name} {json.dumps(default)}")
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, int) \
+                or (not isinstance(value, bool) and value < 1):
+            raise Skip(f"{key}.{name} is {json.dumps(value)[:40]}, not what {owner} takes")
+        values[name] = value
+    if defaulted:
+        notes.append(f"inferred: {key} uses {owner}'s defaults for {', '.join(defaulted)}")
+    return values
+
+
+def _moshi(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """Moshi's MoshiForConditionalGeneration, the whole checkpoint (modeling_moshi.py 898-907):
+    - the text decoder MoshiForCausalLM (737-750, 814-818): embed_tokens (vocab_size + 1) x hidden, per layer
+      q/k/v/o without biases (434-445), MoshiGatingMLP fc1 hidden -> ffn_dim and fc2 ffn_dim / 2 -> hidden
+      (347-357; a gated MLP of ffn_dim / 2) and two RMSNorms (509-510), a final norm, lm_head hidden x vocab_size,
+      never tied (no _tied_weights_keys; the embedding's extra row goes in extra_parameters);
+    - 2 x num_codebooks audio embeddings (audio_vocab_size + 1) x hidden (901-903);
+    - the depth decoder MoshiDepthDecoder (584-603): text_embed_tokens (vocab_size + 1) x d, num_codebooks - 1
+      audio embeddings (audio_vocab_size + 1) x d, input_projections, per layer q/k/v/o and fc1/fc2 as
+      MoshiFlexibleLinear (209-213: one weight per codebook) and two RMSNorms of d, lm_heads per codebook;
+    - the Mimi codec (AutoModel of audio_encoder_config, _mimi)."""
+    if attention["kind"] == "mla":
+        raise Skip("Moshi attention that is MLA")
+    mimi = f.data.get("audio_encoder_config")
+    if isinstance(mimi, dict) and mimi.get("model_type", "mimi") != "mimi":
+        raise Skip(f"audio_encoder_config model_type {mimi.get('model_type')!r} is not mimi")
+    depth = _sub_fields(f, "depth_decoder_config", _MOSHI_DEPTH, notes, "MoshiDepthConfig")
+    codec = _sub_fields(f, "audio_encoder_config", _MIMI, notes, "MimiConfig")
+    vocab, books, ffn = f.integer("vocab_size"), f.integer("num_codebooks"), f.integer("ffn_dim")
+    audio_vocab = f.integer("audio_vocab_size") if f.present("audio_vocab_size") else codec["codebook_size"]
+    if ffn % 2 or books > codec["num_quantizers"]:
+        raise Skip(f"ffn_dim {ffn} is odd, or num_codebooks {books} is more than Mimi's num_quantizers: MoshiConfig "
+                   "refuses it (configuration_moshi.py 197-204)")
+    block = base(f, "rms", 2)
+    block.update(tied_embeddings=False, mlp={"kind": "gated", "intermediate_size": ffn // 2})
+    if f.flag("tie_word_embeddings"):
+        notes.append("inferred: the lm_head is not tied (MoshiForCausalLM has no _tied_weights_keys, so "
+                     "tie_word_embeddings ties nothing)")
+    d, layers, heads = depth["hidden_size"], depth["num_hidden_layers"], depth["num_attention_heads"]
+    sub = f.data["depth_decoder_config"]
+    kv = sub["num_key_value_heads"] if sub.get("num_key_value_heads") is not None else heads  # 78-81
+    head_dim = sub.get("head_dim") or d // heads
+    if depth["ffn_dim"] % 2:
+        raise Skip(f"depth_decoder_config.ffn_dim {depth['ffn_dim']} is odd (MoshiDepthConfig refuses it)")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (kv, head_dim)):
+        raise Skip("depth_decoder_config's num_key_value_heads or head_dim is not a whole number")
+    depth_layer = books * (2 * d * heads * head_dim + 2 * d * kv * head_dim + 3 * d * (depth["ffn_dim"] // 2)) + 2 * d
+    depth_total = ((vocab + 1) * d + (books - 1) * (audio_vocab + 1) * d + books * hidden * d
+                   + layers * depth_layer + books * d * audio_vocab)
+    audio = 2 * books * (audio_vocab + 1) * hidden
+    codec_total = _mimi(f, codec, notes)
+    block["extra_parameters"] = hidden + audio + depth_total + codec_total
+    notes.append(f"inferred: extra_parameters {block['extra_parameters']} = the text embedding's extra row {hidden} "
+                 f"+ {2 * books} audio embeddings {audio} + the depth decoder {depth_total} (hidden {d}, {layers} "
+                 f"layers, per-codebook weights for {books} codebooks) + the Mimi codec {codec_total}")
+    return block
+
+
+def _mimi(f: Fields, c: dict, notes: list[str]) -> int:
+    """Mimi (MimiModel, modeling_mimi.py 1349-1353), its parameters and persistent buffers:
+    - the encoder half (1153-1171) where encoder_config is not null: the SEANet encoder (489-517; every conv a
+      Conv1d with a bias, 276): audio_channels -> num_filters (kernel_size); per ratio of reversed
+      upsampling_ratios num_residual_layers resnet blocks (447-468: dim -> dim // compress, residual_kernel_size,
+      then -> dim, 1; a 1x1 shortcut with use_conv_shortcut) and a downsampling conv to twice the width
+      (kernel 2 x ratio); a last conv to hidden_size (last_kernel_size); the encoder transformer; a downsample
+      Conv1d hidden square of kernel 2 x latent_stride without a bias where frame_rate differs from
+      encodec_frame_rate;
+    - the decoder half (1285-1302) where decoder_config is not null: the upsample ConvTranspose1d (groups
+      upsample_groups, no bias) on the same condition, the decoder transformer, the SEANet decoder (891-915:
+      the mirror, ConvTranspose1d upsampling with biases);
+    - each transformer (802-816): per layer q/k/v/o (biases on attention_bias, 709-712), fc1 and fc2 without
+      biases (635-636), two LayerNorms with biases (766-767) and two layer scales of hidden_size (768-769);
+    - the split residual quantizer (1044-1057): num_quantizers codebooks, each the buffers initialized (1),
+      cluster_usage (codebook_size) and embed_sum (codebook_size x codebook_dim) (924-935), and in both halves
+      input_proj and output_proj 1x1 convs without biases where vector_quantization_hidden_dimension differs
+      from hidden_size (1002-1008)."""
+    raw = f.data["audio_encoder_config"]
+    h, filters, ratios = c["hidden_size"], c["num_filters"], raw.get("upsampling_ratios") or [8, 6, 5, 4]
+    if not isinstance(ratios, list) or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ratios):
+        raise Skip("audio_encoder_config.upsampling_ratios is not a list of whole numbers")
+    halves = {}
+    for half in ("encoder", "decoder"):  # a dropped half is saved as null (configuration_mimi.py 220-226)
+        if f"{half}_config" in raw and raw[f"{half}_config"] is not None:
+            raise Skip(f"audio_encoder_config.{half}_config is not null: MimiConfig derives it, so only null is taken")
+        halves[half] = f"{half}_config" not in raw
+    heads, inner = c["num_attention_heads"], c["intermediate_size"]
+    kv = raw.get("num_key_value_heads", 8)  # MimiConfig's defaults (configuration_mimi.py 87, 96)
+    head_dim = raw.get("head_dim") or h // heads  # configuration_mimi.py 133
+    codebook_dim = raw.get("codebook_dim", 256)  # an int field: null is refused by the strict config class
+    for name, value in (("num_key_value_heads", kv), ("head_dim", head_dim), ("codebook_dim", codebook_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Skip(f"audio_encoder_config.{name} is {json.dumps(value)[:40]}, not a whole number")
+
+    def conv(i: int, o: int, k: int, bias: bool = True) -> int:
+        return i * o * k + (o if bias else 0)
+
+    compress, rk, shortcut = c["compress"], c["residual_kernel_size"], c["use_conv_shortcut"]
+
+    def resnet(dim: int) -> int:
+        return conv(dim, dim // compress, rk) + conv(dim // compress, dim, 1) + (conv(dim, dim, 1) if shortcut else 0)
+
+    res = c["num_residual_layers"]
+    encoder = conv(c["audio_channels"], filters, c["kernel_size"])
+    scaling = 1
+    for ratio in reversed(ratios):
+        width = scaling * filters
+        encoder += res * resnet(width) + conv(width, 2 * width, 2 * ratio)
+        scaling *= 2
+    encoder += conv(scaling * filters, h, c["last_kernel_size"])
+    scaling = 2 ** len(ratios)
+    decoder = conv(h, scaling * filters, c["kernel_size"])
+    for ratio in ratios:
+        width = scaling * filters
+        decoder += conv(width, width // 2, 2 * ratio) + res * resnet(width // 2)  # ConvTranspose1d: in x out x k
+        scaling //= 2
+    decoder += conv(filters, c["audio_channels"], c["last_kernel_size"])
+    bias = c["attention_bias"]
+    layer = (2 * h * heads * head_dim + 2 * h * kv * head_dim  # q, o and k, v
+             + (heads * head_dim + 2 * kv * head_dim + h if bias else 0)
+             + 2 * h * inner + 2 * 2 * h + 2 * h)  # fc1, fc2, two LayerNorms, two layer scales
+    transformer = c["num_hidden_layers"] * layer
+    # frame_rate as MimiConfig computes it (configuration_mimi.py 151-187): a stated frame_rate (a saved
+    # "_frame_rate", even null, takes its place) or sampling_rate / frame_size, frame_size = prod(ratios) x 2
+    frame = raw["_frame_rate"] if "_frame_rate" in raw else raw.get("frame_rate")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int | float) or frame <= 0):
+        raise Skip(f"audio_encoder_config.frame_rate is {json.dumps(frame)[:40]}, not a positive number")
+    rate = c["sampling_rate"]
+    frame = rate / (math.prod(ratios) * 2) if frame is None else frame
+    encodec = math.ceil(rate / math.prod(ratios))
+    down = up = 0
+    if frame != encodec:  # encoder 1158-1170, decoder 1287-1298
+        stride = int(encodec / frame)  # latent_stride (configuration_mimi.py 161-163)
+        if stride < 1 or h % c["upsample_groups"]:
+            raise Skip("Mimi's latent_stride is 0, or hidden_size is not a multiple of upsample_groups")
+        down = h * h * 2 * stride  # the downsample Conv1d
+        up = h * (h // c["upsample_groups"]) * 2 * stride  # the upsample ConvTranspose1d, its weight divided by groups
+    semantic = c["num_semantic_quantizers"]
+    if semantic >= c["num_quantizers"] or c["codebook_size"] & (c["codebook_size"] - 1):
+        raise Skip("Mimi's num_semantic_quantizers is not below num_quantizers, or codebook_size is not a power of 2 "
+                   "(MimiConfig refuses it)")
+    quantizer = c["num_quantizers"] * (1 + c["codebook_size"] + c["codebook_size"] * codebook_dim)
+    vq = c["vector_quantization_hidden_dimension"]
+    if vq != h:
+        quantizer += 2 * 2 * h * vq
+    encoder += transformer + down
+    decoder += transformer + up
+    total = quantizer + (encoder if halves["encoder"] else 0) + (decoder if halves["decoder"] else 0)
+    notes.append(f"inferred: the Mimi codec {total} = "
+                 + (f"encoder {encoder} (SEANet, {c['num_hidden_layers']}-layer transformer"
+                    + (", downsample" if down else "") + ") + " if halves["encoder"] else "")
+                 + (f"decoder {decoder} + " if halves["decoder"] else "")
+                 + f"quantizer {quantizer} ({c['num_quantizers']} codebooks of {c['codebook_size']} x {codebook_dim}, "
+                 "kept as buffers)")
+    return total
+
+
 BUILDERS = {
     "roberta": _roberta, "camembert": _roberta, "xlm-roberta": _roberta, "data2vec-text": _roberta,
     "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "rembert": _rembert, "roformer": _roformer,
@@ -383,5 +554,5 @@ BUILDERS = {
     "roberta-prelayernorm": _pre_norm, "xlm-roberta-xl": _pre_norm, "megatron-bert": _pre_norm,
     "bert-generation": _bert_generation, "biogpt": _biogpt, "ctrl": _ctrl, "openai-gpt": _openai_gpt,
     "xglm": _xglm, "gpt_neox_japanese": _gpt_neox_japanese, "git": _git,
-    "modernbert-decoder": _modernbert_decoder,
+    "modernbert-decoder": _modernbert_decoder, "moshi": _moshi,
 }

@@ -443,4 +443,125 @@ BUILDERS: dict = {
 # multimodal wrappers whose other parts a builder here counts (Fuyu's vision_embed_tokens, _persimmon)
 COUNTED_WRAPPERS = frozenset({"fuyu"})
 
-__all__ = ["BUILDERS", "COUNTED_WRAPPERS", "DECODERS", "DEFAULTS", "NOT_DERIVED"]
+# Emu3VQVAEConfig's defaults (configuration_emu3.py 60-71), transformers 5.24
+_EMU3_VQ = {"codebook_size": 32768, "embed_dim": 4, "latent_channels": 4, "double_latent": False, "in_channels": 3,
+            "out_channels": 3, "temporal_downsample_factor": 4, "base_channels": 256,
+            "channel_multiplier": [1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [3], "hidden_size": 1024}
+
+
+def _emu3_vq_fields(f: Fields, notes: list[str]) -> dict:
+    v = f.outer.get("vq_config")
+    if v is None:
+        v = {}
+    if not isinstance(v, dict):
+        raise Skip("vq_config is not a JSON object")
+    values, defaulted = {}, []
+    for key, default in _EMU3_VQ.items():
+        value = v.get(key)
+        if value is None:
+            value = default
+            defaulted.append(f"{key} {json.dumps(default)}")
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, list):  # a list of whole numbers; attn_resolutions may be empty
+            ok = isinstance(value, list) and all(_whole(x) and x >= 0 for x in value) and (
+                bool(value) or key == "attn_resolutions")
+        else:
+            ok = _whole(value) and value >= 1
+        if not ok:
+            raise Skip(f"vq_config.{key} is {json.dumps(value)[:40]}, not what Emu3VQVAEConfig takes")
+        values[key] = value
+    if defaulted:
+        notes.append(f"inferred: vq_config uses Emu3VQVAEConfig's defaults for {', '.join(defaulted)}")
+    return values
+
+
+def _emu3(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
+    """Emu3 (Emu3ForConditionalGeneration, modeling_emu3.py 1490-1498): beside the text model (Emu3TextModel,
+    the emu3_text_model row) the frozen VQ-VAE Emu3VQVAE (971-986), every part with its bias:
+    - the encoder (783-821): conv_in in_channels -> base 3x3; per level l of channel_multiplier m, num_res_blocks
+      (R) resnet blocks (493-536: two affine GroupNorms, two 3x3 convs, a 1x1 nin_shortcut where the widths
+      differ), after each an attention block and a GroupNorm on attn_resolutions levels (666-694), a 3x3 stride-2
+      downsample conv but on the last level (700-701); the middle block (632-651: two resnet blocks, an attention
+      block, a GroupNorm); norm_out; conv_out -> latent (2 x latent_channels with double_latent); log2(temporal
+      factor) Conv3d (4, 3, 3) temporal downsamples and R temporal resnet blocks (444-475: two BatchNorm3d, whose
+      running_mean, running_var and num_batches_tracked buffers the checkpoint keeps, two Conv3d 3x3x3);
+    - the decoder (853-891): R temporal resnet blocks and log2(factor) Conv3d 3x3x3 upsamples on latent_channels,
+      conv_in, the middle block and, per level from the last, R + 1 resnet blocks, attention blocks with the
+      same rule (725-761), where every norm is a SpatialNorm (366-393: a GroupNorm and two 1x1 convs from
+      embed_dim), a 3x3 upsample conv but on level 0; norm_out a SpatialNorm, conv_out -> out_channels;
+    - the attention blocks (556-577): q, k, v, out_proj of vq_config.hidden_size square with biases;
+    - the codebook codebook_size x embed_dim (293), quant_conv and post_quant_conv, Conv3d (3, 1, 1) between
+      latent_channels and embed_dim (979-984).
+    The head ties by Emu3Config's tie_word_embeddings (modeling_utils.py 2492 reads the whole config; default
+    false, configuration_emu3.py 138), not text_config's."""
+    v = _emu3_vq_fields(f, notes)
+    base_ch, mult, res, attn_levels = v["base_channels"], v["channel_multiplier"], v["num_res_blocks"], \
+        v["attn_resolutions"]
+    quant, latent, width = v["embed_dim"], v["latent_channels"], v["hidden_size"]
+    if any(c * base_ch % 32 for c in mult) or base_ch % 32:
+        raise Skip("vq_config's channel widths are not multiples of 32 (GroupNorm's 32 groups, modeling_emu3.py 507)")
+
+    def conv2d(i: int, o: int, k: int) -> int:
+        return i * o * k * k + o
+
+    def conv3d(i: int, o: int, kt: int, k: int) -> int:
+        return i * o * kt * k * k + o
+
+    def spatial(c: int) -> int:  # Emu3VQVAESpatialNorm: GroupNorm, conv_y and conv_b 1x1 from embed_dim
+        return 2 * c + 2 * conv2d(quant, c, 1)
+
+    def resnet(i: int, o: int, spatial_norm: bool) -> int:
+        norms = spatial(i) + spatial(o) if spatial_norm else 2 * i + 2 * o
+        return norms + conv2d(i, o, 3) + conv2d(o, o, 3) + (conv2d(i, o, 1) if i != o else 0)
+
+    def temporal(c: int) -> int:  # two BatchNorm3d (weight, bias, running mean and var, num_batches_tracked)
+        return 2 * (4 * c + 1) + 2 * conv3d(c, c, 3, 3)
+
+    attention = 4 * (width * width + width)
+    steps = v["temporal_downsample_factor"].bit_length() - 1  # int(math.log2(factor)), 808 and 866
+    top = base_ch * mult[-1]
+    out = 2 * latent if v["double_latent"] else latent
+    encoder = conv2d(v["in_channels"], base_ch, 3)
+    channels = base_ch
+    for level, m in enumerate(mult):
+        for _ in range(res):
+            encoder += resnet(channels, base_ch * m, False)
+            channels = base_ch * m
+            if level in attn_levels:
+                encoder += attention + 2 * channels
+        if level != len(mult) - 1:
+            encoder += conv2d(channels, channels, 3)
+    encoder += 2 * resnet(top, top, False) + attention + 2 * top  # the middle block
+    encoder += 2 * top + conv2d(top, out, 3) + steps * conv3d(out, out, 4, 3) + res * temporal(out)
+    decoder = res * temporal(latent) + steps * conv3d(latent, latent, 3, 3) + conv2d(latent, top, 3)
+    decoder += 2 * resnet(top, top, True) + attention + spatial(top)  # the middle block
+    channels = top
+    for level in reversed(range(len(mult))):
+        for _ in range(res + 1):
+            decoder += resnet(channels, base_ch * mult[level], True)
+            channels = base_ch * mult[level]
+            if level in attn_levels:
+                decoder += attention + spatial(channels)
+        if level != 0:
+            decoder += conv2d(channels, channels, 3)
+    decoder += spatial(base_ch * mult[0]) + conv2d(base_ch * mult[0], v["out_channels"], 3)
+    rest = v["codebook_size"] * quant + conv3d(latent, quant, 3, 1) + conv3d(quant, latent, 3, 1)
+    vq = encoder + decoder + rest
+    block["extra_parameters"] = block.get("extra_parameters", 0) + vq
+    tie = f.outer.get("tie_word_embeddings")
+    if tie is None:
+        tie = False
+        notes.append("inferred: tie_word_embeddings false (Emu3Config's default; transformers ties by the whole "
+                     "config's value)")
+    elif not isinstance(tie, bool):
+        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
+    block["tied_embeddings"] = tie
+    notes.append(f"inferred: extra_parameters has {vq} for Emu3's VQ-VAE (encoder {encoder}, decoder {decoder}, "
+                 f"codebook and quant convs {rest}), which the checkpoint holds beside the text model")
+
+
+# wrapper model_type -> what adds its other parts around the language model decoder() builds (config_weights)
+WRAPPERS = {"emu3": _emu3}
+
+__all__ = ["BUILDERS", "COUNTED_WRAPPERS", "DECODERS", "DEFAULTS", "NOT_DERIVED", "WRAPPERS"]

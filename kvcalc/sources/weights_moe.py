@@ -463,10 +463,45 @@ DEFAULTS["cohere2_moe"] = {**_TIED, "attention_bias": False, "num_shared_experts
 DECODERS["cohere2_moe"] = Decoder(bias="attention_bias", norms=1)
 BUILDERS["cohere2_moe"] = _cohere2_moe
 
-NOT_DERIVED.update({
-    "axk2": "A.X-K2's query projection q_gate_proj (2 x q_lora_rank -> heads x (qk_head_dim + v_head_dim)) "
-            "replaces MLA's q_b_proj, and its gated norms carry low-rank MLPs; neither is counted yet",
-})
+
+
+def _axk2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
+    """A.X-K2 (modeling_axk2.py): DeepSeek-V3.2's MLA with its indexer (AXK2Indexer 208-211: wq_b, wk, a LayerNorm
+    k_norm, weights_proj, as the attention shape counts it) where one q_gate_proj, 2 x q_lora_rank -> heads x
+    (qk_head_dim + v_head_dim) without a bias (530-532), replaces q_b_proj (q_lora_rank -> heads x qk_head_dim,
+    which the MLA shape counts): the difference, q_lora_rank x heads x (qk_head_dim + 2 v_head_dim), goes in
+    layer_parameters. DeepSeek-V3's MoE (388-400: routed experts, a float32 router with an e_score_correction_bias
+    buffer, n_shared_experts as one MLP) on mlp_layer_types' sparse layers (668; the config derives them from the
+    legacy first_k_dense_replace and moe_layer_freq, configuration_axk2.py 140-146). input_layernorm on every layer
+    and post_attention_layernorm on sparse layers are AXK2GatedRMSNorm (669-674, 94-97): an RMSNorm, which the two
+    norms per layer count, and a gate MLP fc1 hidden -> gated_norm_rank and fc2 back without biases (77-78), which
+    goes in extra_parameters. No post-MLP norm (unlike A.X-K1)."""
+    if attention["kind"] != "mla" or not attention.get("q_lora_rank") or attention.get("indexer") is None:
+        raise Skip("A.X-K2's attention is MLA with a q_lora_rank and an indexer (configuration_axk2.py 156-160), "
+                   "which the attention read is not")
+    block = _moe_decoder(f, attention, count, hidden, notes)
+    rank, heads = attention["q_lora_rank"], attention["heads"]
+    qk, v = attention["qk_nope_head_dim"] + attention["qk_rope_head_dim"], attention["v_head_dim"]
+    q_gate = 2 * rank * heads * (qk + v) - rank * heads * qk  # q_gate_proj beyond the q_b_proj counted
+    types = f.data.get("layer_types")  # every layer full MLA with its indexer (configuration_axk2.py 149-150)
+    if types is not None and (not isinstance(types, list) or not set(types) <= {"indexed_attention", "full_attention"}):
+        raise Skip(f"layer_types {json.dumps(types)[:60]} is not indexed_attention on every layer")
+    block["layer_parameters"] = {"full": q_gate}
+    notes.append(f"inferred: layer_parameters has {q_gate} per layer for q_gate_proj (2 x {rank} -> {heads} x ({qk} "
+                 f"+ {v})) beyond the q_b_proj ({rank} -> {heads} x {qk}) the MLA shape counts")
+    sparse = len(_moe_layers(_aliased(f), count, MOE["axk2"]))
+    gates = (count + sparse) * 2 * hidden * f.integer("gated_norm_rank")
+    _extra(block, gates, notes, f"the gated norms' low-rank MLPs ({count} input_layernorm and {sparse} "
+           f"post_attention_layernorm on sparse layers, each {hidden} -> {f.integer('gated_norm_rank')} and back)")
+    return block
+
+
+MOE["axk2"] = Experts(rule="axk")  # modeling_axk2.py 398-400 (shared), 668; configuration_axk2.py 140-146
+# AXK2Config; first_k_dense_replace and moe_layer_freq are legacy kwargs popped with these defaults
+DEFAULTS["axk2"] = {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+                    "gated_norm_rank": 16}
+DECODERS["axk2"] = Decoder(bias="attention_bias")  # decoder() refuses attention_bias with MLA
+BUILDERS["axk2"] = _axk2
 
 
 def _whole(value) -> bool:
