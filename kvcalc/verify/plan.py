@@ -65,8 +65,11 @@ def _round_up(n: int, step: int) -> int:
 
 
 def reduced_spec(spec: ModelSpec, names: list[str]) -> ModelSpec:
-    """The same model cut down to ``names`` (one kind name per layer, in order)."""
+    """The same model's cache cut down to ``names`` (one kind name per layer, in order). Its weights
+    block is dropped: verify builds caches, and per-layer weights (MLP widths per block) would not
+    describe the cut model."""
     data = spec.model_dump()
+    data["weights"] = None
     kinds = data["layers"]["kinds"]
     data["layers"] = {
         "count": len(names),
