@@ -376,6 +376,10 @@ class Weights(_Frozen):
     # per layer of a kind (any kind), beside its attention or mixer and its MLP: a Mamba2 mixer running beside
     # attention (Falcon-H1), a hybrid layer's own Mamba2 block and linear projection (Zamba2); layer matrices
     layer_parameters: dict[Annotated[str, Field(max_length=64)], Elements] = Field(default_factory=dict, max_length=64)
+    # of layer_parameters, per layer of a kind, what a token does not use: experts not chosen (JetMoE's attention
+    # experts beyond the top-k); left out of the active count
+    inactive_layer_parameters: dict[Annotated[str, Field(max_length=64)], Elements] = Field(default_factory=dict,
+                                                                                            max_length=64)
     # layer kinds whose attention is a block shared between layers (Zamba2's num_mem_blocks): its weights are
     # counted once, in extra_parameters, not per layer
     shared_attention: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
@@ -437,6 +441,10 @@ class ModelSpec(_Frozen):
         unknown = sorted(set(w.mlp_kinds or ()) - set(self.layers.kinds))
         if unknown:
             raise ValueError(f"weights.mlp_kinds names {', '.join(unknown)}, not a layer kind")
+        over = sorted(k for k, n in w.inactive_layer_parameters.items() if n > w.layer_parameters.get(k, 0))
+        if over:
+            raise ValueError(f"weights.inactive_layer_parameters of {', '.join(over)} is more than its "
+                             "layer_parameters")
         unknown = sorted((set(w.layer_parameters) | set(w.shared_attention)) - set(self.layers.kinds))
         if unknown:
             raise ValueError(f"weights.layer_parameters or shared_attention names {', '.join(unknown)}, "

@@ -111,7 +111,8 @@ def test_jetmoe_attention_experts_by_hand():
     moe = 4 * (h * 2 * 32 + 32 * h) + h + h * 4  # 4 experts' input_linear (2 I) and output_linear, bias, router
     checked(data, V * h + 2 * (moa + moe + 2 * h) + h)  # tied
     count = parameter_count(spec_of(data))
-    assert count.active == count.total - 2 * (4 - 2) * 3 * h * 32  # the MLP experts not chosen
+    # the MLP experts and the attention experts a token does not run (2 of 4 each, in 2 layers)
+    assert count.active == count.total - 2 * (4 - 2) * 3 * h * 32 - 2 * (4 - 2) * (h * p + p * h)
 
 
 def test_lfm3_short_conv_sandwich_norms_and_gate_by_hand():

@@ -203,6 +203,11 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
                 + f"; norms, biases and routers whole on every GPU; embedding split {place.embedding} and head "
                 f"{place.head} ways by rows of a vocabulary padded to 64 (first and last stage); replicated KV "
                 "projections past the KV-head count are not counted apart")
+    if w.extra_parameters and (d.pp > 1 or dtype not in ("bf16", "fp16", "fp32")):
+        note = ((note + "; ") if note else "") + (
+            f"the {w.extra_parameters:,} parameters outside kvcalc's weights schema (see the model's notes) are "
+            "placed with the embedding on the first stage and kept 16-bit: an upper bound where some are layer "
+            "matrices")
     return fullest, note
 
 

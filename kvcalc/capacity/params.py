@@ -204,6 +204,7 @@ def layer_parts(spec: ModelSpec, indices: range) -> LayerParts:
                 per_kind[name] = (matrices, small, _held_whole(a, hidden))
         matrices, small, whole = per_kind[name]
         own = w.layer_parameters.get(name, 0)
+        inactive += w.inactive_layer_parameters.get(name, 0)
         linear += matrices + own
         attention += matrices - whole + own
         replicated += whole

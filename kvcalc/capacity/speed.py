@@ -136,6 +136,10 @@ def decode_speed(
     seconds = total / bandwidth
     notes = ["a ceiling: bytes read / peak bandwidth, with no compute, launch or communication time",
              *notes_weights]
+    if spec.weights.extra_parameters:
+        notes.append(f"the {spec.weights.extra_parameters:,} parameters outside kvcalc's weights schema (towers, "
+                     "lookup tables, shared blocks: see the model's notes) are counted as read every step, which "
+                     "some of them are not (a vision tower, a per-layer embedding table): the speed is a lower bound")
     if experts is not None:
         notes.append(f"MoE: {float(experts):.2f} of {spec.weights.moe.experts} routed experts read per layer at "
                      f"batch {batch} (uniform routing; {spec.weights.moe.experts_per_token} per token)")

@@ -206,6 +206,11 @@ def _zamba2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     per_block = (wide * (q_heads + 2 * kv_heads) * head_dim + q_heads * head_dim * hidden  # attention
                  + hidden * 2 * mlp + mlp * hidden + (2 * mlp + hidden if bias else 0)  # gated MLP
                  + wide + hidden)  # input_layernorm (2h), pre_ff_layernorm
+    if not f.flag("tie_word_embeddings", outer=True):
+        # modeling_zamba2.py 1225-1262: the shared blocks are tied across the hybrid layers only when the head is
+        # tied to the embedding; untied, transformers builds a copy per hybrid layer, which Zyphra's code does not
+        raise Skip("tie_word_embeddings false: transformers then keeps a copy of the shared blocks per hybrid layer "
+                   "(modeling_zamba2.py 1225-1262), Zyphra's released models share them; implementations differ")
     rank = f.integer("adapter_rank")
     adapters = hybrid * (hidden * rank + rank * 2 * mlp
                          + (3 * 2 * wide * rank if f.flag("use_shared_attention_adapter") else 0))
@@ -248,7 +253,13 @@ def _nemotron_h(f: Fields, attention: dict, count: int, hidden: int, notes: list
     mixer = mamba2_mixer(hidden, f.integer("mamba_num_heads"), f.integer("mamba_head_dim"),
                          f.integer("ssm_state_size"), f.integer("n_groups"), f.integer("conv_kernel"),
                          f.flag("use_conv_bias"))
-    bias = f.flag("attention_bias")
+    # modeling_nemotron_h.py 883-886: q, k, v and o never have a bias, and the head is never tied (_tied_weights_keys
+    # {}, 1159), whatever attention_bias and tie_word_embeddings say; NVIDIA's remote code honours both
+    for key in ("attention_bias", "tie_word_embeddings"):
+        if f.flag(key, outer=key == "tie_word_embeddings"):
+            raise Skip(f"{key} true: transformers ignores it (modeling_nemotron_h.py 883-886, 1159), NVIDIA's remote "
+                       "code honours it; implementations differ")
+    bias = False
     mlp_bias = f.flag("mlp_bias")
     block = base(f, "rms", 1)
     kinds = {"M": "mamba2", "-": "ffn", "E": "ffn"}

@@ -619,9 +619,10 @@ def _jetmoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     block.update(mlp=None, moe={"experts": experts, "experts_per_token": top,
                                 "intermediate_size": f.integer("intermediate_size")})
     block["layer_parameters"] = {"full": 2 * (experts - top) * hidden * p}
+    block["inactive_layer_parameters"] = block["layer_parameters"]  # a token runs top of the experts
     notes.append(f"inferred: layer_parameters has {2 * (experts - top) * hidden * p} per layer for the "
                  f"{experts - top} attention experts beyond the {top} the q/k/v/o shape counts (each {hidden} -> "
-                 f"{p} and back); the active count includes every attention expert")
+                 f"{p} and back), left out of the active count: a token runs {top} of them")
     block["extra_parameters"] = count * (2 * hidden + hidden * experts)
     notes.append(f"inferred: extra_parameters {block['extra_parameters']} for the attention router ({hidden} x "
                  f"{experts}) and the attention and MLP output biases ({hidden} each) in {count} layers")

@@ -1,0 +1,59 @@
+"""Defects a review of the second weights round found, each pinned (issue 19, 2026-12-07)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcalc.capacity.deployment import Deployment
+from kvcalc.capacity.engines import get
+from kvcalc.capacity.fit import fit
+from kvcalc.capacity.speed import decode_speed
+from kvcalc.sources.config_json import spec_from_config
+from kvcalc.sources.config_weights import SKIP
+from kvcalc.sources.presets import available, load_named, preset_dirs
+
+
+def skip_note(data: dict) -> str:
+    spec = spec_from_config(data, "test/config.json")
+    notes = [n for n in spec.notes if n.startswith(SKIP)]
+    assert spec.weights is None and len(notes) == 1, spec.notes
+    return notes[0]
+
+
+NEMOTRON_H = {  # Nemotron-H-8B's shape, cut to four layers
+    "model_type": "nemotron_h", "vocab_size": 131072, "hidden_size": 4096, "num_hidden_layers": 4,
+    "hybrid_override_pattern": "M-M*", "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "intermediate_size": 21504, "mamba_num_heads": 128, "mamba_head_dim": 64, "ssm_state_size": 128,
+    "n_groups": 8, "conv_kernel": 4, "max_position_embeddings": 8192, "tie_word_embeddings": False,
+    "attention_bias": False, "mlp_bias": False, "use_bias": False, "mamba_proj_bias": False, "use_conv_bias": True,
+}
+
+
+@pytest.mark.parametrize("key", ["attention_bias", "tie_word_embeddings"])
+def test_nemotron_h_switches_transformers_ignores_are_refused(key):
+    """transformers' NemotronH never gives q/k/v/o a bias nor ties the head (modeling_nemotron_h.py 883-886, 1159);
+    counting what the flag says would differ from the model it builds."""
+    assert spec_from_config(NEMOTRON_H, "x").weights is not None
+    assert "implementations differ" in skip_note(NEMOTRON_H | {key: True})
+
+
+def test_zamba2_untied_is_refused():
+    """Untied, transformers keeps a copy of Zamba2's shared blocks per hybrid layer (modeling_zamba2.py 1225-1262)."""
+    transformers = pytest.importorskip("transformers")  # the class defaults, as the survey reads them
+    data = transformers.AutoConfig.for_model("zamba2").to_dict()
+    assert spec_from_config(data, "x").weights is not None
+    assert "copy of the shared blocks" in skip_note(data | {"tie_word_embeddings": False})
+
+
+def preset(name: str):
+    return load_named(available(preset_dirs(()))[name])
+
+
+def test_parts_outside_the_schema_are_said_in_speed_and_placement():
+    spec = preset("gemma-3-27b")  # its SigLIP tower is in extra_parameters
+    extra = spec.weights.extra_parameters
+    assert extra > 0
+    speed = decode_speed(spec, bandwidth=3_350_000_000_000, context=8192)
+    assert any(f"{extra:,} parameters outside" in n and "lower bound" in n for n in speed.notes)
+    result = fit(spec, Deployment(engine=get("vllm"), memory=80 * 2**30, tp=1, pp=2), context=8192)
+    assert any(f"{extra:,} parameters outside" in n and "upper bound" in n for n in result.notes)
