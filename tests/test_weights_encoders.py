@@ -116,7 +116,8 @@ CASES = {
 
 def test_every_type_counted_here_is_checked_against_transformers():
     # RemBERT and ELECTRA-small's narrow embeddings: tests/test_weights_towers.py; Moshi: tests/test_weights_last.py
-    assert set(CASES) | {"rembert", "moshi"} == set(weights_encoders.BUILDERS)
+    # bert: checked on its fixture (tests/fixtures/configs/bert-base) by test_hf_config_weights.py
+    assert set(CASES) | {"rembert", "moshi", "bert"} == set(weights_encoders.BUILDERS)
 
 
 @pytest.mark.parametrize(("model_type", "change"),

@@ -303,27 +303,6 @@ def _falcon(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     return block
 
 
-def _bert(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """BertModel with its pooler: post-norm, an embedding LayerNorm, no head."""
-    mha_width(attention, hidden, "BERT")
-    kind = f.data.get("position_embedding_type", "absolute")
-    if kind != "absolute":
-        raise Skip(f"position_embedding_type {kind!r}: relative distance embeddings are not counted")
-    if f.flag("add_cross_attention"):
-        raise Skip("add_cross_attention true: cross-attention blocks are not counted")
-    notes.append(
-        f"inferred: weights count BertModel with its pooler ({hidden} x {hidden} + {hidden}); "
-        "pretraining or task heads are not counted"
-    )
-    return {
-        "vocab_size": f.integer("vocab_size"), "tied_embeddings": True,
-        "position_embeddings": f.integer("max_position_embeddings"),
-        "token_type_embeddings": f.integer("type_vocab_size"), "embedding_norm": True,
-        "norm": "layer", "norms_per_layer": 2, "final_norm": False, "qkv_bias": True, "output_bias": True,
-        "mlp": plain(f.integer("intermediate_size"), True), "extra_parameters": hidden * hidden + hidden,
-    }
-
-
 def _qwen3_next(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
     """Qwen3-Next (transformers' Qwen3NextForCausalLM): Qwen3-MoE's decoder, where every layer keeps its MLP
     or experts and two RMSNorms, plus
@@ -653,7 +632,7 @@ BUILDERS = {
     "bloom": _bloom, "mpt": _mpt, "qwen3_next": _qwen3_next,
     "qwen3_5_text": _qwen3_next, "qwen3_5_moe_text": _qwen3_next, "jamba": _jamba,
     "mamba": _mamba, "falcon_mamba": _mamba, "mamba2": _mamba,
-    "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "bert": _bert,
+    "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt,
     "falcon": _falcon, "RefinedWeb": _falcon, "RefinedWebModel": _falcon,
 }
 

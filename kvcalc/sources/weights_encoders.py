@@ -548,6 +548,7 @@ def _mimi(f: Fields, c: dict, notes: list[str]) -> int:
 
 
 BUILDERS = {
+    "bert": _roberta,  # BertModel and its pooler (modeling_bert.py), the shape the others here repeat
     "roberta": _roberta, "camembert": _roberta, "xlm-roberta": _roberta, "data2vec-text": _roberta,
     "ernie": _ernie, "big_bird": _big_bird, "electra": _electra, "rembert": _rembert, "roformer": _roformer,
     "xmod": _xmod, "roc_bert": _roc_bert,

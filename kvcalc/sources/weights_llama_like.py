@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, plain
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, plain
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -98,13 +98,6 @@ def _no_mla(attention: dict, family: str) -> None:
         raise Skip(f"{family} attention that is MLA")
 
 
-def _add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
-    if amount:
-        block["extra_parameters"] = block.get("extra_parameters", 0) + amount
-        notes.append(f"inferred: extra_parameters has {amount} for {what}")
-    return block
-
-
 # --------------------------------------------------------------------------- dense decoders
 
 
@@ -125,13 +118,13 @@ def _apertus(f: Fields, attention: dict, count: int, hidden: int, notes: list[st
             raise Skip("output_vocab_size differs from vocab_size with tied embeddings: the tie cannot hold")
         vocab = block["vocab_size"]
         block["vocab_size"] = min(vocab, output)  # the embeddings and head are each at least this many rows
-        _add_extra(block, abs(vocab - output) * hidden, notes,
+        add_extra(block, abs(vocab - output) * hidden, notes,
                    f"the {abs(vocab - output)} rows the {'embeddings' if vocab > output else 'lm_head'} have beyond "
                    f"the {'lm_head' if vocab > output else 'embeddings'} (vocab_size {vocab}, output_vocab_size "
                    f"{output}; vocab_size states the smaller)")
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias, mlp=plain(f.integer("intermediate_size"), False))
     if f._get("hidden_act") == "xielu":
-        _add_extra(block, 4 * count, notes, f"the xIELU activation's alpha_p, alpha_n, beta and eps in {count} layers")
+        add_extra(block, 4 * count, notes, f"the xIELU activation's alpha_p, alpha_n, beta and eps in {count} layers")
     return block
 
 
@@ -145,7 +138,7 @@ def _bitnet(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     inner = f.integer("intermediate_size")
     block = base(f, "rms", 3)  # input, post-attention and attn_sub_norm (hidden_size wide)
     block.update(qkv_bias=bias, output_bias=bias, mlp={"kind": "gated", "intermediate_size": inner})
-    return _add_extra(block, count * inner, notes, f"ffn_sub_norm ({inner} wide) in {count} layers")
+    return add_extra(block, count * inner, notes, f"ffn_sub_norm ({inner} wide) in {count} layers")
 
 
 def _diffllama(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
@@ -157,7 +150,7 @@ def _diffllama(f: Fields, attention: dict, count: int, hidden: int, notes: list[
     block.update(qkv_bias=bias, output_bias=bias,
                  mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")})
     d = attention["head_dim"]
-    return _add_extra(block, count * 4 * d, notes, f"the differential attention's four lambda vectors of {d} in "
+    return add_extra(block, count * 4 * d, notes, f"the differential attention's four lambda vectors of {d} in "
                       f"{count} layers")
 
 
@@ -178,11 +171,11 @@ def _doge(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     if f.flag("is_moe"):
         experts = f.integer("num_experts")
         keys = math.isqrt(experts)  # math.floor(math.sqrt(num_experts)), modeling_doge.py 388
-        _add_extra(block, count * (hidden * 2 * keys + 2 * experts * hidden), notes,
+        add_extra(block, count * (hidden * 2 * keys + 2 * experts * hidden), notes,
                    f"the CDMoE router_gate ({hidden} x 2 x {keys}) and down_embed and up_embed ({experts} x {hidden} "
                    f"each) in {count} layers; every row counted as active, though a token reads "
                    "num_experts_per_tok of them")
-    return _add_extra(block, count * dt, notes, f"A and dt_proj ({kv} x {d} -> {kv}) in {count} layers")
+    return add_extra(block, count * dt, notes, f"A and dt_proj ({kv} x {d} -> {kv}) in {count} layers")
 
 
 def _hyperclovax(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
@@ -221,7 +214,7 @@ def _granite_swa(f: Fields, attention: dict, count: int, hidden: int, notes: lis
                      mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size"),
                           "bias": f.flag("mlp_bias")})
     heads = attention["heads"]
-    return _add_extra(block, count * heads, notes, f"the attention sinks ({heads} per layer) in {count} layers")
+    return add_extra(block, count * heads, notes, f"the attention sinks ({heads} per layer) in {count} layers")
 
 
 def _granitemoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
@@ -274,7 +267,7 @@ def _persimmon(f: Fields, attention: dict, count: int, hidden: int, notes: list[
     block.update(qkv_bias=True, output_bias=True, mlp=plain(f.integer("intermediate_size"), True))
     if f.flag("qk_layernorm"):
         d = attention["head_dim"]
-        _add_extra(block, count * 4 * d, notes,
+        add_extra(block, count * 4 * d, notes,
                    f"q_layernorm and k_layernorm (weight and bias of {d}) in {count} layers")
     outer = f.outer
     if outer is not f.data and outer.get("model_type") == "fuyu":
@@ -282,7 +275,7 @@ def _persimmon(f: Fields, attention: dict, count: int, hidden: int, notes: list[
         if any(isinstance(outer.get(k), bool) or not isinstance(outer.get(k), int) or outer[k] < 1 for k in keys):
             raise Skip("Fuyu's config has no whole-number patch_size and num_channels")
         patch = outer["patch_size"] ** 2 * outer["num_channels"]
-        _add_extra(block, patch * hidden + hidden, notes,
+        add_extra(block, patch * hidden + hidden, notes,
                    f"Fuyu's vision_embed_tokens ({patch} -> {hidden} with a bias)")
     return block
 
@@ -389,7 +382,7 @@ def _youtu(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]
     if f.flag("attention_bias"):
         per_layer = (attention.get("q_lora_rank") or 0) + attention["kv_lora_rank"] + attention["qk_rope_head_dim"] \
             + hidden
-        _add_extra(block, count * per_layer, notes, f"the MLA projections' biases (attention_bias; {per_layer} per "
+        add_extra(block, count * per_layer, notes, f"the MLA projections' biases (attention_bias; {per_layer} per "
                    f"layer) in {count} layers")
     return block
 
@@ -422,10 +415,10 @@ def _hrm_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[s
                  mlp_sizes=[inner] * (2 * stack) + [0] * (count - 2 * stack))
     width = heads * d
     layer = 5 * hidden * width + (4 * width + hidden if bias else 0)
-    _add_extra(block, 2 * stack * layer, notes, f"the attention (q, k, v, gate_proj and o_proj, {heads} heads of "
+    add_extra(block, 2 * stack * layer, notes, f"the attention (q, k, v, gate_proj and o_proj, {heads} heads of "
                f"{d}) of the 2 x {stack} real layers, once though {count} cache slots run them; not split into "
                "matrices for quantization")
-    _add_extra(block, hidden, notes, f"z_L_init ({hidden})")
+    add_extra(block, hidden, notes, f"z_L_init ({hidden})")
     notes.append(f"inferred: the MLP is counted on {2 * stack} layers (mlp_sizes), the two stacks' real layers; "
                  "its norms have no weights")
     return block

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, decoder
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, decoder
 from kvcalc.spec import MoE
 
 _TIED = {"tie_word_embeddings": True}
@@ -238,13 +238,6 @@ BUILDERS.update({"qwen3_moe": _qwen3_moe, "deepseek_v32": _deepseek_v32})
 BUILDERS.update({t: _moe_decoder for t in MOE})
 
 
-def _extra(block: dict, amount: int, notes: list[str], what: str) -> None:
-    """Adds a part outside the schema, counted exactly from fields, to extra_parameters and says it."""
-    if amount:
-        block["extra_parameters"] = block.get("extra_parameters", 0) + amount
-        notes.append(f"inferred: extra_parameters has {amount} for {what}")
-
-
 def _mtp_note(f: Fields, notes: list[str], *keys: str) -> bool:
     """Says the multi-token-prediction layers a checkpoint holds beside what transformers builds."""
     for key in keys:
@@ -264,9 +257,9 @@ def _gpt_oss(f: Fields, attention: dict, count: int, hidden: int, notes: list[st
         raise Skip("gpt-oss attention that is MLA")
     block = decoder(f, attention, count, hidden, notes)
     experts, inner = block["moe"]["experts"], block["moe"]["intermediate_size"]
-    _extra(block, count * attention["heads"], notes, f"the attention sinks ({count} layers x {attention['heads']} "
+    add_extra(block, count * attention["heads"], notes, f"the attention sinks ({count} layers x {attention['heads']} "
            "heads)")
-    _extra(block, count * experts * (2 * inner + hidden), notes,
+    add_extra(block, count * experts * (2 * inner + hidden), notes,
            f"the experts' biases ({count} layers x {experts} experts x (2 x {inner} + {hidden}))")
     return block
 
@@ -282,7 +275,7 @@ def _mimo_v2_flash(f: Fields, attention: dict, count: int, hidden: int, notes: l
     if not isinstance(kinds, list) or len(kinds) != count:
         raise Skip("no layer_types list: which layers carry attention sinks is not stated")
     sliding = sum(1 for k in kinds if k == "sliding_attention")
-    _extra(block, sliding * attention["heads"], notes,
+    add_extra(block, sliding * attention["heads"], notes,
            f"the attention sinks of {sliding} sliding layers ({attention['heads']} heads each)")
     if not _mtp_note(f, notes, "num_nextn_predict_layers", "num_mtp_layers"):
         notes.append("the checkpoint's model.mtp.* multi-token-prediction weights are not counted (transformers "
@@ -311,7 +304,7 @@ def _ernie4_5_moe(f: Fields, attention: dict, count: int, hidden: int, notes: li
     (398-400; -1 the last, configuration_ernie4_5_moe.py 119-121)."""
     block = _moe_decoder(f, attention, count, hidden, notes)
     if f.flag("use_bias"):
-        _extra(block, block["vocab_size"], notes, "the lm_head's bias (use_bias)")
+        add_extra(block, block["vocab_size"], notes, "the lm_head's bias (use_bias)")
     return block
 
 
@@ -331,7 +324,7 @@ def _phimoe(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     block = decoder(f, attention, count, hidden, notes)
     block["norm"] = "layer"
     if f.flag("lm_head_bias"):
-        _extra(block, block["vocab_size"], notes, "the lm_head's bias (lm_head_bias)")
+        add_extra(block, block["vocab_size"], notes, "the lm_head's bias (lm_head_bias)")
     return block
 
 
@@ -347,7 +340,7 @@ def _aria_text(f: Fields, attention: dict, count: int, hidden: int, notes: list[
     if shared:
         moe.update(shared_experts=1, shared_intermediate_size=shared * inner)
         if f.flag("mlp_bias"):
-            _extra(block, count * (2 * shared * inner + hidden), notes,
+            add_extra(block, count * (2 * shared * inner + hidden), notes,
                    f"the shared experts' biases (mlp_bias) in {count} layers")
     block.update(moe=moe, mlp=None)
     return block
@@ -370,7 +363,7 @@ def _flint(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]
     experts, a float32 router without a bias (89, 114-115) and one ungated shared expert of
     shared_expert_intermediate_size (150-158); a dense MLP of intermediate_size elsewhere (320)."""
     block = _moe_decoder(f, attention, count, hidden, notes)
-    _extra(block, count * attention["heads"], notes,
+    add_extra(block, count * attention["heads"], notes,
            f"the attention sinks ({count} layers x {attention['heads']} heads)")
     return block
 
@@ -400,14 +393,14 @@ def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     gating = f._get("gating")
     per_head = gating is True or gating == "per-head"  # g_proj hidden x heads, else x heads x head_dim (354-356)
     width = sum(per_layer) * (1 if per_head else d)
-    _extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
+    add_extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
            f"{'its heads' if per_head else 'its heads x head_dim'} in each)")
     more = sum(per_layer) - count * heads
     if more < 0:
         raise Skip(f"num_attention_heads_per_layer has fewer heads in all ({sum(per_layer)}) than "
                    f"num_attention_heads in every layer ({count * heads}); the attention shape would overstate them")
     bias = block.get("qkv_bias", False)
-    _extra(block, more * (2 * hidden * d + (d if bias else 0)), notes,
+    add_extra(block, more * (2 * hidden * d + (d if bias else 0)), notes,
            f"q_proj and o_proj of the {more} query heads of num_attention_heads_per_layer beyond {heads} per layer")
     return block
 
@@ -429,7 +422,7 @@ def _gated_attention(f: Fields, attention: dict, count: int, hidden: int, notes:
     block = _moe_decoder(f, attention, count, hidden, notes)
     heads, head_dim = attention["heads"], attention["head_dim"]
     gate = count * hidden * heads * head_dim + (count * heads if f.model_type == "beam" else 0)
-    _extra(block, gate, notes, f"the attention output gate ({count} layers x {hidden} x {heads} heads x {head_dim}"
+    add_extra(block, gate, notes, f"the attention output gate ({count} layers x {hidden} x {heads} heads x {head_dim}"
            + (f", and a bias of {heads}" if f.model_type == "beam" else "") + ")")
     return block
 
@@ -491,7 +484,7 @@ def _axk2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
                  f"+ {v})) beyond the q_b_proj ({rank} -> {heads} x {qk}) the MLA shape counts")
     sparse = len(_moe_layers(_aliased(f), count, MOE["axk2"]))
     gates = (count + sparse) * 2 * hidden * f.integer("gated_norm_rank")
-    _extra(block, gates, notes, f"the gated norms' low-rank MLPs ({count} input_layernorm and {sparse} "
+    add_extra(block, gates, notes, f"the gated norms' low-rank MLPs ({count} input_layernorm and {sparse} "
            f"post_attention_layernorm on sparse layers, each {hidden} -> {f.integer('gated_norm_rank')} and back)")
     return block
 

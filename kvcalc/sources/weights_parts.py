@@ -233,3 +233,11 @@ def mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int
     projection = 2 * inner + 2 * groups * state + heads
     return (hidden * projection + (projection if in_bias else 0) + conv_dim * kernel + (conv_dim if conv_bias else 0)
             + 3 * heads + (inner if norm else 0) + inner * hidden + (hidden if out_bias else 0))
+
+
+def add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
+    """Adds a part outside the schema, counted exactly from fields, to extra_parameters and says it."""
+    if amount:
+        block["extra_parameters"] = block.get("extra_parameters", 0) + amount
+        notes.append(f"inferred: extra_parameters has {amount} for {what}")
+    return block
