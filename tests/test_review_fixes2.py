@@ -57,3 +57,16 @@ def test_parts_outside_the_schema_are_said_in_speed_and_placement():
     assert any(f"{extra:,} parameters outside" in n and "lower bound" in n for n in speed.notes)
     result = fit(spec, Deployment(engine=get("vllm"), memory=80 * 2**30, tp=1, pp=2), context=8192)
     assert any(f"{extra:,} parameters outside" in n and "upper bound" in n for n in result.notes)
+
+
+def test_cohere_compass_text_counts_as_cohere2_by_hand():
+    """transformers 5.24 cannot build it on meta (KeyError 'full_attention'); its layers are Cohere2's
+    (modeling_cohere_compass.py 155-157 MLP, 266-277 q/k/v/o, 329 one LayerNorm without a bias, 422 final norm)."""
+    from kvcalc.capacity.params import parameter_count
+
+    data = {"model_type": "cohere_compass_text", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+            "max_position_embeddings": 512, "layer_types": ["full_attention"] * 3}
+    h = 64
+    layer = h * 4 * 16 + 2 * h * 2 * 16 + 4 * 16 * h + 3 * h * 96 + h  # q, k, v, o; gate, up, down; one norm
+    assert parameter_count(spec_from_config(data, "x")).total == 1000 * h + 3 * layer + h  # tied head

@@ -160,6 +160,7 @@ DEFAULTS.update({
     "phi": {**_UNTIED, "qk_layernorm": False},
     "cohere": {**_TIED, "attention_bias": False, "use_qk_norm": False},
     "cohere2": {**_TIED, "attention_bias": False},
+    "cohere_compass_text": {**_TIED, "attention_bias": False},  # CohereCompassTextConfig (101, 104)
     "gpt_bigcode": {**_TIED, "add_cross_attention": False},
     "nanochat": {**_UNTIED, "attention_bias": False},
     "gptj": _UNTIED, "codegen": _UNTIED,
@@ -525,9 +526,10 @@ def _phi(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) 
 
 
 def _cohere(f: Fields, attention: dict, count: int, hidden: int, notes: list[str]) -> dict:
-    """Cohere (Command-R) and Cohere2: one CohereLayerNorm per layer (attention and MLP in parallel) and a
-    final one, each a weight without a bias; q/k/v/o biases when attention_bias; a gated MLP without biases;
-    the head tied by default. Cohere's use_qk_norm adds q and k norms of heads x head_dim and
+    """Cohere (Command-R), Cohere2 and Cohere-Compass's text model: one CohereLayerNorm per layer (attention and
+    MLP in parallel) and a final one, each a weight without a bias; q/k/v/o biases when attention_bias; a gated
+    MLP without biases; the head tied by default (modeling_cohere_compass.py
+    155-157, 266-277, 329, 422, 540). Cohere's use_qk_norm adds q and k norms of heads x head_dim and
     kv_heads x head_dim."""
     if attention["kind"] == "mla":
         raise Skip("Cohere attention that is MLA")
@@ -627,6 +629,7 @@ BUILDERS = {
     "gptj": _gptj, "codegen": _gptj, "gpt_neo": _gpt_neo,
     "llama4_text": _llama4, "llama4": _llama4,
     "starcoder2": _starcoder2, "stablelm": _stablelm, "phi": _phi, "cohere": _cohere, "cohere2": _cohere,
+    "cohere_compass_text": _cohere,
     "gpt_bigcode": _gpt2,
     "chatglm": _chatglm,
     "bloom": _bloom, "mpt": _mpt, "qwen3_next": _qwen3_next,
