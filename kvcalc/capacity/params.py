@@ -143,7 +143,7 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     linear = other = 0
     if w.embedding_projection:  # embedding width -> hidden_size, with a bias
         linear, other = width * hidden, hidden
-    layers = layer_parts(spec, range(spec.layers.count))
+    layers = whole_model_parts(spec)
     linear += layers.linear
     other += layers.other
     if w.final_norm:
@@ -224,6 +224,21 @@ def layer_parts(spec: ModelSpec, indices: range) -> LayerParts:
     return LayerParts(linear, other, inactive, moe_layers, attention, replicated, routed, shared)
 
 
+_PARTS: dict[int, tuple[ModelSpec, LayerParts]] = {}  # id -> (the spec, kept alive; its layers' parts)
+
+
+def whole_model_parts(spec: ModelSpec) -> LayerParts:
+    """layer_parts of every layer, once per spec object (fit asks for every shape it tries)."""
+    seen = _PARTS.get(id(spec))
+    if seen is not None and seen[0] is spec:
+        return seen[1]
+    if len(_PARTS) > 256:
+        _PARTS.clear()
+    parts = layer_parts(spec, range(spec.layers.count))
+    _PARTS[id(spec)] = (spec, parts)
+    return parts
+
+
 def _held_whole(a, hidden: int) -> int:
     """Attention matrices every GPU holds whole: MLA's down projections and DeepSeek-V3.2's indexer."""
     if not isinstance(a, MLAAttention):
@@ -240,7 +255,7 @@ def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
     disable_tp)."""
     if spec.weights is None or spec.hidden_size is None:
         return 0, 0
-    parts = layer_parts(spec, range(spec.layers.count))
+    parts = whole_model_parts(spec)
     return parts.attention, parts.replicated
 
 
@@ -248,4 +263,4 @@ def shared_expert_matrices(spec: ModelSpec) -> int:
     """Matrix weights of every MoE layer's shared experts, the whole model."""
     if spec.weights is None or spec.weights.moe is None or spec.hidden_size is None:
         return 0
-    return layer_parts(spec, range(spec.layers.count)).shared
+    return whole_model_parts(spec).shared
