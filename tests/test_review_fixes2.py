@@ -70,3 +70,65 @@ def test_cohere_compass_text_counts_as_cohere2_by_hand():
     h = 64
     layer = h * 4 * 16 + 2 * h * 2 * 16 + 4 * 16 * h + 3 * h * 96 + h  # q, k, v, o; gate, up, down; one norm
     assert parameter_count(spec_from_config(data, "x")).total == 1000 * h + 3 * layer + h  # tied head
+
+
+# ---------------------------------------------------------------- review of the KV-reading fixes
+
+def estimate_bytes_per_token(data: dict) -> int:
+    from kvcalc.estimate import estimate
+
+    return estimate(spec_from_config(data, "test/config.json"), context=16).bytes_per_token
+
+
+ROBERTA_SMALL = {"model_type": "roberta", "vocab_size": 1000, "hidden_size": 128, "num_hidden_layers": 4,
+                 "num_attention_heads": 4, "intermediate_size": 256, "max_position_embeddings": 64,
+                 "type_vocab_size": 1, "torch_dtype": "bfloat16"}
+
+
+def test_a_bert_family_decoder_caches_every_layer():
+    """With is_decoder true, RoBERTa's causal self-attention caches K and V (as BERT's, modeling_bert.py 361, 643)."""
+    assert estimate_bytes_per_token(ROBERTA_SMALL) == 0  # an encoder
+    assert estimate_bytes_per_token(ROBERTA_SMALL | {"is_decoder": True}) == 2 * 4 * 128 * 2  # K and V, bf16
+    with pytest.raises(Exception, match="is_decoder must be true or false"):
+        spec_from_config(ROBERTA_SMALL | {"is_decoder": "false"}, "test/config.json")
+
+
+def test_bidirectional_gemma_is_an_encoder():
+    data = {"model_type": "gemma3_text", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32, "intermediate_size": 96,
+            "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"],
+            "max_position_embeddings": 512, "torch_dtype": "bfloat16"}
+    assert estimate_bytes_per_token(data) == 2 * 2 * 1 * 32 * 2
+    assert estimate_bytes_per_token(data | {"use_bidirectional_attention": True}) == 0
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"model_type": "dbrx", "d_model": 256, "n_heads": 8, "n_layers": 2, "max_seq_len": 512, "vocab_size": 1000,
+      "attn_config": {"kv_n_heads": None}}, "kv_n_heads"),
+    ({"model_type": "jetmoe", "hidden_size": 128, "num_hidden_layers": 2, "num_key_value_heads": None,
+      "kv_channels": 16, "max_position_embeddings": 512, "vocab_size": 1000}, "num_key_value_heads"),
+    ({"model_type": "modernbert-decoder", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+      "global_attn_every_n_layers": None, "local_attention": 64, "max_position_embeddings": 512,
+      "vocab_size": 1000}, "global_attn_every_n_layers"),
+])
+def test_a_null_size_is_refused_as_transformers_refuses_it(data, field):
+    with pytest.raises(Exception, match=f"{field} is null"):
+        spec_from_config(data, "test/config.json")
+
+
+def test_modernbert_decoder_without_sliding_layers_reads_local_attention():
+    data = {"model_type": "modernbert-decoder", "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+            "global_attn_every_n_layers": 1, "local_attention": 128, "max_position_embeddings": 512,
+            "vocab_size": 1000}
+    spec = spec_from_config(data, "test/config.json")
+    assert not [n for n in spec.notes if n.startswith("unread:")]
+    assert any("every layer is full attention" in n for n in spec.notes)
+
+
+def test_qwen_sliding_layers_with_the_window_switched_off_are_refused():
+    data = {"model_type": "qwen2", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 96, "sliding_window": 32,
+            "use_sliding_window": False, "layer_types": ["sliding_attention", "full_attention"],
+            "max_position_embeddings": 512}
+    with pytest.raises(Exception, match="use_sliding_window is false"):
+        spec_from_config(data, "test/config.json")

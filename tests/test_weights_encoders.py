@@ -25,6 +25,7 @@ import warnings
 import pytest
 
 from kvcalc.capacity.params import parameter_count
+from kvcalc.errors import PresetError
 from kvcalc.sources import weights_encoders
 from kvcalc.sources.config_json import spec_from_config
 from kvcalc.sources.config_weights import SKIP
@@ -321,4 +322,7 @@ def test_moshi_without_its_codec_config_is_refused():
 
 def test_relative_positions_and_cross_attention_refused():
     assert "relative distance embeddings" in skip_note(ROBERTA_BASE | {"position_embedding_type": "relative_key"})
-    assert "cross-attention" in skip_note(ROBERTA_BASE | {"add_cross_attention": True, "is_decoder": True})
+    # a decoder with cross-attention caches the encoder's states too: the whole config is refused, not only its count
+    with pytest.raises(PresetError, match="cross-attention"):
+        spec_of(ROBERTA_BASE | {"add_cross_attention": True, "is_decoder": True})
+    assert "causal-LM class" in skip_note(ROBERTA_BASE | {"is_decoder": True})  # its cache is read, its count not

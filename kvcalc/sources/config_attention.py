@@ -25,6 +25,9 @@ def _jetmoe_heads(r: Reader) -> int:
     and K and V come from kv_proj, num_key_value_heads wide (442, 449). JetMoeConfig derives num_attention_heads
     the same way when config.json leaves it out (configuration_jetmoe.py 72; class defaults 16 and 2, lines 52
     and 58); a stated value is kept on the config but read by nothing in the model (444 only stores it)."""
+    for name in ("num_key_value_heads", "num_experts_per_tok"):
+        if name in r.data and r.data[name] is None:  # JetMoeConfig's fields are ints: transformers refuses null
+            r.fail(f"{name} is null, not a whole number (transformers' JetMoeConfig refuses it)")
     kv = r.integer("num_key_value_heads", default=False)
     top = r.integer("num_experts_per_tok", default=False)
     for name, value, default in (("num_key_value_heads", kv, 16), ("num_experts_per_tok", top, 2)):
@@ -210,6 +213,8 @@ def _dbrx_kv_heads(r: Reader, heads: int, found) -> int:
         r.fail(f"attn_config must be a JSON object, got {shown_json(block)}")
     block = r.data["attn_config"] = Tracked(block or {})  # its keys are checked for unread ones too
     count = block.get("kv_n_heads")
+    if count is None and "kv_n_heads" in block:  # DbrxAttentionConfig's field is an int: transformers refuses null
+        r.fail("attn_config.kv_n_heads is null, not a whole number (transformers' DbrxAttentionConfig refuses it)")
     if count is None:
         count = 1
         r.notes.append("inferred: 1 KV head (attn_config.kv_n_heads is not in config.json; DbrxAttentionConfig's "

@@ -37,12 +37,13 @@ from kvcalc.sources.config_fields import (
     json_type,
     make_reader,
     require,
+    shown_json,
     unread_notes,
 )
 from kvcalc.sources.config_layers import layer_count, layers_block
 from kvcalc.sources.config_ssm import is_pure_ssm, ssm_count, ssm_layers
 from kvcalc.sources.config_weights import weights_block
-from kvcalc.sources.model_types import ENCODER_TYPES
+from kvcalc.sources.model_types import DECODER_CAPABLE, ENCODER_TYPES
 from kvcalc.spec import ModelSpec
 
 UNKNOWN_CONTEXT = 2048
@@ -97,7 +98,7 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
         require(reader)
         count = layer_count(reader)
         attention = model_attention(reader)
-        encoder = reader.model_type in ENCODER_TYPES or _bert_generation_encoder(reader)
+        encoder = _reads_as_encoder(reader)
         if encoder:
             reader.notes.append(
                 f"encoder-only (model_type {reader.model_type}): it keeps no KV cache between steps"
@@ -146,17 +147,41 @@ NO_CACHE_DECODERS = {
 }
 
 
-def _bert_generation_encoder(r: Reader) -> bool:
-    """BertGeneration caches only as a decoder: with is_decoder false (BertGenerationConfig's default,
-    configuration_bert_generation.py 58) its attention is bidirectional and it builds no cache
-    (modeling_bert_generation.py 302, 514-517), as the other BERT-family types kvcalc reads as encoders."""
-    if r.model_type != "bert-generation":
+def _reads_as_encoder(r: Reader) -> bool:
+    """Encoder-only types, and the BERT family unless is_decoder is true: with is_decoder false (every class
+    default) their attention is bidirectional and they build no cache (modeling_bert.py 361, 643;
+    modeling_bert_generation.py 302, 514-517); with it true, causal self-attention caches K and V in every layer.
+    Gemma-3 and Gemma-4 configs with bidirectional attention (EmbeddingGemma) are encoders too."""
+    if r.model_type in DECODER_CAPABLE:
+        decoder = r.data.get("is_decoder", r.outer.get("is_decoder", False))
+        if not isinstance(decoder, bool):  # transformers' configs take a bool only
+            r.fail(f"is_decoder must be true or false, got {shown_json(decoder)}")
+        if not decoder:
+            return True
+        if r.data.get("add_cross_attention", r.outer.get("add_cross_attention")) is True:
+            r.fail("is_decoder with add_cross_attention true: its cross-attention caches the encoder's states, "
+                   "which kvcalc does not count")
+        r.notes.append(f"inferred: is_decoder true: {r.model_type}'s causal self-attention caches K and V in every "
+                       "layer (a decoder, not an encoder)")
         return False
-    decoder = r.flag("is_decoder", False)
-    if decoder:
-        r.notes.append("inferred: is_decoder true: BertGenerationDecoder's causal self-attention caches K and V "
-                       "in every layer")
-    return not decoder
+    if r.model_type in ENCODER_TYPES:
+        return True
+    return _bidirectional(r)
+
+
+def _bidirectional(r: Reader) -> bool:
+    """Gemma-3 with use_bidirectional_attention true, Gemma-4 with "all" (EmbeddingGemma and the like): every
+    layer attends both ways (configuration_gemma3.py 101-102, configuration_gemma4.py 184-186, which also halve
+    the window), an embedding model that keeps no cache between steps."""
+    value = r.data.get("use_bidirectional_attention")
+    if value is None:
+        return False
+    if r.model_type in ("gemma3", "gemma3_text") and value is True or (
+            r.model_type.startswith("gemma4") and value == "all"):
+        r.notes.append(f"inferred: use_bidirectional_attention {shown_json(value)}: every layer attends both ways "
+                       "(an embedding model), read as an encoder")
+        return True
+    return False
 
 
 def _dtype(r: Reader) -> str:

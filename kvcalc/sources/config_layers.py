@@ -65,6 +65,8 @@ def _hrm_text_slots(r: Reader, count: int) -> int:
     cycles = {}
     for key, default, least in (("H_cycles", 2, 1), ("L_cycles", 3, 0)):
         value = r.data.get(key)
+        if value is None and key in r.data:
+            r.fail(f"{key} is null, not a whole number (transformers' HrmTextConfig refuses it)")
         if value is None:
             value = default
             r.notes.append(f"inferred: {key} = {default} (HrmTextConfig's default; not in config.json)")
@@ -150,6 +152,8 @@ def _layer_order(r: Reader, count: int) -> list:
         if r.model_type in QWEN_LAYER_TYPES:
             _qwen_layer_types(r, order)
         every = r.data.get("global_attn_every_n_layers") if r.model_type == "modernbert-decoder" else None
+        if r.model_type == "modernbert-decoder":
+            r.data.get("local_attention")  # read: the window of the sliding layers there are (none here, maybe)
         if every is not None and order != [
             "full" if isinstance(every, int) and every > 0 and i % every == 0 else "sliding" for i in range(count)
         ]:  # ModernBertDecoderConfig builds layer_types from it only when they are absent
@@ -223,6 +227,9 @@ def _qwen_layer_types(r: Reader, order: list[str]) -> None:
     on = switch is True and (r.model_type == "qwen2_moe" or window is not None)  # qwen2_moe does not look at it
     if isinstance(limit, bool) or not isinstance(limit, int):
         return  # nothing to compare with; the list decides
+    if "sliding" in order and not on:  # Qwen2Config: sliding_window None unless use_sliding_window (5.24)
+        r.fail(f"layer_types lists sliding layers, but use_sliding_window is {shown_json(switch)}: transformers "
+               "then gives them no window (sliding_window None) and cannot run them")
     built = ["sliding" if on and slides(i, limit) else "full" for i in range(len(order))]
     if built != order:
         r.notes.append(f"ignored: use_sliding_window {shown_json(switch)} and max_window_layers {shown_json(limit)}: "
@@ -234,14 +241,18 @@ def _modernbert_order(r: Reader, count: int) -> list[str]:
     (3 when absent), the rest sliding, as ModernBertDecoderConfig builds them (configuration_modernbert_decoder.py
     102-109)."""
     every = r.data.get("global_attn_every_n_layers")
+    if every is None and "global_attn_every_n_layers" in r.data:  # transformers fails on i % None (102-109)
+        r.fail("global_attn_every_n_layers is null, not a whole number (transformers cannot build its layers)")
     if every is None:
         every = 3
         r.notes.append("inferred: global_attn_every_n_layers = 3 (ModernBertDecoderConfig's default; not in "
                        "config.json)")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         r.fail(f"global_attn_every_n_layers must be a positive whole number, got {shown_json(every)}")
-    r.notes.append(f"inferred: no layer_types; as transformers' ModernBertDecoderConfig builds them, layers "
-                   f"0, {every}, {2 * every}, ... are full attention, the rest sliding")
+    r.data.get("local_attention")  # read: the window of the sliding layers, if any
+    r.notes.append("inferred: no layer_types; as transformers' ModernBertDecoderConfig builds them, "
+                   + ("every layer is full attention" if every == 1 else
+                      f"layers 0, {every}, {2 * every}, ... are full attention, the rest sliding"))
     return ["full" if i % every == 0 else "sliding" for i in range(count)]
 
 

@@ -25,6 +25,12 @@ MORE_ENCODERS = frozenset({
     "xmod",
 })
 ENCODER_TYPES = CHECKED_ENCODERS | MORE_ENCODERS
+# BERT-family types whose models cache K and V as a decoder when is_decoder is true (their modelling files read
+# config.is_decoder: causal self-attention and a cache, e.g. modeling_bert.py 361, 643); read as encoders otherwise
+DECODER_CAPABLE = frozenset({
+    "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert",
+    "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
+})
 ENCODER_DECODER_TYPES = frozenset({
     "t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "whisper",
     "blenderbot", "m2m_100", "switch_transformers",

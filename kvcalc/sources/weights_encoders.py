@@ -64,6 +64,8 @@ def _bert_stack(f: Fields, attention: dict, hidden: int, family: str, *, embeddi
     layer (post-norm after attention and MLP, or pre-norm before them), no head (the embeddings are
     "tied": an encoder has none, a decoder adds its own)."""
     mha_width(attention, hidden, family)
+    if f.model_type != "bert-generation" and f.data.get("is_decoder", f.outer.get("is_decoder")) is True:
+        raise Skip(f"is_decoder true: {family}'s causal-LM class (no pooler, a masked-LM head) is not counted")
     kind = f.data.get("position_embedding_type", "absolute")
     if kind != "absolute":  # transformers 5.24 builds no distance embeddings; checkpoints of older ones hold them
         raise Skip(f"position_embedding_type {kind!r}: relative distance embeddings are not counted")
