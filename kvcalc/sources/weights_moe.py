@@ -84,11 +84,6 @@ MOE: dict[str, Experts] = {
 }
 
 DEFAULTS: dict[str, dict[str, object]] = {
-    # transformers' DeepSeek code has no moe_layer_freq: every layer from first_k_dense_replace on is MoE
-    # (modeling_deepseek_v2.py 428, modeling_deepseek_v3.py 493); released configs state 1
-    "deepseek_v2": {"moe_layer_freq": 1},
-    "deepseek_v3": {"moe_layer_freq": 1},
-    "deepseek_v32": {"moe_layer_freq": 1},
     "qwen3_moe": {"num_experts": 128},  # Qwen3MoeConfig.num_experts (configuration_qwen3_moe.py:100)
     "glm4_moe_lite": {**_UNTIED, "attention_bias": False},  # Glm4MoeLiteConfig
     "glm_moe_dsa": {**_UNTIED, "attention_bias": False, "first_k_dense_replace": 3},  # GlmMoeDsaConfig

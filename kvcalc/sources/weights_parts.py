@@ -135,7 +135,12 @@ def moe_block(f: Fields, count: int, family: Decoder, notes: list[str]) -> tuple
                 shared_expert_gate=True,
             )
     else:  # DeepSeek: layers >= first_k_dense_replace, every moe_layer_freq-th
-        freq = f.integer("moe_layer_freq")
+        if f.present("moe_layer_freq"):
+            freq = f.integer("moe_layer_freq")
+        else:  # transformers' DeepSeek code has no such field (modeling_deepseek_v3.py 493); released configs say 1
+            freq = 1
+            notes.append("inferred: every layer from first_k_dense_replace on is MoE, as transformers' DeepSeek code "
+                         "builds it (no moe_layer_freq in config.json; DeepSeek's released configs state 1)")
         if freq != 1:
             raise Skip(
                 f"moe_layer_freq {freq}: DeepSeek's own code makes every {freq}th layer MoE, "
