@@ -109,7 +109,9 @@ def spec_from_config(data: object, origin: str) -> ModelSpec:
             if reader.model_type in NO_CACHE_DECODERS:
                 reader.notes.append(NO_CACHE_DECODERS[reader.model_type])
     hidden = reader.integer("hidden_size")
-    weights = weights_block(reader.data, reader.outer, reader.model_type, attention, count, hidden, reader.notes)
+    kinds = {name: kind.get("type") for name, kind in (layers.get("kinds") or {"full": {"type": "full"}}).items()}
+    weights = weights_block(reader.data, reader.outer, reader.model_type, attention, count, hidden, reader.notes,
+                            kinds=kinds)
     spec = {
         "name": _name(data, origin),
         "source": _sources(data, origin),

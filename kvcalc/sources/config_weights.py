@@ -178,7 +178,8 @@ DEFAULTS["llama4_text"] = {**_UNTIED, "attention_bias": False, "interleave_moe_l
 
 
 def weights_block(
-    data: dict, outer: dict, model_type: str, attention: dict, count: int, hidden: int | None, notes: list[str]
+    data: dict, outer: dict, model_type: str, attention: dict, count: int, hidden: int | None, notes: list[str],
+    kinds: dict[str, str] | None = None,
 ) -> dict | None:
     """The weights block for this config, or None with a note saying why not.
 
@@ -187,6 +188,7 @@ def weights_block(
     """
     own: list[str] = []
     fields = Fields(data, outer, model_type, DEFAULTS.get(model_type, {}), DECODERS.get(model_type))
+    fields.kinds = kinds or {"full": "full"}  # the layer kinds the reader built: name -> full | sliding | ... | none
     try:
         if model_type in NOT_DERIVED:
             raise Skip(NOT_DERIVED[model_type])

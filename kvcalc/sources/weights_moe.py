@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, decoder
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, decoder, per_attention_layer
 from kvcalc.spec import MoE
 
 _TIED = {"tie_word_embeddings": True}
@@ -388,8 +388,13 @@ def _laguna(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     gating = f._get("gating")
     per_head = gating is True or gating == "per-head"  # g_proj hidden x heads, else x heads x head_dim (354-356)
     width = sum(per_layer) * (1 if per_head else d)
-    add_extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
-           f"{'its heads' if per_head else 'its heads x head_dim'} in each)")
+    if len(set(per_layer)) == 1:  # the same gate in every layer: a layer matrix, quantized and split as the others
+        block["layer_parameters"] = per_attention_layer(f, hidden * width // count)
+        notes.append(f"inferred: layer_parameters has {hidden * width // count} per layer for the attention output "
+                     f"gate g_proj ({hidden} x {'its heads' if per_head else 'its heads x head_dim'})")
+    else:
+        add_extra(block, hidden * width, notes, f"the attention output gate g_proj ({count} layers, {hidden} x "
+                  f"{'its heads' if per_head else 'its heads x head_dim'} in each)")
     more = sum(per_layer) - count * heads
     if more < 0:
         raise Skip(f"num_attention_heads_per_layer has fewer heads in all ({sum(per_layer)}) than "
@@ -416,9 +421,12 @@ def _gated_attention(f: Fields, attention: dict, count: int, hidden: int, notes:
     405-417)."""
     block = _moe_decoder(f, attention, count, hidden, notes)
     heads, head_dim = attention["heads"], attention["head_dim"]
-    gate = count * hidden * heads * head_dim + (count * heads if f.model_type == "beam" else 0)
-    add_extra(block, gate, notes, f"the attention output gate ({count} layers x {hidden} x {heads} heads x {head_dim}"
-           + (f", and a bias of {heads}" if f.model_type == "beam" else "") + ")")
+    gate = hidden * heads * head_dim  # a layer matrix in every layer: quantized and split as the others are
+    block["layer_parameters"] = per_attention_layer(f, gate)
+    notes.append(f"inferred: layer_parameters has {gate} per layer for the attention output gate ({hidden} x "
+                 f"{heads} heads x {head_dim})")
+    if f.model_type == "beam":
+        add_extra(block, count * heads, notes, f"the gate's bias ({heads} in each of {count} layers)")
     return block
 
 

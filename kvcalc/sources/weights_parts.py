@@ -48,6 +48,7 @@ class Fields:
         # what adds the parts a wrapper's checkpoint holds beside the language model decoder() builds: it updates
         # the block (extra_parameters, the head's tie as the wrapper's config class says it); None: no wrapper's
         self.wrapped: Callable[[Fields, dict, int, list[str]], None] | None = None
+        self.kinds: dict[str, str] = {"full": "full"}  # the reader's layer kinds: name -> full | sliding | none ...
         self.defaulted: list[str] = []
 
     def _get(self, key: str, *, outer: bool = False):
@@ -246,3 +247,8 @@ def add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
         block["extra_parameters"] = block.get("extra_parameters", 0) + amount
         notes.append(f"inferred: extra_parameters has {amount} for {what}")
     return block
+
+
+def per_attention_layer(f: Fields, amount: int) -> dict[str, int]:
+    """layer_parameters of ``amount`` in every layer that attends (each kind that is not a no-KV layer)."""
+    return {name: amount for name, kind in f.kinds.items() if kind != "none"}
