@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from typing import NamedTuple
 
 from kvcalc.spec import DenseAttention, ModelSpec, NoKVLayer
 
@@ -21,8 +22,7 @@ class FitUsageError(ValueError):
     """An option combination that cannot describe a deployment (exit 2 at the CLI)."""
 
 
-@dataclass(frozen=True)
-class Switches:
+class Switches(NamedTuple):
     """Engine switches that change the count; None: the engine's default."""
 
     async_scheduling: bool | None = None  # vLLM --async-scheduling / --no-async-scheduling

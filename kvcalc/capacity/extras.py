@@ -6,7 +6,7 @@ Pure arithmetic on specs. Each rule says which engine code it follows (docs/fit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcalc.capacity.layers import cdiv
 from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer
@@ -20,8 +20,7 @@ class ExtrasError(ValueError):
     """An option the model cannot take (exit 2 at the CLI)."""
 
 
-@dataclass(frozen=True)
-class LoRA:
+class LoRA(NamedTuple):
     slots: int  # adapters held on the GPU at once (vLLM --max-loras, SGLang --max-loras-per-batch)
     rank: int  # --max-lora-rank: every slot is sized for it
     targets: tuple[str, ...] = PROJECTIONS

@@ -279,7 +279,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     if extras.draft is not None:  # the draft's layers join the pool (vLLM: its own KV-cache groups)
         draft = extras.draft
         for t in layer_types(draft, range(draft.layers.count), attn_tp, engine, kv_dtype, mla_layout, d.platform):
-            whole.append(replace(t, name=f"draft/{t.name}"))
+            whole.append(t._replace(name=f"draft/{t.name}"))
             per_stage[0][f"draft/{t.name}"] = t.layers
     worst = engine.capacity(spec, whole, per_stage, budget or 0, d, context, cap, batched)
     notes.extend(worst.notes)

@@ -9,7 +9,7 @@ into pages by their own rules (``engines/``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcalc.dtypes import DTYPE_BITS, serving_dtype, state_dtype
 from kvcalc.errors import KvcalcError
@@ -20,8 +20,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@dataclass(frozen=True)
-class LayerType:
+class LayerType(NamedTuple):
     """The layers on one GPU that share a charge rule: a kind name with its span and widths."""
 
     name: str

@@ -8,13 +8,12 @@ without a ``weights`` block has no count, and callers say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer, Weights
 
 
-@dataclass(frozen=True)
-class ParamCount:
+class ParamCount(NamedTuple):
     """Parameters by part. ``linear`` is what weight quantization shrinks (the matrices
     inside the layers); embeddings, the head, norms, biases and routers stay 16-bit."""
 
@@ -165,8 +164,7 @@ def _count(spec: ModelSpec) -> ParamCount | None:
     )
 
 
-@dataclass(frozen=True)
-class LayerParts:
+class LayerParts(NamedTuple):
     """What some of the layers hold (a pipeline stage's: engines split stages by layer count, and
     layers differ: MLP widths per block, MLP-only and mixer layers, MoE every other layer)."""
 

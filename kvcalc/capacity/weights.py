@@ -18,7 +18,7 @@ checkpoints keep them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcalc.capacity.params import LayerParts, ParamCount
 
@@ -64,8 +64,7 @@ def matrix_bytes(n: int, routed: int, dtype: str) -> int:
     raise ValueError(f"unknown weights dtype {dtype!r}")
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """How many ways each part of the weights is split on one GPU (1: whole on every GPU), as an
     engine places them for a layout (``engines/``: vLLM's TP, DP and EP, SGLang's attention DP).
 

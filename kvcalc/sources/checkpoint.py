@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NamedTuple
 
 from kvcalc.errors import PresetError
 from kvcalc.readers import load_json
@@ -46,16 +46,14 @@ DTYPE_BITS = {
 }
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     bytes: int  # every tensor as stored
     tensors: int
     files: int
     f32_bytes: int  # of those, float32 tensors (an engine serving in bf16 holds them at half)
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """One file's header, validated."""
 
     names: frozenset[str]

@@ -8,8 +8,8 @@ never asks which engine it has. Each engine's module cites the source of each of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from kvcalc.capacity.layers import LayerType, cdiv, state_bits
 from kvcalc.dtypes import DTYPE_BITS, row_scale_bits
@@ -19,8 +19,7 @@ GiB = 1024**3
 MiB = 1024**2
 
 
-@dataclass(frozen=True)
-class Capacity:
+class Capacity(NamedTuple):
     """What one GPU's budget holds for one stage's layers, as one engine counts it."""
 
     block_size: int
@@ -37,8 +36,7 @@ class Capacity:
     log: tuple[tuple[str, object], ...] = ()  # the engine's own start-up figures, predicted
 
 
-@dataclass(frozen=True)
-class TierAsk:
+class TierAsk(NamedTuple):
     """A CPU or disk KV tier asked of an engine, and the facts of the shape it needs."""
 
     medium: str  # "cpu" | "disk"

@@ -9,9 +9,9 @@ says (``vllm/v1/kv_cache_interface.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from math import lcm
+from typing import NamedTuple
 
 from kvcalc.capacity.deployment import DEFAULT_MEMORY
 from kvcalc.capacity.engines.base import (
@@ -28,8 +28,7 @@ from kvcalc.capacity.layers import LayerType, cdiv
 from kvcalc.spec import MLAAttention
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """The rules that changed between vLLM releases, read from each release's wheel
     (docs/fit.md has the table with files and lines)."""
 
