@@ -20,12 +20,11 @@ import warnings
 
 import pytest
 from test_hf_config_weights import transformers_count
+from weights_checks import skip_note, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
 from kvcalc.errors import PresetError
 from kvcalc.sources import weights_llama_like
-from kvcalc.sources.config_json import spec_from_config
-from kvcalc.sources.config_weights import SKIP
 
 EXAONE_3_0_7_8B = {
     "_name_or_path": "LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct", "activation_function": "silu",
@@ -61,24 +60,6 @@ def small(model_type: str, **fields) -> dict:
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV, "head_dim": D,
         "max_position_embeddings": 4096, "torch_dtype": "bfloat16", **fields,
     }
-
-
-def spec_of(data: dict):
-    return spec_from_config(data, "test/config.json")
-
-
-def total(data: dict) -> int:
-    spec = spec_of(data)
-    count = parameter_count(spec)
-    assert count is not None, [n for n in spec.notes if n.startswith(SKIP)]
-    return count.total
-
-
-def skip_note(data: dict) -> str:
-    spec = spec_of(data)
-    notes = [n for n in spec.notes if n.startswith(SKIP)]
-    assert spec.weights is None and len(notes) == 1, spec.notes
-    return notes[0]
 
 
 def untied(per_layer: int, final_norm: int = H, layers: int = LAYERS) -> int:

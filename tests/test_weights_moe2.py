@@ -16,34 +16,9 @@ import copy
 
 import pytest
 from test_hf_config_weights import transformers_count
+from weights_checks import checked, skip_note, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
-from kvcalc.sources.config_json import spec_from_config
-from kvcalc.sources.config_weights import SKIP
-
-
-def spec_of(data: dict):
-    return spec_from_config(data, "test/config.json")
-
-
-def total(data: dict) -> int:
-    count = parameter_count(spec_of(data))
-    assert count is not None, [n for n in spec_of(data).notes if n.startswith(SKIP)]
-    return count.total
-
-
-def skip_note(data: dict) -> str:
-    notes = [n for n in spec_of(data).notes if n.startswith(SKIP)]
-    assert len(notes) == 1, spec_of(data).notes
-    return notes[0]
-
-
-def checked(data: dict, expected: int) -> None:
-    """The count equals the hand derivation, and (where installed) what transformers builds."""
-    assert total(data) == expected
-    pytest.importorskip("transformers")
-    assert transformers_count(data) == expected
-
 
 h, V = 64, 100  # hidden size and vocabulary of the small configs
 
