@@ -17,10 +17,9 @@ from kvcalc.capacity.deployment import Deployment, FitUsageError, check_layout, 
 from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype, stage_layers
 from kvcalc.capacity.params import (
     ParamCount,
-    attention_matrices,
     layer_parts,
     parameter_count,
-    shared_expert_matrices,
+    whole_model_parts,
 )
 from kvcalc.capacity.weights import Placement, per_gpu_weights
 from kvcalc.capacity.weights import weights_bytes as bytes_at
@@ -174,17 +173,14 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
                                                                  "known from a total, so they are not divided further")
         return cdiv(total, d.tp * d.pp), note
     w = spec.weights
-    stages = [len(r) for r in stage_layers(spec.layers.count, d.pp)]
     place = d.engine.placement(spec, d)
-    split, whole = attention_matrices(spec)
-    by_stage = None
-    if d.pp > 1:  # each stage's own layers: layers differ (MLP widths per block, mixer layers, MoE every other)
-        by_stage = [layer_parts(spec, r) for r in stage_layers(spec.layers.count, d.pp)]
+    # each stage's own layers: layers differ (MLP widths per block, mixer layers, MoE every other)
+    by_stage = ([layer_parts(spec, r) for r in stage_layers(spec.layers.count, d.pp)] if d.pp > 1
+                else [whole_model_parts(spec)])
+    whole = sum(s.replicated for s in by_stage)  # MLA's down projections, held whole on every GPU
     final_norm = spec.hidden_size * (2 if w.norm == "layer" else 1) if w.final_norm else 0
-    fullest = per_gpu_weights(count, dtype, w.vocab_size, spec.hidden_size, w.tied_embeddings, spec.layers.count,
-                              stages, d.tp, extra=w.extra_parameters, placement=place, attention=split,
-                              replicated=whole, shared=shared_expert_matrices(spec), stage_parts=by_stage,
-                              final_norm=final_norm)
+    fullest = per_gpu_weights(count, dtype, w.vocab_size, spec.hidden_size, w.tied_embeddings, by_stage, d.tp,
+                              extra=w.extra_parameters, placement=place, final_norm=final_norm)
     note = None
     if d.tp * d.pp > 1 and place == Placement.tensor_parallel(d.tp):
         note = (f"weights per GPU as {d.engine.title} loads them over TP {d.tp} x "

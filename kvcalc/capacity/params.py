@@ -238,27 +238,10 @@ def whole_model_parts(spec: ModelSpec) -> LayerParts:
 
 
 def _held_whole(a, hidden: int) -> int:
-    """Attention matrices every GPU holds whole: MLA's down projections and DeepSeek-V3.2's indexer."""
+    """Attention matrices every GPU holds whole: MLA's down projections (q_a and kv_a, ReplicatedLinear in vLLM's
+    deepseek_v2.py 494/518 and 966/1059 and SGLang's fused_qkv_a_proj_with_mqa, deepseek_v2.py 2070) and
+    DeepSeek-V3.2's indexer (vLLM deepseek_v2.py 703/717: wq_b replicated, wk with disable_tp)."""
     if not isinstance(a, MLAAttention):
         return 0
     down = hidden * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
     return down + (indexer_parameters(a, hidden)[0] if a.indexer is not None else 0)
-
-
-def attention_matrices(spec: ModelSpec) -> tuple[int, int]:
-    """(attention and mixer matrix weights split over attention TP, those every GPU holds whole) of
-    the whole model. Whole: MLA's down projections (q_a and kv_a, ReplicatedLinear in vLLM's
-    deepseek_v2.py 494/518 and 966/1059 and SGLang's fused_qkv_a_proj_with_mqa, deepseek_v2.py
-    2070) and DeepSeek-V3.2's indexer (vLLM deepseek_v2.py 703/717: wq_b replicated, wk with
-    disable_tp)."""
-    if spec.weights is None or spec.hidden_size is None:
-        return 0, 0
-    parts = whole_model_parts(spec)
-    return parts.attention, parts.replicated
-
-
-def shared_expert_matrices(spec: ModelSpec) -> int:
-    """Matrix weights of every MoE layer's shared experts, the whole model."""
-    if spec.weights is None or spec.weights.moe is None or spec.hidden_size is None:
-        return 0
-    return whole_model_parts(spec).shared

@@ -85,22 +85,18 @@ class Placement(NamedTuple):
         return cls(tp, tp, tp, tp, tp)
 
 
-def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool, layers: int,
-                    stages: list[int], tp: int, extra: int = 0, placement: Placement | None = None,
-                    attention: int = 0, replicated: int = 0, shared: int = 0,
-                    stage_parts: list[LayerParts] | None = None, final_norm: int = 0) -> int:
+def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied: bool,
+                    stage_parts: list[LayerParts], tp: int, extra: int = 0, placement: Placement | None = None,
+                    final_norm: int = 0) -> int:
     """Bytes of weights on the fullest GPU as engines load them (vLLM's layers): the matrices
     inside the layers split as ``placement`` says (default: all over TP), norms, biases and
     routers whole on every GPU, the embedding and the head split by rows of a vocabulary padded
     to 64, the embedding on the first pipeline stage and the head (a copy of a tied one at
-    PP > 1) on the last. ``stages``: layers per pipeline stage; ``extra``: parameters outside
-    the layers (a vision tower), split like the embedding on the first stage; ``attention``
-    and ``replicated``: the attention matrices split over attention TP and those held whole
-    (part of ``count.linear``). Parts split the same number of ways are converted to bytes
-    together. ``stage_parts``: each stage's own layers (params.layer_parts), where layers differ
-    (per-block MLP widths, MLP-only and mixer layers, MoE every other layer); without it each
-    stage holds its share of the layers' parts in proportion to its layer count, exact when the
-    layers are alike. ``final_norm``: its parameters, on the last stage (with ``stage_parts``)."""
+    PP > 1) on the last. ``stage_parts``: each pipeline stage's own layers (params.layer_parts:
+    engines split stages by layer count, and layers differ: per-block MLP widths, MLP-only and
+    mixer layers, MoE every other layer). Parts split the same number of ways are converted to
+    bytes together. Outside the layers: ``extra`` parameters (a vision tower), split like the
+    embedding on the first stage, with an embedding projection; ``final_norm`` on the last."""
     place = placement or Placement.tensor_parallel(tp)
     wide = 4 if dtype == "fp32" else 2  # what is not a matrix inside a layer stays 16-bit (fp32: 32-bit)
     padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
@@ -108,27 +104,20 @@ def per_gpu_weights(count: ParamCount, dtype: str, vocab: int, hidden: int, tied
     head_rows = -(-padded // place.head) * hidden * wide
     token_embedding = vocab * hidden
     other_embedding = max(count.embedding - token_embedding, 0)  # positions, token types, embedding norm
-    if stage_parts is None:
-        parts = _matrix_parts(count.linear, attention, replicated, count.routed, shared, place, dtype)
+    last = len(stage_parts) - 1
     fullest = 0
-    for i, n in enumerate(stages):
-        if stage_parts is None:
-            here = (sum(-(-b * n // (layers * split)) for b, split in parts)
-                    + wide * ((count.other - extra) * n // layers))
-        else:
-            s = stage_parts[i]
-            here = sum(-(-b // split) for b, split in _matrix_parts(s.linear, s.attention, s.replicated, s.routed,
-                                                                    s.shared, place, dtype)) + wide * s.other
-            if i == 0:  # what the layers do not hold: an embedding projection, its bias
-                outside = count.linear - sum(p.linear for p in stage_parts)
-                here += sum(-(-b // split) for b, split in _matrix_parts(outside, 0, 0, 0, 0, place, dtype))
-                here += wide * (count.other - extra - final_norm - sum(p.other for p in stage_parts))
-            if i == len(stages) - 1:
-                here += wide * final_norm
-        if i == 0:
+    for i, s in enumerate(stage_parts):
+        here = sum(-(-b // split) for b, split in _matrix_parts(s.linear, s.attention, s.replicated, s.routed,
+                                                                s.shared, place, dtype)) + wide * s.other
+        if i == 0:  # what no layer holds: an embedding projection and its bias, the embedding, the extras
+            outside = count.linear - sum(p.linear for p in stage_parts)
+            here += sum(-(-b // split) for b, split in _matrix_parts(outside, 0, 0, 0, 0, place, dtype))
+            here += wide * (count.other - extra - final_norm - sum(p.other for p in stage_parts))
             here += embedding_rows + wide * other_embedding + -(-wide * extra // place.embedding)
-        if i == len(stages) - 1 and (not tied or len(stages) > 1):
-            here += head_rows
+        if i == last:
+            here += wide * final_norm
+            if not tied or last > 0:
+                here += head_rows
         fullest = max(fullest, here)
     return fullest
 
