@@ -16,7 +16,17 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, decoder, mamba2_mixer, plain
+from kvcalc.sources.weights_parts import (
+    Decoder,
+    Fields,
+    Skip,
+    base,
+    decoder,
+    mamba2_mixer,
+    plain,
+    short_conv,
+    siglip_tower,
+)
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -316,7 +326,7 @@ def _lfm2(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     else:
         raise Skip(f"tie_embedding is {json.dumps(tie)}, not true or false")
     bias = f.flag("conv_bias")
-    conv = hidden * 3 * hidden + hidden * f.integer("conv_L_cache") + hidden * hidden + (5 * hidden if bias else 0)
+    conv = short_conv(hidden, f.integer("conv_L_cache"), bias)
     block.update(qk_norm=True, mixer_parameters={"conv": conv} if "conv" in types else {})
     # Lfm2Config.__post_init__ (configuration_lfm2.py 91): a released config's block_ff_dim wins over intermediate_size
     inner = f.integer("block_ff_dim" if f.model_type == "lfm2" and f.present("block_ff_dim") else "intermediate_size")
@@ -579,10 +589,7 @@ def _phi4_image(f: Fields, text_hidden: int, notes: list[str]) -> int:
     square, with biases (474-475), and the global and sub-image feature extensors, h each (476-477)."""
     v = _sub(f, "vision_config", _PHI4_VISION, {}, notes)
     h, inner, layers = v["hidden_size"], v["intermediate_size"], v["num_hidden_layers"]
-    mlp = 2 * h * inner + inner + h
-    tower = (v["num_channels"] * v["patch_size"] ** 2 * h + h + (v["image_size"] // v["patch_size"]) ** 2 * h
-             + layers * (4 * (h * h + h) + mlp + 2 * 2 * h) + 2 * h
-             + h + 3 * h * h + 3 * h + h * h + h + 2 * h + mlp)  # the pooling head
+    tower = siglip_tower(h, inner, layers, v["image_size"], v["patch_size"], v["num_channels"], pooling_head=True)
     projection = h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden + 2 * h
     notes.append(f"inferred: extra_parameters has {tower + projection} for the image embedding: SigLIP tower {tower} "
                  f"(hidden {h}, {layers} layers, MLP {inner}, {v['image_size']}px in {v['patch_size']}px patches, its "

@@ -18,7 +18,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, decoder, per_attention_layer
+from kvcalc.sources.weights_parts import (
+    Decoder,
+    Fields,
+    Skip,
+    add_extra,
+    base,
+    decoder,
+    per_attention_layer,
+    short_conv,
+)
 from kvcalc.spec import MoE
 
 _TIED = {"tie_word_embeddings": True}
@@ -646,8 +655,7 @@ def _lfm3(f: Fields, attention: dict, count: int, hidden: int, notes: list[str])
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias,
                  mlp={"kind": "gated", "intermediate_size": f.integer("intermediate_size")})
     if "conv" in types:
-        block["mixer_parameters"] = {"conv": 4 * hidden * hidden + hidden * f.integer("conv_L_cache")
-                                     + (5 * hidden if conv_bias else 0)}
+        block["mixer_parameters"] = {"conv": short_conv(hidden, f.integer("conv_L_cache"), conv_bias)}
     if f.flag("use_attention_gate"):
         gate = hidden * attention["heads"]
         block["layer_parameters"] = {kind: gate for kind, name in (("full", "full_attention"),

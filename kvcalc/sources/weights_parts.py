@@ -185,18 +185,12 @@ def siglip(f: Fields, text_hidden: int, notes: list[str], *, pooling_head: bool 
         v[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
     )
     channels = v.get("num_channels", 3)
-    tower = (
-        channels * patch * patch * h + h  # patch conv
-        + (image // patch) ** 2 * h  # learned positions
-        + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h)
-        + 2 * h  # post-layernorm
-    )
+    tower = siglip_tower(h, inner, layers, image, patch, channels, pooling_head=bool(head))
     projector = h * text_hidden + h  # mm_input_projection_weight and mm_soft_emb_norm
     if head:
-        pooling = h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * inner + inner + inner * h + h
-        tower += pooling
-        notes.append(f"inferred: the SigLIP tower includes its attention pooling head ({pooling}; vision_use_head "
-                     f"{'true' if 'vision_use_head' in v else 'absent, SiglipVisionConfig default true'})")
+        said = "true" if "vision_use_head" in v else "absent, SiglipVisionConfig default true"
+        notes.append(f"inferred: the SigLIP tower includes its attention pooling head ({_pooling_head(h, inner)}; "
+                     f"vision_use_head {said})")
     notes.append(
         f"inferred: extra_parameters {tower + projector} = SigLIP vision tower {tower} (hidden {h}, "
         f"{layers} layers, MLP {inner}, {image}px in {patch}px patches, {channels} channels) + projector "
@@ -252,3 +246,24 @@ def add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
 def per_attention_layer(f: Fields, amount: int) -> dict[str, int]:
     """layer_parameters of ``amount`` in every layer that attends (each kind that is not a no-KV layer)."""
     return {name: amount for name, kind in f.kinds.items() if kind != "none"}
+
+
+def siglip_tower(h: int, inner: int, layers: int, image: int, patch: int, channels: int, *,
+                 pooling_head: bool) -> int:
+    """A SigLIP vision tower (modeling_siglip.py): the patch conv with a bias, (image / patch)^2 learned positions,
+    per layer q/k/v/out and fc1/fc2 with biases and two LayerNorms, the post-layernorm, and with ``pooling_head``
+    the attention pooling head (624-630)."""
+    tower = (channels * patch * patch * h + h + (image // patch) ** 2 * h
+             + layers * (4 * (h * h + h) + h * inner + inner + inner * h + h + 2 * 2 * h) + 2 * h)
+    return tower + (_pooling_head(h, inner) if pooling_head else 0)
+
+
+def _pooling_head(h: int, inner: int) -> int:
+    """SiglipMultiheadAttentionPoolingHead: a probe, in_proj 3h x h + 3h, out_proj h x h + h, a LayerNorm, the MLP."""
+    return h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * inner + inner + inner * h + h
+
+
+def short_conv(hidden: int, kernel: int, bias: bool) -> int:
+    """LFM2's and LFM3's short convolution: in_proj hidden x 3 hidden, a depthwise conv hidden x kernel, out_proj
+    hidden x hidden, and with conv_bias their biases (3 hidden, hidden, hidden)."""
+    return 4 * hidden * hidden + hidden * kernel + (5 * hidden if bias else 0)
