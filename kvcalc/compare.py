@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from kvcalc.estimate import Estimate, estimate
 from kvcalc.spec import ModelSpec, head_widths
@@ -14,8 +13,7 @@ from kvcalc.spec import ModelSpec, head_widths
 SortKey = Literal["name", "total", "bytes-per-token", "layers", "kv-size", "context"]
 
 
-@dataclass(frozen=True)
-class CompareRow:
+class CompareRow(NamedTuple):
     spec: ModelSpec
     result: Estimate
     requests: int | None = None  # requests of this context that fit on the --gpu deployment (None: unknown)
@@ -138,8 +136,6 @@ def with_speed(rows: list[CompareRow], bandwidth: int, gpus: int, kv_dtype: str 
 def _each(rows: list[CompareRow], gpus: int, work) -> list[CompareRow]:
     """Each row updated with ``work(row, tp)``; an encoder, a model without a parameter count or a
     shape that cannot be planned keeps an empty (unknown) cell."""
-    from dataclasses import replace
-
     from kvcalc.errors import KvcalcError
 
     done = []
@@ -150,5 +146,5 @@ def _each(rows: list[CompareRow], gpus: int, work) -> list[CompareRow]:
                 update = work(row, deployment_shape(row.spec, gpus)[0])
             except (KvcalcError, ValueError):
                 update = None
-        done.append(replace(row, **update) if update else row)
+        done.append(row._replace(**update) if update else row)
     return done

@@ -14,8 +14,7 @@ checkpoint in bf16 (``dtypes.serving_dtype``), a convention the result names.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from kvcalc.dtypes import DTYPE_BITS, SERVED_FP32_NOTE, row_scale_bits, serving_dtype, state_dtype
 from kvcalc.spec import ChunkedLayer, ModelSpec, NoKVLayer, SlidingLayer
@@ -30,8 +29,7 @@ def _bytes(bits: int) -> int:
     return -(-bits // 8)  # whole bytes, rounding a trailing half byte up
 
 
-@dataclass(frozen=True)
-class GroupEstimate:
+class GroupEstimate(NamedTuple):
     """All layers of one kind: how many, how many tokens each holds, what they cost."""
 
     name: str  # the kind's name in the preset: "full", "local", "global", "mamba"
@@ -46,8 +44,7 @@ class GroupEstimate:
     of: str | None = None  # an indexer group: the layer kind whose indexer it is (its layers are counted there)
 
 
-@dataclass(frozen=True)
-class Estimate:
+class Estimate(NamedTuple):
     model: str
     context: int
     batch: int
@@ -68,8 +65,8 @@ class Estimate:
         return sum(g.layers for g in self.groups if g.of is None)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["groups"] = [asdict(g) for g in self.groups]
+        data = self._asdict()
+        data["groups"] = [g._asdict() for g in self.groups]
         data["warnings"] = list(self.warnings)
         data["conventions"] = list(self.conventions)
         return data
@@ -144,7 +141,7 @@ def estimate(
                 indexers.append(_indexer_group(name, kind, attention.indexer, layers, held, batch, kv_dtype))
     if indexers:
         if len(indexers) == 1:
-            indexers = [replace(indexers[0], name="indexer")]
+            indexers = [indexers[0]._replace(name="indexer")]
         groups.extend(indexers)
 
     if context > spec.max_context and not _context_unknown(spec):

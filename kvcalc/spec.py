@@ -5,9 +5,8 @@ meaning kv_heads == heads and MQA meaning kv_heads == 1. MLA caches a compressed
 latent instead and gets its own variant (``MLAAttention``).
 """
 
-
-from __future__ import annotations
-
+# No postponed annotations: pydantic evaluates every field's annotation string when a class is
+# built (about 5 ms of start-up for these 14 classes); the classes are declared in order instead.
 import re
 from functools import lru_cache
 from typing import Annotated, Literal

@@ -8,7 +8,6 @@ Resolved once from what the user typed, then passed to ``fit``, ``compare --gpu`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -33,8 +32,7 @@ class Switches(NamedTuple):
     cuda_graph_max_bs: int | None = None  # SGLang --cuda-graph-max-bs-decode; vLLM max_cudagraph_capture_size
 
 
-@dataclass(frozen=True)
-class Deployment:
+class Deployment(NamedTuple):
     engine: object  # an engines.base.Engine
     memory: int | None  # bytes per GPU as CUDA reports them; None: no GPU (what requests need)
     gpu_key: str | None = None
@@ -54,7 +52,7 @@ class Deployment:
     max_batched_tokens: int | None = None
     kv_dtype: str | None = None
     platform: str = "cuda"  # cuda | cpu (vLLM's CPU platform: no async scheduling, 128-token blocks, fp32 SSM)
-    switches: Switches = field(default_factory=Switches)
+    switches: Switches = Switches()
     shape_note: str | None = None  # why this shape, when kvcalc chose it
     searched_gpus: int | None = None  # --gpus N when kvcalc chose the shape (layouts are compared on N)
     shared_prefix: int = 0  # tokens every request shares (a system prompt): held once with prefix caching
@@ -91,7 +89,7 @@ class Deployment:
 
     def with_shape(self, tp: int, pp: int, replicas: int = 1, note: str | None = None, **layout) -> Deployment:
         """Another shape; ``layout``: dp, ep, dcp (kept from this deployment unless given)."""
-        return replace(self, tp=tp, pp=pp, replicas=replicas, shape_note=note, **layout)
+        return self._replace(tp=tp, pp=pp, replicas=replicas, shape_note=note, **layout)
 
     def describe(self) -> dict:
         return {"gpu": self.gpu_key, "gpu_memory_bytes": self.memory, "gpus": self.gpus, "tp": self.tp,

@@ -10,8 +10,8 @@ fewest GPUs that hold N requests.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
+from typing import NamedTuple
 
 from kvcalc.capacity.deployment import Deployment, FitUsageError, check_layout, check_shape, tp_allowed
 from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype, stage_layers
@@ -32,8 +32,7 @@ __all__ = ["FitResult", "FitUsageError", "Weights", "best_shape", "fit", "min_sh
 MAX_SHAPE_GPUS = 512
 
 
-@dataclass(frozen=True)
-class Weights:
+class Weights(NamedTuple):
     """Where the weights' bytes come from: the parameter count at a dtype (None: the released or
     the model's), a given total, or a checkpoint's safetensors headers."""
 
@@ -51,8 +50,7 @@ class ExtrasUsageError(FitUsageError):
         self.option = option
 
 
-@dataclass(frozen=True)
-class Extras:
+class Extras(NamedTuple):
     """What else the engine holds (capacity/extras.py): LoRA slots, a draft model and its weights
     source, MTP layers, a prompt prefix shared by every request."""
 
@@ -69,8 +67,7 @@ class Extras:
     host_bandwidth: int = 64 * 10**9  # bytes per second a reload runs at (PCIe Gen5 x16's peak)
 
 
-@dataclass(frozen=True)
-class FitResult:
+class FitResult(NamedTuple):
     model: str
     engine: str
     engine_version: str
@@ -126,16 +123,17 @@ class FitResult:
     max_total_num_tokens: int | None  # SGLang's pool in tokens
     max_running_requests: int | None  # SGLang's running-request slots (a cap, not requests of the context)
     deployment: dict
-    layouts: list = field(default_factory=list)  # rows: this shape and the DP/EP layouts on as many GPUs
+    layouts: list | tuple = ()  # rows: this shape and the DP/EP layouts on as many GPUs
     min_gpus_layout: dict | None = None  # the fewest GPUs in the engine's DP-attention + EP layout for the requests
     nodes: int | None = None  # --nodes M (None: one node, or not said)
     gpus_per_node: int | None = None  # --gpus-per-node G
     nodes_per_instance: int = 1  # nodes one engine instance spans (vLLM --nnodes)
     warnings: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = self._asdict()
+        data["layouts"] = list(self.layouts)
         data["warnings"] = list(self.warnings)
         data["notes"] = list(self.notes)
         return data
@@ -218,10 +216,10 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     base_spec = spec
     speculative = extras.draft is not None or bool(extras.mtp)
     if extras.shared_prefix != d.shared_prefix or speculative != d.speculative or extras.mtp != d.mtp_layers:
-        d = replace(d, shared_prefix=extras.shared_prefix, speculative=speculative, mtp_layers=extras.mtp)
+        d = d._replace(shared_prefix=extras.shared_prefix, speculative=speculative, mtp_layers=extras.mtp)
     asked = d  # the searches size each candidate's own --max-num-seqs from the requests
     if concurrency is not None and d.max_seqs is None:  # launched for the requests asked, as --emit writes
-        d = replace(d, max_seqs=-(-concurrency // (d.replicas * d.dp)))
+        d = d._replace(max_seqs=-(-concurrency // (d.replicas * d.dp)))
     if extras.mtp:
         from kvcalc.capacity.extras import with_extra_layers
 
@@ -351,7 +349,7 @@ def fit(spec: ModelSpec, d: Deployment, context: int | None = None, concurrency:
     options = {"weights": weights, "mla_layout": mla_layout, "extras": extras}
     rows = layouts(base_spec, d, result, context, options)
     fewest = min_layout(base_spec, asked, wanted, context, options) if concurrency else None
-    return replace(result, layouts=rows, min_gpus_layout=fewest)
+    return result._replace(layouts=rows, min_gpus_layout=fewest)
 
 
 def _extras_held(spec: ModelSpec, base: ModelSpec, d: Deployment, extras: Extras, count, dtype: str,
@@ -489,7 +487,7 @@ def _held(spec: ModelSpec, d: Deployment, tp: int, pp: int, context: int | None,
     ``max_seqs`` sequences per rank (None: as ``d`` says, else the engine's default)."""
     shape = d.with_shape(tp, pp)
     if max_seqs is not None:
-        shape = replace(shape, max_seqs=max_seqs)
+        shape = shape._replace(max_seqs=max_seqs)
     try:
         return fit(spec, shape, context, weights=weights, mla_layout=mla_layout,
                    search_min=False, extras=extras).max_concurrency * d.dp
@@ -587,7 +585,7 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
         if replicas is None:
             continue
         try:
-            check_layout(spec, replace(shape, replicas=replicas))
+            check_layout(spec, shape._replace(replicas=replicas))
         except FitUsageError:  # e.g. SGLang: no data-parallel replicas beside attention DP
             continue
         gpus = shape.instance_gpus * replicas
@@ -609,5 +607,5 @@ def min_shape(spec: ModelSpec, d: Deployment, requests: int = 1, context: int | 
 
 def refit(spec: ModelSpec, d: Deployment, shape: dict, **options) -> FitResult:
     """``fit`` again on another shape (a ``min_gpus_shape``), without searching."""
-    return fit(spec, replace(d, tp=shape["tp"], pp=shape["pp"], replicas=shape["replicas"], max_seqs=None),
+    return fit(spec, d._replace(tp=shape["tp"], pp=shape["pp"], replicas=shape["replicas"], max_seqs=None),
                search_min=False, **options)

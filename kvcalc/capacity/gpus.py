@@ -5,8 +5,6 @@ override entries with their own YAML files of the same shape (``--gpu-catalog FI
 ``KVCALC_GPU_CATALOG``). Names match case-insensitively, with '-', '_' and spaces alike.
 """
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from kvcalc.errors import KvcalcError, PresetError
 
 BUNDLED = Path(__file__).with_name("gpus.yaml")
+
+
+# No postponed annotations: pydantic would evaluate each field's string when the class is built.
 class GPU(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 

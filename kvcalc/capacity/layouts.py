@@ -13,8 +13,6 @@ layout that hold N requests. Pure arithmetic: each row is ``fit`` on that shape.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from kvcalc.capacity.deployment import Deployment, FitUsageError, has_routed_experts
 
 POWERS = (1, 2, 4, 8, 16, 32, 64)
@@ -109,7 +107,7 @@ def min_layout(spec, d: Deployment, requests: int, context, fit_options: dict) -
 
             def held(seqs, shape=shape):  # each instance launched for its own share of the requests
                 try:
-                    return fit(spec, replace(shape, max_seqs=seqs), context, search_min=False,
+                    return fit(spec, shape._replace(max_seqs=seqs), context, search_min=False,
                                **fit_options).total_concurrency
                 except FitUsageError:
                     return None
@@ -117,7 +115,7 @@ def min_layout(spec, d: Deployment, requests: int, context, fit_options: dict) -
             instances = replicas_for(requests, shape.dp, d.max_seqs, held)
             if instances is None:
                 continue
-            r = fit(spec, replace(shape, max_seqs=d.max_seqs or -(-requests // (instances * shape.dp))), context,
+            r = fit(spec, shape._replace(max_seqs=d.max_seqs or -(-requests // (instances * shape.dp))), context,
                     search_min=False, **fit_options)
             key = (instances * gpus, -shape.dp, instances)
             if best is None or key < best[0]:

@@ -206,8 +206,6 @@ def fit_cmd(
     warn(spec_warnings(spec, context is not None))
     notes = []
     if logged is not None:
-        from dataclasses import replace
-
         from kvcalc.logs.measured import measured
 
         if memory is None:
@@ -215,7 +213,7 @@ def fit_cmd(
                                      param_hint="--from-log")
         at = logged["gpu_util"] or d.engine.default_util(spec, d)
         weights_bytes, measured_reserve, said = measured(logged["parsed"], memory, at)
-        d = replace(d, reserve=measured_reserve if reserve is None else reserve)
+        d = d._replace(reserve=measured_reserve if reserve is None else reserve)
         notes += [f"from {from_log}: {n}" for n in said]
         if max_batched_tokens != logged["max_batched_tokens"] and logged["max_batched_tokens"]:
             notes.append("--max-batched-tokens differs from the log's: the measured activation peak belongs to the "
@@ -245,7 +243,7 @@ def fit_cmd(
         hint = getattr(exc, "option", None) or "--tp/--pp/--gpus/--gpu-util"
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     if notes:
-        results = [r.__class__(**{**r.__dict__, "notes": (*notes, *r.notes)}) for r in results]
+        results = [r._replace(notes=(*notes, *r.notes)) for r in results]
     warn(dict.fromkeys(w for r in results for w in r.warnings))
     launch_text = None
     if emit is not None:
