@@ -3,12 +3,18 @@
 Validating a preset builds pydantic's validators for the whole spec (about 60 ms, more than
 the rest of ``kvcalc estimate``) and ``compare --all`` validates every preset. A file whose
 bytes were validated before gives back the object built then: each entry keeps the file's
-bytes beside the object and a hit needs them equal byte for byte, so an edited file is
-validated afresh, never answered from an older one (no hash, so no collision to fear);
-the cache file's name carries kvcalc's version and the size and mtime of the modules that
-define the objects, so a changed schema starts a new cache. Errors are never cached. Each folder
-of files has its own cache file, so a run loads the entries of the folders it reads and no
-more: ``estimate`` of a bundled preset does not unpickle the presets of every folder ever used.
+text beside the object, and an entry is used only when the file is unchanged, known one of two
+ways. Either its status is the one recorded (device, inode, size, modification and change times
+to the nanosecond: any write or rename changes the change time, which no user can set back)
+and the record is trusted because the file was last changed more than ``RACY_SECONDS`` before it
+was taken (a later write in the same clock tick could otherwise keep every field, git's "racy"
+case); or its text, read again, is equal character for character (no hash, so no collision to
+fear). So ``compare --all`` over 200 presets makes 200 ``stat`` calls and reads no preset, and an
+edited file is validated afresh, never answered from an older one. The cache file's name carries
+kvcalc's version and the size and mtime of this module and of the modules that define the objects,
+so a changed schema starts a new cache. Errors are never cached. Each folder of files has its own
+cache file, so a run loads the entries of the folders it reads and no more: ``estimate`` of a
+bundled preset does not unpickle the presets of every folder ever used.
 
 The cache lives in ``$KVCALC_CACHE_DIR``, else ``$XDG_CACHE_HOME/kvcalc``, else
 ``~/.cache/kvcalc``; ``KVCALC_CACHE_DIR=off`` turns it off. It is a pickle written by this
@@ -19,32 +25,48 @@ read, written or trusted is ignored, never an error.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+RACY_SECONDS = 5  # a status changed this recently is not trusted alone (file systems keep times to 2 s at worst)
 MAX_ENTRIES = 1024  # per folder: presets and catalogs a user has edited many times need no more
 MAX_FOLDERS = 64  # per kind: the cache files written least recently go first
-_caches: dict[tuple[str, str], dict] = {}  # (kind, folder) -> {key: (bytes, object)}, loaded once per process
+_caches: dict[tuple[str, str], dict] = {}  # (kind, folder) -> {path: (status or None, text, object)}, loaded once
 _dirty: set[tuple[str, str]] = set()
 
 
-def cached(kind: str, key: str, data: bytes, build, stamp_modules: tuple[str, ...]):
-    """``build()``'s object for the file ``key`` (its path) whose bytes are ``data``: from the
-    cache when these very bytes were built before under the same code, else built now and kept
-    (in memory for this run always; on disk unless the cache is off). A file rewritten within one
-    run is built afresh: its bytes differ."""
-    entries = _entries((kind, os.path.dirname(key)), stamp_modules)
-    found = entries.get(key)
-    if isinstance(found, tuple) and len(found) == 2 and found[0] == data:
-        return found[1]
-    value = build()
-    entries[key] = (data, value)
-    group = (kind, os.path.dirname(key))
-    if group in _paths:  # a cache on disk: written once, as the run ends
-        if not _dirty:
-            import atexit
+def cached(kind: str, path: str, read, build, stamp_modules: tuple[str, ...]):
+    """``build(read())``'s object for the file at ``path`` (absolute), from the cache when the file is
+    unchanged since it was built under the same code (its trusted status, else its text read again
+    and compared), else built now and kept (in memory for this run always; on disk unless the cache
+    is off). ``read`` reports a file that cannot be read; a file rewritten within one run is read
+    again (its status is too recent to trust) and built afresh when its text differs."""
+    group = (kind, os.path.dirname(path))
+    entries = _entries(group, stamp_modules)
+    found = entries.get(path)
+    if not (isinstance(found, tuple) and len(found) == 3):
+        found = None  # absent, or an entry of another layout
+    try:
+        status = os.stat(path)
+    except OSError:
+        status = None  # read() says why
+    seen = None
+    if status is not None:
+        seen = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        if found is not None and found[0] == seen:
+            return found[2]
+    text = read()
+    value = found[2] if found is not None and found[1] == text else build(text)
+    if seen is not None and max(seen[3], seen[4]) > time.time_ns() - RACY_SECONDS * 10**9:
+        seen = None  # changed moments ago: compare the text next time
+    if found is None or found[0] != seen or found[2] is not value:
+        entries[path] = (seen, text, value)
+        if group in _paths:  # a cache on disk: written once, as the run ends
+            if not _dirty:
+                import atexit
 
-            atexit.register(_save_all)
-        _dirty.add(group)
+                atexit.register(_save_all)
+            _dirty.add(group)
     return value
 
 
@@ -108,7 +130,7 @@ def _path(kind: str, folder_of_files: str, stamp_modules: tuple[str, ...]) -> Pa
     if folder is None:
         return None
     stamp = [__version__, sys.version]
-    for name in stamp_modules:
+    for name in (__name__, *stamp_modules):
         try:
             module_file = Path(sys.modules[name].__file__)
             stat = module_file.stat()

@@ -150,14 +150,14 @@ def test_a_folder_that_cannot_be_listed(runner, kvcalc_app, tmp_path, monkeypatc
 
     folder = tmp_path / "locked"
     folder.mkdir()
-    real = Path.iterdir
+    real = os.scandir
 
-    def iterdir(self):
-        if self == folder:
+    def scandir(path):
+        if Path(path) == folder:
             raise PermissionError(13, "Permission denied")
-        return real(self)
+        return real(path)
 
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    monkeypatch.setattr(os, "scandir", scandir)
     presets._index.cache_clear()
     result = run(runner, kvcalc_app, "estimate", "gpt2", "--preset-dir", str(folder))
     assert result.exit_code == 1 and "cannot list it" in one_line(result)

@@ -12,6 +12,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,12 +79,13 @@ def test_a_corrupt_cache_is_ignored(tmp_path):
 
 
 def forge(path: Path, preset: str, replacement: str) -> None:
-    """A cache whose entry for ``preset``'s file and bytes holds another preset's spec."""
+    """A cache whose entry for ``preset``'s file and text holds another preset's spec (no status:
+    the text is compared, and matches)."""
     from kvcalc.sources.presets import load_file
 
     file = PRESETS / f"{preset}.yaml"
     spec = load_file(PRESETS / f"{replacement}.yaml").model_copy(update={"name": preset})
-    path.write_bytes(pickle.dumps({str(file.resolve()): (file.read_text().encode(), spec)}))
+    path.write_bytes(pickle.dumps({str(file.resolve()): (None, file.read_text(), spec)}))
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="file ownership is POSIX")
@@ -178,3 +180,75 @@ def test_a_file_rewritten_within_one_run_is_read_afresh(tmp_path):
     assert estimate(load_named(path), context=8192).bytes_per_token == 2 * 32 * 8 * 128 * 2
     path.write_text(text.replace("count: 32", "count: 16", 1))
     assert estimate(load_named(path), context=8192).bytes_per_token == 2 * 16 * 8 * 128 * 2
+
+
+# --- the file's status: trusted only when it was last changed long enough before it was taken ----------
+
+
+def load_counting(path: Path, reads: list, builds: list):
+    from kvcalc import validated_cache
+
+    def read():
+        reads.append(1)
+        return path.read_text()
+
+    def build(text):
+        builds.append(1)
+        return text.upper()
+
+    return validated_cache.cached("test", str(path), read, build, ())
+
+
+def test_an_old_unchanged_file_is_answered_from_its_status_without_reading(tmp_path, monkeypatch):
+    from kvcalc import validated_cache
+
+    monkeypatch.setenv("KVCALC_CACHE_DIR", str(tmp_path / "cache"))
+    validated_cache.forget()
+    path = tmp_path / "f.yaml"
+    path.write_text("count: 32\n")
+    later = os.stat(path).st_ctime_ns + (validated_cache.RACY_SECONDS + 1) * 10**9
+    monkeypatch.setattr(validated_cache.time, "time_ns", lambda: later)  # the file is old by then
+    reads, builds = [], []
+    assert load_counting(path, reads, builds) == "COUNT: 32\n" and (len(reads), len(builds)) == (1, 1)
+    assert load_counting(path, reads, builds) == "COUNT: 32\n" and (len(reads), len(builds)) == (1, 1)
+    validated_cache._save_all()  # as the run ends
+    validated_cache.forget()  # a new run
+    assert load_counting(path, reads, builds) == "COUNT: 32\n" and (len(reads), len(builds)) == (1, 1)
+
+
+def test_a_same_size_edit_with_the_old_mtime_put_back_is_seen(tmp_path, monkeypatch):
+    """`cp -p`, `touch -d`, an editor that keeps times: the change time still moves."""
+    from kvcalc import validated_cache
+
+    monkeypatch.setenv("KVCALC_CACHE_DIR", "off")
+    validated_cache.forget()
+    path = tmp_path / "f.yaml"
+    path.write_text("count: 32\n")
+    old = os.stat(path)
+    monkeypatch.setattr(validated_cache.time, "time_ns", lambda: old.st_ctime_ns + 10**12)
+    reads, builds = [], []
+    assert load_counting(path, reads, builds) == "COUNT: 32\n"
+    time.sleep(0.01)
+    path.write_text("count: 16\n")
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # size and mtime as before
+    assert os.stat(path).st_size == old.st_size and os.stat(path).st_mtime_ns == old.st_mtime_ns
+    assert load_counting(path, reads, builds) == "COUNT: 16\n" and len(builds) == 2
+
+
+def test_a_file_changed_moments_ago_is_compared_by_its_text(tmp_path, monkeypatch):
+    """A write within the same clock tick can keep every field of the status: such a status is not
+    trusted, so the text is read and compared on every load until the file is older."""
+    from kvcalc import validated_cache
+
+    monkeypatch.setenv("KVCALC_CACHE_DIR", "off")
+    validated_cache.forget()
+    path = tmp_path / "f.yaml"
+    path.write_text("count: 32\n")
+    reads, builds = [], []
+    load_counting(path, reads, builds)
+    load_counting(path, reads, builds)
+    assert (len(reads), len(builds)) == (2, 1)  # read again, not built again
+    status = os.stat(path)
+    path.write_text("count: 16\n")
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert load_counting(path, reads, builds) == "COUNT: 16\n"

@@ -52,8 +52,8 @@ def _load(path: Path) -> dict[str, GPU]:
     from kvcalc.readers import read_text
     from kvcalc.validated_cache import cached
 
-    text = read_text(path)
-    return cached("gpus", str(path.resolve()), text.encode(), lambda: _validate(text, path), (__name__,))
+    return cached("gpus", str(path.resolve()), lambda: read_text(path), lambda text: _validate(text, path),
+                  (__name__,))
 
 
 def _validate(text: str, path: Path) -> dict[str, GPU]:

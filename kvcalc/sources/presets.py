@@ -45,13 +45,15 @@ def preset_dirs(user_dirs: list[Path] | tuple[Path, ...] = ()) -> tuple[Path, ..
 def _index(folder: Path) -> dict[str, Path]:
     """Lowercase preset name -> file, from file names alone (nothing is parsed here)."""
     found: dict[str, Path] = {}
-    try:
-        paths = sorted(folder.iterdir())
+    try:  # the listing says which entries are files: no stat per file, but for links
+        with os.scandir(folder) as listing:
+            files = sorted(entry.name for entry in listing
+                           if os.path.splitext(entry.name)[1] in SUFFIXES and entry.is_file())
     except OSError as exc:
         raise PresetError(f"preset folder {folder}: cannot list it: {exc.strerror or exc}") from None
-    for path in paths:
-        if path.suffix in SUFFIXES and path.is_file():
-            found.setdefault(path.stem.lower(), path)
+    for name in files:
+        path = folder / name
+        found.setdefault(path.stem.lower(), path)
     return found
 
 
@@ -80,13 +82,12 @@ def load_named(path: Path) -> ModelSpec:
 
 def load_file(path: Path) -> ModelSpec:
     """Parse and validate one preset YAML; errors name the file and the dotted field. Each
-    file's bytes are validated once per run (and kept between runs): validated_cache.py."""
+    file is validated once per run and kept between runs while it is unchanged: validated_cache.py."""
     from kvcalc.readers import load_yaml, read_text
     from kvcalc.validated_cache import cached
 
-    text = read_text(path)
-    return cached("presets", os.path.abspath(path), text.encode(),  # abspath: no system call per file
-                  lambda: spec_from_data(load_yaml(text, str(path)), origin=str(path)), STAMP)
+    return cached("presets", os.path.abspath(path), lambda: read_text(path),  # abspath: no system call per file
+                  lambda text: spec_from_data(load_yaml(text, str(path)), origin=str(path)), STAMP)
 
 
 def spec_from_data(data: object, origin: str) -> ModelSpec:
