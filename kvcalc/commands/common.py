@@ -82,10 +82,10 @@ def warn(messages) -> None:
 
 def print_inferences(specs) -> None:
     """What kvcalc inferred or ignored when reading a config.json, one line per model."""
-    for spec in specs:
-        for note in spec.notes:
-            if note.startswith(("inferred:", "ignored:", "read config.json")):
-                out.print(f"note ({spec.name}): {clean(note)}", markup=False, style="dim")
+    lines = [f"note ({spec.name}): {clean(note)}" for spec in specs for note in spec.notes
+             if note.startswith(("inferred:", "ignored:", "read config.json"))]
+    if lines:  # one print: each costs Rich a render pass
+        out.print("\n".join(lines), markup=False, style="dim")
 
 
 def print_json(data) -> None:
