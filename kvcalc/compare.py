@@ -1,7 +1,5 @@
 """Several models at several contexts: the rows behind `kvcalc compare`. Pure data."""
 
-from __future__ import annotations
-
 import csv
 import io
 from typing import Literal, NamedTuple

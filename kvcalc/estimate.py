@@ -12,8 +12,6 @@ Without a KV dtype the cache is counted as engines serve the model by default: a
 checkpoint in bf16 (``dtypes.serving_dtype``), a convention the result names.
 """
 
-from __future__ import annotations
-
 from typing import Literal, NamedTuple
 
 from kvcalc.dtypes import DTYPE_BITS, SERVED_FP32_NOTE, row_scale_bits, serving_dtype, state_dtype

@@ -6,8 +6,6 @@ Resolved once from what the user typed, then passed to ``fit``, ``compare --gpu`
 ``--gpus N`` into a shape (``capacity.fit.best_shape``) are the only logic.
 """
 
-from __future__ import annotations
-
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -87,7 +85,7 @@ class Deployment(NamedTuple):
     def memory_or_default(self) -> int:
         return self.memory if self.memory is not None else DEFAULT_MEMORY
 
-    def with_shape(self, tp: int, pp: int, replicas: int = 1, note: str | None = None, **layout) -> Deployment:
+    def with_shape(self, tp: int, pp: int, replicas: int = 1, note: str | None = None, **layout) -> "Deployment":
         """Another shape; ``layout``: dp, ep, dcp (kept from this deployment unless given)."""
         return self._replace(tp=tp, pp=pp, replicas=replicas, shape_note=note, **layout)
 

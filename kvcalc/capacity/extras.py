@@ -4,8 +4,6 @@ layers (a draft model, MTP heads), a shared prompt prefix, and the prefill-to-de
 Pure arithmetic on specs. Each rule says which engine code it follows (docs/fit.md, section 9).
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from kvcalc.capacity.layers import cdiv

@@ -8,8 +8,6 @@ between engines or versions lives in ``engines/``; the shape rules in ``deployme
 fewest GPUs that hold N requests.
 """
 
-from __future__ import annotations
-
 from fractions import Fraction
 from typing import NamedTuple
 

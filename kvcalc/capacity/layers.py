@@ -7,8 +7,6 @@ owns what it holds: ``held(length)`` tokens of a request of ``length``. Engines 
 into pages by their own rules (``engines/``).
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from kvcalc.dtypes import DTYPE_BITS, serving_dtype, state_dtype

@@ -6,8 +6,6 @@ constant-state mixers of no-KV layers, and the final norm. Nothing is estimated:
 without a ``weights`` block has no count, and callers say so.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from kvcalc.spec import DenseAttention, MLAAttention, ModelSpec, NoKVLayer, Weights

@@ -16,8 +16,6 @@ checkpoints keep them:
   all 16-bit.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from kvcalc.capacity.params import LayerParts, ParamCount
@@ -81,7 +79,7 @@ class Placement(NamedTuple):
     shared: int | None = None  # shared experts, when not split as the dense MLPs are
 
     @classmethod
-    def tensor_parallel(cls, tp: int) -> Placement:
+    def tensor_parallel(cls, tp: int) -> "Placement":
         return cls(tp, tp, tp, tp, tp)
 
 

@@ -14,8 +14,6 @@ Local files are opened only when they are regular files (a FIFO would block the 
 an index may name only files inside its folder.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 import struct

@@ -6,8 +6,6 @@ stored, the pages a request is charged, the reserve, what it logs. ``fit`` calls
 never asks which engine it has. Each engine's module cites the source of each of its rules.
 """
 
-from __future__ import annotations
-
 from bisect import bisect_left
 from fractions import Fraction
 from typing import NamedTuple

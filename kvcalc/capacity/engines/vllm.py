@@ -7,8 +7,6 @@ from one pool, each kind charging a request what its ``KVCacheSpec.max_memory_us
 says (``vllm/v1/kv_cache_interface.py``).
 """
 
-from __future__ import annotations
-
 from fractions import Fraction
 from math import lcm
 from typing import NamedTuple
