@@ -252,3 +252,22 @@ def test_a_file_changed_moments_ago_is_compared_by_its_text(tmp_path, monkeypatc
     path.write_text("count: 16\n")
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
     assert load_counting(path, reads, builds) == "COUNT: 16\n"
+
+
+def test_a_run_that_needs_one_preset_unpickles_one(tmp_path, monkeypatch):
+    from kvcalc import validated_cache
+    from kvcalc.sources.presets import available, load_named, preset_dirs
+
+    monkeypatch.setenv("KVCALC_CACHE_DIR", str(tmp_path))
+    validated_cache.forget()
+    for path in available(preset_dirs()).values():  # a cold run: every preset validated and saved
+        load_named(path)
+    validated_cache._save_all()
+    validated_cache.forget()  # a new run
+    spec = load_named(PRESETS / "llama-3-8b.yaml")
+    assert spec.name == "llama-3-8b" and spec.layers.count == 32
+    [entries] = validated_cache._caches.values()
+    live = [path for path, (_, _, value) in entries.items() if not isinstance(value, bytes)]
+    assert live == [str(PRESETS / "llama-3-8b.yaml")]
+    assert len(entries) == len(list(PRESETS.glob("*.yaml")))
+    validated_cache.forget()

@@ -15,8 +15,8 @@ from kvcalc.capacity.deployment import Deployment, FitUsageError, check_layout, 
 from kvcalc.capacity.layers import cdiv, kind_counts, layer_types, serving_dtype, stage_layers
 from kvcalc.capacity.params import (
     ParamCount,
-    layer_parts,
     parameter_count,
+    stage_parts,
     whole_model_parts,
 )
 from kvcalc.capacity.weights import Placement, per_gpu_weights
@@ -171,7 +171,7 @@ def _weights_per_gpu(spec: ModelSpec, count: ParamCount | None, dtype: str, tota
     w = spec.weights
     place = d.engine.placement(spec, d)
     # each stage's own layers: layers differ (MLP widths per block, mixer layers, MoE every other)
-    by_stage = ([layer_parts(spec, r) for r in stage_layers(spec.layers.count, d.pp)] if d.pp > 1
+    by_stage = ([stage_parts(spec, r) for r in stage_layers(spec.layers.count, d.pp)] if d.pp > 1
                 else [whole_model_parts(spec)])
     whole = sum(s.replicated for s in by_stage)  # MLA's down projections, held whole on every GPU
     final_norm = spec.hidden_size * (2 if w.norm == "layer" else 1) if w.final_norm else 0

@@ -220,19 +220,26 @@ def layer_parts(spec: ModelSpec, indices: range) -> LayerParts:
     return LayerParts(linear, other, inactive, moe_layers, attention, replicated, routed, shared)
 
 
-_PARTS: dict[int, tuple[ModelSpec, LayerParts]] = {}  # id -> (the spec, kept alive; its layers' parts)
+_PARTS: dict[tuple[int, int, int], tuple[ModelSpec, LayerParts]] = {}  # (id, start, stop) -> (spec, kept alive; parts)
+
+
+def stage_parts(spec: ModelSpec, indices: range) -> LayerParts:
+    """layer_parts of ``indices``, once per spec object and range (fit asks for every shape it tries)."""
+    key = (id(spec), indices.start, indices.stop)
+    seen = _PARTS.get(key)
+    if seen is not None and seen[0] is spec and indices.step == 1:
+        return seen[1]
+    if len(_PARTS) > 1024:
+        _PARTS.clear()
+    parts = layer_parts(spec, indices)
+    if indices.step == 1:
+        _PARTS[key] = (spec, parts)
+    return parts
 
 
 def whole_model_parts(spec: ModelSpec) -> LayerParts:
-    """layer_parts of every layer, once per spec object (fit asks for every shape it tries)."""
-    seen = _PARTS.get(id(spec))
-    if seen is not None and seen[0] is spec:
-        return seen[1]
-    if len(_PARTS) > 256:
-        _PARTS.clear()
-    parts = layer_parts(spec, range(spec.layers.count))
-    _PARTS[id(spec)] = (spec, parts)
-    return parts
+    """layer_parts of every layer, once per spec object."""
+    return stage_parts(spec, range(spec.layers.count))
 
 
 def _held_whole(a, hidden: int) -> int:
