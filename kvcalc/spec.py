@@ -9,7 +9,7 @@ latent instead and gets its own variant (``MLAAttention``).
 # built (about 5 ms of start-up for these 14 classes); the classes are declared in order instead.
 import re
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,6 +44,7 @@ class DenseAttention(_Frozen):
     kv_heads: Heads | None = None  # MHA defaults to heads, MQA to 1
     head_dim: Positive  # each K head's width (and each query head's)
     v_head_dim: Positive | None = None  # each V head's width when it differs from K's; None: head_dim
+    indexer: ClassVar[None] = None  # only MLA has one; read as an attribute, never from a file
 
     @model_validator(mode="before")
     @classmethod
@@ -164,6 +165,7 @@ class NoAttention(_Frozen):
     and no KV cache; it has no heads to count."""
 
     kind: Literal["none"]
+    indexer: ClassVar[None] = None
 
 
 Attention = Annotated[DenseAttention | MLAAttention | NoAttention, Field(discriminator="kind")]
@@ -182,6 +184,10 @@ class NoKVLayer(_Frozen):
     conv_dtype: KVDtype | None = None
     mixer: Literal["mamba", "mamba2", "gated_deltanet", "short_conv", "linear"] | None = None
     description: str | None = None
+    # what the other layer kinds have, absent here: read as attributes (a miss costs a pydantic __getattr__)
+    attention: ClassVar[None] = None
+    span: ClassVar[None] = None
+    state: ClassVar[None] = None
 
     @model_validator(mode="after")
     def _check_conv(self):
@@ -207,6 +213,7 @@ class FullLayer(_Frozen):
     type: Literal["full"]
     attention: Attention | None = None  # None: the model's attention
     state: NoKVLayer | None = None
+    span: ClassVar[None] = None  # no window: it holds the whole context
 
 
 class SlidingLayer(_Frozen):
@@ -215,6 +222,7 @@ class SlidingLayer(_Frozen):
     type: Literal["sliding"]
     window: Tokens
     attention: Attention | None = None
+    state: ClassVar[None] = None  # no Mamba state beside it
 
     @property
     def span(self) -> int:
@@ -228,6 +236,7 @@ class ChunkedLayer(_Frozen):
     type: Literal["chunked"]
     chunk: Tokens
     attention: Attention | None = None
+    state: ClassVar[None] = None
 
     @property
     def span(self) -> int:

@@ -44,3 +44,21 @@ def test_required_util_edges():
     assert engine.required_util(d, 0, 0, 100 * GiB + 1) is None  # more than the GPU
     assert engine.required_util(d, 50 * GiB, 0, 10 * GiB) == 0.6  # weights first, then 10 GiB: 60 GiB of 100
     assert engine.required_util(SimpleNamespace(memory=None), 0, 0, 1) is None
+
+
+def test_attributes_read_on_every_layer_kind_are_not_fields():
+    """``span``, ``state``, ``attention`` and ``indexer`` are class attributes where a kind has none
+    (a miss would go through pydantic's __getattr__): still refused in a file, never dumped."""
+    import pytest
+    from pydantic import ValidationError
+
+    from kvcalc.spec import DenseAttention, FullLayer, NoKVLayer, SlidingLayer
+
+    for cls, data, name in [(FullLayer, {"type": "full"}, "span"),
+                            (SlidingLayer, {"type": "sliding", "window": 8}, "state"),
+                            (NoKVLayer, {"type": "none"}, "attention"),
+                            (DenseAttention, {"kind": "mha", "heads": 2, "head_dim": 4}, "indexer")]:
+        made = cls.model_validate(data)
+        assert getattr(made, name) is None and name not in made.model_dump()
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            cls.model_validate({**data, name: None})
