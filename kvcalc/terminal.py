@@ -16,7 +16,10 @@ WIDE = 1000  # without a terminal: wide enough that no table drops a column
 
 def clean(text: object) -> str:
     """``text`` with every control character written as its escape (ESC -> \\x1b)."""
-    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # no control character can be in it: the common case, fast
+        return text
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def one_line(text: object) -> str:

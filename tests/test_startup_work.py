@@ -62,3 +62,13 @@ def test_attributes_read_on_every_layer_kind_are_not_fields():
         assert getattr(made, name) is None and name not in made.model_dump()
         with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
             cls.model_validate({**data, name: None})
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+       | st.text(alphabet=st.characters(max_codepoint=0x2100)))
+def test_clean_fast_path_escapes_what_the_pattern_escapes(text):
+    """clean() returns printable ASCII as it is, without the regex: the same as the regex gives."""
+    from kvcalc.terminal import _CONTROL, clean
+
+    assert clean(text) == _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
