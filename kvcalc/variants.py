@@ -129,7 +129,7 @@ def _mla_dims(spec: ModelSpec, rank: int | None, rope: int | None) -> MLAAttenti
 def with_attention(spec: ModelSpec, attention) -> ModelSpec:
     """``spec`` with every attention layer using ``attention`` (per-kind overrides dropped)."""
     kinds = {
-        name: kind.model_copy(update={"attention": None}) if hasattr(kind, "attention") else kind
+        name: kind.model_copy(update={"attention": None}) if "attention" in type(kind).model_fields else kind
         for name, kind in spec.layers.kinds.items()
     }
     layers = spec.layers.model_copy(update={"kinds": kinds})

@@ -72,3 +72,20 @@ def test_clean_fast_path_escapes_what_the_pattern_escapes(text):
     from kvcalc.terminal import _CONTROL, clean
 
     assert clean(text) == _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def test_a_what_if_attention_leaves_state_layers_as_they_are():
+    """variants.with_attention drops per-kind attention only where a kind has that field (NoKVLayer
+    now answers ``attention`` as a class attribute)."""
+    from kvcalc.sources.presets import available, load_named, preset_dirs
+    from kvcalc.spec import DenseAttention, NoKVLayer
+    from kvcalc.variants import with_attention
+
+    spec = load_named(available(preset_dirs())["jamba-v0.1"])
+    mqa = DenseAttention(kind="mqa", heads=32, head_dim=128)
+    changed = with_attention(spec, mqa)
+    for name, kind in changed.layers.kinds.items():
+        if isinstance(kind, NoKVLayer):
+            assert kind == spec.layers.kinds[name] and "attention" not in kind.__dict__
+        else:
+            assert changed.attention_of(name) == mqa

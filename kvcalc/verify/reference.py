@@ -414,7 +414,7 @@ def _explain(spec, model_type, name, kind, layers, mine, parts, context, batch, 
         return _explain_hybrid(model_type, kind.state, layers, mine, parts, batch, spec.dtype)
     attention = spec.attention_of(name)
     bits = DTYPE_BITS[dtype]
-    spans = [(min(context, getattr(kind, "span", context)), None, None)]
+    spans = [(min(context, kind.span or context), None, None)]  # span: None for a full layer
     if isinstance(kind, SlidingLayer | ChunkedLayer) and context >= kind.span:
         what = "window" if isinstance(kind, SlidingLayer) else "chunk"
         spans.append((min(context, kind.span - 1), "window-1", (
