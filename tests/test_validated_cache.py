@@ -85,7 +85,8 @@ def forge(path: Path, preset: str, replacement: str) -> None:
 
     file = PRESETS / f"{preset}.yaml"
     spec = load_file(PRESETS / f"{replacement}.yaml").model_copy(update={"name": preset})
-    path.write_bytes(pickle.dumps({str(file.resolve()): (None, file.read_text(), spec)}))
+    alone = {str(file.resolve()): (None, file.read_text(), pickle.dumps(spec))}
+    path.write_bytes(pickle.dumps((alone, pickle.dumps({}))))  # each object alone, and all together
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="file ownership is POSIX")
@@ -126,18 +127,23 @@ def test_each_folder_has_its_own_cache_and_a_run_loads_only_the_folders_it_reads
     run(tmp_path / "cache", user)
     assert len(cache_files(tmp_path / "cache")) == 2  # the bundled folder and mine
     probe = (
-        "import pickle, sys\n"
+        "import json, pickle, sys\n"
         "loaded = []\n"
         "original = pickle.loads\n"
-        "pickle.loads = lambda data, **k: loaded.append(len(original(data, **k))) or original(data, **k)\n"
+        "def probe(data, **k):\n"
+        "    found = original(data, **k)\n"
+        "    loaded.append(['file', len(found[0])] if isinstance(found, tuple) else [type(found).__name__])\n"
+        "    return found\n"
+        "pickle.loads = probe\n"
         "from kvcalc.sources.presets import load_named, bundled_dir\n"
         "load_named(bundled_dir() / 'llama-3-8b.yaml')\n"
-        "print(loaded)\n"
+        "print(json.dumps(loaded))\n"
     )
     env = {**os.environ, "KVCALC_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout
-    # one file, the bundled folder's: its presets but llama-3-8b, which my folder's copy overrode
-    assert json.loads(out) == [len(list(PRESETS.glob("*.yaml"))) - 1]
+    # one file, the bundled folder's (its presets but llama-3-8b, which my folder's copy overrode, so it
+    # is validated now), and none of its specs: they stay pickled
+    assert json.loads(out) == [["file", len(list(PRESETS.glob("*.yaml"))) - 1]]
     text = (PRESETS / "llama-3-8b.yaml").read_text()
     folders = [tmp_path / f"t{i}" for i in range(validated_cache.MAX_FOLDERS + 3)]
     for i, folder in enumerate(folders):
@@ -270,4 +276,25 @@ def test_a_run_that_needs_one_preset_unpickles_one(tmp_path, monkeypatch):
     live = [path for path, (_, _, value) in entries.items() if not isinstance(value, bytes)]
     assert live == [str(PRESETS / "llama-3-8b.yaml")]
     assert len(entries) == len(list(PRESETS.glob("*.yaml")))
+    validated_cache.forget()
+
+
+def test_the_second_object_of_a_folder_brings_the_rest_in_one_unpickling(tmp_path, monkeypatch):
+    import pickle
+
+    from kvcalc import validated_cache
+    from kvcalc.sources.presets import available, load_named, preset_dirs
+
+    monkeypatch.setenv("KVCALC_CACHE_DIR", str(tmp_path))
+    validated_cache.forget()
+    paths = available(preset_dirs())
+    cold = {name: load_named(path) for name, path in paths.items()}
+    validated_cache._save_all()
+    validated_cache.forget()
+    calls = []
+    original = pickle.loads
+    monkeypatch.setattr(pickle, "loads", lambda data, **k: calls.append(1) or original(data, **k))
+    warm = {name: load_named(path) for name, path in paths.items()}
+    assert warm == cold  # the same specs, field for field
+    assert len(calls) == 3  # the cache file, the first spec alone, then every other spec in one pickle
     validated_cache.forget()
