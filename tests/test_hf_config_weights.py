@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from weights_checks import meta_count
 
 from kvcalc.capacity.params import parameter_count
 from kvcalc.sources.config_json import load_config_path, preset_yaml, spec_from_config
@@ -308,7 +308,6 @@ BUILT_AS = {
 def transformers_count(data: dict) -> int:
     """Parameters plus persistent buffers of the model transformers builds, counted on meta."""
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     data = dict(data)
     data["model_type"] = BUILT_AS.get(data["model_type"], (data["model_type"],))[0]
     try:
@@ -319,21 +318,10 @@ def transformers_count(data: dict) -> int:
     auto = transformers.AutoModel if data["model_type"] == "bert" else transformers.AutoModelForCausalLM
     if data["model_type"] in IMAGE_TEXT and data.get("vision_config"):
         auto = transformers.AutoModelForImageTextToText  # the whole checkpoint: vision tower and language model
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
     try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            model = auto.from_config(cfg)
+        return meta_count(lambda: auto.from_config(cfg))
     except ValueError as exc:  # no class for this config in the auto mapping
         pytest.skip(f"transformers {transformers.__version__} cannot build it: {exc}"[:200])
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    params = sum(p.numel() for p in model.parameters())  # a tied head is one parameter, counted once
-    # Persistent buffers are in the checkpoint too: DeepSeek-V3's e_score_correction_bias is one.
-    saved = set(model.state_dict())
-    buffers = sum(b.numel() for name, b in model.named_buffers() if name in saved)
-    return params + buffers
 
 
 def cross_check_cases():

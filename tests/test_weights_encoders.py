@@ -20,10 +20,8 @@ The rest are transformers 5.24 class defaults, written out.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-from weights_checks import skip_note, spec_of, total
+from weights_checks import class_defaults, meta_count, skip_note, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
 from kvcalc.errors import PresetError
@@ -51,25 +49,9 @@ XGLM_1_7B = {
 def built(data: dict, encoder: bool) -> int:
     """As benchmarks/model_types.py meta_parameters: parameters plus persistent buffers, on meta."""
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     cfg = transformers.AutoConfig.for_model(**data)
     auto = transformers.AutoModel if encoder else transformers.AutoModelForCausalLM
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            model = auto.from_config(cfg)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    saved = set(model.state_dict())
-    return (sum(p.numel() for p in model.parameters())
-            + sum(b.numel() for name, b in model.named_buffers() if name in saved))
-
-
-def class_defaults(model_type: str) -> dict:
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoConfig.for_model(model_type).to_dict()
+    return meta_count(lambda: auto.from_config(cfg))
 
 
 # type -> changes to its class defaults, each built once; {} is the defaults themselves. ELECTRA's

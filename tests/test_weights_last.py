@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 from test_hf_config_weights import transformers_count
-from weights_checks import skip_note, spec_of, total
+from weights_checks import class_defaults, meta_count, skip_note, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
 
@@ -24,24 +23,8 @@ from kvcalc.capacity.params import parameter_count
 def built(data: dict, cls: str) -> int:
     """Parameters plus persistent buffers of transformers' ``cls`` built from ``data`` on the meta device."""
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     cfg = transformers.AutoConfig.for_model(**data)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            model = getattr(transformers, cls)(cfg)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    saved = set(model.state_dict())
-    return (sum(p.numel() for p in model.parameters())
-            + sum(b.numel() for name, b in model.named_buffers() if name in saved))
-
-
-def class_defaults(model_type: str) -> dict:
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoConfig.for_model(model_type).to_dict()
+    return meta_count(lambda: getattr(transformers, cls)(cfg))
 
 
 # ---------------------------------------------------------------- A.X-K2

@@ -16,11 +16,9 @@ SOURCES of the released configs below (tests/fixtures/configs/README.md lists th
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 from test_hf_config_weights import transformers_count
-from weights_checks import skip_note, spec_of, total
+from weights_checks import class_defaults, meta_count, skip_note, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
 from kvcalc.errors import PresetError
@@ -280,11 +278,6 @@ def cases():
     return out
 
 
-def class_defaults(model_type: str) -> dict:
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoConfig.for_model(model_type).to_dict()
-
-
 @pytest.mark.parametrize(("model_type", "change"), cases())
 def test_count_matches_the_model_transformers_builds(model_type, change):
     data = class_defaults(model_type) | change
@@ -297,16 +290,10 @@ def test_count_matches_the_model_transformers_builds(model_type, change):
 def test_emu3_text_model_as_transformers_builds_it(change):
     """Emu3ForCausalLM is built from Emu3TextConfig, which the causal-LM auto class does not map."""
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     from transformers.models.emu3 import Emu3ForCausalLM, Emu3TextConfig
 
     cfg = Emu3TextConfig(**change)
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = Emu3ForCausalLM(cfg)
-    saved = set(model.state_dict())
-    built = sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for name, b in model.named_buffers() if name in saved)
+    built = meta_count(lambda: Emu3ForCausalLM(cfg))
     assert total(cfg.to_dict()) == built
     if change:  # the switches reach the count (Emu3TextConfig keeps them as class attributes)
         assert built != total(Emu3TextConfig().to_dict())

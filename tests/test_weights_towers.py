@@ -11,10 +11,8 @@ MOSS-Transcribe-Diarize (kvcalc/sources/weights_encoders.py, weights_hybrids.py)
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-from weights_checks import spec_of, total
+from weights_checks import class_defaults, meta_count, spec_of, total
 
 from kvcalc.capacity.params import parameter_count
 
@@ -144,7 +142,6 @@ def moss_defaults() -> dict:
 def built(data: dict, encoder: bool, cls: str | None = None) -> int:
     """As benchmarks/model_types.py meta_parameters: parameters plus persistent buffers, on meta."""
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     cfg = transformers.AutoConfig.for_model(**data)
@@ -155,22 +152,7 @@ def built(data: dict, encoder: bool, cls: str | None = None) -> int:
         auto = transformers.AutoModel
     elif data.get("vision_config") and data["model_type"] in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         auto = transformers.AutoModelForImageTextToText
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            model = auto.from_config(cfg) if hasattr(auto, "from_config") else auto(cfg)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    saved = set(model.state_dict())
-    return (sum(p.numel() for p in model.parameters())
-            + sum(b.numel() for name, b in model.named_buffers() if name in saved))
-
-
-def class_defaults(model_type: str) -> dict:
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoConfig.for_model(model_type).to_dict()
+    return meta_count(lambda: auto.from_config(cfg) if hasattr(auto, "from_config") else auto(cfg))
 
 
 def _vision(change: dict) -> dict:

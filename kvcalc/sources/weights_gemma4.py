@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, base, wrapper_tie
 
 _COMMON = {"tie_word_embeddings": True, "attention_bias": False, "attention_k_eq_v": False,
            "num_kv_shared_layers": 0, "vocab_size": 262144, "global_head_dim": 512}
@@ -123,14 +123,7 @@ def _gemma4(f: Fields, attention: dict, count: int, hidden: int, notes: list[str
     layers = _layer_kinds(f, attention, count, notes)
     block = base(f, "rms", 4)
     if f.outer is not f.data:  # the wrapper's tie_word_embeddings decides, not text_config's (checked)
-        tied = f.outer.get("tie_word_embeddings")
-        if tied is None:
-            tied = True
-            notes.append("inferred: the head is tied to the embedding (no tie_word_embeddings at the top; "
-                         "Gemma4Config's default true)")
-        if not isinstance(tied, bool):
-            raise Skip(f"tie_word_embeddings is {json.dumps(tied)}, not true or false")
-        block["tied_embeddings"] = tied
+        wrapper_tie(f, True, block, notes)
     block.update(qk_norm=True, qkv_bias=bias, output_bias=bias)
     extra = count  # each layer's layer_scalar buffer
     parts = [f"{count} layer_scalar buffers"]

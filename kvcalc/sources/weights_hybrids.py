@@ -26,6 +26,7 @@ from kvcalc.sources.weights_parts import (
     plain,
     short_conv,
     siglip_tower,
+    wrapper_tie,
 )
 
 _TIED = {"tie_word_embeddings": True}
@@ -471,19 +472,6 @@ def _sub(f: Fields, key: str, defaults: dict[str, object], aliases: dict[str, st
     return values
 
 
-def _wrapper_tie(f: Fields, default: bool, block: dict, notes: list[str]) -> None:
-    """transformers ties the head by the whole config's tie_word_embeddings (modeling_utils.py 2492:
-    self.config), the wrapper class's default when config.json leaves it out, not text_config's."""
-    tie = f.outer.get("tie_word_embeddings")
-    if tie is None:
-        tie = default
-        notes.append(f"inferred: tie_word_embeddings {json.dumps(default)} (the {f.outer['model_type']} config "
-                     "class's default; transformers ties by the whole config's value)")
-    elif not isinstance(tie, bool):
-        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
-    block["tied_embeddings"] = tie
-
-
 # GotOcr2VisionConfig (configuration_got_ocr2.py), transformers 5.24
 _GOT_VISION = {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12,
                "num_channels": 3, "image_size": 1024, "patch_size": 16, "qkv_bias": True, "use_abs_pos": True,
@@ -517,7 +505,7 @@ def _got_ocr2(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> Non
     tower += h * out + 2 * out + out * out * 9 + 2 * out  # the neck
     projector = out * 2 * out * 9 + 2 * out * text_hidden * 9 + text_hidden * text_hidden + text_hidden
     block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
-    _wrapper_tie(f, True, block, notes)
+    wrapper_tie(f, True, block, notes)
     notes.append(f"inferred: extra_parameters has {tower + projector} = GOT-OCR2's vision tower {tower} (hidden {h}, "
                  f"{layers} layers, MLP {v['mlp_dim']}, {v['image_size']}px in {v['patch_size']}px patches, window "
                  f"{window}, neck {out}) + projector {projector}")
@@ -552,7 +540,7 @@ def _moss_transcribe_diarize(f: Fields, block: dict, text_hidden: int, notes: li
                      "config.json leaves them out")
     projector = d * merge * text_hidden + text_hidden * text_hidden + (2 * text_hidden if bias else 0) + 2 * text_hidden
     block["extra_parameters"] = block.get("extra_parameters", 0) + tower + projector
-    _wrapper_tie(f, True, block, notes)
+    wrapper_tie(f, True, block, notes)
     notes.append(f"inferred: extra_parameters has {tower + projector} = the Whisper-style audio tower {tower} "
                  f"(d_model {d}, {layers} layers, FFN {inner}) + projector {projector}")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 
-from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, plain
+from kvcalc.sources.weights_parts import Decoder, Fields, Skip, add_extra, base, plain, wrapper_tie
 
 _TIED = {"tie_word_embeddings": True}
 _UNTIED = {"tie_word_embeddings": False}
@@ -542,14 +542,7 @@ def _emu3(f: Fields, block: dict, text_hidden: int, notes: list[str]) -> None:
     rest = v["codebook_size"] * quant + conv3d(latent, quant, 3, 1) + conv3d(quant, latent, 3, 1)
     vq = encoder + decoder + rest
     block["extra_parameters"] = block.get("extra_parameters", 0) + vq
-    tie = f.outer.get("tie_word_embeddings")
-    if tie is None:
-        tie = False
-        notes.append("inferred: tie_word_embeddings false (Emu3Config's default; transformers ties by the whole "
-                     "config's value)")
-    elif not isinstance(tie, bool):
-        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
-    block["tied_embeddings"] = tie
+    wrapper_tie(f, False, block, notes)
     notes.append(f"inferred: extra_parameters has {vq} for Emu3's VQ-VAE (encoder {encoder}, decoder {decoder}, "
                  f"codebook and quant convs {rest}), which the checkpoint holds beside the text model")
 

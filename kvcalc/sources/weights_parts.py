@@ -235,6 +235,19 @@ def mamba2_mixer(hidden: int, heads: int, head_dim: int, state: int, groups: int
             + 3 * heads + (inner if norm else 0) + inner * hidden + (hidden if out_bias else 0))
 
 
+def wrapper_tie(f: Fields, default: bool, block: dict, notes: list[str]) -> None:
+    """transformers ties the head by the whole config's tie_word_embeddings (modeling_utils.py 2492:
+    self.config), the wrapper class's default when config.json leaves it out, not text_config's."""
+    tie = f.outer.get("tie_word_embeddings")
+    if tie is None:
+        tie = default
+        notes.append(f"inferred: tie_word_embeddings {json.dumps(default)} (the {f.outer['model_type']} config "
+                     "class's default; transformers ties by the whole config's value)")
+    elif not isinstance(tie, bool):
+        raise Skip(f"tie_word_embeddings is {json.dumps(tie)}, not true or false")
+    block["tied_embeddings"] = tie
+
+
 def add_extra(block: dict, amount: int, notes: list[str], what: str) -> dict:
     """Adds a part outside the schema, counted exactly from fields, to extra_parameters and says it."""
     if amount:
